@@ -1,0 +1,100 @@
+//! The JSON spoken on the admin socket: one [`Request`] line in, one [`Response`] line out.
+
+use serde::{Deserialize, Serialize};
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// The daemon's state, components and loops.
+    Status,
+    /// Replace the log filter; the answer holds the previous one.
+    SetLogLevel { filter: String },
+    /// Re-read the configuration file (as SIGHUP does) and report the outcome.
+    Reload,
+    /// Test hook: block the main loop for this many seconds. Refused unless the daemon was
+    /// started with `KUBE_GW_TEST_HOOKS=1`.
+    DebugFreeze { seconds: u64 },
+}
+
+/// What the daemon answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// A success carrying `result`.
+    pub fn ok(result: serde_json::Value) -> Self {
+        Self {
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+    /// A failure with a message for the operator.
+    pub fn err(msg: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            result: None,
+            error: Some(msg.into()),
+        }
+    }
+}
+
+/// The daemon's phase of life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DaemonState {
+    Starting,
+    Running,
+    Reloading,
+    Stopping,
+}
+
+/// `status`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    pub state: DaemonState,
+    pub ready: bool,
+    pub uptime_seconds: u64,
+    pub config: ConfigStatus,
+    pub log_filter: String,
+    pub components: Vec<Component>,
+}
+
+/// Which configuration is in force and how the last reload went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    pub path: String,
+    /// 1 at start, +1 for every reload that changed something.
+    pub generation: u64,
+    pub last_reload: Option<ReloadRecord>,
+}
+
+/// The outcome of one reload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadRecord {
+    /// `applied`, `unchanged` or `rejected`.
+    pub result: String,
+    pub seconds_ago: u64,
+    /// The problems that made it fail, as `file:line:col: … — …`, and any notes.
+    pub messages: Vec<String>,
+}
+
+/// One row of the status table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Component {
+    pub name: String,
+    pub kind: String,
+    /// `up`, `down`, `stuck`, `off`.
+    pub state: String,
+    pub since_seconds: u64,
+    pub info: String,
+}

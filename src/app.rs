@@ -1,0 +1,509 @@
+//! Wiring and lifecycle of the running daemon (`kube-gw run`).
+//!
+//! ```text
+//!   signals (HUP, TERM, INT) ──────────┐
+//!                                      ▼
+//!   admin socket ──MainCmd (mpsc)──► main loop ──► watch<Arc<Config>> ──► subsystems
+//!     │  (reads Shared directly)       │  owns: reloads, shutdown order      (later: kube,
+//!     ▼                                │  beats: "main" heartbeat             desired, VIPs,
+//!   CLI: status, log-level, reload     ▼                                      IPVS, BGP)
+//!                                   Shared ◄── watchdog task: WATCHDOG=1 only while every
+//!   HTTP /metrics /livez /readyz ──► (state,     heartbeat is fresh
+//!                                    metrics,
+//!                                    liveness)
+//! ```
+//!
+//! Who owns what: the main loop owns the configuration (it alone reloads and publishes it)
+//! and the order of shutdown; [`Shared`] holds what the admin surfaces read (state, ready
+//! flag, heartbeats, metrics, component table), so `kube-gw status` answers even when the
+//! main loop is stuck. Subsystems will subscribe to the `watch` channel for the latest
+//! configuration and register their teardown in the [`ShutdownPlan`] phase that fits.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use sd_notify::NotifyState;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::admin::metrics::{CommandLabel, Metrics, ResultLabel};
+use crate::admin::protocol::{
+    Component, ConfigStatus, DaemonState, ReloadRecord, Request, Response, Status,
+};
+use crate::config::{self, Config};
+use crate::lifecycle::{self, Liveness, Phase, ShutdownPlan};
+use crate::telemetry::LogHandle;
+
+/// The main loop turns at least this often (its heartbeat).
+const TICK: Duration = Duration::from_millis(500);
+/// How long one shutdown hook may take.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What `run` needs besides the configuration.
+#[derive(Debug)]
+pub struct Options {
+    pub config_path: PathBuf,
+    /// Accept test-only admin requests (`debug-freeze`). Set by `KUBE_GW_TEST_HOOKS=1`.
+    pub test_hooks: bool,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    AdminSocket(#[from] crate::admin::socket::BindError),
+    #[error("cannot listen for HTTP on {addr}: {source}; free the port or change [admin] metrics")]
+    Http {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+enum MainCmd {
+    Reload(oneshot::Sender<Response>),
+    Freeze(Duration),
+}
+
+struct ComponentEntry {
+    kind: &'static str,
+    state: String,
+    since: Instant,
+    info: String,
+}
+
+/// State the admin surfaces read; written by the main loop and the tasks it starts.
+pub struct Shared {
+    started: Instant,
+    config_path: PathBuf,
+    config: watch::Sender<Arc<Config>>,
+    generation: AtomicU64,
+    last_reload: Mutex<Option<(String, Instant, Vec<String>)>>,
+    state: Mutex<DaemonState>,
+    ready: AtomicBool,
+    pub(crate) liveness: Liveness,
+    log: LogHandle,
+    pub(crate) metrics: Metrics,
+    components: Mutex<BTreeMap<&'static str, ComponentEntry>>,
+    test_hooks: bool,
+    main_tx: mpsc::Sender<MainCmd>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn set_state(&self, s: DaemonState) {
+        *lock(&self.state) = s;
+    }
+
+    fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+        self.metrics.ready.set(i64::from(ready));
+    }
+
+    fn set_component(&self, name: &'static str, kind: &'static str, state: &str, info: String) {
+        let mut c = lock(&self.components);
+        let since = match c.get(name) {
+            Some(e) if e.state == state => e.since,
+            _ => Instant::now(),
+        };
+        c.insert(
+            name,
+            ComponentEntry {
+                kind,
+                state: state.to_string(),
+                since,
+                info,
+            },
+        );
+    }
+
+    /// Why `/readyz` should fail, if it should.
+    pub(crate) fn not_ready_reason(&self) -> Option<String> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Some(format!("not ready: {:?}", *lock(&self.state)).to_lowercase());
+        }
+        let stale = self.liveness.stale(crate::admin::http::LIVENESS_MAX_AGE);
+        (!stale.is_empty()).then(|| format!("not ready: stuck loops: {}", stale.join(", ")))
+    }
+
+    /// Answers one admin request.
+    pub(crate) async fn handle_admin(&self, req: Request) -> Response {
+        let name = match &req {
+            Request::Status => "status",
+            Request::SetLogLevel { .. } => "set-log-level",
+            Request::Reload => "reload",
+            Request::DebugFreeze { .. } => "debug-freeze",
+        };
+        self.metrics
+            .admin_requests
+            .get_or_create(&CommandLabel {
+                command: name.into(),
+            })
+            .inc();
+        match req {
+            Request::Status => match serde_json::to_value(self.status()) {
+                Ok(v) => Response::ok(v),
+                Err(e) => Response::err(format!("cannot encode the status: {e}")),
+            },
+            Request::SetLogLevel { filter } => match self.log.set(&filter) {
+                Ok(previous) => {
+                    tracing::info!(%filter, %previous, "log filter changed through the admin socket");
+                    Response::ok(serde_json::json!({ "previous": previous, "current": filter }))
+                }
+                Err(e) => Response::err(e),
+            },
+            Request::Reload => {
+                let (tx, rx) = oneshot::channel();
+                if self.main_tx.send(MainCmd::Reload(tx)).await.is_err() {
+                    return Response::err("the daemon is stopping; not reloading");
+                }
+                match tokio::time::timeout(Duration::from_secs(30), rx).await {
+                    Ok(Ok(r)) => r,
+                    _ => Response::err("the main loop did not answer within 30 s; see the log"),
+                }
+            }
+            Request::DebugFreeze { seconds } => {
+                if !self.test_hooks {
+                    return Response::err(
+                        "debug-freeze is a test hook; start the daemon with KUBE_GW_TEST_HOOKS=1 to use it",
+                    );
+                }
+                match self
+                    .main_tx
+                    .try_send(MainCmd::Freeze(Duration::from_secs(seconds)))
+                {
+                    Ok(()) => Response::ok(serde_json::json!({ "frozen_seconds": seconds })),
+                    Err(e) => Response::err(format!("cannot reach the main loop: {e}")),
+                }
+            }
+        }
+    }
+
+    /// The status the CLI shows.
+    pub fn status(&self) -> Status {
+        let now = Instant::now();
+        let mut components: Vec<Component> = lock(&self.components)
+            .iter()
+            .map(|(name, e)| Component {
+                name: (*name).to_string(),
+                kind: e.kind.to_string(),
+                state: e.state.clone(),
+                since_seconds: now.duration_since(e.since).as_secs(),
+                info: e.info.clone(),
+            })
+            .collect();
+        for (name, age) in self.liveness.ages() {
+            let stuck = age > crate::admin::http::LIVENESS_MAX_AGE;
+            components.push(Component {
+                name: format!("{name}-loop"),
+                kind: "loop".into(),
+                state: if stuck { "stuck" } else { "up" }.into(),
+                since_seconds: if stuck { age.as_secs() } else { 0 },
+                info: format!("last turn {} ms ago", age.as_millis()),
+            });
+        }
+        components.sort_by(|a, b| a.name.cmp(&b.name));
+        let last_reload = lock(&self.last_reload)
+            .as_ref()
+            .map(|(result, at, messages)| ReloadRecord {
+                result: result.clone(),
+                seconds_ago: now.duration_since(*at).as_secs(),
+                messages: messages.clone(),
+            });
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            state: *lock(&self.state),
+            ready: self.not_ready_reason().is_none(),
+            uptime_seconds: now.duration_since(self.started).as_secs(),
+            config: ConfigStatus {
+                path: self.config_path.display().to_string(),
+                generation: self.generation.load(Ordering::SeqCst),
+                last_reload,
+            },
+            log_filter: self.log.filter(),
+            components,
+        }
+    }
+
+    /// A receiver of the configuration in force (subsystems hold one).
+    pub fn subscribe_config(&self) -> watch::Receiver<Arc<Config>> {
+        self.config.subscribe()
+    }
+
+    fn record_reload(&self, result: &str, messages: Vec<String>) {
+        *lock(&self.last_reload) = Some((result.to_string(), Instant::now(), messages));
+        self.metrics
+            .config_reloads
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    fn systemd_status(&self) -> String {
+        let g = self.generation.load(Ordering::SeqCst);
+        match lock(&self.last_reload).as_ref() {
+            Some((r, _, m)) if r == "rejected" => format!(
+                "running; config generation {g}; last reload rejected ({} problems), see journal",
+                m.len()
+            ),
+            _ => format!("running; config generation {g}"),
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT, then stops it in order.
+pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), RunError> {
+    lifecycle::status("starting");
+    let mut hup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+
+    let (main_tx, mut main_rx) = mpsc::channel(16);
+    let start_unix = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    let admin_path = config.admin.socket.clone();
+    let http_addr = config.admin.metrics;
+    let shared = Arc::new(Shared {
+        started: Instant::now(),
+        config_path: opts.config_path,
+        config: watch::Sender::new(Arc::new(config)),
+        generation: AtomicU64::new(1),
+        last_reload: Mutex::new(None),
+        state: Mutex::new(DaemonState::Starting),
+        ready: AtomicBool::new(false),
+        liveness: Liveness::default(),
+        log,
+        metrics: Metrics::new(env!("CARGO_PKG_VERSION"), start_unix),
+        components: Mutex::new(BTreeMap::new()),
+        test_hooks: opts.test_hooks,
+        main_tx,
+    });
+    shared.metrics.config_generation.set(1);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let admin_listener = crate::admin::socket::bind(&admin_path).await?;
+    let http_listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(|source| RunError::Http {
+            addr: http_addr,
+            source,
+        })?;
+    let http_addr = http_listener.local_addr().unwrap_or(http_addr);
+    shared.set_component("admin", "unix", "up", admin_path.display().to_string());
+    shared.set_component("http", "tcp", "up", format!("http://{http_addr}/metrics"));
+    let admin_task = tokio::spawn(crate::admin::socket::serve(
+        admin_listener,
+        admin_path.clone(),
+        shared.clone(),
+        stop_rx.clone(),
+    ));
+    let http_task = tokio::spawn(crate::admin::http::serve(
+        http_listener,
+        shared.clone(),
+        stop_rx.clone(),
+    ));
+    let watchdog_task = tokio::spawn(watchdog(shared.clone(), stop_rx.clone()));
+
+    let heartbeat = shared.liveness.register("main");
+    shared.set_state(DaemonState::Running);
+    shared.set_ready(true);
+    lifecycle::notify(&[NotifyState::Ready]);
+    lifecycle::status(&shared.systemd_status());
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        admin = %admin_path.display(),
+        http = %http_addr,
+        "kube-gw started"
+    );
+
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received; reloading the configuration");
+                reload(&shared).await;
+            }
+            _ = term.recv() => {
+                tracing::info!("SIGTERM received; stopping");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT received; stopping");
+                break;
+            }
+            Some(cmd) = main_rx.recv() => match cmd {
+                MainCmd::Reload(reply) => {
+                    tracing::info!("reload requested through the admin socket");
+                    let _ = reply.send(reload(&shared).await);
+                }
+                MainCmd::Freeze(d) => {
+                    tracing::warn!(seconds = d.as_secs(), "test hook: blocking the main loop");
+                    // Deliberately blocks this worker thread: that is what a stuck loop is.
+                    std::thread::sleep(d);
+                    tracing::warn!("test hook: main loop resumed");
+                }
+            },
+        }
+        heartbeat.beat();
+    }
+
+    shared.set_state(DaemonState::Stopping);
+    shared.set_ready(false);
+    shared.liveness.unregister("main");
+    lifecycle::notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+
+    let mut plan = ShutdownPlan::new(HOOK_TIMEOUT);
+    // BGP drain and withdraw, then data-plane teardown, register here as those subsystems
+    // land; the admin surfaces close last so status answers during the drain.
+    let stop = stop_tx.clone();
+    plan.register(Phase::Close, "admin-and-http", move || async move {
+        let _ = stop.send(true);
+        let _ = admin_task.await;
+        let _ = http_task.await;
+        let _ = watchdog_task.await;
+    });
+    let outcomes = plan.run().await;
+    let abandoned = outcomes.iter().filter(|o| !o.completed).count();
+    tracing::info!(hooks = outcomes.len(), abandoned, "kube-gw stopped");
+    Ok(())
+}
+
+/// Re-reads the configuration; keeps the one in force if the new one is invalid.
+async fn reload(shared: &Shared) -> Response {
+    shared.set_state(DaemonState::Reloading);
+    let mut states = vec![NotifyState::Reloading];
+    if let Ok(m) = NotifyState::monotonic_usec_now() {
+        states.push(m);
+    }
+    lifecycle::notify(&states);
+    let response = match config::load(&shared.config_path) {
+        Err(e) => {
+            let messages: Vec<String> = e.diagnostics.iter().map(ToString::to_string).collect();
+            let generation = shared.generation.load(Ordering::SeqCst);
+            for m in &messages {
+                tracing::error!(problem = %m, "configuration problem");
+            }
+            tracing::error!(
+                problems = messages.len(),
+                generation,
+                "the new configuration is invalid; keeping the one in force"
+            );
+            shared.record_reload("rejected", messages.clone());
+            Response {
+                ok: false,
+                result: Some(serde_json::json!({ "result": "rejected", "messages": messages })),
+                error: Some(format!(
+                    "the configuration is invalid; generation {generation} stays in force"
+                )),
+            }
+        }
+        Ok(loaded) => {
+            let mut notes: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+            for w in &notes {
+                tracing::warn!(problem = %w, "configuration warning");
+            }
+            let current = shared.config.borrow().clone();
+            if *current == loaded.config {
+                tracing::info!("the configuration is unchanged");
+                shared.record_reload("unchanged", notes.clone());
+                Response::ok(serde_json::json!({ "result": "unchanged", "messages": notes }))
+            } else {
+                if current.log.level != loaded.config.log.level {
+                    match shared.log.set(&loaded.config.log.level) {
+                        Ok(_) => {
+                            tracing::info!(level = %loaded.config.log.level, "log filter changed")
+                        }
+                        Err(e) => notes.push(e),
+                    }
+                }
+                if current.admin != loaded.config.admin {
+                    let n = "[admin] changes take effect at the next restart".to_string();
+                    tracing::warn!("{n}");
+                    notes.push(n);
+                }
+                let g = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+                shared
+                    .metrics
+                    .config_generation
+                    .set(i64::try_from(g).unwrap_or(i64::MAX));
+                shared.config.send_replace(Arc::new(loaded.config));
+                tracing::info!(generation = g, "configuration applied");
+                shared.record_reload("applied", notes.clone());
+                Response::ok(
+                    serde_json::json!({ "result": "applied", "generation": g, "messages": notes }),
+                )
+            }
+        }
+    };
+    shared.set_state(DaemonState::Running);
+    lifecycle::notify(&[NotifyState::Ready]);
+    lifecycle::status(&shared.systemd_status());
+    response
+}
+
+/// Pings systemd's watchdog while every registered loop is turning.
+async fn watchdog(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let Some(interval) = lifecycle::watchdog_interval() else {
+        shared.set_component(
+            "watchdog",
+            "systemd",
+            "off",
+            "systemd did not ask for a watchdog (WatchdogSec=)".into(),
+        );
+        return;
+    };
+    let every = (interval / 2).max(Duration::from_millis(100));
+    let max_age = every.clamp(Duration::from_secs(1), crate::admin::http::LIVENESS_MAX_AGE);
+    let hb = shared.liveness.register("watchdog");
+    let info = format!("WATCHDOG=1 every {every:?} while loops turn within {max_age:?}");
+    shared.set_component("watchdog", "systemd", "pinging", info.clone());
+    let mut tick = tokio::time::interval(every);
+    let mut withholding = false;
+    loop {
+        tokio::select! {
+            () = crate::lifecycle::stopped(&mut stop) => break,
+            _ = tick.tick() => {}
+        }
+        hb.beat();
+        let stale = shared.liveness.stale(max_age);
+        if stale.is_empty() {
+            lifecycle::notify(&[NotifyState::Watchdog]);
+            shared.metrics.watchdog_pings.inc();
+            if withholding {
+                tracing::info!("all loops turn again; watchdog pings resumed");
+                shared.set_component("watchdog", "systemd", "pinging", info.clone());
+                withholding = false;
+            }
+        } else if !withholding {
+            tracing::error!(loops = ?stale, "loops are stuck; withholding watchdog pings so systemd restarts kube-gw");
+            shared.set_component(
+                "watchdog",
+                "systemd",
+                "withholding",
+                format!("stuck: {}", stale.join(", ")),
+            );
+            withholding = true;
+        }
+    }
+}

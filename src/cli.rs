@@ -1,0 +1,474 @@
+//! The command line: `run` (what systemd starts), `check-config`, `status`, `log-level`,
+//! `reload`, `version`, and the generators for shell completion and man pages, all from one
+//! clap definition so the three never disagree.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::admin::protocol::{Request, Response, Status};
+use crate::config;
+use crate::exit;
+use crate::telemetry::{self, LogFormat};
+
+/// kube-gw: Kubernetes Services on the fabric, served and announced by the switch itself.
+#[derive(Debug, Parser)]
+#[command(name = "kube-gw", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "KUBE_GW_CONFIG",
+        value_name = "PATH"
+    )]
+    pub config: Option<PathBuf>,
+    /// Log output: journald under systemd and human text otherwise (auto), or forced.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        env = "KUBE_GW_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// Log filter at start (overrides [log] level), e.g. `debug` or `kube_gw=debug,info`.
+    #[arg(long, global = true, env = "KUBE_GW_LOG", value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Admin socket of the running daemon (default: [admin] socket of the configuration).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (what the systemd unit starts).
+    Run,
+    /// Validate the configuration; exit 0 if valid, 78 if not.
+    CheckConfig {
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the running daemon's state.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the running daemon's log filter.
+    LogLevel {
+        /// A level or filter directives, e.g. `debug` or `kube_gw=trace,info`.
+        filter: String,
+    },
+    /// Ask the running daemon to re-read its configuration (as SIGHUP does).
+    Reload,
+    /// Print the version.
+    Version {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (kube-gw.8 and one per subcommand) into a directory.
+    Man {
+        /// Output directory.
+        out_dir: PathBuf,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ExitCode::from(dispatch(cli))
+}
+
+fn dispatch(cli: Cli) -> u8 {
+    let config_path = config::path_or_default(cli.config.clone());
+    match &cli.command {
+        Command::Run => run(&cli, &config_path),
+        Command::CheckConfig { json } => check_config(&config_path, *json),
+        Command::Status { json } => status(&cli, *json),
+        Command::LogLevel { filter } => simple_request(
+            &cli,
+            &Request::SetLogLevel {
+                filter: filter.clone(),
+            },
+            |r| {
+                let prev = r.get("previous").and_then(|v| v.as_str()).unwrap_or("?");
+                format!(
+                    "log filter: {prev} -> {}",
+                    r.get("current").and_then(|v| v.as_str()).unwrap_or("?")
+                )
+            },
+        ),
+        Command::Reload => reload(&cli),
+        Command::Version { json } => {
+            let v = env!("CARGO_PKG_VERSION");
+            if *json {
+                println!("{}", serde_json::json!({ "name": "kube-gw", "version": v }));
+            } else {
+                println!("kube-gw {v}");
+            }
+            exit::OK
+        }
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "kube-gw", &mut std::io::stdout());
+            exit::OK
+        }
+        Command::Man { out_dir } => match write_man_pages(out_dir) {
+            Ok(n) => {
+                println!("wrote {n} man pages to {}", out_dir.display());
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!(
+                    "kube-gw: cannot write man pages to {}: {e}",
+                    out_dir.display()
+                );
+                exit::FAILURE
+            }
+        },
+    }
+}
+
+fn check_config(path: &Path, json: bool) -> u8 {
+    let result = config::load(path);
+    let (valid, diags, summary) = match &result {
+        Ok(l) => {
+            let c = &l.config;
+            let summary = format!(
+                "{}: valid (node {}, {} pools, {} BGP neighbors{})",
+                path.display(),
+                c.node.name.as_deref().unwrap_or("<hostname>"),
+                c.vip.pools.len(),
+                c.bgp.as_ref().map_or(0, |b| b.neighbors.len()),
+                if l.warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", plural(l.warnings.len(), "warning"))
+                }
+            );
+            (true, l.warnings.clone(), summary)
+        }
+        Err(e) => (
+            false,
+            e.diagnostics.clone(),
+            format!(
+                "{}: invalid ({})",
+                path.display(),
+                plural(e.diagnostics.len(), "problem")
+            ),
+        ),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "path": path, "valid": valid, "diagnostics": diags })
+        );
+    } else {
+        for d in &diags {
+            eprintln!("{d}");
+        }
+        if valid {
+            println!("{summary}");
+        } else {
+            eprintln!("{summary}");
+        }
+    }
+    if valid {
+        exit::OK
+    } else {
+        exit::CONFIG
+    }
+}
+
+fn run(cli: &Cli, path: &Path) -> u8 {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!(
+                "kube-gw: not starting: {} in the configuration",
+                plural(e.diagnostics.len(), "problem")
+            );
+            return exit::CONFIG;
+        }
+    };
+    let level = cli
+        .log_level
+        .clone()
+        .unwrap_or_else(|| loaded.config.log.level.clone());
+    let log = match telemetry::init(cli.log_format, &level) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("kube-gw: {e}");
+            return exit::CONFIG;
+        }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!(problem = %w, "configuration warning");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("kube-gw")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kube-gw: cannot start the async runtime: {e}");
+            return exit::FAILURE;
+        }
+    };
+    let opts = crate::app::Options {
+        config_path: path.to_path_buf(),
+        test_hooks: std::env::var("KUBE_GW_TEST_HOOKS").as_deref() == Ok("1"),
+    };
+    match rt.block_on(crate::app::run(loaded.config, opts, log)) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            tracing::error!(error = %e, "kube-gw cannot start");
+            eprintln!("kube-gw: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// The admin socket to talk to: `--socket`, else the configuration's, else the default.
+fn socket_path(cli: &Cli) -> PathBuf {
+    if let Some(s) = &cli.socket {
+        return s.clone();
+    }
+    let path = config::path_or_default(cli.config.clone());
+    config::load(&path)
+        .map(|l| l.config.admin.socket)
+        .unwrap_or_else(|_| config::AdminConfig::default().socket)
+}
+
+fn request(cli: &Cli, req: &Request) -> Result<Response, u8> {
+    let path = socket_path(cli);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("kube-gw: cannot start the async runtime: {e}");
+            exit::FAILURE
+        })?;
+    rt.block_on(crate::admin::socket::request(
+        &path,
+        req,
+        Duration::from_secs(35),
+    ))
+    .map_err(|e| {
+        eprintln!("kube-gw: {e}");
+        exit::UNAVAILABLE
+    })
+}
+
+fn simple_request(cli: &Cli, req: &Request, show: impl Fn(&serde_json::Value) -> String) -> u8 {
+    match request(cli, req) {
+        Err(code) => code,
+        Ok(r) if r.ok => {
+            println!(
+                "{}",
+                show(r.result.as_ref().unwrap_or(&serde_json::Value::Null))
+            );
+            exit::OK
+        }
+        Ok(r) => {
+            eprintln!(
+                "kube-gw: {}",
+                r.error.unwrap_or_else(|| "request failed".into())
+            );
+            exit::FAILURE
+        }
+    }
+}
+
+fn reload(cli: &Cli) -> u8 {
+    match request(cli, &Request::Reload) {
+        Err(code) => code,
+        Ok(r) => {
+            let result = r.result.unwrap_or(serde_json::Value::Null);
+            if let Some(msgs) = result.get("messages").and_then(|m| m.as_array()) {
+                for m in msgs.iter().filter_map(|m| m.as_str()) {
+                    eprintln!("{m}");
+                }
+            }
+            if r.ok {
+                println!(
+                    "reload: {}",
+                    result
+                        .get("result")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("done")
+                );
+                exit::OK
+            } else {
+                eprintln!("kube-gw: {}", r.error.unwrap_or_default());
+                exit::CONFIG
+            }
+        }
+    }
+}
+
+fn status(cli: &Cli, json: bool) -> u8 {
+    let r = match request(cli, &Request::Status) {
+        Err(code) => return code,
+        Ok(r) => r,
+    };
+    let Some(result) = r.result.filter(|_| r.ok) else {
+        eprintln!(
+            "kube-gw: {}",
+            r.error.unwrap_or_else(|| "status failed".into())
+        );
+        return exit::FAILURE;
+    };
+    if json {
+        println!("{result}");
+        return exit::OK;
+    }
+    match serde_json::from_value::<Status>(result) {
+        Ok(s) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(render_status(&s).as_bytes());
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("kube-gw: the daemon's status is not understood ({e}); is it the same version? try --json");
+            exit::FAILURE
+        }
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// Formats seconds as `1d2h`, `3h4m`, `5m6s` or `7s`.
+pub fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s}s"),
+        (0, _, _) => format!("{h}h{m}m"),
+        _ => format!("{d}d{h}h"),
+    }
+}
+
+/// The `status` table, in the spirit of `birdc show protocols`.
+pub fn render_status(s: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let state = serde_json::to_value(s.state)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    let _ = writeln!(
+        o,
+        "kube-gw {} (pid {}): {}, {}, up {}",
+        s.version,
+        s.pid,
+        state,
+        if s.ready { "ready" } else { "not ready" },
+        human_duration(s.uptime_seconds)
+    );
+    let reload = match &s.config.last_reload {
+        None => "no reload yet".to_string(),
+        Some(r) => format!(
+            "last reload {} {} ago",
+            r.result,
+            human_duration(r.seconds_ago)
+        ),
+    };
+    let _ = writeln!(
+        o,
+        "config {} (generation {}), {}",
+        s.config.path, s.config.generation, reload
+    );
+    if let Some(r) = &s.config.last_reload {
+        for m in &r.messages {
+            let _ = writeln!(o, "  {m}");
+        }
+    }
+    let _ = writeln!(o, "log filter {}", s.log_filter);
+    let _ = writeln!(o);
+    let w = s
+        .components
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        o,
+        "{:<w$}  {:<8} {:<11} {:<8} Info",
+        "Name", "Kind", "State", "Since"
+    );
+    for c in &s.components {
+        let _ = writeln!(
+            o,
+            "{:<w$}  {:<8} {:<11} {:<8} {}",
+            c.name,
+            c.kind,
+            c.state,
+            human_duration(c.since_seconds),
+            c.info
+        );
+    }
+    o
+}
+
+fn write_man_pages(dir: &Path) -> std::io::Result<usize> {
+    std::fs::create_dir_all(dir)?;
+    let cmd = Cli::command();
+    let mut n = 0;
+    let mut write = |name: String, cmd: clap::Command| -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd).section("8").render(&mut buf)?;
+        std::fs::write(dir.join(format!("{name}.8")), buf)?;
+        n += 1;
+        Ok(())
+    };
+    for sub in cmd.get_subcommands() {
+        let name = format!("kube-gw-{}", sub.get_name());
+        write(name.clone(), sub.clone().name(name))?;
+    }
+    write("kube-gw".into(), cmd)?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_read_like_birdc() {
+        assert_eq!(human_duration(7), "7s");
+        assert_eq!(human_duration(366), "6m6s");
+        assert_eq!(human_duration(3 * 3600 + 240), "3h4m");
+        assert_eq!(human_duration(90000), "1d1h");
+    }
+}

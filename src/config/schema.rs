@@ -1,0 +1,302 @@
+//! The configuration schema: one struct per section, kebab-case keys, unknown keys refused,
+//! a default for everything that has a sensible one. Semantic rules live in `validate.rs`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one kube-gw instance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Config {
+    pub node: NodeConfig,
+    /// Absent: kube-gw runs without a cluster (nothing to serve; useful for bring-up).
+    pub kubernetes: Option<KubernetesConfig>,
+    pub vip: VipConfig,
+    pub ipvs: IpvsConfig,
+    /// Absent: nothing is announced.
+    pub bgp: Option<BgpConfig>,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+}
+
+/// `[node]`: how this switch appears in the cluster.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NodeConfig {
+    /// Node name; default: the host name.
+    pub name: Option<String>,
+    /// Taints set when the Node is created.
+    #[serde(default = "default_taints")]
+    pub taints: Vec<Taint>,
+    /// Labels set on the Node.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: None,
+            taints: default_taints(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_taints() -> Vec<Taint> {
+    vec![Taint {
+        key: "kube-gw.io/network-device".into(),
+        value: Some("true".into()),
+        effect: TaintEffect::NoSchedule,
+    }]
+}
+
+/// A Kubernetes taint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Taint {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: TaintEffect,
+}
+
+/// The effect of a taint, spelled as Kubernetes spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+/// `[kubernetes]`: how to reach the cluster, and what never to serve.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KubernetesConfig {
+    /// Credentials provided by the operator.
+    pub kubeconfig: Option<PathBuf>,
+    /// API server URL for the bootstrap-token join.
+    pub server: Option<String>,
+    /// CA bundle of the API server for the bootstrap-token join.
+    pub ca_file: Option<PathBuf>,
+    /// File holding a bootstrap token `abcdef.0123456789abcdef`.
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// The cluster's Service CIDRs; addresses inside them are never served.
+    #[serde(default)]
+    pub service_cidrs: Vec<IpNet>,
+}
+
+/// `[vip]`: which addresses may be served and where they are put.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct VipConfig {
+    #[serde(default = "default_interface")]
+    pub interface: String,
+    /// Only addresses inside these prefixes are ever served.
+    #[serde(default)]
+    pub pools: Vec<IpNet>,
+    #[serde(default)]
+    pub announce: AnnouncePolicy,
+    /// A label selector (`key=value`, comma-separated) that narrows the Services served.
+    pub service_selector: Option<String>,
+}
+
+impl Default for VipConfig {
+    fn default() -> Self {
+        Self {
+            interface: default_interface(),
+            pools: Vec::new(),
+            announce: AnnouncePolicy::default(),
+            service_selector: None,
+        }
+    }
+}
+
+fn default_interface() -> String {
+    "lo".into()
+}
+
+/// When a VIP is announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnnouncePolicy {
+    /// Only while at least one endpoint is ready.
+    #[default]
+    ReadyEndpoints,
+    /// Regardless of endpoint readiness.
+    Always,
+}
+
+/// `[ipvs]`: the data path.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IpvsConfig {
+    #[serde(default)]
+    pub scheduler: Scheduler,
+}
+
+/// IPVS scheduler; both are consistent across switches given the same destinations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheduler {
+    /// Source hashing.
+    #[default]
+    Sh,
+    /// Maglev hashing.
+    Mh,
+}
+
+/// `[bgp]` without its neighbors (they are read one by one).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct BgpCommon {
+    asn: u32,
+    router_id: Ipv4Addr,
+    #[serde(default = "default_hold")]
+    hold_time: u16,
+    keepalive: Option<u16>,
+}
+
+impl BgpCommon {
+    pub(crate) fn with_neighbors(self, neighbors: Vec<NeighborConfig>) -> BgpConfig {
+        BgpConfig {
+            asn: self.asn,
+            router_id: self.router_id,
+            hold_time: self.hold_time,
+            keepalive: self.keepalive.unwrap_or(self.hold_time / 3),
+            neighbors,
+        }
+    }
+}
+
+fn default_hold() -> u16 {
+    9
+}
+
+/// `[bgp]`: the speaker.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BgpConfig {
+    pub asn: u32,
+    pub router_id: Ipv4Addr,
+    /// Seconds; 0 disables keepalives and the hold timer.
+    pub hold_time: u16,
+    /// Seconds; default: a third of the hold time.
+    pub keepalive: u16,
+    pub neighbors: Vec<NeighborConfig>,
+}
+
+/// `[[bgp.neighbors]]`: one peer.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NeighborConfig {
+    pub address: IpAddr,
+    pub remote_asn: RemoteAsn,
+    /// File holding the TCP MD5 password.
+    pub password_file: Option<PathBuf>,
+    /// Interface for a link-local (unnumbered) peer.
+    pub interface: Option<String>,
+    /// Free text shown in status output.
+    pub description: Option<String>,
+}
+
+/// The peer's AS: a number, or the kind of session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum RemoteAsn {
+    Number(u32),
+    Kind(PeerKind),
+}
+
+impl<'de> Deserialize<'de> for RemoteAsn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RemoteAsn;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an AS number (1..=4294967295), \"external\" or \"internal\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RemoteAsn, E> {
+                u32::try_from(v).map(RemoteAsn::Number).map_err(|_| {
+                    E::custom(format!("AS number {v} is out of range (1..=4294967295)"))
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RemoteAsn, E> {
+                u32::try_from(v).map(RemoteAsn::Number).map_err(|_| {
+                    E::custom(format!("AS number {v} is out of range (1..=4294967295)"))
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RemoteAsn, E> {
+                match v {
+                    "external" => Ok(RemoteAsn::Kind(PeerKind::External)),
+                    "internal" => Ok(RemoteAsn::Kind(PeerKind::Internal)),
+                    _ => Err(E::custom(format!(
+                        "`{v}` is neither an AS number nor \"external\" / \"internal\""
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// eBGP or iBGP without naming the number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerKind {
+    External,
+    Internal,
+}
+
+/// `[admin]`: the control surfaces.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AdminConfig {
+    /// Unix socket for the CLI (mode 0660).
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// HTTP listener for /metrics, /livez, /readyz.
+    #[serde(default = "default_metrics")]
+    pub metrics: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            socket: default_socket(),
+            metrics: default_metrics(),
+        }
+    }
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/kube-gw/admin.sock")
+}
+
+fn default_metrics() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9472))
+}
+
+/// `[log]`: the starting log filter (changeable at runtime with `kube-gw log-level`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `kube_gw::bgp=trace,info`, …
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_level(),
+        }
+    }
+}
+
+fn default_level() -> String {
+    "info".into()
+}

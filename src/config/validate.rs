@@ -1,0 +1,492 @@
+//! The semantic pass: rules that a well-typed configuration must still obey.
+//!
+//! Pure apart from looking at referenced files (existence and mode). Each rule yields a
+//! [`Finding`] with the key path it concerns; the caller places it in the file. Sections
+//! that failed to parse are `None` in the [`PartialConfig`] and are skipped, so every
+//! problem in the sections that did parse is still reported.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use ipnet::IpNet;
+
+pub use super::locate::Finding;
+use super::locate::{KeyPath, Severity};
+use super::schema::*;
+use super::PartialConfig;
+
+/// All findings for `cfg`, errors and warnings, in no particular order.
+pub fn validate(cfg: &PartialConfig) -> Vec<Finding> {
+    let mut out = Findings::default();
+    if let Some(node) = &cfg.node {
+        node_rules(node, &mut out);
+    }
+    match &cfg.kubernetes {
+        Some(Some(k)) => kubernetes_rules(k, &mut out),
+        Some(None) => out.warn(
+            KeyPath::default(),
+            "there is no [kubernetes] section, so no Service will be served".into(),
+            "add [kubernetes] with a kubeconfig or bootstrap-token join",
+        ),
+        None => {}
+    }
+    if let Some(vip) = &cfg.vip {
+        let cidrs = match &cfg.kubernetes {
+            Some(Some(k)) => k.service_cidrs.as_slice(),
+            _ => &[],
+        };
+        vip_rules(vip, cidrs, &mut out);
+    }
+    if let Some(Some(bgp)) = &cfg.bgp {
+        bgp_rules(bgp, &cfg.neighbor_index, &mut out);
+    }
+    if let Some(log) = &cfg.log {
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&log.level) {
+            out.error(
+                KeyPath::keys(&["log", "level"]),
+                format!("`{}` is not a log filter: {e}", log.level),
+                "use a level (error, warn, info, debug, trace) or directives like \"kube_gw=debug,info\"",
+            );
+        }
+    }
+    if let Some(admin) = &cfg.admin {
+        if !admin.socket.is_absolute() {
+            out.error(
+                KeyPath::keys(&["admin", "socket"]),
+                format!("`{}` is not an absolute path", admin.socket.display()),
+                "use an absolute path such as /run/kube-gw/admin.sock",
+            );
+        }
+    }
+    out.0
+}
+
+#[derive(Default)]
+struct Findings(Vec<Finding>);
+
+impl Findings {
+    fn push(&mut self, path: KeyPath, message: String, hint: &str, severity: Severity) {
+        self.0.push(Finding {
+            path,
+            message,
+            hint: hint.to_string(),
+            severity,
+        });
+    }
+    fn error(&mut self, path: KeyPath, message: String, hint: &str) {
+        self.push(path, message, hint, Severity::Error);
+    }
+    fn warn(&mut self, path: KeyPath, message: String, hint: &str) {
+        self.push(path, message, hint, Severity::Warning);
+    }
+}
+
+fn node_rules(node: &NodeConfig, out: &mut Findings) {
+    if let Some(name) = &node.name {
+        if !is_dns_subdomain(name) {
+            out.error(
+                KeyPath::keys(&["node", "name"]),
+                format!("`{name}` is not a valid Node name"),
+                "use lower-case letters, digits, '-' and '.', at most 253 characters, starting and ending alphanumeric",
+            );
+        }
+    }
+    for (i, t) in node.taints.iter().enumerate() {
+        if !is_qualified_name(&t.key) {
+            out.error(
+                KeyPath::keys(&["node", "taints"]).index(i).key("key"),
+                format!("`{}` is not a valid taint key", t.key),
+                "use an optional DNS prefix and a name, e.g. kube-gw.io/network-device",
+            );
+        }
+    }
+    for k in node.labels.keys() {
+        if !is_qualified_name(k) {
+            out.error(
+                KeyPath::keys(&["node", "labels"]),
+                format!("`{k}` is not a valid label key"),
+                "use an optional DNS prefix and a name, e.g. topology.kubernetes.io/zone",
+            );
+        }
+    }
+}
+
+fn kubernetes_rules(k: &KubernetesConfig, out: &mut Findings) {
+    let base = || KeyPath::keys(&["kubernetes"]);
+    let bootstrap = k.server.is_some() || k.ca_file.is_some() || k.bootstrap_token_file.is_some();
+    match (&k.kubeconfig, bootstrap) {
+        (Some(_), true) => out.error(
+            base(),
+            "both `kubeconfig` and bootstrap keys (server, ca-file, bootstrap-token-file) are set"
+                .into(),
+            "keep one way of joining: the kubeconfig, or the three bootstrap keys",
+        ),
+        (None, false) => out.error(
+            base(),
+            "no way to reach the cluster is configured".into(),
+            "set `kubeconfig`, or `server`, `ca-file` and `bootstrap-token-file`",
+        ),
+        (None, true) => {
+            for (key, present) in [
+                ("server", k.server.is_some()),
+                ("ca-file", k.ca_file.is_some()),
+                ("bootstrap-token-file", k.bootstrap_token_file.is_some()),
+            ] {
+                if !present {
+                    out.error(
+                        base(),
+                        format!("the bootstrap join needs `{key}`"),
+                        "set server, ca-file and bootstrap-token-file together",
+                    );
+                }
+            }
+        }
+        (Some(_), false) => {}
+    }
+    if let Some(server) = &k.server {
+        if !server.starts_with("https://") {
+            out.error(
+                base().key("server"),
+                format!("`{server}` is not an https:// URL"),
+                "write the API server as https://HOST:PORT",
+            );
+        }
+    }
+    if let Some(p) = &k.kubeconfig {
+        secret_file(p, base().key("kubeconfig"), out);
+    }
+    if let Some(p) = &k.ca_file {
+        existing_file(p, base().key("ca-file"), out);
+    }
+    if let Some(p) = &k.bootstrap_token_file {
+        secret_file(p, base().key("bootstrap-token-file"), out);
+    }
+    if k.service_cidrs.is_empty() {
+        out.error(
+            base().key("service-cidrs"),
+            "the cluster's Service CIDRs are not set".into(),
+            "set service-cidrs to the API server's --service-cluster-ip-range (e.g. [\"10.96.0.0/12\"]) so its addresses are never served",
+        );
+    }
+    for (i, c) in k.service_cidrs.iter().enumerate() {
+        host_bits(c, base().key("service-cidrs").index(i), out);
+    }
+}
+
+fn vip_rules(vip: &VipConfig, service_cidrs: &[IpNet], out: &mut Findings) {
+    let base = || KeyPath::keys(&["vip"]);
+    if vip.interface.is_empty() || vip.interface.len() > 15 || vip.interface.contains(['/', ' ']) {
+        out.error(
+            base().key("interface"),
+            format!("`{}` is not a valid interface name", vip.interface),
+            "use a Linux interface name of 1 to 15 characters, normally lo",
+        );
+    }
+    if vip.pools.is_empty() {
+        out.warn(
+            base().key("pools"),
+            "no address pools are configured, so no Service address will be served".into(),
+            "add the prefixes your Services' external and LoadBalancer IPs come from",
+        );
+    }
+    for (i, p) in vip.pools.iter().enumerate() {
+        let path = || base().key("pools").index(i);
+        host_bits(p, path(), out);
+        for (j, q) in vip.pools.iter().enumerate().skip(i + 1) {
+            if overlaps(p, q) {
+                out.error(
+                    base().key("pools").index(j),
+                    format!("pool {q} overlaps pool {p}"),
+                    "make the pools disjoint (merge them or remove one)",
+                );
+            }
+        }
+        for c in service_cidrs {
+            if overlaps(p, c) {
+                out.error(
+                    path(),
+                    format!("pool {p} overlaps the Service CIDR {c}"),
+                    "take pool addresses from outside the cluster's Service CIDRs (CVE-2020-8554)",
+                );
+            }
+        }
+    }
+    if let Some(sel) = &vip.service_selector {
+        if parse_selector(sel).is_none() {
+            out.error(
+                base().key("service-selector"),
+                format!("`{sel}` is not a label selector"),
+                "write key=value pairs separated by commas, e.g. kube-gw.io/fabric=dc1",
+            );
+        }
+    }
+}
+
+fn bgp_rules(bgp: &BgpConfig, file_index: &[usize], out: &mut Findings) {
+    let base = || KeyPath::keys(&["bgp"]);
+    if let Some(why) = asn_problem(bgp.asn) {
+        out.error(
+            base().key("asn"),
+            format!("AS {} {why}", bgp.asn),
+            "use your fabric's AS number (private ranges: 64512-65534, 4200000000-4294967294)",
+        );
+    }
+    let rid = bgp.router_id;
+    if rid.is_unspecified() || rid.is_broadcast() || rid.is_multicast() {
+        out.error(
+            base().key("router-id"),
+            format!("{rid} cannot be a router ID"),
+            "use a unicast IPv4 address unique in the fabric, usually the switch's loopback",
+        );
+    }
+    if bgp.hold_time != 0 && bgp.hold_time < 3 {
+        out.error(
+            base().key("hold-time"),
+            format!(
+                "a hold time of {} s is not allowed (RFC 4271)",
+                bgp.hold_time
+            ),
+            "use 0 (no keepalives) or at least 3 seconds; 9 is the fabric default",
+        );
+    }
+    if bgp.hold_time == 0 && bgp.keepalive != 0 {
+        out.error(
+            base().key("keepalive"),
+            "keepalives are set while the hold time is 0".into(),
+            "set keepalive = 0 too, or give a hold time of at least 3 s",
+        );
+    } else if bgp.hold_time != 0 && (bgp.keepalive == 0 || bgp.keepalive >= bgp.hold_time) {
+        out.error(
+            base().key("keepalive"),
+            format!(
+                "the keepalive interval ({} s) must be above 0 and below the hold time ({} s)",
+                bgp.keepalive, bgp.hold_time
+            ),
+            "use a third of the hold time (e.g. hold-time = 9, keepalive = 3)",
+        );
+    }
+    for (i, n) in bgp.neighbors.iter().enumerate() {
+        let entry = file_index.get(i).copied().unwrap_or(i);
+        let path = || base().key("neighbors").index(entry);
+        if let RemoteAsn::Number(asn) = n.remote_asn {
+            if let Some(why) = asn_problem(asn) {
+                out.error(
+                    path().key("remote-asn"),
+                    format!("AS {asn} {why}"),
+                    "use the peer's AS number, or \"external\" / \"internal\"",
+                );
+            }
+        }
+        let addr = n.address;
+        if addr.is_unspecified() || addr.is_multicast() || is_broadcast(addr) {
+            out.error(
+                path().key("address"),
+                format!("{addr} cannot be a neighbor address"),
+                "use the peer's unicast address",
+            );
+        }
+        match (is_link_local(addr), &n.interface) {
+            (true, None) => out.error(
+                path().key("address"),
+                format!("{addr} is link-local, so the interface must be named"),
+                "add interface = \"swpN\" for this neighbor",
+            ),
+            (false, Some(_)) => out.warn(
+                path().key("interface"),
+                format!("`interface` is only used for link-local neighbors, not {addr}"),
+                "remove it",
+            ),
+            _ => {}
+        }
+        if let Some(ifname) = &n.interface {
+            if ifname.is_empty() || ifname.len() > 15 {
+                out.error(
+                    path().key("interface"),
+                    format!("`{ifname}` is not a valid interface name"),
+                    "use a Linux interface name of 1 to 15 characters",
+                );
+            }
+        }
+        if let Some(p) = &n.password_file {
+            secret_file(p, path().key("password-file"), out);
+        }
+        for (j, m) in bgp.neighbors.iter().enumerate().take(i) {
+            if m.address == n.address {
+                out.error(
+                    path().key("address"),
+                    format!(
+                        "neighbor {addr} is configured twice (also entry {})",
+                        file_index.get(j).copied().unwrap_or(j) + 1
+                    ),
+                    "keep one [[bgp.neighbors]] block per peer",
+                );
+            }
+        }
+    }
+}
+
+/// Why an AS number cannot be used, if it cannot.
+pub fn asn_problem(asn: u32) -> Option<&'static str> {
+    match asn {
+        0 => Some("is reserved (RFC 7607)"),
+        23456 => Some("is AS_TRANS, reserved for 2-byte compatibility (RFC 6793)"),
+        65535 | 4_294_967_295 => Some("is reserved (RFC 7300)"),
+        _ => None,
+    }
+}
+
+fn host_bits(net: &IpNet, path: KeyPath, out: &mut Findings) {
+    if net.trunc() != *net {
+        out.error(
+            path,
+            format!("{net} has host bits set"),
+            &format!("write the network address: {}", net.trunc()),
+        );
+    }
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+fn is_broadcast(a: IpAddr) -> bool {
+    matches!(a, IpAddr::V4(v4) if v4 == Ipv4Addr::BROADCAST)
+}
+
+fn is_link_local(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+fn existing_file(p: &Path, path: KeyPath, out: &mut Findings) -> Option<std::fs::Metadata> {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => Some(m),
+        Ok(_) => {
+            out.error(
+                path,
+                format!("{} is not a regular file", p.display()),
+                "point it at a file",
+            );
+            None
+        }
+        Err(e) => {
+            out.error(
+                path,
+                format!("cannot read {}: {e}", p.display()),
+                "create the file or correct the path",
+            );
+            None
+        }
+    }
+}
+
+fn secret_file(p: &Path, path: KeyPath, out: &mut Findings) {
+    if let Some(m) = existing_file(p, path.clone(), out) {
+        let mode = m.permissions().mode() & 0o777;
+        if mode & 0o007 != 0 {
+            out.error(
+                path,
+                format!(
+                    "{} holds a secret but its mode {mode:04o} lets every user read or write it",
+                    p.display()
+                ),
+                &format!("chmod 0600 {} (or 0640 with a trusted group)", p.display()),
+            );
+        }
+    }
+}
+
+/// Parses `k=v,k2=v2` (equality only; the form kube-gw supports).
+pub fn parse_selector(s: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let (k, v) = part.split_once('=')?;
+        let (k, v) = (k.trim(), v.trim().trim_start_matches('='));
+        if !is_qualified_name(k) || v.contains(['=', '!']) {
+            return None;
+        }
+        out.push((k.to_string(), v.to_string()));
+    }
+    Some(out)
+}
+
+fn is_dns_label_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(is_dns_label_char)
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+/// A Kubernetes qualified name: `[dns-subdomain/]name`, name ≤ 63 of `[A-Za-z0-9_.-]`.
+fn is_qualified_name(s: &str) -> bool {
+    let (prefix, name) = match s.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, s),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    name_ok && prefix.is_none_or(is_dns_subdomain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_asns_are_named() {
+        for asn in [0, 23456, 65535, 4_294_967_295] {
+            assert!(asn_problem(asn).is_some(), "{asn}");
+        }
+        for asn in [1, 64512, 65010, 4_200_000_000] {
+            assert_eq!(asn_problem(asn), None, "{asn}");
+        }
+    }
+
+    #[test]
+    fn qualified_names_follow_kubernetes_rules() {
+        assert!(is_qualified_name("kube-gw.io/network-device"));
+        assert!(is_qualified_name("zone"));
+        assert!(!is_qualified_name("Kube_GW.io/x"));
+        assert!(!is_qualified_name("a/-x"));
+        assert!(!is_qualified_name(""));
+    }
+
+    #[test]
+    fn selectors_parse_equality_terms() {
+        assert_eq!(
+            parse_selector("kube-gw.io/fabric=dc1, tier=edge"),
+            Some(vec![
+                ("kube-gw.io/fabric".into(), "dc1".into()),
+                ("tier".into(), "edge".into())
+            ])
+        );
+        assert_eq!(parse_selector("noequals"), None);
+        assert_eq!(parse_selector("a!=b"), None);
+    }
+
+    #[test]
+    fn overlap_is_symmetric_and_exact() {
+        let a: IpNet = "198.51.100.0/24".parse().unwrap();
+        let b: IpNet = "198.51.100.128/25".parse().unwrap();
+        let c: IpNet = "198.51.101.0/24".parse().unwrap();
+        assert!(overlaps(&a, &b) && overlaps(&b, &a));
+        assert!(!overlaps(&a, &c));
+    }
+}

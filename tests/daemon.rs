@@ -1,0 +1,474 @@
+//! The daemon's lifecycle as systemd and an operator see it: READY=1 on a notify socket the
+//! test provides, `kube-gw status`, reload on SIGHUP (and refusal of a broken config while
+//! staying up), the watchdog withholding pings while the main loop is stuck, `/metrics`,
+//! `/livez`, `/readyz`, and an ordered stop on SIGTERM.
+//!
+//! These run unprivileged: sockets live in a temporary directory and HTTP binds an ephemeral
+//! loopback port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kube-gw");
+
+struct Daemon {
+    dir: tempfile::TempDir,
+    child: Child,
+    notify: UnixDatagram,
+    /// Every notify message received so far, with its arrival time.
+    messages: Vec<(Instant, String)>,
+}
+
+fn config_text(socket: &Path, level: &str) -> String {
+    format!(
+        r#"[node]
+name = "spine-1"
+
+[vip]
+pools = ["198.51.100.0/24"]
+
+[bgp]
+asn = 65010
+router-id = "192.0.2.20"
+
+[admin]
+socket = "{}"
+metrics = "127.0.0.1:0"
+
+[log]
+level = "{level}"
+"#,
+        socket.display()
+    )
+}
+
+impl Daemon {
+    fn start(envs: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("admin.sock");
+        std::fs::write(dir.path().join("config.toml"), config_text(&socket, "info")).unwrap();
+        let notify_path = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let log = std::fs::File::create(dir.path().join("log.json")).unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "--log-format", "json", "-c"])
+            .arg(dir.path().join("config.toml"))
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            dir,
+            child,
+            notify,
+            messages: Vec::new(),
+        };
+        d.wait_for_message("READY=1", Duration::from_secs(15));
+        d
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {}", self.pid());
+    }
+
+    /// Reads notify messages until `deadline`.
+    fn pump_until(&mut self, deadline: Instant) {
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                for line in text.lines() {
+                    self.messages.push((Instant::now(), line.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Waits for a notify line that equals `want`, after the ones already seen.
+    fn wait_for_message(&mut self, want: &str, timeout: Duration) {
+        let seen = self.messages.len();
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                for line in text.lines() {
+                    self.messages.push((Instant::now(), line.to_string()));
+                }
+                if self.messages[seen..].iter().any(|(_, m)| m == want) {
+                    return;
+                }
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("kube-gw exited ({st}) before {want}; log:\n{}", self.log());
+            }
+        }
+        panic!(
+            "no {want} within {timeout:?}; got {:?}; log:\n{}",
+            self.messages,
+            self.log()
+        );
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--socket")
+            .arg(self.path("admin.sock"))
+            .output()
+            .unwrap()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn http_addr(&self) -> String {
+        let s = self.status();
+        let info = s["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "http")
+            .unwrap()["info"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        info.trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_string()
+    }
+
+    fn admin_raw(&self, request: &str) -> serde_json::Value {
+        let mut s = UnixStream::connect(self.path("admin.sock")).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        s.write_all(b"\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        serde_json::from_str(&out).unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("log.json")).unwrap_or_default()
+    }
+
+    fn log_records(&self) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            self.pump_until(Instant::now() + Duration::from_millis(50));
+        }
+        panic!("kube-gw did not exit within {timeout:?}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Stop the process we started, by its pid, whatever the test's outcome.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.to_string())
+}
+
+fn message_of(rec: &serde_json::Value) -> &str {
+    rec["fields"]["message"].as_str().unwrap_or("")
+}
+
+#[test]
+fn starts_answers_status_and_stops_in_order_on_sigterm() {
+    let mut d = Daemon::start(&[]);
+    assert!(d.messages.iter().any(|(_, m)| m.starts_with("STATUS=")));
+
+    let table = d.cli(&["status"]);
+    assert!(table.status.success());
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(table.contains("running, ready"), "{table}");
+    assert!(table.contains("generation 1"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("main-loop") && l.contains(" up ")),
+        "{table}"
+    );
+
+    let s = d.status();
+    assert_eq!(s["state"], "running");
+    assert_eq!(s["ready"], true);
+    assert_eq!(s["pid"].as_u64().unwrap().to_string(), d.pid());
+
+    d.signal("TERM");
+    let st = d.wait_exit(Duration::from_secs(20));
+    assert_eq!(st.code(), Some(0), "log:\n{}", d.log());
+    assert!(
+        d.messages.iter().any(|(_, m)| m == "STOPPING=1"),
+        "{:?}",
+        d.messages
+    );
+    let phases: Vec<String> = d
+        .log_records()
+        .iter()
+        .filter(|r| message_of(r) == "shutdown phase started")
+        .map(|r| r["fields"]["phase"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        phases,
+        ["bgp-drain", "bgp-withdraw", "dataplane-teardown", "close"],
+        "log:\n{}",
+        d.log()
+    );
+    assert!(
+        !d.path("admin.sock").exists(),
+        "the admin socket is removed at stop"
+    );
+}
+
+#[test]
+fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_error() {
+    let mut d = Daemon::start(&[]);
+    let socket = d.path("admin.sock");
+    std::fs::write(d.path("config.toml"), config_text(&socket, "debug")).unwrap();
+    d.signal("HUP");
+    d.wait_for_message("RELOADING=1", Duration::from_secs(10));
+    d.wait_for_message("READY=1", Duration::from_secs(10));
+    let s = d.status();
+    assert_eq!(s["config"]["generation"], 2, "{s:#}");
+    assert_eq!(s["config"]["last_reload"]["result"], "applied");
+    assert_eq!(s["log_filter"], "debug");
+
+    // A broken file: the daemon says so, keeps generation 2 and keeps serving.
+    let broken = config_text(&socket, "debug").replace("asn = 65010", "asn = 23456");
+    std::fs::write(d.path("config.toml"), broken).unwrap();
+    d.signal("HUP");
+    d.wait_for_message("READY=1", Duration::from_secs(10));
+    let s = d.status();
+    assert_eq!(s["state"], "running");
+    assert_eq!(s["config"]["generation"], 2);
+    let last = &s["config"]["last_reload"];
+    assert_eq!(last["result"], "rejected");
+    let msgs = last["messages"].as_array().unwrap();
+    assert!(
+        msgs.iter()
+            .any(|m| m.as_str().unwrap().contains("config.toml:8:7: bgp.asn")),
+        "{last:#}"
+    );
+    assert!(d
+        .log_records()
+        .iter()
+        .any(|r| message_of(r) == "the new configuration is invalid; keeping the one in force"));
+
+    // The CLI's reload says the same and exits 78.
+    let out = d.cli(&["reload"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AS_TRANS"));
+
+    // Fixed again: applied without a restart.
+    std::fs::write(d.path("config.toml"), config_text(&socket, "info")).unwrap();
+    let out = d.cli(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(d.status()["config"]["generation"], 3);
+    assert_eq!(d.status()["log_filter"], "info");
+}
+
+#[test]
+fn the_watchdog_stops_pinging_while_the_main_loop_is_stuck() {
+    let mut d = Daemon::start(&[("WATCHDOG_USEC", "1000000"), ("KUBE_GW_TEST_HOOKS", "1")]);
+    let t0 = Instant::now();
+    d.pump_until(t0 + Duration::from_secs(2));
+    let pings_before = d.messages.iter().filter(|(_, m)| m == "WATCHDOG=1").count();
+    assert!(pings_before >= 2, "pings while healthy: {:?}", d.messages);
+    let addr = d.http_addr();
+    assert_eq!(http_get(&addr, "/livez").0, 200);
+
+    let r = d.admin_raw(r#"{"command":"debug-freeze","seconds":7}"#);
+    assert_eq!(r["ok"], true, "{r}");
+    let frozen_at = Instant::now();
+    // Allow the watchdog one period plus the staleness threshold to notice.
+    d.pump_until(frozen_at + Duration::from_millis(1800));
+    let mark = d.messages.len();
+    d.pump_until(frozen_at + Duration::from_millis(5500));
+    let pings_while_stuck = d.messages[mark..]
+        .iter()
+        .filter(|(_, m)| m == "WATCHDOG=1")
+        .count();
+    assert_eq!(pings_while_stuck, 0, "{:?}", &d.messages[mark..]);
+    // Past the liveness threshold the HTTP probes fail too, and status names the loop.
+    let (code, body) = http_get(&addr, "/livez");
+    assert_eq!((code, body.trim()), (503, "stuck loops: main"));
+    assert_eq!(http_get(&addr, "/readyz").0, 503);
+    let s = d.status();
+    assert_eq!(s["ready"], false);
+    let main = s["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "main-loop")
+        .unwrap()
+        .clone();
+    assert_eq!(main["state"], "stuck", "{s:#}");
+
+    // When the loop turns again, pings and health come back.
+    d.pump_until(frozen_at + Duration::from_millis(9000));
+    let resumed = d.messages[mark..]
+        .iter()
+        .filter(|(_, m)| m == "WATCHDOG=1")
+        .count();
+    assert!(resumed >= 1, "no ping after the loop resumed");
+    assert_eq!(http_get(&addr, "/livez").0, 200);
+    assert_eq!(http_get(&addr, "/readyz").0, 200);
+}
+
+#[test]
+fn test_hooks_are_refused_unless_enabled() {
+    let d = Daemon::start(&[]);
+    let r = d.admin_raw(r#"{"command":"debug-freeze","seconds":7}"#);
+    assert_eq!(r["ok"], false);
+    assert!(r["error"].as_str().unwrap().contains("KUBE_GW_TEST_HOOKS"));
+    let r = d.admin_raw("not json");
+    assert_eq!(r["ok"], false);
+    assert!(r["error"].as_str().unwrap().contains("not a valid request"));
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_readyz_is_ok_when_serving() {
+    let d = Daemon::start(&[]);
+    let addr = d.http_addr();
+    let (code, body) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let value = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("{name} missing in:\n{body}"))
+    };
+    assert_eq!(value("kube_gw_ready"), 1.0);
+    assert_eq!(value("kube_gw_config_generation"), 1.0);
+    assert!(value("kube_gw_start_time_seconds") > 1.7e9);
+    // The status request made by http_addr() was counted.
+    let status_requests = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "kube_gw_admin_requests_total" && s.labels.get("command") == Some("status")
+        })
+        .unwrap_or_else(|| panic!("no admin request counter in:\n{body}"));
+    // OpenMetrics names the family without `_total`, so a classic-text parser may see the
+    // sample as untyped; its value is what matters.
+    assert!(matches!(
+        status_requests.value,
+        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) if v >= 1.0
+    ));
+
+    assert_eq!(http_get(&addr, "/readyz"), (200, "ok\n".to_string()));
+    assert_eq!(http_get(&addr, "/nope").0, 404);
+}
+
+#[test]
+fn log_level_changes_at_runtime_through_the_admin_socket() {
+    let d = Daemon::start(&[]);
+    let out = d.cli(&["log-level", "kube_gw=trace,info"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "log filter: info -> kube_gw=trace,info"
+    );
+    assert_eq!(d.status()["log_filter"], "kube_gw=trace,info");
+    let bad = d.cli(&["log-level", "kube_gw=loud"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a log filter"));
+    assert_eq!(d.status()["log_filter"], "kube_gw=trace,info");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_refuses_to_start() {
+    let d = Daemon::start(&[]);
+    let out = Command::new(BIN)
+        .args(["run", "--log-format", "json", "-c"])
+        .arg(d.path("config.toml"))
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another kube-gw is already running"),
+        "{stderr}"
+    );
+    // The first one is unharmed.
+    assert_eq!(d.status()["state"], "running");
+}

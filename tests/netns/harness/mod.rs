@@ -1,0 +1,320 @@
+//! The test lab: network namespaces, veth links, real routing daemons and kube-gw itself,
+//! all torn down when the [`Lab`] is dropped — on success, on failure and on panic.
+//!
+//! ```text
+//!   Lab ── owns ─► namespaces  kg<id>-<role>     (ip netns add / del)
+//!        ├─ owns ─► veth pairs  kg<id>v<n>{a,b}   (vanish with their namespaces)
+//!        ├─ owns ─► processes   started by us, stopped by the pid we got from spawn
+//!        └─ owns ─► a directory for configs, control sockets, pid files and logs
+//! ```
+//!
+//! Names carry this process's id and a counter, so tests may run in parallel (threads of
+//! one binary, or one process per test under nextest). Addresses come from documentation
+//! prefixes only (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32), and
+//! traffic stays inside the namespaces a test made.
+//!
+//! Tests need root. Outside CI a test without root prints why it skips; under `CI=true`
+//! it fails instead, so CI never skips silently ([`require_root`]).
+
+#![allow(dead_code)]
+
+pub mod peers;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Returns false (and says why) when the test cannot run here; panics under CI instead.
+pub fn require_root(test: &str) -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    if root {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "{test} needs root (network namespaces); CI runs as root, so this is a CI set-up error"
+    );
+    eprintln!("SKIP {test}: needs root for network namespaces (run the suite with sudo)");
+    false
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs a command to completion; panics with its output if it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A network namespace of the lab, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub ns: String,
+}
+
+impl Node {
+    /// A command that runs inside this namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns]).arg(program);
+        c
+    }
+
+    /// Runs `program args` inside the namespace and returns its output (success required).
+    pub fn exec(&self, program: &str, args: &[&str]) -> Output {
+        run(self.command(program).args(args))
+    }
+
+    /// Runs `program args` and returns its output, whatever the exit status.
+    pub fn try_exec(&self, program: &str, args: &[&str]) -> Output {
+        self.command(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+    }
+}
+
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+/// One test's world. Dropping it stops every process and deletes every namespace.
+pub struct Lab {
+    id: String,
+    nodes: Vec<Node>,
+    procs: Vec<Proc>,
+    links: u32,
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab")
+            .field("id", &self.id)
+            .field("nodes", &self.nodes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lab {
+    /// A new, empty lab with a unique id.
+    pub fn new() -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let id = format!("kg{:x}{n}", std::process::id() % 0xfffff);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{id}-"))
+            .tempdir()
+            .expect("lab directory");
+        // Daemons that drop privileges (FRR runs as `frr`) must read their configs here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod lab directory");
+        Self {
+            id,
+            nodes: Vec::new(),
+            procs: Vec::new(),
+            links: 0,
+            dir,
+        }
+    }
+
+    /// The lab's unique id (prefix of every name it creates).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The lab's scratch directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A path in the scratch directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a file in the scratch directory (mode 0644) and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).expect("write lab file");
+        p
+    }
+
+    /// Every namespace name this lab created.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.ns.clone()).collect()
+    }
+
+    /// Every pid this lab started and still tracks.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(|p| p.child.id()).collect()
+    }
+
+    /// A new namespace `<id>-<role>` with `lo` up and forwarding on.
+    pub fn node(&mut self, role: &str) -> Node {
+        let node = Node {
+            ns: format!("{}-{role}", self.id),
+        };
+        run(Command::new("ip").args(["netns", "add", &node.ns]));
+        self.nodes.push(node.clone());
+        node.exec("ip", &["link", "set", "lo", "up"]);
+        node.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        node.exec("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"]);
+        node
+    }
+
+    /// A veth pair between `a` and `b`, up, with the given addresses (CIDR notation; IPv6
+    /// ones without duplicate address detection). Returns the two interface names.
+    pub fn link(
+        &mut self,
+        a: &Node,
+        a_addrs: &[&str],
+        b: &Node,
+        b_addrs: &[&str],
+    ) -> (String, String) {
+        self.links += 1;
+        let (ia, ib) = (
+            format!("{}v{}a", self.id, self.links),
+            format!("{}v{}b", self.id, self.links),
+        );
+        assert!(ia.len() <= 15, "interface name {ia} too long");
+        run(Command::new("ip").args([
+            "link", "add", &ia, "netns", &a.ns, "type", "veth", "peer", "name", &ib, "netns", &b.ns,
+        ]));
+        for (node, ifname, addrs) in [(a, &ia, a_addrs), (b, &ib, b_addrs)] {
+            for addr in addrs {
+                let mut args = vec!["addr", "add", addr, "dev", ifname.as_str()];
+                if addr.contains(':') {
+                    args.push("nodad");
+                }
+                node.exec("ip", &args);
+            }
+            node.exec("ip", &["link", "set", ifname, "up"]);
+        }
+        (ia, ib)
+    }
+
+    /// Starts a long-running process in `node`; it is stopped (by this pid) when the lab is
+    /// dropped. Its stdout and stderr go to `<name>.log` in the scratch directory.
+    pub fn spawn(&mut self, node: &Node, name: &str, program: &str, args: &[&str]) -> u32 {
+        let log = std::fs::File::create(self.path(&format!("{name}.log"))).expect("log file");
+        let err = log.try_clone().expect("log file");
+        let child = node
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let pid = child.id();
+        self.procs.push(Proc {
+            name: name.to_string(),
+            child,
+        });
+        pid
+    }
+
+    /// The log of a spawned process so far.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Whether the process `name` is still running.
+    pub fn running(&mut self, name: &str) -> bool {
+        self.procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)))
+    }
+
+    /// Stops one process: SIGTERM, then SIGKILL after `grace`. Returns its exit status.
+    pub fn stop(&mut self, name: &str, grace: Duration) -> Option<std::process::ExitStatus> {
+        let i = self.procs.iter().position(|p| p.name == name)?;
+        let mut p = self.procs.remove(i);
+        Some(terminate(&mut p.child, grace))
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// SIGTERM by pid, wait up to `grace`, then SIGKILL.
+fn terminate(child: &mut Child, grace: Duration) -> std::process::ExitStatus {
+    if let Ok(Some(st)) = child.try_wait() {
+        return st;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            return st;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().expect("wait for child")
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for mut p in self.procs.drain(..).rev() {
+            terminate(&mut p.child, Duration::from_secs(3));
+        }
+        for node in self.nodes.drain(..).rev() {
+            // Anything still inside a namespace this lab made was started by this lab
+            // (a daemon's child, say): end it before the namespace goes.
+            if let Ok(out) = Command::new("ip")
+                .args(["netns", "pids", &node.ns])
+                .output()
+            {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+            }
+            let _ = Command::new("ip")
+                .args(["netns", "del", &node.ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}

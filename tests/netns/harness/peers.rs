@@ -1,0 +1,325 @@
+//! Real routing daemons (BIRD 2, FRR bgpd, GoBGP) and kube-gw itself, started inside a lab
+//! namespace from generated configs, each with its own control socket in the lab directory,
+//! and asked about their state through their own CLIs.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use super::{run, wait_for, Lab, Node};
+
+/// How long a daemon may take to answer its CLI after start.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A BIRD 2 instance.
+#[derive(Debug)]
+pub struct Bird {
+    pub name: String,
+    pub ctl: PathBuf,
+}
+
+impl Bird {
+    /// Starts `bird -f` in `node` with `config`; returns once `birdc` answers.
+    pub fn start(lab: &mut Lab, node: &Node, name: &str, config: &str) -> Self {
+        let conf = lab.write(&format!("{name}.conf"), config);
+        let ctl = lab.path(&format!("{name}.ctl"));
+        let pid = lab.path(&format!("{name}.pid"));
+        lab.spawn(
+            node,
+            name,
+            "bird",
+            &[
+                "-f",
+                "-c",
+                conf.to_str().unwrap_or_default(),
+                "-s",
+                ctl.to_str().unwrap_or_default(),
+                "-P",
+                pid.to_str().unwrap_or_default(),
+            ],
+        );
+        let bird = Bird {
+            name: name.to_string(),
+            ctl,
+        };
+        wait_for(
+            &format!("{name} (bird) to answer birdc"),
+            START_TIMEOUT,
+            || {
+                assert!(lab.running(name), "bird {name} exited:\n{}", lab.log(name));
+                bird.try_birdc(&["show", "status"])
+                    .filter(|o| o.contains("Daemon is up"))
+            },
+        );
+        bird
+    }
+
+    fn try_birdc(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("birdc")
+            .arg("-s")
+            .arg(&self.ctl)
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// Runs a `birdc` command and returns its output.
+    pub fn birdc(&self, args: &[&str]) -> String {
+        let out = run(Command::new("birdc").arg("-s").arg(&self.ctl).args(args));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// The Info column of `show protocols` for `protocol` (e.g. `Established`, `Active`).
+    pub fn protocol_info(&self, protocol: &str) -> String {
+        let out = self.birdc(&["show", "protocols", protocol]);
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(protocol))
+            .map(|l| l.split_whitespace().skip(5).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    }
+
+    /// Waits until `protocol` is Established.
+    pub fn wait_established(&self, protocol: &str, timeout: Duration) {
+        wait_for(
+            &format!("{} protocol {protocol} to be Established", self.name),
+            timeout,
+            || (self.protocol_info(protocol) == "Established").then_some(()),
+        );
+    }
+}
+
+/// An FRR `bgpd` running alone (`-Z`, no zebra), with its own vty socket directory.
+#[derive(Debug)]
+pub struct Frr {
+    pub name: String,
+    pub vty_dir: PathBuf,
+}
+
+impl Frr {
+    /// Starts `bgpd` in `node` with `config`; returns once `vtysh` answers.
+    pub fn start(lab: &mut Lab, node: &Node, name: &str, config: &str) -> Self {
+        let conf = lab.write(&format!("{name}.conf"), config);
+        let vty_dir = lab.path(&format!("{name}-vty"));
+        std::fs::create_dir_all(&vty_dir).expect("vty dir");
+        run(Command::new("chown").arg("frr:frr").arg(&vty_dir));
+        run(Command::new("chown").arg("frr:frr").arg(&conf));
+        let pid = vty_dir.join("bgpd.pid");
+        lab.spawn(
+            node,
+            name,
+            "/usr/lib/frr/bgpd",
+            &[
+                "-Z",
+                "-f",
+                conf.to_str().unwrap_or_default(),
+                "-u",
+                "frr",
+                "-g",
+                "frr",
+                "-i",
+                pid.to_str().unwrap_or_default(),
+                "--vty_socket",
+                vty_dir.to_str().unwrap_or_default(),
+            ],
+        );
+        let frr = Frr {
+            name: name.to_string(),
+            vty_dir,
+        };
+        wait_for(
+            &format!("{name} (frr bgpd) to answer vtysh"),
+            START_TIMEOUT,
+            || {
+                assert!(lab.running(name), "bgpd {name} exited:\n{}", lab.log(name));
+                frr.try_vtysh("show bgp summary json")
+            },
+        );
+        frr
+    }
+
+    fn try_vtysh(&self, cmd: &str) -> Option<String> {
+        let out = Command::new("vtysh")
+            .arg("--vty_socket")
+            .arg(&self.vty_dir)
+            .args(["-d", "bgpd", "-c", cmd])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// Runs a `vtysh -c` command against this bgpd.
+    pub fn vtysh(&self, cmd: &str) -> String {
+        self.try_vtysh(cmd)
+            .unwrap_or_else(|| panic!("vtysh -c {cmd:?} failed for {}", self.name))
+    }
+
+    /// The session state of `peer` as FRR reports it (`Established`, `Active`, …).
+    pub fn peer_state(&self, peer: &str) -> String {
+        let json = self.vtysh(&format!("show bgp neighbors {peer} json"));
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        v[peer]["bgpState"].as_str().unwrap_or("").to_string()
+    }
+
+    /// Waits until the session with `peer` is Established.
+    pub fn wait_established(&self, peer: &str, timeout: Duration) {
+        wait_for(
+            &format!("{} session with {peer} to be Established", self.name),
+            timeout,
+            || (self.peer_state(peer) == "Established").then_some(()),
+        );
+    }
+}
+
+/// A GoBGP daemon with its gRPC API on the namespace's loopback.
+#[derive(Debug)]
+pub struct GoBgp {
+    pub name: String,
+    pub node: Node,
+}
+
+impl GoBgp {
+    /// Starts `gobgpd` in `node` with a TOML `config`; returns once `gobgp` answers.
+    pub fn start(lab: &mut Lab, node: &Node, name: &str, config: &str) -> Self {
+        let conf = lab.write(&format!("{name}.toml"), config);
+        lab.spawn(
+            node,
+            name,
+            "gobgpd",
+            &[
+                "-t",
+                "toml",
+                "-f",
+                conf.to_str().unwrap_or_default(),
+                "--api-hosts",
+                "127.0.0.1:50051",
+            ],
+        );
+        let g = GoBgp {
+            name: name.to_string(),
+            node: node.clone(),
+        };
+        wait_for(
+            &format!("{name} (gobgpd) to answer gobgp"),
+            START_TIMEOUT,
+            || {
+                assert!(
+                    lab.running(name),
+                    "gobgpd {name} exited:\n{}",
+                    lab.log(name)
+                );
+                let out = g
+                    .node
+                    .try_exec("gobgp", &["-u", "127.0.0.1", "-p", "50051", "global"]);
+                out.status.success().then_some(())
+            },
+        );
+        g
+    }
+
+    /// Runs a `gobgp` CLI command against this daemon.
+    pub fn gobgp(&self, args: &[&str]) -> String {
+        let mut full = vec!["-u", "127.0.0.1", "-p", "50051"];
+        full.extend_from_slice(args);
+        let out = self.node.exec("gobgp", &full);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// The session state of `peer` (`established`, `active`, …).
+    pub fn peer_state(&self, peer: &str) -> String {
+        let json = self.gobgp(&["neighbor", peer, "-j"]);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        match &v["state"]["session_state"] {
+            serde_json::Value::String(s) => s.to_lowercase(),
+            // GoBGP 3 prints the protobuf enum as a number; 6 is ESTABLISHED.
+            serde_json::Value::Number(n) if n.as_u64() == Some(6) => "established".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Waits until the session with `peer` is established.
+    pub fn wait_established(&self, peer: &str, timeout: Duration) {
+        wait_for(
+            &format!("{} session with {peer} to be established", self.name),
+            timeout,
+            || (self.peer_state(peer) == "established").then_some(()),
+        );
+    }
+}
+
+/// kube-gw itself, run inside a namespace with its admin socket in the lab directory.
+#[derive(Debug)]
+pub struct KubeGw {
+    pub name: String,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+}
+
+impl KubeGw {
+    /// The binary under test.
+    pub const BIN: &'static str = env!("CARGO_BIN_EXE_kube-gw");
+
+    /// Starts `kube-gw run` in `node`. `config` is the body of the configuration without
+    /// `[admin]`, which the harness adds (socket in the lab directory, metrics on the
+    /// namespace's loopback). Returns once `kube-gw status` answers.
+    pub fn start(lab: &mut Lab, node: &Node, name: &str, config: &str) -> Self {
+        let socket = lab.path(&format!("{name}.sock"));
+        let text = format!(
+            "{config}\n[admin]\nsocket = \"{}\"\nmetrics = \"127.0.0.1:9472\"\n",
+            socket.display()
+        );
+        let config = lab.write(&format!("{name}.toml"), &text);
+        lab.spawn(
+            node,
+            name,
+            Self::BIN,
+            &[
+                "run",
+                "--log-format",
+                "json",
+                "-c",
+                config.to_str().unwrap_or_default(),
+            ],
+        );
+        let k = KubeGw {
+            name: name.to_string(),
+            socket,
+            config,
+        };
+        wait_for(
+            &format!("{name} (kube-gw) to answer status"),
+            START_TIMEOUT,
+            || {
+                assert!(
+                    lab.running(name),
+                    "kube-gw {name} exited:\n{}",
+                    lab.log(name)
+                );
+                k.try_status()
+            },
+        );
+        k
+    }
+
+    fn try_status(&self) -> Option<serde_json::Value> {
+        let out = Command::new(Self::BIN)
+            .args(["status", "--json", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// `kube-gw status --json` of this instance.
+    pub fn status(&self) -> serde_json::Value {
+        self.try_status()
+            .unwrap_or_else(|| panic!("kube-gw {} does not answer status", self.name))
+    }
+}

@@ -150,11 +150,14 @@ fn check_config(path: &Path, json: bool) -> u8 {
         Ok(l) => {
             let c = &l.config;
             let summary = format!(
-                "{}: valid (node {}, {} pools, {} BGP neighbors{})",
+                "{}: valid (node {}, {}, {}{})",
                 path.display(),
                 c.node.name.as_deref().unwrap_or("<hostname>"),
-                c.vip.pools.len(),
-                c.bgp.as_ref().map_or(0, |b| b.neighbors.len()),
+                plural(c.vip.pools.len(), "pool"),
+                plural(
+                    c.bgp.as_ref().map_or(0, |b| b.neighbors.len()),
+                    "BGP neighbor"
+                ),
                 if l.warnings.is_empty() {
                     String::new()
                 } else {

@@ -92,6 +92,7 @@ pub struct Shared {
     components: Mutex<BTreeMap<&'static str, ComponentEntry>>,
     test_hooks: bool,
     main_tx: mpsc::Sender<MainCmd>,
+    kube: std::sync::OnceLock<crate::kube::KubeHandle>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -148,6 +149,7 @@ impl Shared {
             Request::Status => "status",
             Request::SetLogLevel { .. } => "set-log-level",
             Request::Reload => "reload",
+            Request::Cluster => "cluster",
             Request::DebugFreeze { .. } => "debug-freeze",
         };
         self.metrics
@@ -160,6 +162,16 @@ impl Shared {
             Request::Status => match serde_json::to_value(self.status()) {
                 Ok(v) => Response::ok(v),
                 Err(e) => Response::err(format!("cannot encode the status: {e}")),
+            },
+            Request::Cluster => match self.kube.get() {
+                None => Response::err("the Kubernetes side has not started"),
+                Some(k) => {
+                    let snap = k.snapshot.borrow().clone();
+                    match serde_json::to_value(&*snap) {
+                        Ok(v) => Response::ok(v),
+                        Err(e) => Response::err(format!("cannot encode the cluster view: {e}")),
+                    }
+                }
             },
             Request::SetLogLevel { filter } => match self.log.set(&filter) {
                 Ok(previous) => {
@@ -218,6 +230,9 @@ impl Shared {
                 info: format!("last turn {} ms ago", age.as_millis()),
             });
         }
+        if let Some(k) = self.kube.get() {
+            components.extend(kube_components(&k.report.view()));
+        }
         components.sort_by(|a, b| a.name.cmp(&b.name));
         let last_reload = lock(&self.last_reload)
             .as_ref()
@@ -238,8 +253,23 @@ impl Shared {
                 last_reload,
             },
             log_filter: self.log.filter(),
+            degraded: self.kube.get().and_then(|k| k.report.degraded()),
+            cluster: self.kube.get().map(|k| {
+                let s = k.snapshot.borrow();
+                crate::admin::protocol::ClusterCounts {
+                    services: s.services.len(),
+                    endpoint_slices: s.endpoint_slices.len(),
+                    nodes: s.nodes.len(),
+                    snapshots: k.report.view().snapshots,
+                }
+            }),
             components,
         }
+    }
+
+    /// The Kubernetes side, once started.
+    pub fn kube(&self) -> Option<&crate::kube::KubeHandle> {
+        self.kube.get()
     }
 
     /// A receiver of the configuration in force (subsystems hold one).
@@ -269,6 +299,57 @@ impl Shared {
     }
 }
 
+fn kube_components(v: &crate::kube::report::KubeView) -> Vec<Component> {
+    use crate::kube::report::{JoinState, WatchState};
+    let mut out = Vec::new();
+    if let Some((state, msg, since)) = &v.join {
+        let state = match state {
+            JoinState::Off => "off",
+            JoinState::Joining => "joining",
+            JoinState::Joined => "joined",
+            JoinState::Failing => "failing",
+        };
+        out.push(Component {
+            name: "kubernetes".into(),
+            kind: "api".into(),
+            state: state.into(),
+            since_seconds: *since,
+            info: msg.clone(),
+        });
+    }
+    for (name, w, since) in &v.watches {
+        let state = match w.state {
+            WatchState::Listing => "listing",
+            WatchState::Synced => "synced",
+            WatchState::Failing => "failing",
+        };
+        let mut info = format!(
+            "{} objects, {} relists, {} errors",
+            w.objects, w.relists, w.errors
+        );
+        if let (WatchState::Failing, Some(e)) = (w.state, &w.last_error) {
+            info.push_str(&format!("; {e}"));
+        }
+        out.push(Component {
+            name: format!("watch/{name}"),
+            kind: "watch".into(),
+            state: state.into(),
+            since_seconds: *since,
+            info,
+        });
+    }
+    if let Some((state, info)) = &v.node {
+        out.push(Component {
+            name: "node".into(),
+            kind: "node".into(),
+            state: state.clone(),
+            since_seconds: 0,
+            info: info.clone(),
+        });
+    }
+    out
+}
+
 /// Runs the daemon until SIGTERM/SIGINT, then stops it in order.
 pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), RunError> {
     lifecycle::status("starting");
@@ -282,6 +363,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
     let admin_path = config.admin.socket.clone();
     let http_addr = config.admin.metrics;
+    let kube_report = Arc::new(crate::kube::report::KubeReport::default());
     let shared = Arc::new(Shared {
         started: Instant::now(),
         config_path: opts.config_path,
@@ -292,10 +374,11 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         ready: AtomicBool::new(false),
         liveness: Liveness::default(),
         log,
-        metrics: Metrics::new(env!("CARGO_PKG_VERSION"), start_unix),
+        metrics: Metrics::new(env!("CARGO_PKG_VERSION"), start_unix, kube_report.clone()),
         components: Mutex::new(BTreeMap::new()),
         test_hooks: opts.test_hooks,
         main_tx,
+        kube: std::sync::OnceLock::new(),
     });
     shared.metrics.config_generation.set(1);
 
@@ -322,6 +405,19 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         stop_rx.clone(),
     ));
     let watchdog_task = tokio::spawn(watchdog(shared.clone(), stop_rx.clone()));
+    let (kube_stop_tx, kube_stop_rx) = watch::channel(false);
+    let health: crate::kube::HealthFn = {
+        let weak = Arc::downgrade(&shared);
+        Arc::new(move || match weak.upgrade() {
+            Some(s) => s
+                .not_ready_reason()
+                .or_else(|| s.kube.get().and_then(|k| k.report.degraded())),
+            None => Some("kube-gw is stopping".into()),
+        })
+    };
+    let (kube_handle, kube_task) =
+        crate::kube::spawn(shared.subscribe_config(), kube_report, health, kube_stop_rx);
+    let _ = shared.kube.set(kube_handle);
 
     let heartbeat = shared.liveness.register("main");
     shared.set_state(DaemonState::Running);
@@ -376,6 +472,10 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
     let mut plan = ShutdownPlan::new(HOOK_TIMEOUT);
     // BGP drain and withdraw, then data-plane teardown, register here as those subsystems
     // land; the admin surfaces close last so status answers during the drain.
+    plan.register(Phase::Close, "kubernetes", move || async move {
+        let _ = kube_stop_tx.send(true);
+        let _ = kube_task.await;
+    });
     let stop = stop_tx.clone();
     plan.register(Phase::Close, "admin-and-http", move || async move {
         let _ = stop.send(true);

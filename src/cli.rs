@@ -63,6 +63,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the cluster view the running daemon computes from.
+    Cluster {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Change the running daemon's log filter.
     LogLevel {
         /// A level or filter directives, e.g. `debug` or `kube_gw=trace,info`.
@@ -114,6 +120,7 @@ fn dispatch(cli: Cli) -> u8 {
             },
         ),
         Command::Reload => reload(&cli),
+        Command::Cluster { json } => cluster(&cli, *json),
         Command::Version { json } => {
             let v = env!("CARGO_PKG_VERSION");
             if *json {
@@ -326,6 +333,105 @@ fn reload(cli: &Cli) -> u8 {
             }
         }
     }
+}
+
+fn cluster(cli: &Cli, json: bool) -> u8 {
+    let r = match request(cli, &Request::Cluster) {
+        Err(code) => return code,
+        Ok(r) => r,
+    };
+    let Some(result) = r.result.filter(|_| r.ok) else {
+        eprintln!(
+            "kube-gw: {}",
+            r.error.unwrap_or_else(|| "cluster failed".into())
+        );
+        return exit::FAILURE;
+    };
+    if json {
+        println!("{result}");
+        return exit::OK;
+    }
+    print!("{}", render_cluster(&result));
+    exit::OK
+}
+
+/// The `cluster` table: one line per Service with its addresses and endpoint readiness.
+pub fn render_cluster(v: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let empty = serde_json::Map::new();
+    let services = v["services"].as_object().unwrap_or(&empty);
+    let slices = v["endpoint_slices"].as_object().unwrap_or(&empty);
+    let list = |x: &serde_json::Value| {
+        let items: Vec<String> = x
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| i.as_str().unwrap_or("?").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if items.is_empty() {
+            "-".to_string()
+        } else {
+            items.join(",")
+        }
+    };
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<40} {:<13} {:<24} {:<24} {:<16} Endpoints",
+        "Service", "Type", "External IPs", "LB IPs", "Ports"
+    );
+    for (key, s) in services {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        let (mut ready, mut total) = (0, 0);
+        for slice in slices.values().filter(|sl| {
+            sl["key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with(&format!("{ns}/")))
+                && sl["service"].as_str() == Some(name)
+        }) {
+            for e in slice["endpoints"].as_array().into_iter().flatten() {
+                total += 1;
+                if e["ready"].as_bool() == Some(true) {
+                    ready += 1;
+                }
+            }
+        }
+        let ports: Vec<String> = s["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p["port"],
+                    p["protocol"].as_str().unwrap_or("?").to_lowercase()
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            o,
+            "{:<40} {:<13} {:<24} {:<24} {:<16} {ready}/{total} ready",
+            key,
+            s["type_"].as_str().unwrap_or("?"),
+            list(&s["external_ips"]),
+            list(&s["load_balancer_ips"]),
+            if ports.is_empty() {
+                "-".into()
+            } else {
+                ports.join(",")
+            },
+        );
+    }
+    let _ = writeln!(
+        o,
+        "{} services, {} endpoint slices, {} nodes",
+        services.len(),
+        slices.len(),
+        v["nodes"].as_object().map_or(0, serde_json::Map::len)
+    );
+    o
 }
 
 fn status(cli: &Cli, json: bool) -> u8 {

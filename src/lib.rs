@@ -3,13 +3,14 @@
 //! The binary (`src/main.rs`) is a thin entry into [`cli`]. The daemon's wiring and
 //! lifecycle are in [`app`]; the configuration contract in [`config`]; the admin socket,
 //! metrics and health endpoints in [`admin`]; systemd integration and ordered shutdown in
-//! [`lifecycle`]; logging in [`telemetry`]. See DESIGN.md for how data flows between the
+//! [`lifecycle`]; logging in [`telemetry`]; joining and watching the cluster in [`kube`]. See DESIGN.md for how data flows between the
 //! subsystems that build on these.
 
 pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod kube;
 pub mod lifecycle;
 pub mod telemetry;
 

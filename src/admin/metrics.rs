@@ -42,8 +42,13 @@ pub struct Metrics {
 
 impl Metrics {
     /// Creates and registers every family.
-    pub fn new(version: &str, start_unix_seconds: i64) -> Self {
+    pub fn new(
+        version: &str,
+        start_unix_seconds: i64,
+        kube: std::sync::Arc<crate::kube::report::KubeReport>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("kube_gw");
+        registry.register_collector(Box::new(crate::kube::report::KubeCollector(kube)));
         let info = Info::new(vec![("version".to_string(), version.to_string())]);
         registry.register("build", "Build information", info);
         let start = Gauge::<i64>::default();

@@ -12,6 +12,8 @@ pub enum Request {
     SetLogLevel { filter: String },
     /// Re-read the configuration file (as SIGHUP does) and report the outcome.
     Reload,
+    /// The cluster view kube-gw computes from (Services, EndpointSlices, Nodes).
+    Cluster,
     /// Test hook: block the main loop for this many seconds. Refused unless the daemon was
     /// started with `KUBE_GW_TEST_HOOKS=1`.
     DebugFreeze { seconds: u64 },
@@ -66,7 +68,23 @@ pub struct Status {
     pub uptime_seconds: u64,
     pub config: ConfigStatus,
     pub log_filter: String,
+    /// Set while something needs attention but kube-gw keeps serving its last good state.
+    #[serde(default)]
+    pub degraded: Option<String>,
+    /// Object counts of the cluster view (absent without `[kubernetes]`).
+    #[serde(default)]
+    pub cluster: Option<ClusterCounts>,
     pub components: Vec<Component>,
+}
+
+/// Sizes of the cluster view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterCounts {
+    pub services: usize,
+    pub endpoint_slices: usize,
+    pub nodes: usize,
+    /// Snapshots published since start.
+    pub snapshots: u64,
 }
 
 /// Which configuration is in force and how the last reload went.

@@ -191,6 +191,9 @@ impl PartialConfig {
             fix(&mut k.kubeconfig);
             fix(&mut k.ca_file);
             fix(&mut k.bootstrap_token_file);
+            if k.state_dir.is_relative() {
+                k.state_dir = base.join(&k.state_dir);
+            }
         }
         if let Some(Some(b)) = &mut self.bgp {
             for n in &mut b.neighbors {

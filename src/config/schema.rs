@@ -87,6 +87,13 @@ pub struct KubernetesConfig {
     /// The cluster's Service CIDRs; addresses inside them are never served.
     #[serde(default)]
     pub service_cidrs: Vec<IpNet>,
+    /// Where credentials from the bootstrap join are kept (mode 0600 files).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/kube-gw")
 }
 
 /// `[vip]`: which addresses may be served and where they are put.

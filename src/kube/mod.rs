@@ -1,0 +1,217 @@
+//! Kubernetes: joining the cluster, watching it, and being a Node in it.
+//!
+//! ```text
+//!   [kubernetes] config ──► supervisor ──credentials──► permission check ──► run:
+//!        (watch<Config>)      │  kubeconfig, or TLS bootstrap        ├─ watch::run ──► watch<Arc<ClusterSnapshot>>
+//!                             │  (CSR → signed cert in state-dir)    └─ NodeAgent: Node, Lease, Ready
+//!                             └─ restarts the run on: credential renewal, [kubernetes]/[node] change,
+//!                                a failure (with backoff)
+//!   KubeReport ◄── every part writes its health; status, metrics and the Ready condition read it
+//! ```
+//!
+//! Who owns what: the supervisor owns the client and the lifetimes of the watch and the
+//! Node agent; the watch owns the stores and publishes snapshots; the Node agent owns the
+//! Node object (when kube-gw created it) and its Lease. Kubernetes API types do not leave
+//! this module: downstream sees [`snapshot::ClusterSnapshot`].
+//!
+//! Losing the API server changes nothing downstream: the last snapshot stays published,
+//! the report says degraded, and the watches relist when it returns.
+
+pub mod access;
+pub mod credentials;
+pub mod node;
+pub mod report;
+pub mod snapshot;
+pub mod watch;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use kube::api::{Api, PostParams};
+use kube::Client;
+use tokio::sync::watch as channel;
+
+use crate::config::Config;
+use report::{JoinState, KubeReport};
+use snapshot::ClusterSnapshot;
+
+/// The longest wait between attempts to join.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The Node name: `[node] name`, else the host name.
+pub fn node_name(cfg: &Config) -> String {
+    cfg.node.name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into())
+    })
+}
+
+/// Addresses registered on the Node: the BGP router ID, the switch's stable address.
+pub fn node_addresses(cfg: &Config) -> Vec<IpAddr> {
+    cfg.bgp
+        .as_ref()
+        .map(|b| vec![IpAddr::V4(b.router_id)])
+        .unwrap_or_default()
+}
+
+/// What the rest of the daemon gets from this module.
+#[derive(Debug, Clone)]
+pub struct KubeHandle {
+    pub report: Arc<KubeReport>,
+    pub snapshot: channel::Receiver<Arc<ClusterSnapshot>>,
+}
+
+/// Health of the daemon as the Node's Ready condition should reflect it.
+pub type HealthFn = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// Starts the supervisor; it runs until `stop` turns true.
+pub fn spawn(
+    config: channel::Receiver<Arc<Config>>,
+    report: Arc<KubeReport>,
+    health: HealthFn,
+    stop: channel::Receiver<bool>,
+) -> (KubeHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = channel::channel(Arc::new(ClusterSnapshot::default()));
+    let task = tokio::spawn(supervise(config, health, report.clone(), tx, stop));
+    (
+        KubeHandle {
+            report,
+            snapshot: rx,
+        },
+        task,
+    )
+}
+
+/// The parts of the configuration whose change restarts the Kubernetes side.
+fn relevant(
+    c: &Config,
+) -> (
+    Option<crate::config::KubernetesConfig>,
+    crate::config::NodeConfig,
+    Vec<IpAddr>,
+) {
+    (c.kubernetes.clone(), c.node.clone(), node_addresses(c))
+}
+
+async fn supervise(
+    mut config: channel::Receiver<Arc<Config>>,
+    health: HealthFn,
+    report: Arc<KubeReport>,
+    out: channel::Sender<Arc<ClusterSnapshot>>,
+    mut stop: channel::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    let mut renew = false;
+    loop {
+        let cfg = config.borrow_and_update().clone();
+        let Some(k) = cfg.kubernetes.clone() else {
+            report.join(JoinState::Off, "no [kubernetes] section");
+            tokio::select! {
+                () = crate::lifecycle::stopped(&mut stop) => return,
+                r = config.changed() => if r.is_err() { return } else { continue },
+            }
+        };
+        let name = node_name(&cfg);
+        let server = k
+            .server
+            .clone()
+            .unwrap_or_else(|| "(from the kubeconfig)".into());
+        report.join(JoinState::Joining, "obtaining credentials");
+        let attempt = async {
+            let creds = credentials::obtain(&k, &name, renew, &report)
+                .await
+                .map_err(|e| e.to_string())?;
+            let url = creds.config.cluster_url.to_string();
+            let client = Client::try_from(creds.config.clone())
+                .map_err(|e| credentials::explain(&e, &url))?;
+            let who = whoami(&client)
+                .await
+                .map_err(|e| credentials::explain(&e, &url))?;
+            report.identity(who.clone());
+            let missing = access::missing(&client, &name)
+                .await
+                .map_err(|e| credentials::explain(&e, &url))?;
+            if !missing.is_empty() {
+                return Err(access::describe(&missing, &who));
+            }
+            Ok::<_, String>((client, creds, who))
+        };
+        let (client, creds, who) = tokio::select! {
+            () = crate::lifecycle::stopped(&mut stop) => return,
+            r = attempt => match r {
+                Ok(x) => x,
+                Err(msg) => {
+                    tracing::error!(node = %name, server = %server, error = %msg, retry_in = ?backoff, "cannot join the cluster");
+                    report.join(JoinState::Failing, msg);
+                    tokio::select! {
+                        () = crate::lifecycle::stopped(&mut stop) => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            }
+        };
+        backoff = Duration::from_secs(1);
+        renew = false;
+        tracing::info!(node = %name, identity = %who, credentials = %creds.source, "joined the cluster");
+        report.join(JoinState::Joined, format!("as {who}; {}", creds.source));
+        let agent = node::NodeAgent {
+            client: client.clone(),
+            name: name.clone(),
+            config: cfg.node.clone(),
+            addresses: node_addresses(&cfg),
+            report: report.clone(),
+            health: {
+                let h = health.clone();
+                Box::new(move || h())
+            },
+        };
+        let renew_in = creds.renew_at.map(|t| {
+            t.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        });
+        let before = relevant(&cfg);
+        tokio::select! {
+            () = crate::lifecycle::stopped(&mut stop) => return,
+            () = watch::run(client, out.clone(), report.clone()) => {}
+            () = agent.run() => {}
+            () = async {
+                match renew_in {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::info!("the client certificate is due for renewal");
+                renew = true;
+            }
+            () = async {
+                loop {
+                    if config.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    if relevant(&config.borrow()) != before {
+                        break;
+                    }
+                }
+            } => {
+                tracing::info!("the [kubernetes] or [node] configuration changed; joining again");
+            }
+        }
+    }
+}
+
+/// The user the API server sees (`SelfSubjectReview`).
+async fn whoami(client: &Client) -> Result<String, kube::Error> {
+    let api: Api<SelfSubjectReview> = Api::all(client.clone());
+    let r = api
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await?;
+    Ok(r.status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .unwrap_or_else(|| "(unknown user)".into()))
+}

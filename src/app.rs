@@ -93,6 +93,15 @@ pub struct Shared {
     test_hooks: bool,
     main_tx: mpsc::Sender<MainCmd>,
     kube: std::sync::OnceLock<crate::kube::KubeHandle>,
+    serving: std::sync::OnceLock<Serving>,
+}
+
+/// What the admin surfaces read of the serving pipeline.
+#[derive(Debug)]
+struct Serving {
+    desired: watch::Receiver<Arc<crate::desired::DesiredState>>,
+    programmed: watch::Receiver<crate::netlink::addr::Programmed>,
+    interface: String,
 }
 
 impl std::fmt::Debug for Shared {
@@ -150,6 +159,7 @@ impl Shared {
             Request::SetLogLevel { .. } => "set-log-level",
             Request::Reload => "reload",
             Request::Cluster => "cluster",
+            Request::Vips => "vips",
             Request::DebugFreeze { .. } => "debug-freeze",
         };
         self.metrics
@@ -162,6 +172,10 @@ impl Shared {
             Request::Status => match serde_json::to_value(self.status()) {
                 Ok(v) => Response::ok(v),
                 Err(e) => Response::err(format!("cannot encode the status: {e}")),
+            },
+            Request::Vips => match serde_json::to_value(self.vips()) {
+                Ok(v) => Response::ok(v),
+                Err(e) => Response::err(format!("cannot encode the VIPs: {e}")),
             },
             Request::Cluster => match self.kube.get() {
                 None => Response::err("the Kubernetes side has not started"),
@@ -233,6 +247,35 @@ impl Shared {
         if let Some(k) = self.kube.get() {
             components.extend(kube_components(&k.report.view()));
         }
+        if let Some(sv) = self.serving.get() {
+            let d = sv.desired.borrow().clone();
+            let p = sv.programmed.borrow().clone();
+            let wanted = d.vips.len();
+            let done = d.vips.keys().filter(|a| p.vips.contains(a)).count();
+            let mut info = format!(
+                "{done}/{wanted} VIPs on {}, {} announceable, {} refused",
+                sv.interface,
+                d.vips.values().filter(|v| v.announceable).count(),
+                d.refusals.len()
+            );
+            if let Some(e) = &p.error {
+                info.push_str(&format!("; {e}"));
+            }
+            components.push(Component {
+                name: "vips".into(),
+                kind: "netlink".into(),
+                state: if p.error.is_some() {
+                    "failing"
+                } else if done == wanted {
+                    "programmed"
+                } else {
+                    "pending"
+                }
+                .into(),
+                since_seconds: 0,
+                info,
+            });
+        }
         components.sort_by(|a, b| a.name.cmp(&b.name));
         let last_reload = lock(&self.last_reload)
             .as_ref()
@@ -264,6 +307,49 @@ impl Shared {
                 }
             }),
             components,
+        }
+    }
+
+    /// VIPs with their Services and state, and the refused addresses.
+    pub fn vips(&self) -> crate::admin::protocol::Vips {
+        use crate::admin::protocol::{RefusedAddress, VipRow};
+        let Some(sv) = self.serving.get() else {
+            return crate::admin::protocol::Vips::default();
+        };
+        let d = sv.desired.borrow().clone();
+        let p = sv.programmed.borrow().clone();
+        let vips = d
+            .vips
+            .values()
+            .map(|v| VipRow {
+                address: v.address.to_string(),
+                services: v.services.iter().map(ToString::to_string).collect(),
+                programmed: p.vips.contains(&v.address),
+                foreign: p.foreign.contains(&v.address),
+                announceable: v.announceable,
+                ready_endpoints: v.ready_endpoints,
+                ports: d
+                    .virtual_services
+                    .keys()
+                    .filter(|k| k.vip == v.address)
+                    .map(|k| k.to_string())
+                    .collect(),
+            })
+            .collect();
+        let refused = d
+            .refusals
+            .iter()
+            .map(|r| RefusedAddress {
+                service: r.service.to_string(),
+                address: r.address.clone(),
+                reason: r.reason.to_string(),
+            })
+            .collect();
+        crate::admin::protocol::Vips {
+            interface: sv.interface.clone(),
+            vips,
+            refused,
+            error: p.error.clone(),
         }
     }
 
@@ -379,6 +465,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         test_hooks: opts.test_hooks,
         main_tx,
         kube: std::sync::OnceLock::new(),
+        serving: std::sync::OnceLock::new(),
     });
     shared.metrics.config_generation.set(1);
 
@@ -415,9 +502,27 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
             None => Some("kube-gw is stopping".into()),
         })
     };
-    let (kube_handle, kube_task) =
-        crate::kube::spawn(shared.subscribe_config(), kube_report, health, kube_stop_rx);
+    let (desired_tx, desired_rx) =
+        watch::channel(Arc::new(crate::desired::DesiredState::default()));
+    let (kube_handle, kube_task) = crate::kube::spawn(
+        shared.subscribe_config(),
+        kube_report.clone(),
+        health,
+        desired_rx,
+        kube_stop_rx,
+    );
+    let serve = crate::serve::spawn(
+        shared.subscribe_config(),
+        kube_handle.snapshot.clone(),
+        kube_report,
+        desired_tx,
+    );
     let _ = shared.kube.set(kube_handle);
+    let _ = shared.serving.set(Serving {
+        desired: serve.desired.clone(),
+        programmed: serve.programmed.clone(),
+        interface: shared.config.borrow().vip.interface.clone(),
+    });
 
     let heartbeat = shared.liveness.register("main");
     shared.set_state(DaemonState::Running);
@@ -472,6 +577,21 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
     let mut plan = ShutdownPlan::new(HOOK_TIMEOUT);
     // BGP drain and withdraw, then data-plane teardown, register here as those subsystems
     // land; the admin surfaces close last so status answers during the drain.
+    let crate::serve::Serve {
+        teardown,
+        addr_task,
+        desired_task,
+        ..
+    } = serve;
+    plan.register(
+        Phase::DataplaneTeardown,
+        "vip-addresses",
+        move || async move {
+            desired_task.abort();
+            let _ = teardown.send(true);
+            let _ = addr_task.await;
+        },
+    );
     plan.register(Phase::Close, "kubernetes", move || async move {
         let _ = kube_stop_tx.send(true);
         let _ = kube_task.await;

@@ -63,6 +63,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the VIPs: their Services, whether programmed and announceable; refused addresses.
+    Vips {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the cluster view the running daemon computes from.
     Cluster {
         /// Print JSON instead of a table.
@@ -121,6 +127,7 @@ fn dispatch(cli: Cli) -> u8 {
         ),
         Command::Reload => reload(&cli),
         Command::Cluster { json } => cluster(&cli, *json),
+        Command::Vips { json } => vips(&cli, *json),
         Command::Version { json } => {
             let v = env!("CARGO_PKG_VERSION");
             if *json {
@@ -333,6 +340,75 @@ fn reload(cli: &Cli) -> u8 {
             }
         }
     }
+}
+
+fn vips(cli: &Cli, json: bool) -> u8 {
+    let r = match request(cli, &Request::Vips) {
+        Err(code) => return code,
+        Ok(r) => r,
+    };
+    let Some(result) = r.result.filter(|_| r.ok) else {
+        eprintln!(
+            "kube-gw: {}",
+            r.error.unwrap_or_else(|| "vips failed".into())
+        );
+        return exit::FAILURE;
+    };
+    if json {
+        println!("{result}");
+        return exit::OK;
+    }
+    match serde_json::from_value::<crate::admin::protocol::Vips>(result) {
+        Ok(v) => {
+            print!("{}", render_vips(&v));
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("kube-gw: the answer is not understood ({e}); try --json");
+            exit::FAILURE
+        }
+    }
+}
+
+/// The `vips` table.
+pub fn render_vips(v: &crate::admin::protocol::Vips) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<28} {:<12} {:<13} {:<8} {:<36} Ports",
+        "VIP", "State", "Announce", "Ready", "Services"
+    );
+    for r in &v.vips {
+        let state = if r.programmed {
+            "programmed"
+        } else if r.foreign {
+            "foreign"
+        } else {
+            "pending"
+        };
+        let _ = writeln!(
+            o,
+            "{:<28} {:<12} {:<13} {:<8} {:<36} {}",
+            r.address,
+            state,
+            if r.announceable { "yes" } else { "no" },
+            r.ready_endpoints,
+            r.services.join(","),
+            r.ports.join(",")
+        );
+    }
+    if !v.refused.is_empty() {
+        let _ = writeln!(o, "\nRefused:");
+        for r in &v.refused {
+            let _ = writeln!(o, "  {:<28} {:<36} {}", r.address, r.service, r.reason);
+        }
+    }
+    if let Some(e) = &v.error {
+        let _ = writeln!(o, "\naddress reconciler: {e}");
+    }
+    let _ = writeln!(o, "{} VIPs on {}", v.vips.len(), v.interface);
+    o
 }
 
 fn cluster(cli: &Cli, json: bool) -> u8 {

@@ -10,8 +10,11 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod desired;
 pub mod kube;
 pub mod lifecycle;
+pub mod netlink;
+pub mod serve;
 pub mod telemetry;
 
 /// Exit codes, from sysexits(3) where one fits.

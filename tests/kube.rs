@@ -46,7 +46,7 @@ labels = {{ "kube-gw.io/role" = "spine", "topology.kubernetes.io/zone" = "test" 
 service-cidrs = ["10.96.0.0/12"]
 
 [vip]
-pools = ["198.51.100.0/24"]
+pools = ["203.0.113.0/24"]
 
 [bgp]
 asn = 65010

@@ -14,6 +14,8 @@ pub enum Request {
     Reload,
     /// The cluster view kube-gw computes from (Services, EndpointSlices, Nodes).
     Cluster,
+    /// The VIPs: Services, programmed, announceable; and the refused addresses.
+    Vips,
     /// Test hook: block the main loop for this many seconds. Refused unless the daemon was
     /// started with `KUBE_GW_TEST_HOOKS=1`.
     DebugFreeze { seconds: u64 },
@@ -115,4 +117,37 @@ pub struct Component {
     pub state: String,
     pub since_seconds: u64,
     pub info: String,
+}
+
+/// `vips`' answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vips {
+    pub interface: String,
+    pub vips: Vec<VipRow>,
+    pub refused: Vec<RefusedAddress>,
+    /// The address reconciler's last failure, if any.
+    pub error: Option<String>,
+}
+
+/// One VIP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipRow {
+    pub address: String,
+    pub services: Vec<String>,
+    /// On the interface, marked as kube-gw's.
+    pub programmed: bool,
+    /// On the interface, but someone else's (left alone).
+    pub foreign: bool,
+    pub announceable: bool,
+    pub ready_endpoints: usize,
+    /// `vip:port/proto` of each virtual service.
+    pub ports: Vec<String>,
+}
+
+/// An address a Service asked for and did not get.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedAddress {
+    pub service: String,
+    pub address: String,
+    pub reason: String,
 }

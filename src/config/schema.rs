@@ -109,6 +109,20 @@ pub struct VipConfig {
     pub announce: AnnouncePolicy,
     /// A label selector (`key=value`, comma-separated) that narrows the Services served.
     pub service_selector: Option<String>,
+    /// What happens to the VIP addresses when kube-gw stops.
+    #[serde(default)]
+    pub on_shutdown: OnShutdown,
+}
+
+/// The fate of kube-gw's addresses at stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnShutdown {
+    /// Remove them (after the BGP routes were withdrawn).
+    #[default]
+    Remove,
+    /// Leave them; a restart adopts them without a flap.
+    Keep,
 }
 
 impl Default for VipConfig {
@@ -118,6 +132,7 @@ impl Default for VipConfig {
             pools: Vec::new(),
             announce: AnnouncePolicy::default(),
             service_selector: None,
+            on_shutdown: OnShutdown::default(),
         }
     }
 }

@@ -19,6 +19,7 @@
 
 pub mod access;
 pub mod credentials;
+pub mod events;
 pub mod node;
 pub mod report;
 pub mod snapshot;
@@ -72,10 +73,11 @@ pub fn spawn(
     config: channel::Receiver<Arc<Config>>,
     report: Arc<KubeReport>,
     health: HealthFn,
+    desired: channel::Receiver<Arc<crate::desired::DesiredState>>,
     stop: channel::Receiver<bool>,
 ) -> (KubeHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = channel::channel(Arc::new(ClusterSnapshot::default()));
-    let task = tokio::spawn(supervise(config, health, report.clone(), tx, stop));
+    let task = tokio::spawn(supervise(config, health, report.clone(), tx, desired, stop));
     (
         KubeHandle {
             report,
@@ -101,6 +103,7 @@ async fn supervise(
     health: HealthFn,
     report: Arc<KubeReport>,
     out: channel::Sender<Arc<ClusterSnapshot>>,
+    desired: channel::Receiver<Arc<crate::desired::DesiredState>>,
     mut stop: channel::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_secs(1);
@@ -177,8 +180,9 @@ async fn supervise(
         let before = relevant(&cfg);
         tokio::select! {
             () = crate::lifecycle::stopped(&mut stop) => return,
-            () = watch::run(client, out.clone(), report.clone()) => {}
+            () = watch::run(client.clone(), out.clone(), report.clone()) => {}
             () = agent.run() => {}
+            () = events::run(client.clone(), name.clone(), desired.clone(), out.subscribe()) => {}
             () = async {
                 match renew_in {
                     Some(d) => tokio::time::sleep(d).await,

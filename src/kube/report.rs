@@ -109,6 +109,16 @@ impl KubeReport {
         }
     }
 
+    /// Forgets the watches' state (a new set of watches is starting from empty stores).
+    pub fn reset_watches(&self) {
+        self.lock().watches.clear();
+    }
+
+    /// Snapshots published since start (0: the cluster is not known yet).
+    pub fn snapshots(&self) -> u64 {
+        self.lock().snapshots
+    }
+
     /// A (re-)list began.
     pub fn relist_started(&self, resource: &'static str) {
         self.watch_state(resource, WatchState::Listing, None);

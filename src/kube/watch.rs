@@ -43,6 +43,7 @@ pub async fn run(
     report: Arc<KubeReport>,
 ) {
     let changed = Arc::new(Notify::new());
+    report.reset_watches();
     let (svc_store, svc) =
         reflect::<Service>(Api::all(client.clone()), "services", &report, &changed);
     let (eps_store, eps) = reflect::<EndpointSlice>(
@@ -53,6 +54,7 @@ pub async fn run(
     );
     let (node_store, nodes) = reflect::<Node>(Api::all(client), "nodes", &report, &changed);
     let coalesce = async {
+        let mut first = true;
         loop {
             changed.notified().await;
             let burst_start = tokio::time::Instant::now();
@@ -69,14 +71,17 @@ pub async fn run(
                 eps_store.state().iter().map(AsRef::as_ref),
                 node_store.state().iter().map(AsRef::as_ref),
             );
+            // The first complete view is always published, even when empty: it tells
+            // downstream that the cluster is known.
             let published = out.send_if_modified(|cur| {
-                if **cur == snap {
+                if **cur == snap && !first {
                     false
                 } else {
                     *cur = Arc::new(snap);
                     true
                 }
             });
+            first = false;
             if published {
                 report.snapshot_published();
                 tracing::debug!("cluster snapshot published");

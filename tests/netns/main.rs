@@ -4,7 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../common/controlplane.rs"]
+mod controlplane;
 mod harness;
+mod vips;
 
 use std::process::Command;
 use std::sync::{Arc, Mutex};

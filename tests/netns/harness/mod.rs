@@ -248,6 +248,42 @@ impl Lab {
         pid
     }
 
+    /// Makes `127.0.0.1:port` of the host reachable as `127.0.0.1:port` inside `node`, over a
+    /// Unix socket in the lab directory (two socat processes; no change to the host's
+    /// network). Used to reach the test API server from a switch namespace.
+    pub fn forward_host_port(&mut self, node: &Node, port: u16) {
+        let sock = self.path(&format!("fwd-{port}.sock"));
+        let log = std::fs::File::create(self.path(&format!("fwd-{port}-host.log"))).expect("log");
+        let host = Command::new("socat")
+            .arg(format!("UNIX-LISTEN:{},fork", sock.display()))
+            .arg(format!("TCP:127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("socat");
+        self.procs.push(Proc {
+            name: format!("fwd-{port}-host"),
+            child: host,
+        });
+        wait_for("the forwarding socket", Duration::from_secs(10), || {
+            sock.exists().then_some(())
+        });
+        self.spawn(
+            node,
+            &format!("fwd-{port}-ns"),
+            "socat",
+            &[
+                &format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"),
+                &format!("UNIX-CONNECT:{}", sock.display()),
+            ],
+        );
+        wait_for("the forwarded port", Duration::from_secs(10), || {
+            let out = node.try_exec("ss", &["-Hltn", &format!("sport = :{port}")]);
+            (!out.stdout.is_empty()).then_some(())
+        });
+    }
+
     /// The log of a spawned process so far.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()

@@ -305,6 +305,46 @@ impl KubeGw {
         k
     }
 
+    /// Runs a kube-gw CLI command against this instance; returns stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(Self::BIN)
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .expect("kube-gw cli");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Starts it again after a stop, with the same configuration and socket.
+    pub fn restart(&self, lab: &mut Lab, node: &Node) {
+        lab.spawn(
+            node,
+            &self.name,
+            Self::BIN,
+            &[
+                "run",
+                "--log-format",
+                "json",
+                "-c",
+                self.config.to_str().unwrap_or_default(),
+            ],
+        );
+        wait_for(
+            &format!("{} (kube-gw) to answer status again", self.name),
+            START_TIMEOUT,
+            || {
+                assert!(
+                    lab.running(&self.name),
+                    "kube-gw {} exited:\n{}",
+                    self.name,
+                    lab.log(&self.name)
+                );
+                self.try_status()
+            },
+        );
+    }
+
     fn try_status(&self) -> Option<serde_json::Value> {
         let out = Command::new(Self::BIN)
             .args(["status", "--json", "--socket"])

@@ -1,0 +1,313 @@
+//! Service addresses on the loopback, end to end: a real API server, kube-gw in a switch
+//! namespace, and the kernel's own view of `lo` (`ip -j addr`, `ip monitor`).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+
+use crate::controlplane::{block_on, ControlPlane};
+use crate::harness::peers::KubeGw;
+use crate::harness::{require_root, wait_for, Lab, Node};
+
+const CONVERGE: Duration = Duration::from_secs(30);
+
+fn unique(prefix: &str) -> String {
+    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
+    format!("{prefix}-{}", &uuid[..8])
+}
+
+/// Addresses on `lo` in `node`, as `addr/prefix`.
+fn lo_addresses(node: &Node) -> BTreeSet<String> {
+    let out = node.exec("ip", &["-j", "addr", "show", "dev", "lo"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect()
+}
+
+fn wait_address(node: &Node, addr: &str, present: bool, within: Duration) {
+    wait_for(
+        &format!(
+            "{addr} to be {} on lo",
+            if present { "present" } else { "absent" }
+        ),
+        within,
+        || (lo_addresses(node).contains(addr) == present).then_some(()),
+    );
+}
+
+/// A switch namespace with kube-gw joined to the shared control plane.
+struct Switch {
+    lab: Lab,
+    node: Node,
+    kg: KubeGw,
+    ns: String,
+    cp: &'static ControlPlane,
+}
+
+impl Switch {
+    fn start(extra_vip: &str) -> Self {
+        let cp = ControlPlane::shared();
+        let name = unique("spine");
+        cp.bind_switch(&name);
+        let mut lab = Lab::new();
+        let node = lab.node("switch");
+        let port: u16 = cp.server.rsplit(':').next().unwrap().parse().unwrap();
+        lab.forward_host_port(&node, port);
+        let kc = cp.user_kubeconfig(
+            &format!("system:node:{name}"),
+            &["system:nodes"],
+            &cp.server,
+        );
+        let kc_path = lab.write(&format!("{name}.kubeconfig"), &kc);
+        std::fs::set_permissions(
+            &kc_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        // Each test serves only its own Services: other tests share the control plane.
+        let ns = unique("vips");
+        let config = format!(
+            r#"[node]
+name = "{name}"
+
+[kubernetes]
+kubeconfig = "{}"
+service-cidrs = ["10.96.0.0/12"]
+
+[vip]
+pools = ["198.51.100.0/24", "2001:db8:100::/64"]
+service-selector = "kube-gw.io/test={ns}"
+{extra_vip}
+
+[bgp]
+asn = 65010
+router-id = "192.0.2.20"
+"#,
+            kc_path.display()
+        );
+        let kg = KubeGw::start(&mut lab, &node, &name, &config);
+        wait_for("kube-gw to join", CONVERGE, || {
+            let s = kg.status();
+            let joined = s["components"]
+                .as_array()?
+                .iter()
+                .any(|c| c["name"] == "kubernetes" && c["state"] == "joined");
+            joined.then_some(())
+        });
+        block_on(async {
+            let nss: Api<Namespace> = Api::all(cp.admin().await);
+            nss.create(
+                &PostParams::default(),
+                &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        });
+        Switch {
+            lab,
+            node,
+            kg,
+            ns,
+            cp,
+        }
+    }
+
+    fn service(&self, name: &str, ips: &[&str], ready_endpoint: Option<&str>) {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": self.ns, "labels": {"kube-gw.io/test": self.ns}},
+            "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}], "externalIPs": ips}
+        }))
+        .unwrap();
+        block_on(async {
+            let client = self.cp.admin().await;
+            Api::<Service>::namespaced(client.clone(), &self.ns)
+                .create(&PostParams::default(), &svc)
+                .await
+                .unwrap();
+            if let Some(ep) = ready_endpoint {
+                let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("{name}-1"), "namespace": self.ns,
+                                 "labels": {"kubernetes.io/service-name": name}},
+                    "addressType": "IPv4",
+                    "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                    "endpoints": [{"addresses": [ep], "conditions": {"ready": true}}]
+                }))
+                .unwrap();
+                Api::<EndpointSlice>::namespaced(client, &self.ns)
+                    .create(&PostParams::default(), &slice)
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+
+    fn delete_service(&self, name: &str) {
+        block_on(async {
+            Api::<Service>::namespaced(self.cp.admin().await, &self.ns)
+                .delete(name, &DeleteParams::default())
+                .await
+                .unwrap();
+        });
+    }
+
+    fn events_of(&self, service: &str) -> Vec<(String, String)> {
+        block_on(async {
+            Api::<Event>::namespaced(self.cp.admin().await, &self.ns)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(service))
+                .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+                .collect()
+        })
+    }
+}
+
+#[test]
+fn service_addresses_appear_on_lo_and_refusals_become_events() {
+    if !require_root("service_addresses_appear_on_lo_and_refusals_become_events") {
+        return;
+    }
+    let mut sw = Switch::start("");
+    // An operator's address in the same pool, on the same interface: never touched.
+    sw.node
+        .exec("ip", &["addr", "add", "198.51.100.200/32", "dev", "lo"]);
+
+    sw.service(
+        "web",
+        &["198.51.100.10", "2001:db8:100::10"],
+        Some("192.0.2.100"),
+    );
+    wait_address(&sw.node, "198.51.100.10/32", true, CONVERGE);
+    wait_address(&sw.node, "2001:db8:100::10/128", true, CONVERGE);
+    wait_for("a Serving event", CONVERGE, || {
+        sw.events_of("web")
+            .iter()
+            .any(|(r, n)| {
+                r == "Serving" && n.contains("198.51.100.10") && n.contains("(announced)")
+            })
+            .then_some(())
+    });
+
+    // Outside the pool: no address, and an Event that says why.
+    sw.service("outside", &["203.0.113.50"], None);
+    let note = wait_for("an AddressRefused event", CONVERGE, || {
+        sw.events_of("outside")
+            .into_iter()
+            .find(|(r, _)| r == "AddressRefused")
+            .map(|(_, n)| n)
+    });
+    assert!(
+        note.contains("203.0.113.50 refused: not inside any of the switch's address pools"),
+        "{note}"
+    );
+    assert!(!lo_addresses(&sw.node)
+        .iter()
+        .any(|a| a.starts_with("203.0.113.50")));
+    let vips = sw.kg.cli(&["vips"]);
+    assert!(
+        vips.contains("198.51.100.10") && vips.contains("programmed"),
+        "{vips}"
+    );
+    assert!(
+        vips.contains("203.0.113.50") && vips.contains("not inside any"),
+        "{vips}"
+    );
+
+    // One Event per change, not one per pass: a resync-triggering change elsewhere adds none.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = sw.events_of("web").len();
+    sw.service("other", &["198.51.100.11"], None);
+    wait_address(&sw.node, "198.51.100.11/32", true, CONVERGE);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sw.events_of("web").len(), before);
+
+    // Deleted by hand: back within a second.
+    sw.node
+        .exec("ip", &["addr", "del", "198.51.100.10/32", "dev", "lo"]);
+    let t = Instant::now();
+    wait_address(&sw.node, "198.51.100.10/32", true, Duration::from_secs(5));
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "repair took {:?}",
+        t.elapsed()
+    );
+
+    // The Service goes: so does its address. The operator's address stays.
+    sw.delete_service("web");
+    wait_address(&sw.node, "198.51.100.10/32", false, CONVERGE);
+    wait_address(&sw.node, "2001:db8:100::10/128", false, CONVERGE);
+    assert!(lo_addresses(&sw.node).contains("198.51.100.200/32"));
+
+    // Stopped (default on-shutdown = "remove"): its addresses go, the operator's stays.
+    let st = sw.lab.stop(&sw.kg.name, Duration::from_secs(30)).unwrap();
+    assert_eq!(st.code(), Some(0), "{}", sw.lab.log(&sw.kg.name));
+    let left = lo_addresses(&sw.node);
+    assert!(!left.contains("198.51.100.11/32"), "{left:?}");
+    assert!(left.contains("198.51.100.200/32"), "{left:?}");
+}
+
+#[test]
+fn a_restart_adopts_the_addresses_without_a_flap() {
+    if !require_root("a_restart_adopts_the_addresses_without_a_flap") {
+        return;
+    }
+    let mut sw = Switch::start("on-shutdown = \"keep\"");
+    sw.service(
+        "web",
+        &["198.51.100.20", "2001:db8:100::20"],
+        Some("192.0.2.100"),
+    );
+    wait_address(&sw.node, "198.51.100.20/32", true, CONVERGE);
+    wait_address(&sw.node, "2001:db8:100::20/128", true, CONVERGE);
+
+    // Watch the kernel's address notifications across a stop and a start.
+    let node = sw.node.clone();
+    sw.lab
+        .spawn(&node, "monitor", "ip", &["monitor", "address"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let st = sw.lab.stop(&sw.kg.name, Duration::from_secs(30)).unwrap();
+    assert_eq!(st.code(), Some(0));
+    assert!(
+        lo_addresses(&sw.node).contains("198.51.100.20/32"),
+        "kept at stop"
+    );
+    sw.kg.restart(&mut sw.lab, &node);
+    // The restarted daemon sees the cluster and its VIPs as programmed...
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let v = sw.kg.cli(&["vips", "--json"]);
+        let parsed: serde_json::Value = serde_json::from_str(&v).unwrap_or_default();
+        let rows = parsed["vips"].as_array().cloned().unwrap_or_default();
+        if rows.len() == 2 && rows.iter().all(|r| r["programmed"] == true) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "VIPs not programmed after the restart: {v}\n{}",
+            sw.lab.log(&sw.kg.name)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    // ...and the kernel saw no deletion nor a new addition of them.
+    let monitor = sw.lab.log("monitor");
+    let flaps: Vec<&str> = monitor
+        .lines()
+        .filter(|l| l.contains("198.51.100.20") || l.contains("2001:db8:100::20"))
+        .collect();
+    assert!(
+        flaps.is_empty(),
+        "address notifications during the restart: {flaps:?}"
+    );
+}

@@ -81,35 +81,46 @@ impl std::fmt::Display for Permission {
 /// Checks every permission; returns the missing ones. `Err` if the check itself failed.
 pub async fn missing(client: &Client, node: &str) -> Result<Vec<Permission>, kube::Error> {
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let checks = NEEDED.iter().map(|perm| {
+        let api = api.clone();
+        async move {
+            let review = review(perm, node);
+            let r = api.create(&PostParams::default(), &review).await?;
+            Ok::<_, kube::Error>((!r.status.is_some_and(|s| s.allowed)).then_some(*perm))
+        }
+    });
+    let results = futures::future::join_all(checks).await;
     let mut out = Vec::new();
-    for perm in NEEDED {
-        let review = SelfSubjectAccessReview {
-            spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    verb: Some(perm.verb.into()),
-                    group: Some(perm.group.into()),
-                    resource: Some(perm.resource.into()),
-                    subresource: (!perm.subresource.is_empty()).then(|| perm.subresource.into()),
-                    namespace: (!perm.namespace.is_empty()).then(|| perm.namespace.into()),
-                    // The Node authorizer decides on the object's name for node-scoped rights.
-                    name: match perm.resource {
-                        "nodes" | "leases" if perm.verb != "list" && perm.verb != "watch" => {
-                            Some(node.into())
-                        }
-                        _ => None,
-                    },
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let r = api.create(&PostParams::default(), &review).await?;
-        if !r.status.is_some_and(|s| s.allowed) {
-            out.push(*perm);
+    for r in results {
+        if let Some(p) = r? {
+            out.push(p);
         }
     }
     Ok(out)
+}
+
+fn review(perm: &Permission, node: &str) -> SelfSubjectAccessReview {
+    SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(perm.verb.into()),
+                group: Some(perm.group.into()),
+                resource: Some(perm.resource.into()),
+                subresource: (!perm.subresource.is_empty()).then(|| perm.subresource.into()),
+                namespace: (!perm.namespace.is_empty()).then(|| perm.namespace.into()),
+                // The Node authorizer decides on the object's name for node-scoped rights.
+                name: match perm.resource {
+                    "nodes" | "leases" if perm.verb != "list" && perm.verb != "watch" => {
+                        Some(node.into())
+                    }
+                    _ => None,
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
 }
 
 /// The operator's message for missing permissions.

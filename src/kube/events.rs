@@ -4,12 +4,17 @@
 //! Input: the desired state (watch channel). The task keeps, per Service, the last outcome
 //! it reported; a new desired state is compared against it and only differences become
 //! Events (events.k8s.io/v1, reporting controller `kube-gw`, instance = the Node name).
+//! Each change is its own Event object: kube-runtime's `Recorder` would fold a second
+//! "Serving" for the same Service into the first one's count and keep the first note, which
+//! hides exactly the change the operator needs to see.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
 use tokio::sync::watch;
 
@@ -86,13 +91,6 @@ pub async fn run(
     mut desired: watch::Receiver<Arc<DesiredState>>,
     snapshot: watch::Receiver<Arc<ClusterSnapshot>>,
 ) {
-    let recorder = Recorder::new(
-        client,
-        Reporter {
-            controller: "kube-gw".into(),
-            instance: Some(node.clone()),
-        },
-    );
     let mut last: BTreeMap<ObjectKey, Outcome> = BTreeMap::new();
     loop {
         let now = outcomes(&desired.borrow_and_update());
@@ -110,19 +108,25 @@ pub async fn run(
                 uid: Some(svc.uid.clone()),
                 ..Default::default()
             };
+            let api: Api<Event> = Api::namespaced(client.clone(), &key.namespace);
             for (warning, reason, note) in changes(&node, &before, after) {
                 let ev = Event {
-                    type_: if warning {
-                        EventType::Warning
-                    } else {
-                        EventType::Normal
+                    metadata: ObjectMeta {
+                        generate_name: Some(format!("{}-", key.name)),
+                        namespace: Some(key.namespace.clone()),
+                        ..Default::default()
                     },
-                    reason: reason.into(),
+                    type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+                    reason: Some(reason.into()),
                     note: Some(note.clone()),
-                    action: "Serve".into(),
-                    secondary: None,
+                    action: Some("Serve".into()),
+                    event_time: Some(MicroTime(jiff::Timestamp::now())),
+                    reporting_controller: Some("kube-gw.io/kube-gw".into()),
+                    reporting_instance: Some(node.clone()),
+                    regarding: Some(reference.clone()),
+                    ..Default::default()
                 };
-                if let Err(e) = recorder.publish(&ev, &reference).await {
+                if let Err(e) = api.create(&PostParams::default(), &ev).await {
                     tracing::warn!(service = %key, error = %e, "cannot publish an Event");
                 } else {
                     tracing::debug!(service = %key, reason, note, "event published");

@@ -32,9 +32,9 @@ use super::report::{KubeReport, WatchState};
 use super::snapshot::ClusterSnapshot;
 
 /// Quiet time that ends a burst of events.
-const COALESCE_QUIET: Duration = Duration::from_millis(50);
+const COALESCE_QUIET: Duration = Duration::from_millis(5);
 /// Longest a burst may delay a snapshot.
-const COALESCE_MAX: Duration = Duration::from_millis(500);
+const COALESCE_MAX: Duration = Duration::from_millis(100);
 
 /// Runs the watches until the future is dropped, publishing snapshots on `out`.
 pub async fn run(

@@ -36,6 +36,8 @@ use tokio::sync::watch;
 
 /// `IFA_PROTO` value that marks kube-gw's addresses (ASCII `k`).
 pub const PROTO: u8 = 0x6b;
+/// Netlink requests kept in flight during a pass.
+const IN_FLIGHT: usize = 64;
 /// Periodic full pass, whatever the notifications said.
 pub const RESYNC: Duration = Duration::from_secs(30);
 
@@ -276,26 +278,53 @@ async fn pass(
         Some(w) => plan(w, &on_if, own),
         None => Vec::new(),
     };
-    for op in ops {
-        match op {
-            Op::Add(a) => {
-                nl.add(ifindex, a).await?;
-                tracing::info!(vip = %a, "address added");
+    let added: Vec<IpAddr> = ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::Add(a) => Some(*a),
+            Op::Remove(_) => None,
+        })
+        .collect();
+    // Removals first, then additions; each batch keeps many requests in flight on the one
+    // netlink socket instead of waiting for every acknowledgement in turn.
+    let (removes, adds): (Vec<Op>, Vec<Op>) =
+        ops.into_iter().partition(|o| matches!(o, Op::Remove(_)));
+    for batch in [removes, adds] {
+        let n = batch.len();
+        let each_at_info = n <= 16;
+        let mut results = futures::stream::iter(batch)
+            .map(|op| async move {
+                match op {
+                    Op::Add(a) => nl.add(ifindex, a).await.map(|()| op),
+                    Op::Remove(a) => nl.remove(ifindex, a).await.map(|()| op),
+                }
+            })
+            .buffer_unordered(IN_FLIGHT);
+        let mut last = None;
+        while let Some(r) = results.next().await {
+            let op = r?;
+            match (&op, each_at_info) {
+                (Op::Add(a), true) => tracing::info!(vip = %a, "address added"),
+                (Op::Remove(a), true) => tracing::info!(vip = %a, "address removed"),
+                (Op::Add(a), false) => tracing::debug!(vip = %a, "address added"),
+                (Op::Remove(a), false) => tracing::debug!(vip = %a, "address removed"),
             }
-            Op::Remove(a) => {
-                nl.remove(ifindex, a).await?;
-                tracing::info!(vip = %a, "address removed");
-            }
+            last = Some(op);
+        }
+        match last {
+            Some(Op::Add(_)) if !each_at_info => tracing::info!(count = n, "addresses added"),
+            Some(Op::Remove(_)) if !each_at_info => tracing::info!(count = n, "addresses removed"),
+            _ => {}
         }
     }
-    let after: Vec<Present> = nl
-        .dump()
-        .await?
-        .into_iter()
-        .filter(|p| p.ifindex == ifindex)
-        .collect();
+    // What is there now: the dump, changed by the operations that succeeded (all did, or
+    // this function returned early with the error).
     let mut out = Programmed::default();
-    for p in &after {
+    for p in &on_if {
+        let removed = wanted.is_some_and(|w| own.owns(p) && !w.contains(&p.address));
+        if removed {
+            continue;
+        }
         // Before the first cluster view, what is ours is what was adopted.
         if wanted.is_none_or(|w| w.contains(&p.address)) {
             if own.owns(p) {
@@ -305,6 +334,7 @@ async fn pass(
             }
         }
     }
+    out.vips.extend(added);
     Ok(out)
 }
 

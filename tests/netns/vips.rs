@@ -190,14 +190,20 @@ fn service_addresses_appear_on_lo_and_refusals_become_events() {
     );
     wait_address(&sw.node, "198.51.100.10/32", true, CONVERGE);
     wait_address(&sw.node, "2001:db8:100::10/128", true, CONVERGE);
-    wait_for("a Serving event", CONVERGE, || {
-        sw.events_of("web")
-            .iter()
-            .any(|(r, n)| {
-                r == "Serving" && n.contains("198.51.100.10") && n.contains("(announced)")
-            })
-            .then_some(())
-    });
+    let deadline = Instant::now() + CONVERGE;
+    while !sw
+        .events_of("web")
+        .iter()
+        .any(|(r, n)| r == "Serving" && n.contains("198.51.100.10") && n.contains("(announced)"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no Serving event for 198.51.100.10; events: {:?}\nkube-gw log:\n{}",
+            sw.events_of("web"),
+            sw.lab.log(&sw.kg.name)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Outside the pool: no address, and an Event that says why.
     sw.service("outside", &["203.0.113.50"], None);

@@ -260,8 +260,18 @@ pub struct KubeGw {
 }
 
 impl KubeGw {
-    /// The binary under test.
-    pub const BIN: &'static str = env!("CARGO_BIN_EXE_kube-gw");
+    /// The binary under test: cargo names it for tests and benches; an example finds it
+    /// next to its own directory (`target/<profile>/examples/..`).
+    pub fn bin() -> String {
+        if let Some(b) = option_env!("CARGO_BIN_EXE_kube-gw") {
+            return b.to_string();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|e| Some(e.parent()?.parent()?.join("kube-gw")))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "kube-gw".into())
+    }
 
     /// Starts `kube-gw run` in `node`. `config` is the body of the configuration without
     /// `[admin]`, which the harness adds (socket in the lab directory, metrics on the
@@ -276,7 +286,7 @@ impl KubeGw {
         lab.spawn(
             node,
             name,
-            Self::BIN,
+            &Self::bin(),
             &[
                 "run",
                 "--log-format",
@@ -307,7 +317,7 @@ impl KubeGw {
 
     /// Runs a kube-gw CLI command against this instance; returns stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(Self::BIN)
+        let out = Command::new(Self::bin())
             .args(args)
             .arg("--socket")
             .arg(&self.socket)
@@ -321,7 +331,7 @@ impl KubeGw {
         lab.spawn(
             node,
             &self.name,
-            Self::BIN,
+            &Self::bin(),
             &[
                 "run",
                 "--log-format",
@@ -346,7 +356,7 @@ impl KubeGw {
     }
 
     fn try_status(&self) -> Option<serde_json::Value> {
-        let out = Command::new(Self::BIN)
+        let out = Command::new(Self::bin())
             .args(["status", "--json", "--socket"])
             .arg(&self.socket)
             .output()

@@ -1,0 +1,193 @@
+//! Benchmark: Service VIPs onto `lo`, kube-gw against the kernel's own pace (`ip -batch`),
+//! measured in the same run on the same machine. Needs root.
+//!
+//!   sudo cargo bench --bench addresses            # N = 10000
+//!   sudo KUBE_GW_BENCH_N=2000 cargo bench --bench addresses
+//!
+//! 1. N Services with one externalIP each (IPv6 /128s in 2001:db8:100::/112) are created in
+//!    the real API server while kube-gw is not running.
+//! 2. `ip -batch` adds the same N addresses in a fresh namespace: the baseline.
+//! 3. kube-gw starts in a fresh namespace; the clock runs from its start to N addresses on
+//!    `lo` (join, list, compute, program) — the "all objects in the API server" to "all
+//!    addresses on the interface" time.
+//! 4. With N in place, one more Service: time from the API's answer to its address on `lo`
+//!    (an upper bound of watch event → netlink ack), median of several.
+//! 5. kube-gw's peak RSS (VmHWM).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../tests/common/controlplane.rs"]
+mod controlplane;
+#[path = "../tests/netns/harness/mod.rs"]
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use controlplane::{block_on, ControlPlane};
+use harness::peers::KubeGw;
+use harness::{Lab, Node};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{Api, PostParams};
+
+fn vip(i: usize) -> String {
+    format!("2001:db8:100::{:x}", i + 1)
+}
+
+fn count_lo(node: &Node) -> usize {
+    let out = node.exec("ip", &["-6", "-o", "addr", "show", "dev", "lo"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("2001:db8:100::"))
+        .count()
+}
+
+fn create_services(cp: &ControlPlane, ns: &str, range: std::ops::Range<usize>) {
+    block_on(async {
+        use futures::StreamExt;
+        let api: Api<Service> = Api::namespaced(cp.admin().await, ns);
+        futures::stream::iter(range)
+            .map(|i| {
+                let api = api.clone();
+                async move {
+                    let svc: Service = serde_json::from_value(serde_json::json!({
+                        "metadata": {"name": format!("s{i}"), "namespace": ns},
+                        "spec": {"ports": [{"port": 80}], "externalIPs": [vip(i)]}
+                    }))
+                    .unwrap();
+                    api.create(&PostParams::default(), &svc).await.unwrap();
+                }
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await;
+    });
+}
+
+fn main() {
+    if !harness::require_root("bench addresses") {
+        return;
+    }
+    let n: usize = std::env::var("KUBE_GW_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let cp = ControlPlane::shared();
+    let ns = format!("bench-{}", std::process::id());
+    block_on(async {
+        let nss: Api<Namespace> = Api::all(cp.admin().await);
+        nss.create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    });
+    let t = Instant::now();
+    create_services(cp, &ns, 0..n);
+    eprintln!("created {n} Services in {:.1}s", t.elapsed().as_secs_f64());
+
+    // Baseline: ip -batch.
+    let mut lab = Lab::new();
+    let base = lab.node("ipbatch");
+    let batch: String = (0..n)
+        .map(|i| format!("addr add {}/128 dev lo nodad\n", vip(i)))
+        .collect();
+    let file = lab.write("batch", &batch);
+    let t = Instant::now();
+    base.exec("ip", &["-batch", file.to_str().unwrap()]);
+    let ip_batch = t.elapsed();
+    assert_eq!(count_lo(&base), n);
+
+    // kube-gw: from start to N addresses.
+    let name = format!("bench-{}", std::process::id());
+    cp.bind_switch(&name);
+    let sw = lab.node("switch");
+    let port: u16 = cp.server.rsplit(':').next().unwrap().parse().unwrap();
+    lab.forward_host_port(&sw, port);
+    let kc = cp.user_kubeconfig(
+        &format!("system:node:{name}"),
+        &["system:nodes"],
+        &cp.server,
+    );
+    let kc_path = lab.write("bench.kubeconfig", &kc);
+    std::fs::set_permissions(
+        &kc_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let config = format!(
+        "[node]\nname = \"{name}\"\n[kubernetes]\nkubeconfig = \"{}\"\nservice-cidrs = [\"10.96.0.0/12\"]\n\
+         [vip]\npools = [\"2001:db8:100::/112\"]\nannounce = \"always\"\n[log]\nlevel = \"warn\"\n",
+        kc_path.display()
+    );
+    let t = Instant::now();
+    let kg = KubeGw::start(&mut lab, &sw, &name, &config);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while count_lo(&sw) < n {
+        assert!(
+            Instant::now() < deadline,
+            "kube-gw did not program {n} addresses"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kube_gw = t.elapsed();
+
+    // One change while N exist.
+    let mut lat = Vec::new();
+    for k in 0..7 {
+        let i = n + k;
+        create_services(cp, &ns, i..i + 1);
+        let t = Instant::now();
+        let want = format!("{}/128", vip(i));
+        loop {
+            let out = sw.exec(
+                "ip",
+                &["-6", "-o", "addr", "show", "dev", "lo", "to", &want],
+            );
+            if !out.stdout.is_empty() {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no address for the new Service"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let median = lat[lat.len() / 2];
+
+    let pid = kg.status()["pid"].as_u64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?")
+        .to_string();
+
+    println!();
+    println!("addresses onto lo, N = {n} (one run, this machine)");
+    println!("{:<46} {:>10} {:>8}", "", "seconds", "ratio");
+    println!(
+        "{:<46} {:>10.3} {:>8}",
+        "ip -batch (kernel pace)",
+        ip_batch.as_secs_f64(),
+        "1.00"
+    );
+    println!(
+        "{:<46} {:>10.3} {:>8.2}",
+        "kube-gw: start -> all addresses on lo",
+        kube_gw.as_secs_f64(),
+        kube_gw.as_secs_f64() / ip_batch.as_secs_f64()
+    );
+    println!(
+        "one Service change with {n} present: median {:.1} ms (of {}; API answer -> address on lo)",
+        median.as_secs_f64() * 1000.0,
+        lat.len()
+    );
+    println!(
+        "kube-gw peak RSS: {}",
+        hwm.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")
+    );
+}

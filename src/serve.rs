@@ -50,16 +50,20 @@ pub fn spawn(
         proto_supported: addr::kernel_keeps_proto(),
         pools: cfg.vip.pools.clone(),
     };
-    let addr_task = tokio::spawn(addr::run(
-        cfg.vip.interface.clone(),
-        ownership,
-        AddrChannels {
-            wanted: wanted_rx,
-            programmed: programmed_tx,
-            own: own_tx,
-            teardown: teardown_rx,
-        },
-        cfg.vip.on_shutdown == OnShutdown::Keep,
+    let span = tracing::info_span!("addresses", interface = %cfg.vip.interface);
+    let addr_task = tokio::spawn(tracing::Instrument::instrument(
+        addr::run(
+            cfg.vip.interface.clone(),
+            ownership,
+            AddrChannels {
+                wanted: wanted_rx,
+                programmed: programmed_tx,
+                own: own_tx,
+                teardown: teardown_rx,
+            },
+            cfg.vip.on_shutdown == OnShutdown::Keep,
+        ),
+        span,
     ));
     let desired = desired_tx.subscribe();
     let desired_task = tokio::spawn(desired_loop(

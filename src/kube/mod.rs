@@ -33,6 +33,7 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use kube::api::{Api, PostParams};
 use kube::Client;
 use tokio::sync::watch as channel;
+use tracing::Instrument;
 
 use crate::config::Config;
 use report::{JoinState, KubeReport};
@@ -181,7 +182,7 @@ async fn supervise(
         tokio::select! {
             () = crate::lifecycle::stopped(&mut stop) => return,
             () = watch::run(client.clone(), out.clone(), report.clone()) => {}
-            () = agent.run() => {}
+            () = agent.run().instrument(tracing::info_span!("node", name = %name)) => {}
             () = events::run(client.clone(), name.clone(), desired.clone(), out.subscribe()) => {}
             () = async {
                 match renew_in {

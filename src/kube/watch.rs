@@ -27,6 +27,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use tokio::sync::{watch, Notify};
+use tracing::Instrument;
 
 use super::report::{KubeReport, WatchState};
 use super::snapshot::ClusterSnapshot;
@@ -110,6 +111,7 @@ where
     let report = report.clone();
     let changed = changed.clone();
     let count_store = reader.clone();
+    let span = tracing::info_span!("watch", resource = name);
     let fut = drive(stream, move |item| match item {
         Ok(Event::Init) => {
             report.relist_started(name);
@@ -129,7 +131,8 @@ where
             tracing::warn!(resource = name, error = %e, "watch failed; retrying with backoff");
             report.watch_state(name, WatchState::Failing, Some(e.to_string()));
         }
-    });
+    })
+    .instrument(span);
     (reader, fut)
 }
 

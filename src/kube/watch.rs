@@ -123,6 +123,7 @@ where
             changed.notify_one();
         }
         Ok(Event::Apply(_) | Event::Delete(_)) => {
+            tracing::debug!(resource = name, "watch event");
             report.watch_state(name, WatchState::Synced, None);
             report.objects(name, count_store.state().len());
             changed.notify_one();

@@ -24,7 +24,7 @@ use crate::desired::DesiredState;
 /// What one Service got from this switch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
-    /// VIP → announced?
+    /// VIP → announceable (ready to be announced once the BGP speaker exists)?
     pub served: BTreeMap<String, bool>,
     /// Refusal messages.
     pub refused: BTreeSet<String>,
@@ -56,9 +56,9 @@ pub fn changes(node: &str, before: &Outcome, after: &Outcome) -> Vec<(bool, &'st
     for (vip, announced) in &after.served {
         if before.served.get(vip) != Some(announced) {
             let how = if *announced {
-                "announced"
+                "announceable"
             } else {
-                "not announced: no ready endpoint"
+                "not announceable: no ready endpoint"
             };
             ev.push((
                 false,
@@ -160,7 +160,7 @@ mod tests {
             vec![(
                 false,
                 "Serving",
-                "198.51.100.1 is served by switch spine-1 (announced)".to_string()
+                "198.51.100.1 is served by switch spine-1 (announceable)".to_string()
             )]
         );
     }

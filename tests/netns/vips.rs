@@ -194,7 +194,7 @@ fn service_addresses_appear_on_lo_and_refusals_become_events() {
     while !sw
         .events_of("web")
         .iter()
-        .any(|(r, n)| r == "Serving" && n.contains("198.51.100.10") && n.contains("(announced)"))
+        .any(|(r, n)| r == "Serving" && n.contains("198.51.100.10") && n.contains("(announceable)"))
     {
         assert!(
             Instant::now() < deadline,

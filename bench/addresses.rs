@@ -128,7 +128,7 @@ fn main() {
     let config = format!(
         "[node]\nname = \"{name}\"\n[kubernetes]\nkubeconfig = \"{}\"\nservice-cidrs = [\"10.96.0.0/12\"]\n\
          [vip]\npools = [\"2001:db8:100::/112\"]\nannounce = \"always\"\n\
-         [log]\nlevel = \"warn,kube_gw::kube::watch=debug,kube_gw::netlink=info\"\n",
+         [log]\nlevel = \"warn,kube_gw::kube::watch=debug,kube_gw::serve=debug,kube_gw::netlink=info\"\n",
         kc_path.display()
     );
     let t = Instant::now();
@@ -197,6 +197,22 @@ fn main() {
         }
     }
     internal.sort_by(f64::total_cmp);
+    // Where the time goes, from the same log: snapshot build and desired-state compute.
+    let micros = |msg: &str| -> Vec<f64> {
+        let mut v: Vec<f64> = log
+            .lines()
+            .filter(|l| l.contains(msg))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["fields"]["micros"].as_f64())
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let (snap_us, compute_us) = (
+        micros("cluster snapshot published"),
+        micros("desired state computed"),
+    );
+    let med = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(f64::NAN) / 1000.0;
     let internal_median = internal
         .get(internal.len() / 2)
         .copied()
@@ -231,6 +247,11 @@ fn main() {
         internal.len(),
         median.as_secs_f64() * 1000.0,
         lat.len()
+    );
+    println!(
+        "  of which: snapshot rebuild median {:.1} ms, desired-state compute median {:.1} ms",
+        med(&snap_us),
+        med(&compute_us)
     );
     println!(
         "kube-gw peak RSS: {}",

@@ -95,7 +95,13 @@ async fn desired_loop(
         };
         let known = cfg.kubernetes.is_none() || report.snapshots() > 0;
         if known {
+            let started = std::time::Instant::now();
             let d = compute(&snap, &cfg, &me);
+            tracing::debug!(
+                services = snap.services.len(),
+                micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "desired state computed"
+            );
             let vips: BTreeSet<IpAddr> = d.vips.keys().copied().collect();
             desired_tx.send_if_modified(|cur| {
                 let changed = **cur != d;

@@ -67,6 +67,7 @@ pub async fn run(
             if !report.all_synced_once() {
                 continue;
             }
+            let started = std::time::Instant::now();
             let snap = ClusterSnapshot::from_objects(
                 svc_store.state().iter().map(AsRef::as_ref),
                 eps_store.state().iter().map(AsRef::as_ref),
@@ -85,7 +86,10 @@ pub async fn run(
             first = false;
             if published {
                 report.snapshot_published();
-                tracing::debug!("cluster snapshot published");
+                tracing::debug!(
+                    micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    "cluster snapshot published"
+                );
             }
         }
     };

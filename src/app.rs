@@ -303,7 +303,7 @@ impl Shared {
                     services: s.services.len(),
                     endpoint_slices: s.endpoint_slices.len(),
                     nodes: s.nodes.len(),
-                    snapshots: k.report.view().snapshots,
+                    snapshots: k.report.snapshots(),
                 }
             }),
             components,
@@ -351,11 +351,6 @@ impl Shared {
             refused,
             error: p.error.clone(),
         }
-    }
-
-    /// The Kubernetes side, once started.
-    pub fn kube(&self) -> Option<&crate::kube::KubeHandle> {
-        self.kube.get()
     }
 
     /// A receiver of the configuration in force (subsystems hold one).

@@ -134,7 +134,6 @@ async fn supervise(
             let who = whoami(&client)
                 .await
                 .map_err(|e| credentials::explain(&e, &url))?;
-            report.identity(who.clone());
             let missing = access::missing(&client, &name)
                 .await
                 .map_err(|e| credentials::explain(&e, &url))?;

@@ -53,7 +53,6 @@ struct Inner {
     watches: BTreeMap<&'static str, WatchHealth>,
     node: Option<(String, String)>,
     snapshots: u64,
-    identity: Option<String>,
 }
 
 /// Shared report of the Kubernetes subsystem.
@@ -77,11 +76,6 @@ impl KubeReport {
             _ => Some(Instant::now()),
         };
         g.join = Some((state, message.into(), since));
-    }
-
-    /// The user kube-gw authenticates as.
-    pub fn identity(&self, who: impl Into<String>) {
-        self.lock().identity = Some(who.into());
     }
 
     /// Records a watch's state.
@@ -162,7 +156,6 @@ impl KubeReport {
                     since.map_or(0, |t| now.duration_since(t).as_secs()),
                 )
             }),
-            identity: g.identity.clone(),
             watches: g
                 .watches
                 .iter()
@@ -199,7 +192,6 @@ impl KubeReport {
 #[derive(Debug, Clone)]
 pub struct KubeView {
     pub join: Option<(JoinState, String, u64)>,
-    pub identity: Option<String>,
     pub watches: Vec<(String, WatchHealth, u64)>,
     pub node: Option<(String, String)>,
     pub snapshots: u64,

@@ -251,7 +251,7 @@ impl Shared {
             let d = sv.desired.borrow().clone();
             let p = sv.programmed.borrow().clone();
             let wanted = d.vips.len();
-            let done = d.vips.keys().filter(|a| p.vips.contains(a)).count();
+            let done = d.vips.keys().filter(|a| p.vips.contains(*a)).count();
             let mut info = format!(
                 "{done}/{wanted} VIPs on {}, {} announceable, {} refused",
                 sv.interface,
@@ -509,7 +509,6 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
     let serve = crate::serve::spawn(
         shared.subscribe_config(),
         kube_handle.snapshot.clone(),
-        kube_report,
         desired_tx,
     );
     let _ = shared.kube.set(kube_handle);

@@ -1,28 +1,34 @@
 //! The serving pipeline: cluster view + configuration + this switch's own addresses →
-//! `desired::compute` → the reconcilers.
+//! the desired state (kept by a `desired::Engine`, which recomputes only what changed) →
+//! the reconcilers.
 //!
 //! ```text
 //!  watch<Arc<ClusterSnapshot>> ─┐
 //!  watch<Arc<Config>> ──────────┼─► desired task ──► watch<Arc<DesiredState>> ──► Events (kube), status, `kube-gw vips`
 //!  watch<own addresses> ────────┘        │                                      (later: IPVS, BGP)
-//!          ▲                             └─► watch<Option<VIP set>> ──► address reconciler (netlink::addr)
+//!          ▲                             └─► watch<Wanted> (VIP set) ──► address reconciler (netlink::addr)
 //!          └──────────────── own addresses ◄──────────────────────────────┘   └─► watch<Programmed>
 //! ```
 //!
-//! Until the first complete cluster view is in, the wanted VIP set is `None`: the address
-//! reconciler adopts what it finds and removes nothing, so a restart does not flap.
+//! Nothing is computed until the reconciler has read the switch's own addresses. Until the
+//! first complete cluster view is in, the wanted VIP set is `Unknown` and then `AtLeast`
+//! (partial views while the Services are listed): the address reconciler adopts what it
+//! finds, adds, and removes nothing, so a restart does not flap and a large cluster's VIPs
+//! are programmed while the list is still arriving. The first complete view makes it
+//! `Exactly`.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use imbl::ordmap::DiffItem;
+use imbl::OrdSet;
 use tokio::sync::watch;
 
 use crate::config::{Config, OnShutdown};
-use crate::desired::{compute, DesiredState, NodeId};
-use crate::kube::report::KubeReport;
+use crate::desired::{DesiredState, Engine, NodeId};
 use crate::kube::snapshot::ClusterSnapshot;
-use crate::netlink::addr::{self, AddrChannels, Ownership, Programmed};
+use crate::netlink::addr::{self, AddrChannels, Ownership, Programmed, Wanted};
 
 /// Handles to the pipeline.
 #[derive(Debug)]
@@ -38,13 +44,12 @@ pub struct Serve {
 pub fn spawn(
     config: watch::Receiver<Arc<Config>>,
     snapshot: watch::Receiver<Arc<ClusterSnapshot>>,
-    report: Arc<KubeReport>,
     desired_tx: watch::Sender<Arc<DesiredState>>,
 ) -> Serve {
     let cfg = config.borrow().clone();
-    let (wanted_tx, wanted_rx) = watch::channel::<Option<BTreeSet<IpAddr>>>(None);
+    let (wanted_tx, wanted_rx) = watch::channel(Wanted::Unknown);
     let (programmed_tx, programmed_rx) = watch::channel(Programmed::default());
-    let (own_tx, own_rx) = watch::channel(BTreeSet::new());
+    let (own_tx, own_rx) = watch::channel(None);
     let (teardown_tx, teardown_rx) = watch::channel(false);
     let ownership = Ownership {
         proto_supported: addr::kernel_keeps_proto(),
@@ -67,7 +72,7 @@ pub fn spawn(
     ));
     let desired = desired_tx.subscribe();
     let desired_task = tokio::spawn(desired_loop(
-        config, snapshot, own_rx, report, desired_tx, wanted_tx,
+        config, snapshot, own_rx, desired_tx, wanted_tx,
     ));
     Serve {
         desired,
@@ -81,39 +86,65 @@ pub fn spawn(
 async fn desired_loop(
     mut config: watch::Receiver<Arc<Config>>,
     mut snapshot: watch::Receiver<Arc<ClusterSnapshot>>,
-    mut own: watch::Receiver<BTreeSet<IpAddr>>,
-    report: Arc<KubeReport>,
+    mut own: watch::Receiver<Option<BTreeSet<IpAddr>>>,
     desired_tx: watch::Sender<Arc<DesiredState>>,
-    wanted_tx: watch::Sender<Option<BTreeSet<IpAddr>>>,
+    wanted_tx: watch::Sender<Wanted>,
 ) {
+    let mut engine = Engine::default();
+    let mut wanted: OrdSet<IpAddr> = OrdSet::new();
     loop {
         let cfg = config.borrow_and_update().clone();
         let snap = snapshot.borrow_and_update().clone();
-        let me = NodeId {
-            name: crate::kube::node_name(&cfg),
-            own_addresses: own.borrow_and_update().clone(),
-        };
-        let known = cfg.kubernetes.is_none() || report.snapshots() > 0;
-        if known {
+        // Nothing is computed before the switch's own addresses are known: a VIP must
+        // never be one of them.
+        let own_addresses = own.borrow_and_update().clone();
+        if let Some(own_addresses) = own_addresses {
+            let me = NodeId {
+                name: crate::kube::node_name(&cfg),
+                own_addresses,
+            };
+            let complete = cfg.kubernetes.is_none() || snap.complete;
             let started = std::time::Instant::now();
-            let d = compute(&snap, &cfg, &me);
+            let before = engine.state().vips.clone();
+            let recomputed = engine.update(&snap, &cfg, &me);
+            let d = engine.state().clone();
+            // The wanted VIP set follows the VIPs that changed.
+            for change in before.diff(&d.vips) {
+                match change {
+                    DiffItem::Add(a, _) => {
+                        wanted.insert(*a);
+                    }
+                    DiffItem::Remove(a, _) => {
+                        wanted.remove(a);
+                    }
+                    DiffItem::Update { .. } => {}
+                }
+            }
             tracing::debug!(
                 services = snap.services.len(),
+                recomputed,
+                complete,
                 micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 "desired state computed"
             );
-            let vips: BTreeSet<IpAddr> = d.vips.keys().copied().collect();
-            desired_tx.send_if_modified(|cur| {
-                let changed = **cur != d;
-                if changed {
-                    *cur = Arc::new(d);
-                }
-                changed
-            });
+            // A partial view only adds VIPs; the desired state (Events, status, later BGP
+            // and IPVS) is published from complete views only.
+            let next = if complete {
+                desired_tx.send_if_modified(|cur| {
+                    let changed = **cur != d;
+                    if changed {
+                        *cur = Arc::new(d);
+                    }
+                    changed
+                });
+                Wanted::Exactly(wanted.clone())
+            } else {
+                Wanted::AtLeast(wanted.clone())
+            };
             wanted_tx.send_if_modified(|cur| {
-                let changed = cur.as_ref() != Some(&vips);
+                let changed = *cur != next;
                 if changed {
-                    *cur = Some(vips);
+                    *cur = next;
                 }
                 changed
             });

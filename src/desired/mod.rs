@@ -15,10 +15,22 @@
 //! inside `service-cidrs`, on a Node address, or on one of the switch's own addresses. Two
 //! Services may share a VIP on different ports; the same VIP:port:protocol claimed twice
 //! goes to the oldest Service (then namespace/name) and the other is refused.
+//!
+//! How it is computed, in two steps that make incremental updates possible:
+//! 1. per Service, on its own: is it selected, which of its addresses pass the rules
+//!    (`Claims`, refusals that concern that Service alone);
+//! 2. per VIP, among the Services that claim it in rank order: which Service wins each
+//!    port, the destinations, readiness (`resolve_vip`, conflict refusals).
+//!
+//! Nothing about a VIP depends on Services that do not claim it, so the daemon keeps an
+//! [`Engine`] that recomputes only the Services that changed and the VIPs they touch; with
+//! 10 000 Services one change costs microseconds instead of a full pass. [`compute`] is the
+//! same engine run once from nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use imbl::{OrdMap, OrdSet};
 use ipnet::IpNet;
 use serde::Serialize;
 
@@ -37,12 +49,15 @@ pub struct NodeId {
 }
 
 /// What this switch should serve.
+///
+/// Persistent maps (`imbl`): cloning is O(1) and [`imbl::OrdMap::diff`] between two versions
+/// costs the size of the change, which is how consumers find what changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DesiredState {
-    pub vips: BTreeMap<IpAddr, Vip>,
-    pub virtual_services: BTreeMap<VsKey, VirtualService>,
-    pub announcements: BTreeSet<IpNet>,
-    pub refusals: Vec<Refusal>,
+    pub vips: OrdMap<IpAddr, Vip>,
+    pub virtual_services: OrdMap<VsKey, VirtualService>,
+    pub announcements: OrdSet<IpNet>,
+    pub refusals: OrdSet<Refusal>,
 }
 
 /// One service address.
@@ -264,126 +279,281 @@ fn is_ready(e: &Endpoint) -> bool {
 
 /// Computes what this switch should serve. Pure and deterministic.
 pub fn compute(snap: &ClusterSnapshot, cfg: &Config, me: &NodeId) -> DesiredState {
-    let selector = cfg
-        .vip
-        .service_selector
-        .as_deref()
-        .and_then(crate::config::validate::parse_selector)
-        .unwrap_or_default();
-    let node_addrs: BTreeMap<IpAddr, String> = snap
-        .nodes
-        .values()
-        .flat_map(|n| n.addresses.iter().map(|a| (*a, n.name.clone())))
-        .collect();
+    let mut engine = Engine::default();
+    engine.update(snap, cfg, me);
+    engine.state
+}
 
-    // Oldest first, then namespace/name: the order in which claims win.
-    let mut services: Vec<&Service> = snap
-        .services
-        .values()
-        .filter(|s| selected(s, &selector))
-        .collect();
-    services.sort_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
+/// The inputs that apply to every Service, derived once per computation.
+struct Context<'a> {
+    cfg: &'a Config,
+    me: &'a NodeId,
+    selector: Vec<(String, String)>,
+    node_addrs: BTreeMap<IpAddr, String>,
+}
 
-    let mut out = DesiredState::default();
-    for svc in services {
-        for bad in &svc.unparsable_ips {
-            out.refusals.push(Refusal {
-                service: svc.key.clone(),
-                address: bad.clone(),
-                reason: Reason::Unparsable,
-            });
+impl<'a> Context<'a> {
+    fn new(snap: &ClusterSnapshot, cfg: &'a Config, me: &'a NodeId) -> Self {
+        Self {
+            cfg,
+            me,
+            selector: cfg
+                .vip
+                .service_selector
+                .as_deref()
+                .and_then(crate::config::validate::parse_selector)
+                .unwrap_or_default(),
+            node_addrs: snap
+                .nodes
+                .values()
+                .flat_map(|n| n.addresses.iter().map(|a| (*a, n.name.clone())))
+                .collect(),
         }
-        let addresses: BTreeSet<IpAddr> = svc
-            .external_ips
-            .iter()
-            .chain(if svc.type_ == "LoadBalancer" {
-                svc.load_balancer_ips.iter()
-            } else {
-                [].iter()
-            })
-            .copied()
-            .collect();
-        for addr in addresses {
-            if let Some(reason) = check_address(addr, cfg, &node_addrs, me) {
-                out.refusals.push(Refusal {
+    }
+}
+
+/// Rank of a claim: oldest first, then namespace/name.
+type Rank = (i64, ObjectKey);
+
+/// What one Service asks for, judged on its own (no other Service involved).
+#[derive(Debug, Clone)]
+struct Claims {
+    rank: Rank,
+    /// Addresses that pass the rules.
+    addresses: BTreeSet<IpAddr>,
+    /// Addresses that do not, with the reason.
+    refusals: BTreeSet<Refusal>,
+}
+
+fn claims(svc: &Service, ctx: &Context<'_>) -> Option<Claims> {
+    if !selected(svc, &ctx.selector) {
+        return None;
+    }
+    let mut refusals = BTreeSet::new();
+    for bad in &svc.unparsable_ips {
+        refusals.insert(Refusal {
+            service: svc.key.clone(),
+            address: bad.clone(),
+            reason: Reason::Unparsable,
+        });
+    }
+    let mut addresses = BTreeSet::new();
+    let lb: &[IpAddr] = if svc.type_ == "LoadBalancer" {
+        &svc.load_balancer_ips
+    } else {
+        &[]
+    };
+    for addr in svc.external_ips.iter().chain(lb).copied() {
+        match check_address(addr, ctx.cfg, &ctx.node_addrs, ctx.me) {
+            Some(reason) => {
+                refusals.insert(Refusal {
                     service: svc.key.clone(),
                     address: addr.to_string(),
                     reason,
                 });
+            }
+            None => {
+                addresses.insert(addr);
+            }
+        }
+    }
+    Some(Claims {
+        rank: (svc.created, svc.key.clone()),
+        addresses,
+        refusals,
+    })
+}
+
+/// What one VIP contributes to the desired state.
+#[derive(Debug, Default)]
+struct VipOutcome {
+    vip: Option<Vip>,
+    virtual_services: Vec<(VsKey, VirtualService)>,
+    /// Conflicts lost on this VIP.
+    refusals: Vec<Refusal>,
+}
+
+/// Resolves one VIP among the Services that claim it (in rank order).
+fn resolve_vip(
+    addr: IpAddr,
+    claimants: &BTreeSet<Rank>,
+    snap: &ClusterSnapshot,
+    cfg: &Config,
+) -> VipOutcome {
+    let mut out = VipOutcome::default();
+    let mut winners: BTreeMap<VsKey, usize> = BTreeMap::new();
+    let mut services = BTreeSet::new();
+    for (_, key) in claimants {
+        let Some(svc) = snap.services.get(key) else {
+            continue;
+        };
+        let mut served_any = false;
+        for port in &svc.ports {
+            let vs_key = VsKey {
+                vip: addr,
+                port: port.port,
+                protocol: port.protocol,
+            };
+            if let Some(&i) = winners.get(&vs_key) {
+                let winner = &out.virtual_services[i].1.service;
+                if *winner != svc.key {
+                    out.refusals.push(Refusal {
+                        service: svc.key.clone(),
+                        address: addr.to_string(),
+                        reason: Reason::Conflict {
+                            port: port.port,
+                            protocol: port.protocol,
+                            winner: winner.clone(),
+                        },
+                    });
+                }
                 continue;
             }
-            let mut served_any = false;
-            for port in &svc.ports {
-                let key = VsKey {
-                    vip: addr,
-                    port: port.port,
-                    protocol: port.protocol,
-                };
-                if let Some(existing) = out.virtual_services.get(&key) {
-                    if existing.service != svc.key {
-                        out.refusals.push(Refusal {
-                            service: svc.key.clone(),
-                            address: addr.to_string(),
-                            reason: Reason::Conflict {
-                                port: port.port,
-                                protocol: port.protocol,
-                                winner: existing.service.clone(),
-                            },
-                        });
-                    }
-                    continue;
-                }
-                served_any = true;
-                out.virtual_services.insert(
-                    key,
-                    VirtualService {
-                        service: svc.key.clone(),
-                        port_name: port.name.clone(),
-                        destinations: destinations(
-                            snap,
-                            svc,
-                            &port.name,
-                            port.protocol,
-                            addr.is_ipv4(),
-                        ),
-                        persistence: svc.client_ip_affinity,
-                        external_traffic_local: svc.external_traffic_local,
-                    },
-                );
-            }
-            if served_any {
-                out.vips
-                    .entry(addr)
-                    .or_insert_with(|| Vip {
-                        address: addr,
-                        services: BTreeSet::new(),
-                        ready_endpoints: 0,
-                        announceable: false,
-                    })
-                    .services
-                    .insert(svc.key.clone());
-            }
+            served_any = true;
+            winners.insert(vs_key, out.virtual_services.len());
+            out.virtual_services.push((
+                vs_key,
+                VirtualService {
+                    service: svc.key.clone(),
+                    port_name: port.name.clone(),
+                    destinations: destinations(
+                        snap,
+                        svc,
+                        &port.name,
+                        port.protocol,
+                        addr.is_ipv4(),
+                    ),
+                    persistence: svc.client_ip_affinity,
+                    external_traffic_local: svc.external_traffic_local,
+                },
+            ));
+        }
+        if served_any {
+            services.insert(svc.key.clone());
         }
     }
-    for (key, vs) in &out.virtual_services {
-        if let Some(vip) = out.vips.get_mut(&key.vip) {
-            vip.ready_endpoints += vs
-                .destinations
-                .iter()
-                .filter(|d| d.state == DestState::Ready)
-                .count();
-        }
+    if !services.is_empty() {
+        let ready_endpoints = out
+            .virtual_services
+            .iter()
+            .flat_map(|(_, vs)| &vs.destinations)
+            .filter(|d| d.state == DestState::Ready)
+            .count();
+        out.vip = Some(Vip {
+            address: addr,
+            services,
+            ready_endpoints,
+            announceable: match cfg.vip.announce {
+                AnnouncePolicy::Always => true,
+                AnnouncePolicy::ReadyEndpoints => ready_endpoints > 0,
+            },
+        });
     }
-    for vip in out.vips.values_mut() {
-        vip.announceable = match cfg.vip.announce {
-            AnnouncePolicy::Always => true,
-            AnnouncePolicy::ReadyEndpoints => vip.ready_endpoints > 0,
-        };
-        if vip.announceable {
-            out.announcements.insert(IpNet::from(vip.address));
-        }
-    }
-    out.refusals.sort();
-    out.refusals.dedup();
     out
+}
+
+/// What a VIP put into the state, so that it can be taken out again.
+#[derive(Debug, Default)]
+struct Placed {
+    virtual_services: Vec<VsKey>,
+    refusals: Vec<Refusal>,
+}
+
+/// The desired state kept up to date incrementally: a change to one Service (or its
+/// EndpointSlices) recomputes that Service and the VIPs it claims or claimed, nothing else.
+/// A change of the configuration, of the Nodes or of the switch's own addresses recomputes
+/// everything. [`compute`] is a fresh engine's first update, so the golden tests pin both,
+/// and a test checks that any sequence of updates ends where a fresh computation does.
+#[derive(Debug, Default)]
+pub struct Engine {
+    state: DesiredState,
+    /// The inputs of the last update.
+    last: Option<(ClusterSnapshot, Config, NodeId)>,
+    claims: BTreeMap<ObjectKey, Claims>,
+    by_vip: BTreeMap<IpAddr, BTreeSet<Rank>>,
+    placed: BTreeMap<IpAddr, Placed>,
+}
+
+impl Engine {
+    /// The current desired state (an O(1) clone).
+    pub fn state(&self) -> &DesiredState {
+        &self.state
+    }
+
+    /// Brings the state up to date with new inputs; returns the number of Services
+    /// recomputed.
+    pub fn update(&mut self, snap: &ClusterSnapshot, cfg: &Config, me: &NodeId) -> usize {
+        let dirty: BTreeSet<ObjectKey> = match &self.last {
+            Some((s, c, m)) if c == cfg && m == me && s.nodes == snap.nodes => {
+                s.changed_services(snap)
+            }
+            _ => {
+                *self = Self::default();
+                snap.services.keys().cloned().collect()
+            }
+        };
+        let ctx = Context::new(snap, cfg, me);
+        let mut dirty_vips = BTreeSet::new();
+        for key in &dirty {
+            if let Some(old) = self.claims.remove(key) {
+                for a in &old.addresses {
+                    if let Some(set) = self.by_vip.get_mut(a) {
+                        set.remove(&old.rank);
+                        if set.is_empty() {
+                            self.by_vip.remove(a);
+                        }
+                    }
+                    dirty_vips.insert(*a);
+                }
+                for r in &old.refusals {
+                    self.state.refusals.remove(r);
+                }
+            }
+            let Some(c) = snap.services.get(key).and_then(|s| claims(s, &ctx)) else {
+                continue;
+            };
+            for a in &c.addresses {
+                self.by_vip.entry(*a).or_default().insert(c.rank.clone());
+                dirty_vips.insert(*a);
+            }
+            for r in &c.refusals {
+                self.state.refusals.insert(r.clone());
+            }
+            self.claims.insert(key.clone(), c);
+        }
+        for addr in dirty_vips {
+            if let Some(old) = self.placed.remove(&addr) {
+                for k in &old.virtual_services {
+                    self.state.virtual_services.remove(k);
+                }
+                for r in &old.refusals {
+                    self.state.refusals.remove(r);
+                }
+                self.state.vips.remove(&addr);
+                self.state.announcements.remove(&IpNet::from(addr));
+            }
+            let Some(claimants) = self.by_vip.get(&addr) else {
+                continue;
+            };
+            let o = resolve_vip(addr, claimants, snap, cfg);
+            let mut placed = Placed::default();
+            for (k, vs) in o.virtual_services {
+                placed.virtual_services.push(k);
+                self.state.virtual_services.insert(k, vs);
+            }
+            for r in o.refusals {
+                self.state.refusals.insert(r.clone());
+                placed.refusals.push(r);
+            }
+            if let Some(vip) = o.vip {
+                if vip.announceable {
+                    self.state.announcements.insert(IpNet::from(addr));
+                }
+                self.state.vips.insert(addr, vip);
+            }
+            self.placed.insert(addr, placed);
+        }
+        self.last = Some((snap.clone(), cfg.clone(), me.clone()));
+        dirty.len()
+    }
 }

@@ -2,14 +2,19 @@
 //! one Event per change of a Service's outcome, not one per recompute or resync.
 //!
 //! Input: the desired state (watch channel). The task keeps, per Service, the last outcome
-//! it reported; a new desired state is compared against it and only differences become
-//! Events (events.k8s.io/v1, reporting controller `kube-gw`, instance = the Node name).
+//! it reported; a new desired state is diffed structurally against the previous one (cost:
+//! the size of the change), the Services it touches get their outcome updated, and only
+//! differences become Events (events.k8s.io/v1, reporting controller `kube-gw`, instance = the Node name).
 //! Each change is its own Event object: kube-runtime's `Recorder` would fold a second
 //! "Serving" for the same Service into the first one's count and keep the first note, which
 //! hides exactly the change the operator needs to see.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Arc;
+
+use imbl::ordmap::DiffItem;
+use imbl::ordset::DiffItem as SetDiff;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
@@ -19,35 +24,80 @@ use kube::Client;
 use tokio::sync::watch;
 
 use super::snapshot::{ClusterSnapshot, ObjectKey};
-use crate::desired::DesiredState;
+use crate::desired::{DesiredState, Vip};
 
 /// What one Service got from this switch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
     /// VIP → announceable (ready to be announced once the BGP speaker exists)?
-    pub served: BTreeMap<String, bool>,
+    pub served: BTreeMap<IpAddr, bool>,
     /// Refusal messages.
     pub refused: BTreeSet<String>,
 }
 
-/// Outcomes per Service in a desired state.
-pub fn outcomes(d: &DesiredState) -> BTreeMap<ObjectKey, Outcome> {
-    let mut out: BTreeMap<ObjectKey, Outcome> = BTreeMap::new();
-    for vip in d.vips.values() {
-        for s in &vip.services {
-            out.entry(s.clone())
-                .or_default()
-                .served
-                .insert(vip.address.to_string(), vip.announceable);
+/// The Services whose outcome may differ between two desired states (a structural diff:
+/// the cost is the size of the change).
+pub fn touched(before: &DesiredState, after: &DesiredState) -> BTreeSet<ObjectKey> {
+    let mut out = BTreeSet::new();
+    for d in before.vips.diff(&after.vips) {
+        match d {
+            DiffItem::Add(_, v) | DiffItem::Remove(_, v) => out.extend(v.services.iter().cloned()),
+            DiffItem::Update { old, new } => {
+                out.extend(old.1.services.iter().cloned());
+                out.extend(new.1.services.iter().cloned());
+            }
         }
     }
-    for r in &d.refusals {
-        out.entry(r.service.clone())
-            .or_default()
-            .refused
-            .insert(r.message());
+    for d in before.refusals.diff(&after.refusals) {
+        let (SetDiff::Add(r) | SetDiff::Remove(r)) = d;
+        out.insert(r.service.clone());
     }
     out
+}
+
+/// Brings the per-Service outcomes from `before` to `after`.
+pub fn apply(
+    outcomes: &mut BTreeMap<ObjectKey, Outcome>,
+    before: &DesiredState,
+    after: &DesiredState,
+) {
+    let mut serve = |vip: &Vip, on: bool| {
+        for s in &vip.services {
+            let o = outcomes.entry(s.clone()).or_default();
+            if on {
+                o.served.insert(vip.address, vip.announceable);
+            } else {
+                o.served.remove(&vip.address);
+            }
+        }
+    };
+    for d in before.vips.diff(&after.vips) {
+        match d {
+            DiffItem::Add(_, v) => serve(v, true),
+            DiffItem::Remove(_, v) => serve(v, false),
+            DiffItem::Update { old, new } => {
+                serve(old.1, false);
+                serve(new.1, true);
+            }
+        }
+    }
+    for d in before.refusals.diff(&after.refusals) {
+        match d {
+            SetDiff::Add(r) => {
+                outcomes
+                    .entry(r.service.clone())
+                    .or_default()
+                    .refused
+                    .insert(r.message());
+            }
+            SetDiff::Remove(r) => {
+                if let Some(o) = outcomes.get_mut(&r.service) {
+                    o.refused.remove(&r.message());
+                }
+            }
+        }
+    }
+    outcomes.retain(|_, o| *o != Outcome::default());
 }
 
 /// The Events that take a Service from `before` to `after`: (warning?, reason, note).
@@ -91,13 +141,24 @@ pub async fn run(
     mut desired: watch::Receiver<Arc<DesiredState>>,
     snapshot: watch::Receiver<Arc<ClusterSnapshot>>,
 ) {
+    let mut last_state = Arc::new(DesiredState::default());
     let mut last: BTreeMap<ObjectKey, Outcome> = BTreeMap::new();
     loop {
-        let now = outcomes(&desired.borrow_and_update());
+        let now = desired.borrow_and_update().clone();
+        let keys = touched(&last_state, &now);
+        let before: Vec<(ObjectKey, Outcome)> = keys
+            .into_iter()
+            .map(|k| {
+                let o = last.get(&k).cloned().unwrap_or_default();
+                (k, o)
+            })
+            .collect();
+        apply(&mut last, &last_state, &now);
+        last_state = now;
         let snap = snapshot.borrow().clone();
-        for (key, after) in &now {
-            let before = last.get(key).cloned().unwrap_or_default();
-            let Some(svc) = snap.services.get(key) else {
+        for (key, before) in before {
+            let after = last.get(&key).cloned().unwrap_or_default();
+            let Some(svc) = snap.services.get(&key) else {
                 continue;
             };
             let reference = ObjectReference {
@@ -109,7 +170,7 @@ pub async fn run(
                 ..Default::default()
             };
             let api: Api<Event> = Api::namespaced(client.clone(), &key.namespace);
-            for (warning, reason, note) in changes(&node, &before, after) {
+            for (warning, reason, note) in changes(&node, &before, &after) {
                 let ev = Event {
                     metadata: ObjectMeta {
                         generate_name: Some(format!("{}-", key.name)),
@@ -133,7 +194,6 @@ pub async fn run(
                 }
             }
         }
-        last = now;
         if desired.changed().await.is_err() {
             return;
         }
@@ -147,13 +207,14 @@ mod tests {
     #[test]
     fn only_changes_make_events() {
         let mut a = Outcome::default();
-        a.served.insert("198.51.100.1".into(), false);
+        let vip: IpAddr = "198.51.100.1".parse().unwrap();
+        a.served.insert(vip, false);
         a.refused.insert("203.0.113.1 refused: outside".into());
         let ev = changes("spine-1", &Outcome::default(), &a);
         assert_eq!(ev.len(), 2);
         assert!(changes("spine-1", &a, &a).is_empty());
         let mut b = a.clone();
-        b.served.insert("198.51.100.1".into(), true);
+        b.served.insert(vip, true);
         let ev = changes("spine-1", &a, &b);
         assert_eq!(
             ev,

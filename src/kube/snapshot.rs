@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use imbl::ordmap::DiffItem;
+use imbl::{OrdMap, OrdSet};
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use serde::Serialize;
@@ -116,11 +118,24 @@ pub struct Node {
 }
 
 /// The cluster as last seen.
+///
+/// The maps are persistent (`imbl`): a clone is O(1) and shares structure, and two versions
+/// differ by what changed, so [`ClusterSnapshot::diff_services`] and friends cost the size
+/// of a change, not of the cluster. The watch updates one snapshot in place as events come
+/// in ([`ClusterSnapshot::upsert_service`] …) and publishes clones of it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ClusterSnapshot {
-    pub services: BTreeMap<ObjectKey, Service>,
-    pub endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
-    pub nodes: BTreeMap<String, Node>,
+    pub services: OrdMap<ObjectKey, Service>,
+    pub endpoint_slices: OrdMap<ObjectKey, EndpointSlice>,
+    pub nodes: OrdMap<String, Node>,
+    /// Service → its EndpointSlices (by the `kubernetes.io/service-name` label).
+    #[serde(skip)]
+    slice_index: OrdMap<ObjectKey, OrdSet<ObjectKey>>,
+    /// Every resource has been listed. While the cluster is first being listed the watch
+    /// publishes partial views (Nodes complete, Services arriving): enough to start adding
+    /// VIPs, never enough to remove one or to tell a Service it is refused.
+    #[serde(skip)]
+    pub complete: bool,
 }
 
 impl ClusterSnapshot {
@@ -130,33 +145,166 @@ impl ClusterSnapshot {
         slices: impl IntoIterator<Item = &'a discovery::EndpointSlice>,
         nodes: impl IntoIterator<Item = &'a core::Node>,
     ) -> Self {
-        let services = services
-            .into_iter()
-            .filter_map(service)
-            .map(|s| (s.key.clone(), s))
-            .collect();
-        let endpoint_slices = slices
-            .into_iter()
-            .filter_map(endpoint_slice)
-            .map(|s| (s.key.clone(), s))
-            .collect();
-        let nodes = nodes
-            .into_iter()
-            .filter_map(node)
-            .map(|n| (n.name.clone(), n))
-            .collect();
-        Self {
-            services,
-            endpoint_slices,
-            nodes,
+        let mut snap = Self::default();
+        for s in services.into_iter().filter_map(service_view) {
+            snap.upsert_service(s);
         }
+        for s in slices.into_iter().filter_map(endpoint_slice_view) {
+            snap.upsert_slice(s);
+        }
+        for n in nodes.into_iter().filter_map(node_view) {
+            snap.upsert_node(n);
+        }
+        snap.complete = true;
+        snap
+    }
+
+    /// Inserts or replaces a Service; true if the view changed.
+    pub fn upsert_service(&mut self, s: Service) -> bool {
+        if self.services.get(&s.key) == Some(&s) {
+            return false;
+        }
+        self.services.insert(s.key.clone(), s);
+        true
+    }
+
+    /// Removes a Service; true if it was there.
+    pub fn remove_service(&mut self, key: &ObjectKey) -> bool {
+        self.services.remove(key).is_some()
+    }
+
+    /// Inserts or replaces an EndpointSlice; true if the view changed.
+    pub fn upsert_slice(&mut self, s: EndpointSlice) -> bool {
+        if self.endpoint_slices.get(&s.key) == Some(&s) {
+            return false;
+        }
+        let key = s.key.clone();
+        self.remove_slice(&key);
+        if let Some(svc) = s.service_key() {
+            let mut set = self.slice_index.get(&svc).cloned().unwrap_or_default();
+            set.insert(key.clone());
+            self.slice_index.insert(svc, set);
+        }
+        self.endpoint_slices.insert(key, s);
+        true
+    }
+
+    /// Removes an EndpointSlice; true if it was there.
+    pub fn remove_slice(&mut self, key: &ObjectKey) -> bool {
+        let Some(old) = self.endpoint_slices.remove(key) else {
+            return false;
+        };
+        if let Some(svc) = old.service_key() {
+            if let Some(mut set) = self.slice_index.get(&svc).cloned() {
+                set.remove(key);
+                if set.is_empty() {
+                    self.slice_index.remove(&svc);
+                } else {
+                    self.slice_index.insert(svc, set);
+                }
+            }
+        }
+        true
+    }
+
+    /// Inserts or replaces a Node; true if the view changed.
+    pub fn upsert_node(&mut self, n: Node) -> bool {
+        if self.nodes.get(&n.name) == Some(&n) {
+            return false;
+        }
+        self.nodes.insert(n.name.clone(), n);
+        true
+    }
+
+    /// Removes a Node; true if it was there.
+    pub fn remove_node(&mut self, name: &str) -> bool {
+        self.nodes.remove(name).is_some()
+    }
+
+    /// Makes the Services exactly `all` (a completed re-list), touching only what differs so
+    /// that the new version still shares structure with the old one. True if anything changed.
+    pub fn replace_services(&mut self, all: Vec<Service>) -> bool {
+        let keep: BTreeSet<ObjectKey> = all.iter().map(|s| s.key.clone()).collect();
+        let gone: Vec<ObjectKey> = self
+            .services
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for k in &gone {
+            changed |= self.remove_service(k);
+        }
+        for s in all {
+            changed |= self.upsert_service(s);
+        }
+        changed
+    }
+
+    /// Makes the EndpointSlices exactly `all` (see [`Self::replace_services`]).
+    pub fn replace_slices(&mut self, all: Vec<EndpointSlice>) -> bool {
+        let keep: BTreeSet<ObjectKey> = all.iter().map(|s| s.key.clone()).collect();
+        let gone: Vec<ObjectKey> = self
+            .endpoint_slices
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for k in &gone {
+            changed |= self.remove_slice(k);
+        }
+        for s in all {
+            changed |= self.upsert_slice(s);
+        }
+        changed
+    }
+
+    /// Makes the Nodes exactly `all` (see [`Self::replace_services`]).
+    pub fn replace_nodes(&mut self, all: Vec<Node>) -> bool {
+        let keep: BTreeSet<String> = all.iter().map(|n| n.name.clone()).collect();
+        let gone: Vec<String> = self
+            .nodes
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for k in &gone {
+            changed |= self.remove_node(k);
+        }
+        for n in all {
+            changed |= self.upsert_node(n);
+        }
+        changed
     }
 
     /// The EndpointSlices of one Service.
-    pub fn slices_of<'a>(&'a self, svc: &'a ObjectKey) -> impl Iterator<Item = &'a EndpointSlice> {
-        self.endpoint_slices.values().filter(move |s| {
-            s.key.namespace == svc.namespace && s.service.as_deref() == Some(svc.name.as_str())
-        })
+    pub fn slices_of<'a>(&'a self, svc: &ObjectKey) -> impl Iterator<Item = &'a EndpointSlice> {
+        self.slice_index
+            .get(svc)
+            .into_iter()
+            .flat_map(|set| set.iter())
+            .filter_map(|k| self.endpoint_slices.get(k))
+    }
+
+    /// The Services whose view or whose EndpointSlices differ between `self` and `newer`.
+    pub fn changed_services(&self, newer: &Self) -> BTreeSet<ObjectKey> {
+        let mut out = BTreeSet::new();
+        for d in self.services.diff(&newer.services) {
+            match d {
+                DiffItem::Add(k, _) | DiffItem::Remove(k, _) => out.insert(k.clone()),
+                DiffItem::Update { new: (k, _), .. } => out.insert(k.clone()),
+            };
+        }
+        for d in self.endpoint_slices.diff(&newer.endpoint_slices) {
+            let (a, b) = match d {
+                DiffItem::Add(_, s) | DiffItem::Remove(_, s) => (s.service_key(), None),
+                DiffItem::Update { old, new } => (old.1.service_key(), new.1.service_key()),
+            };
+            out.extend(a.into_iter().chain(b));
+        }
+        out
     }
 
     /// Every address of every Node.
@@ -165,6 +313,16 @@ impl ClusterSnapshot {
             .values()
             .flat_map(|n| n.addresses.iter().copied())
             .collect()
+    }
+}
+
+impl EndpointSlice {
+    /// The key of the Service this slice belongs to.
+    pub fn service_key(&self) -> Option<ObjectKey> {
+        Some(ObjectKey {
+            namespace: self.key.namespace.clone(),
+            name: self.service.clone()?,
+        })
     }
 }
 
@@ -186,7 +344,8 @@ fn parse_ips<'a>(raw: impl IntoIterator<Item = &'a String>, bad: &mut Vec<String
     out
 }
 
-fn service(s: &core::Service) -> Option<Service> {
+/// Converts an API Service (`None` without a name).
+pub fn service_view(s: &core::Service) -> Option<Service> {
     let key = key(&s.metadata)?;
     let spec = s.spec.clone().unwrap_or_default();
     let mut bad = Vec::new();
@@ -251,7 +410,8 @@ fn service(s: &core::Service) -> Option<Service> {
     })
 }
 
-fn endpoint_slice(s: &discovery::EndpointSlice) -> Option<EndpointSlice> {
+/// Converts an API EndpointSlice (`None` without a name, or for FQDN slices).
+pub fn endpoint_slice_view(s: &discovery::EndpointSlice) -> Option<EndpointSlice> {
     let key = key(&s.metadata)?;
     if !matches!(s.address_type.as_str(), "IPv4" | "IPv6") {
         return None; // FQDN slices carry no addresses kube-gw can program.
@@ -296,7 +456,8 @@ fn endpoint_slice(s: &discovery::EndpointSlice) -> Option<EndpointSlice> {
     })
 }
 
-fn node(n: &core::Node) -> Option<Node> {
+/// Converts an API Node (`None` without a name).
+pub fn node_view(n: &core::Node) -> Option<Node> {
     let name = n.metadata.name.clone()?;
     let mut addresses: Vec<IpAddr> = n
         .status

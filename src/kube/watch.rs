@@ -1,41 +1,158 @@
-//! The cluster watch: kube-runtime reflectors for Services, EndpointSlices and Nodes, and
-//! one task that turns their stores into a [`ClusterSnapshot`].
+//! The cluster watch: kube-runtime watchers for Services, EndpointSlices and Nodes, applied
+//! as they arrive to one [`ClusterSnapshot`] that is published after each burst.
 //!
 //! ```text
-//!  watcher(Service) ──reflect──► store ─┐
-//!  watcher(EndpointSlice) ─────► store ─┼─ "changed" (Notify) ─► coalescer ─► watch<Arc<ClusterSnapshot>>
-//!  watcher(Node) ──────────────► store ─┘      a burst of events = one snapshot
+//!  watcher(Service) ───────┐  convert the object, apply it to      "changed"
+//!  watcher(EndpointSlice) ──┼─► one persistent ClusterSnapshot ──► (Notify) ──► publish a clone
+//!  watcher(Node) ───────────┘  (only the change is touched)                   watch<Arc<ClusterSnapshot>>
 //! ```
 //!
 //! - Watch errors, expired resource versions (410 Gone) and API-server restarts are the
-//!   watcher's business: it re-lists with backoff. The stores keep their contents meanwhile,
-//!   and a re-list replaces a store only once it completes, so the snapshot never shrinks
-//!   because the API server went away. Losing the API server changes nothing downstream.
-//! - No snapshot is published until all three resources have been listed once: a partial
-//!   first view would look like Services disappearing.
+//!   watcher's business: it re-lists with backoff. The snapshot keeps its contents meanwhile,
+//!   and a re-list replaces a resource's objects only once it completes, so the snapshot
+//!   never shrinks because the API server went away. Losing the API server changes nothing
+//!   downstream.
+//! - Objects are converted to kube-gw's own view when their event arrives and the API object
+//!   is dropped: the daemon never holds the full API objects of a large cluster, and an event
+//!   costs the conversion of one object, not a rebuild of the whole view. An event that does
+//!   not change the view (a status heartbeat, a resync) publishes nothing.
+//! - Until all three resources have been listed once, the views published are marked
+//!   partial (`complete: false`): Nodes complete, Services and EndpointSlices as far as
+//!   they have arrived (every 500 objects). Downstream may start adding VIPs from them —
+//!   with 10 000 Services, programming overlaps the list — but removes nothing and reports
+//!   nothing to Services, since a partial view would look like Services disappearing.
 //! - Each resource's health (listing, synced, failing; object count; relists; errors) is
 //!   written to the [`KubeReport`] that status and metrics read.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use tokio::sync::{watch, Notify};
 use tracing::Instrument;
 
 use super::report::{KubeReport, WatchState};
-use super::snapshot::ClusterSnapshot;
+use super::snapshot::{self, ClusterSnapshot, ObjectKey};
 
-/// Quiet time that ends a burst of events.
-const COALESCE_QUIET: Duration = Duration::from_millis(5);
-/// Longest a burst may delay a snapshot.
-const COALESCE_MAX: Duration = Duration::from_millis(100);
+/// Objects between two partial views during the first list.
+const PARTIAL_EVERY: usize = 500;
+
+/// The snapshot being kept up to date, and the re-lists in progress.
+#[derive(Default)]
+struct Builder {
+    snap: ClusterSnapshot,
+    /// Resources listed at least once.
+    listed: BTreeSet<&'static str>,
+    /// Objects applied during first lists since the last partial view.
+    since_partial: usize,
+    services: Option<Vec<snapshot::Service>>,
+    slices: Option<Vec<snapshot::EndpointSlice>>,
+    nodes: Option<Vec<snapshot::Node>>,
+}
+
+/// A watched resource: how its objects become (and leave) the snapshot.
+trait Tracked:
+    Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static
+where
+    Self::DynamicType: Default,
+{
+    const NAME: &'static str;
+    /// Objects may enter partial views during the first list.
+    const PARTIAL: bool;
+    type View: Clone;
+    fn view(&self) -> Option<Self::View>;
+    fn upsert(snap: &mut ClusterSnapshot, view: Self::View) -> bool;
+    /// Removes the object (by its key); true if it was there.
+    fn remove(&self, snap: &mut ClusterSnapshot) -> bool;
+    fn replace(snap: &mut ClusterSnapshot, all: Vec<Self::View>) -> bool;
+    fn count(snap: &ClusterSnapshot) -> usize;
+    fn relist(b: &mut Builder) -> &mut Option<Vec<Self::View>>;
+}
+
+fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
+    ObjectKey {
+        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: meta.name.clone().unwrap_or_default(),
+    }
+}
+
+impl Tracked for Service {
+    const NAME: &'static str = "services";
+    const PARTIAL: bool = true;
+    type View = snapshot::Service;
+    fn view(&self) -> Option<Self::View> {
+        snapshot::service_view(self)
+    }
+    fn upsert(snap: &mut ClusterSnapshot, view: Self::View) -> bool {
+        snap.upsert_service(view)
+    }
+    fn remove(&self, snap: &mut ClusterSnapshot) -> bool {
+        snap.remove_service(&object_key(&self.metadata))
+    }
+    fn replace(snap: &mut ClusterSnapshot, all: Vec<Self::View>) -> bool {
+        snap.replace_services(all)
+    }
+    fn count(snap: &ClusterSnapshot) -> usize {
+        snap.services.len()
+    }
+    fn relist(b: &mut Builder) -> &mut Option<Vec<Self::View>> {
+        &mut b.services
+    }
+}
+
+impl Tracked for EndpointSlice {
+    const NAME: &'static str = "endpointslices";
+    const PARTIAL: bool = true;
+    type View = snapshot::EndpointSlice;
+    fn view(&self) -> Option<Self::View> {
+        snapshot::endpoint_slice_view(self)
+    }
+    fn upsert(snap: &mut ClusterSnapshot, view: Self::View) -> bool {
+        snap.upsert_slice(view)
+    }
+    fn remove(&self, snap: &mut ClusterSnapshot) -> bool {
+        snap.remove_slice(&object_key(&self.metadata))
+    }
+    fn replace(snap: &mut ClusterSnapshot, all: Vec<Self::View>) -> bool {
+        snap.replace_slices(all)
+    }
+    fn count(snap: &ClusterSnapshot) -> usize {
+        snap.endpoint_slices.len()
+    }
+    fn relist(b: &mut Builder) -> &mut Option<Vec<Self::View>> {
+        &mut b.slices
+    }
+}
+
+impl Tracked for Node {
+    const NAME: &'static str = "nodes";
+    const PARTIAL: bool = false;
+    type View = snapshot::Node;
+    fn view(&self) -> Option<Self::View> {
+        snapshot::node_view(self)
+    }
+    fn upsert(snap: &mut ClusterSnapshot, view: Self::View) -> bool {
+        snap.upsert_node(view)
+    }
+    fn remove(&self, snap: &mut ClusterSnapshot) -> bool {
+        snap.remove_node(self.metadata.name.as_deref().unwrap_or_default())
+    }
+    fn replace(snap: &mut ClusterSnapshot, all: Vec<Self::View>) -> bool {
+        snap.replace_nodes(all)
+    }
+    fn count(snap: &ClusterSnapshot) -> usize {
+        snap.nodes.len()
+    }
+    fn relist(b: &mut Builder) -> &mut Option<Vec<Self::View>> {
+        &mut b.nodes
+    }
+}
 
 /// Runs the watches until the future is dropped, publishing snapshots on `out`.
 pub async fn run(
@@ -44,111 +161,192 @@ pub async fn run(
     report: Arc<KubeReport>,
 ) {
     let changed = Arc::new(Notify::new());
+    let builder = Arc::new(Mutex::new(Builder {
+        snap: (**out.borrow()).clone(),
+        ..Builder::default()
+    }));
     report.reset_watches();
-    let (svc_store, svc) =
-        reflect::<Service>(Api::all(client.clone()), "services", &report, &changed);
-    let (eps_store, eps) = reflect::<EndpointSlice>(
-        Api::all(client.clone()),
-        "endpointslices",
-        &report,
-        &changed,
-    );
-    let (node_store, nodes) = reflect::<Node>(Api::all(client), "nodes", &report, &changed);
-    let coalesce = async {
+    let svc = track::<Service>(Api::all(client.clone()), &builder, &report, &changed);
+    let eps = track::<EndpointSlice>(Api::all(client.clone()), &builder, &report, &changed);
+    let nodes = track::<Node>(Api::all(client), &builder, &report, &changed);
+    let publish = async {
         let mut first = true;
         loop {
             changed.notified().await;
-            let burst_start = tokio::time::Instant::now();
-            while burst_start.elapsed() < COALESCE_MAX
-                && tokio::time::timeout(COALESCE_QUIET, changed.notified())
-                    .await
-                    .is_ok()
-            {}
-            if !report.all_synced_once() {
-                continue;
-            }
+            // Let events that arrived in the same instant land in this snapshot too.
+            tokio::task::yield_now().await;
             let started = std::time::Instant::now();
-            let snap = ClusterSnapshot::from_objects(
-                svc_store.state().iter().map(AsRef::as_ref),
-                eps_store.state().iter().map(AsRef::as_ref),
-                node_store.state().iter().map(AsRef::as_ref),
-            );
+            let snap = {
+                let b = builder.lock().unwrap_or_else(PoisonError::into_inner);
+                if !b.listed.contains(Node::NAME) {
+                    continue;
+                }
+                b.snap.clone()
+            };
+            let complete = snap.complete;
             // The first complete view is always published, even when empty: it tells
             // downstream that the cluster is known.
             let published = out.send_if_modified(|cur| {
-                if **cur == snap && !first {
+                if **cur == snap && !(first && complete) {
                     false
                 } else {
                     *cur = Arc::new(snap);
                     true
                 }
             });
-            first = false;
-            if published {
+            if complete {
+                first = false;
+            }
+            if published && complete {
                 report.snapshot_published();
+            }
+            if published {
                 tracing::debug!(
+                    complete,
                     micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                     "cluster snapshot published"
                 );
             }
         }
     };
-    tokio::join!(svc, eps, nodes, coalesce);
+    tokio::join!(svc, eps, nodes, publish);
 }
 
-/// A reflector for `K` and the future that drives it, recording health as it goes.
-fn reflect<K>(
-    api: Api<K>,
-    name: &'static str,
-    report: &Arc<KubeReport>,
-    changed: &Arc<Notify>,
-) -> (Store<K>, impl std::future::Future<Output = ()>)
+/// The watch of one resource, applying its events to the builder and recording health.
+async fn track<K>(api: Api<K>, builder: &Mutex<Builder>, report: &KubeReport, changed: &Notify)
 where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: Tracked,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let (reader, writer) = reflector::store::<K>();
+    let name = K::NAME;
     report.watch_state(name, WatchState::Listing, None);
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
-    let report = report.clone();
-    let changed = changed.clone();
-    let count_store = reader.clone();
     let span = tracing::info_span!("watch", resource = name);
-    let fut = drive(stream, move |item| match item {
+    // Streaming lists (`sendInitialEvents`, Kubernetes ≥ 1.32) let the API server send the
+    // objects while kube-gw converts them, instead of one page after the other. An API
+    // server that refuses them fails the first list; kube-gw then lists in pages.
+    let mut streaming = true;
+    loop {
+        let config = if streaming {
+            watcher::Config::default().streaming_lists()
+        } else {
+            watcher::Config::default()
+        };
+        let stream = watcher(api.clone(), config).default_backoff();
+        let fell_back = drive(stream, |item| {
+            let lock = || builder.lock().unwrap_or_else(PoisonError::into_inner);
+            if streaming && item.is_err() && !lock().listed.contains(name) {
+                if let Err(e) = &item {
+                    tracing::info!(resource = name, error = %e, "the API server does not stream lists; listing in pages");
+                }
+                return ControlFlow::Break(());
+            }
+            on_event::<K>(item, builder, report, changed);
+            ControlFlow::Continue(())
+        })
+        .instrument(span.clone())
+        .await;
+        if !fell_back {
+            return;
+        }
+        streaming = false;
+        *K::relist(&mut builder.lock().unwrap_or_else(PoisonError::into_inner)) = None;
+    }
+}
+
+/// Applies one watch event of `K` to the builder and records health.
+fn on_event<K>(
+    item: Result<Event<K>, watcher::Error>,
+    builder: &Mutex<Builder>,
+    report: &KubeReport,
+    changed: &Notify,
+) where
+    K: Tracked,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let name = K::NAME;
+    let lock = || builder.lock().unwrap_or_else(PoisonError::into_inner);
+    match item {
         Ok(Event::Init) => {
             report.relist_started(name);
+            *K::relist(&mut lock()) = Some(Vec::new());
         }
-        Ok(Event::InitApply(_)) => {}
+        Ok(Event::InitApply(obj)) => {
+            if let Some(v) = obj.view() {
+                let mut b = lock();
+                // During the very first list of Services and EndpointSlices the objects
+                // go into the view at once, for partial views (see the module doc);
+                // Nodes must be complete before any view is published.
+                let partial = K::PARTIAL && !b.listed.contains(name);
+                if partial {
+                    K::upsert(&mut b.snap, v.clone());
+                    b.since_partial += 1;
+                }
+                K::relist(&mut b).get_or_insert_with(Vec::new).push(v);
+                if partial && b.since_partial >= PARTIAL_EVERY {
+                    b.since_partial = 0;
+                    changed.notify_one();
+                }
+            }
+        }
         Ok(Event::InitDone) => {
+            let count = {
+                let mut b = lock();
+                let all = K::relist(&mut b).take().unwrap_or_default();
+                K::replace(&mut b.snap, all);
+                b.listed.insert(name);
+                b.snap.complete = b.listed.len() == 3;
+                K::count(&b.snap)
+            };
+            tracing::info!(resource = name, objects = count, "listed");
             report.watch_state(name, WatchState::Synced, None);
-            report.objects(name, count_store.state().len());
+            report.objects(name, count);
             changed.notify_one();
         }
-        Ok(Event::Apply(_) | Event::Delete(_)) => {
+        Ok(Event::Apply(obj)) => {
             tracing::debug!(resource = name, "watch event");
+            let (did, count) = {
+                let mut b = lock();
+                let did = match obj.view() {
+                    Some(v) => K::upsert(&mut b.snap, v),
+                    None => obj.remove(&mut b.snap),
+                };
+                (did, K::count(&b.snap))
+            };
             report.watch_state(name, WatchState::Synced, None);
-            report.objects(name, count_store.state().len());
-            changed.notify_one();
+            report.objects(name, count);
+            if did {
+                changed.notify_one();
+            }
+        }
+        Ok(Event::Delete(obj)) => {
+            tracing::debug!(resource = name, "watch event");
+            let (did, count) = {
+                let mut b = lock();
+                (obj.remove(&mut b.snap), K::count(&b.snap))
+            };
+            report.watch_state(name, WatchState::Synced, None);
+            report.objects(name, count);
+            if did {
+                changed.notify_one();
+            }
         }
         Err(e) => {
             tracing::warn!(resource = name, error = %e, "watch failed; retrying with backoff");
             report.watch_state(name, WatchState::Failing, Some(e.to_string()));
         }
-    })
-    .instrument(span);
-    (reader, fut)
+    }
 }
 
-async fn drive<S, T>(stream: S, mut on: impl FnMut(T))
+/// Feeds the stream to `on` until it ends or `on` breaks; true if it broke.
+async fn drive<S, T>(stream: S, mut on: impl FnMut(T) -> ControlFlow<()>) -> bool
 where
     S: Stream<Item = T>,
 {
     futures::pin_mut!(stream);
     while let Some(item) = stream.next().await {
-        on(item);
+        if on(item).is_break() {
+            return true;
+        }
     }
+    false
 }
-
-use kube::runtime::watcher::watcher;

@@ -2,11 +2,12 @@
 //! the VIPs of the desired state — /32 for IPv4, /128 for IPv6 — and touches nothing else.
 //!
 //! ```text
-//!  watch<BTreeSet<IpAddr>> (wanted VIPs) ─┐
-//!  netlink RTMGRP_IPV{4,6}_IFADDR events ─┼─► pass: dump → plan (pure) → add/del → publish
-//!  resync timer (30 s) ───────────────────┘        │
-//!                                                  ├─► watch<Programmed> (VIPs on the interface)
-//!                                                  └─► watch<BTreeSet<IpAddr>> (the switch's own addresses)
+//!  watch<Wanted> (the VIPs, or at least these) ─┐        model of the interface
+//!  netlink RTMGRP_IPV{4,6}_IFADDR events ───────┼─► (dump once, then kept by the events)
+//!  resync timer (30 s), netlink overrun ────────┘   dirty addresses → plan (pure) → add/del
+//!                                                          │
+//!                                                          ├─► watch<Programmed> (VIPs on the interface)
+//!                                                          └─► watch<BTreeSet<IpAddr>> (the switch's own addresses)
 //! ```
 //!
 //! Ownership: kube-gw marks its addresses with the address protocol `IFA_PROTO` =
@@ -16,30 +17,43 @@
 //! removed; a wanted VIP that is already there as a foreign address is left as it is and
 //! reported.
 //!
-//! Drift (an address deleted by hand or by the switch OS) is seen through the netlink
-//! notifications and repaired in the next pass, well within a second. A restart adopts
-//! what it finds: a pass adds only what is missing, so nothing flaps.
+//! Work is proportional to the change: the reconciler dumps the addresses once (and on
+//! every resync or netlink overrun), keeps a model of the interface up to date from the
+//! address notifications, and on each wakeup looks only at the addresses that changed — in
+//! the wanted set (a structural diff) or on the interface (a notification). Its own
+//! additions come back as notifications and find nothing to do. Drift (an address deleted
+//! by hand or by the switch OS) is such a notification, repaired at once. A restart adopts
+//! what it finds: nothing is removed before the first complete cluster view, and what is
+//! already there is not added again, so nothing flaps.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
+use imbl::OrdSet;
 use ipnet::IpNet;
+use rtnetlink::packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+};
 use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressMessage, AddressProtocol,
 };
 use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::sys::{self as netlink_sys, AsyncSocket};
 use rtnetlink::Handle;
 use serde::Serialize;
 use tokio::sync::watch;
 
 /// `IFA_PROTO` value that marks kube-gw's addresses (ASCII `k`).
 pub const PROTO: u8 = 0x6b;
-/// Netlink requests kept in flight during a pass.
-const IN_FLIGHT: usize = 64;
+/// Requests per netlink datagram.
+const BATCH: usize = 256;
 /// Periodic full pass, whatever the notifications said.
 pub const RESYNC: Duration = Duration::from_secs(30);
+/// Receive buffer of the notification socket, in bytes.
+const NOTIFY_BUFFER: usize = 8 << 20;
 
 /// One address as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,26 +99,60 @@ fn host_len(a: IpAddr) -> u32 {
     }
 }
 
-/// The operations that make `present` (on the VIP interface) match `wanted`: add what is
-/// missing, remove what is ours and not wanted. Foreign addresses are never removed; a
-/// wanted address present as a foreign one is not added again. Sorted: removals first.
-pub fn plan(wanted: &BTreeSet<IpAddr>, present: &[Present], own: &Ownership) -> Vec<Op> {
-    let mut ops = Vec::new();
-    let there: BTreeSet<IpAddr> = present.iter().map(|p| p.address).collect();
-    for p in present {
-        if own.owns(p) && !wanted.contains(&p.address) {
-            ops.push(Op::Remove(p.address));
+/// The VIPs the interface should carry, as far as they are known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Wanted {
+    /// Nothing is known yet: adopt what is there, change nothing.
+    #[default]
+    Unknown,
+    /// The cluster is still being listed: these at least (add; never remove, because a
+    /// VIP not listed yet is not a VIP that went away).
+    AtLeast(OrdSet<IpAddr>),
+    /// The complete set: add what is missing, remove what is kube-gw's and not in it.
+    Exactly(OrdSet<IpAddr>),
+}
+
+impl Wanted {
+    /// The VIPs known to be wanted.
+    pub fn set(&self) -> Option<&OrdSet<IpAddr>> {
+        match self {
+            Wanted::Unknown => None,
+            Wanted::AtLeast(s) | Wanted::Exactly(s) => Some(s),
         }
     }
-    for w in wanted {
-        if !there.contains(w) {
-            ops.push(Op::Add(*w));
+
+    /// May kube-gw's addresses outside the set be removed?
+    pub fn exact(&self) -> bool {
+        matches!(self, Wanted::Exactly(_))
+    }
+}
+
+/// The operations that make the interface match `wanted` for the addresses in `dirty`:
+/// add what is missing, remove what is ours and not wanted (only once the wanted set is
+/// complete). Foreign addresses are never removed; a wanted address present as a foreign
+/// one is not added again. Sorted: removals first, then additions, each by address.
+pub fn plan<'a>(
+    dirty: impl IntoIterator<Item = &'a IpAddr>,
+    wanted: &Wanted,
+    on_if: &BTreeMap<IpAddr, Present>,
+    own: &Ownership,
+) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let Some(set) = wanted.set() else {
+        return ops;
+    };
+    for a in dirty {
+        match (set.contains(a), on_if.get(a)) {
+            (true, None) => ops.push(Op::Add(*a)),
+            (false, Some(p)) if wanted.exact() && own.owns(p) => ops.push(Op::Remove(*a)),
+            _ => {}
         }
     }
     ops.sort_by_key(|o| match o {
         Op::Remove(a) => (0, *a),
         Op::Add(a) => (1, *a),
     });
+    ops.dedup();
     ops
 }
 
@@ -112,9 +160,9 @@ pub fn plan(wanted: &BTreeSet<IpAddr>, present: &[Present], own: &Ownership) -> 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Programmed {
     /// Wanted VIPs that are on the interface as kube-gw's.
-    pub vips: BTreeSet<IpAddr>,
+    pub vips: OrdSet<IpAddr>,
     /// Wanted VIPs present as someone else's address (left alone).
-    pub foreign: BTreeSet<IpAddr>,
+    pub foreign: OrdSet<IpAddr>,
     /// The last failure, if the last pass had one.
     pub error: Option<String>,
     /// Passes made.
@@ -132,6 +180,8 @@ pub enum AddrError {
     NoInterface(String),
     #[error("netlink: {0}")]
     Netlink(#[from] rtnetlink::Error),
+    #[error("netlink request failed: {0}")]
+    Request(String),
 }
 
 /// True when the running kernel keeps `IFA_PROTO` (Linux 6.1 and later).
@@ -187,37 +237,134 @@ impl Netlink {
         }
         Ok(out)
     }
+}
 
-    /// Adds a VIP (/32 or /128) marked as kube-gw's.
-    pub async fn add(&self, ifindex: u32, a: IpAddr) -> Result<(), AddrError> {
-        let plen = u8::try_from(host_len(a)).unwrap_or(32);
-        let mut req = self.handle.address().add(ifindex, a, plen);
-        let msg = req.message_mut();
-        msg.attributes
-            .push(AddressAttribute::Protocol(AddressProtocol::Other(PROTO)));
-        if a.is_ipv6() {
-            msg.attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+/// The netlink request for one operation: a VIP (/32, /128) marked as kube-gw's, or the
+/// removal of an address as the kernel reported it.
+fn request(op: &Op, ifindex: u32, present: Option<&Present>, seq: u32) -> Vec<u8> {
+    let mut m = AddressMessage::default();
+    let (address, prefix_len, index) = match (op, present) {
+        (Op::Remove(_), Some(p)) => (p.address, p.prefix_len, p.ifindex),
+        (Op::Add(a) | Op::Remove(a), _) => (*a, u8::try_from(host_len(*a)).unwrap_or(32), ifindex),
+    };
+    m.header.family = if address.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    m.header.prefix_len = prefix_len;
+    m.header.index = index;
+    m.attributes.push(AddressAttribute::Local(address));
+    m.attributes.push(AddressAttribute::Address(address));
+    let (inner, flags) = match op {
+        Op::Add(_) => {
+            m.attributes
+                .push(AddressAttribute::Protocol(AddressProtocol::Other(PROTO)));
+            if address.is_ipv6() {
+                m.attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
+            (
+                RouteNetlinkMessage::NewAddress(m),
+                NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+            )
         }
-        req.execute().await?;
-        Ok(())
-    }
+        Op::Remove(_) => (
+            RouteNetlinkMessage::DelAddress(m),
+            NLM_F_REQUEST | NLM_F_ACK,
+        ),
+    };
+    let mut msg = NetlinkMessage::from(inner);
+    msg.header.flags = flags;
+    msg.header.sequence_number = seq;
+    msg.finalize();
+    let mut buf = vec![0; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    buf
+}
 
-    /// Removes an address from an interface.
-    pub async fn remove(&self, ifindex: u32, a: IpAddr) -> Result<(), AddrError> {
-        let mut s = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(ifindex)
-            .set_address_filter(a)
-            .execute();
-        while let Some(m) = s.next().await {
-            let m: AddressMessage = m?;
-            self.handle.address().del(m).execute().await?;
+/// Sends the operations in batches — many requests in one datagram, which the kernel
+/// processes in order — and collects one result per operation from the acknowledgements.
+/// Blocking: run it off the async runtime. An address that is already there (add) or
+/// already gone (remove) counts as done.
+fn send_batches(ifindex: u32, ops: &[(Op, Option<Present>)]) -> Vec<Result<(), String>> {
+    let mut out: Vec<Result<(), String>> = vec![Err("not sent".into()); ops.len()];
+    let sock = (|| {
+        let mut s = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE)?;
+        s.bind_auto()?;
+        s.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+        Ok::<_, std::io::Error>(s)
+    })();
+    let sock = match sock {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("cannot open a netlink socket: {e}; kube-gw needs CAP_NET_ADMIN");
+            out.iter_mut().for_each(|r| *r = Err(msg.clone()));
+            return out;
         }
-        Ok(())
+    };
+    let mut rbuf: Vec<u8> = Vec::with_capacity(1 << 16);
+    for (chunk_no, chunk) in ops.chunks(BATCH).enumerate() {
+        let base = chunk_no * BATCH;
+        let mut buf = Vec::with_capacity(chunk.len() * 80);
+        for (i, (op, p)) in chunk.iter().enumerate() {
+            let seq = u32::try_from(base + i + 1).unwrap_or(u32::MAX);
+            buf.extend(request(op, ifindex, p.as_ref(), seq));
+        }
+        if let Err(e) = sock.send(&buf, 0) {
+            let msg = format!("netlink send: {e}");
+            out[base..base + chunk.len()]
+                .iter_mut()
+                .for_each(|r| *r = Err(msg.clone()));
+            continue;
+        }
+        let mut acked = 0;
+        while acked < chunk.len() {
+            rbuf.clear();
+            if let Err(e) = sock.recv(&mut rbuf, 0) {
+                let msg = format!("netlink receive: {e}");
+                for r in out[base..base + chunk.len()].iter_mut() {
+                    if r.as_ref().is_err_and(|m| m == "not sent") {
+                        *r = Err(msg.clone());
+                    }
+                }
+                break;
+            }
+            let mut off = 0;
+            while off < rbuf.len() {
+                let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rbuf[off..]) else {
+                    break;
+                };
+                let len = usize::try_from(m.header.length).unwrap_or(0);
+                if len == 0 {
+                    break;
+                }
+                off += (len + 3) & !3;
+                let NetlinkPayload::Error(e) = &m.payload else {
+                    continue;
+                };
+                let Some(i) = usize::try_from(m.header.sequence_number)
+                    .ok()
+                    .and_then(|s| s.checked_sub(1))
+                    .filter(|i| (base..base + chunk.len()).contains(i))
+                else {
+                    continue;
+                };
+                acked += 1;
+                out[i] = match e.code.map(|c| -c.get()) {
+                    None => Ok(()),
+                    Some(libc::EEXIST) if matches!(ops[i].0, Op::Add(_)) => Ok(()),
+                    Some(libc::EADDRNOTAVAIL | libc::ENOENT)
+                        if matches!(ops[i].0, Op::Remove(_)) =>
+                    {
+                        Ok(())
+                    }
+                    Some(c) => Err(std::io::Error::from_raw_os_error(c).to_string()),
+                };
+            }
+        }
     }
+    out
 }
 
 fn present(m: &AddressMessage) -> Option<Present> {
@@ -244,98 +391,167 @@ fn present(m: &AddressMessage) -> Option<Present> {
 /// Channels of the reconciler.
 #[derive(Debug)]
 pub struct AddrChannels {
-    /// `None` until the first cluster view is in: then nothing is removed, only adopted.
-    pub wanted: watch::Receiver<Option<BTreeSet<IpAddr>>>,
+    /// `Unknown`, then `AtLeast` while the cluster is listed: nothing is removed until
+    /// the first complete view is in (`Exactly`).
+    pub wanted: watch::Receiver<Wanted>,
     pub programmed: watch::Sender<Programmed>,
-    pub own: watch::Sender<BTreeSet<IpAddr>>,
+    /// The switch's own addresses; `None` until the first dump.
+    pub own: watch::Sender<Option<BTreeSet<IpAddr>>>,
     /// Turns true to remove kube-gw's addresses and stop (shutdown, `remove` mode).
     pub teardown: watch::Receiver<bool>,
 }
 
-/// One pass; returns what is programmed.
-async fn pass(
-    nl: &Netlink,
+/// What the reconciler believes is on the machine: a dump, kept current by notifications
+/// and by the acknowledgements of its own requests.
+#[derive(Debug)]
+struct Model {
     ifindex: u32,
-    wanted: Option<&BTreeSet<IpAddr>>,
-    own: &Ownership,
-    ch: &AddrChannels,
-) -> Result<Programmed, AddrError> {
-    let all = nl.dump().await?;
-    let own_addrs: BTreeSet<IpAddr> = all
-        .iter()
-        .filter(|p| !(p.ifindex == ifindex && own.owns(p)))
-        .map(|p| p.address)
-        .collect();
-    ch.own.send_if_modified(|cur| {
-        let changed = *cur != own_addrs;
-        if changed {
-            *cur = own_addrs.clone();
+    own: Ownership,
+    /// Addresses on the VIP interface.
+    on_if: BTreeMap<IpAddr, Present>,
+    /// Addresses on the other interfaces, as (address, ifindex).
+    elsewhere: BTreeSet<(IpAddr, u32)>,
+}
+
+impl Model {
+    fn load(&mut self, all: Vec<Present>) {
+        self.on_if.clear();
+        self.elsewhere.clear();
+        for p in all {
+            self.added(p);
         }
-        changed
-    });
-    let on_if: Vec<Present> = all.into_iter().filter(|p| p.ifindex == ifindex).collect();
-    let ops = match wanted {
-        Some(w) => plan(w, &on_if, own),
-        None => Vec::new(),
-    };
-    let added: Vec<IpAddr> = ops
-        .iter()
-        .filter_map(|o| match o {
-            Op::Add(a) => Some(*a),
-            Op::Remove(_) => None,
+    }
+
+    /// Records an address; true if it concerns the switch's own addresses.
+    fn added(&mut self, p: Present) -> bool {
+        if p.ifindex == self.ifindex {
+            let foreign = !self.own.owns(&p);
+            let before = self.on_if.insert(p.address, p);
+            foreign || before.is_some_and(|b| !self.own.owns(&b))
+        } else {
+            self.elsewhere.insert((p.address, p.ifindex))
+        }
+    }
+
+    /// Forgets an address; true if it concerns the switch's own addresses.
+    fn removed(&mut self, address: IpAddr, ifindex: u32) -> bool {
+        if ifindex == self.ifindex {
+            self.on_if
+                .remove(&address)
+                .is_some_and(|b| !self.own.owns(&b))
+        } else {
+            self.elsewhere.remove(&(address, ifindex))
+        }
+    }
+
+    /// The switch's own addresses: everything that is not one of kube-gw's VIPs.
+    fn own_addresses(&self) -> BTreeSet<IpAddr> {
+        self.elsewhere
+            .iter()
+            .map(|(a, _)| *a)
+            .chain(
+                self.on_if
+                    .values()
+                    .filter(|p| !self.own.owns(p))
+                    .map(|p| p.address),
+            )
+            .collect()
+    }
+
+    /// Where `a` stands: (programmed by kube-gw, present as foreign).
+    fn standing(&self, a: &IpAddr) -> (bool, bool) {
+        match self.on_if.get(a) {
+            Some(p) if self.own.owns(p) => (true, false),
+            Some(_) => (false, true),
+            None => (false, false),
+        }
+    }
+}
+
+/// Applies `ops` (removals first) in netlink batches; the model follows each
+/// acknowledgement. Returns the first error (the rest is retried by the next pass).
+async fn apply(model: &mut Model, ops: Vec<Op>) -> Result<(), AddrError> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let n = ops.len();
+    let each_at_info = n <= 16;
+    let ifindex = model.ifindex;
+    let targets: Vec<(Op, Option<Present>)> = ops
+        .into_iter()
+        .map(|op| {
+            let p = match op {
+                Op::Remove(a) => model.on_if.get(&a).cloned(),
+                Op::Add(_) => None,
+            };
+            (op, p)
         })
         .collect();
-    // Removals first, then additions; each batch keeps many requests in flight on the one
-    // netlink socket instead of waiting for every acknowledgement in turn.
-    let (removes, adds): (Vec<Op>, Vec<Op>) =
-        ops.into_iter().partition(|o| matches!(o, Op::Remove(_)));
-    for batch in [removes, adds] {
-        let n = batch.len();
-        let each_at_info = n <= 16;
-        let mut results = futures::stream::iter(batch)
-            .map(|op| async move {
-                match op {
-                    Op::Add(a) => nl.add(ifindex, a).await.map(|()| op),
-                    Op::Remove(a) => nl.remove(ifindex, a).await.map(|()| op),
-                }
-            })
-            .buffer_unordered(IN_FLIGHT);
-        let mut last = None;
-        while let Some(r) = results.next().await {
-            let op = r?;
-            match (&op, each_at_info) {
-                (Op::Add(a), true) => tracing::info!(vip = %a, "address added"),
-                (Op::Remove(a), true) => tracing::info!(vip = %a, "address removed"),
-                (Op::Add(a), false) => tracing::debug!(vip = %a, "address added"),
-                (Op::Remove(a), false) => tracing::debug!(vip = %a, "address removed"),
-            }
-            last = Some(op);
-        }
-        match last {
-            Some(Op::Add(_)) if !each_at_info => tracing::info!(count = n, "addresses added"),
-            Some(Op::Remove(_)) if !each_at_info => tracing::info!(count = n, "addresses removed"),
-            _ => {}
-        }
-    }
-    // What is there now: the dump, changed by the operations that succeeded (all did, or
-    // this function returned early with the error).
-    let mut out = Programmed::default();
-    for p in &on_if {
-        let removed = wanted.is_some_and(|w| own.owns(p) && !w.contains(&p.address));
-        if removed {
+    let (targets, results) = tokio::task::spawn_blocking(move || {
+        let r = send_batches(ifindex, &targets);
+        (targets, r)
+    })
+    .await
+    .map_err(|e| AddrError::Request(e.to_string()))?;
+    let mut first_error = None;
+    for ((op, _), r) in targets.into_iter().zip(results) {
+        if let Err(e) = r {
+            first_error.get_or_insert_with(|| format!("{op:?}: {e}"));
             continue;
         }
-        // Before the first cluster view, what is ours is what was adopted.
-        if wanted.is_none_or(|w| w.contains(&p.address)) {
-            if own.owns(p) {
-                out.vips.insert(p.address);
-            } else if wanted.is_some() {
-                out.foreign.insert(p.address);
+        match op {
+            Op::Add(a) => {
+                model.added(Present {
+                    address: a,
+                    prefix_len: u8::try_from(host_len(a)).unwrap_or(32),
+                    ifindex,
+                    proto: model.own.proto_supported.then_some(PROTO),
+                });
+                if each_at_info {
+                    tracing::info!(vip = %a, "address added");
+                } else {
+                    tracing::debug!(vip = %a, "address added");
+                }
+            }
+            Op::Remove(a) => {
+                model.removed(a, ifindex);
+                if each_at_info {
+                    tracing::info!(vip = %a, "address removed");
+                } else {
+                    tracing::debug!(vip = %a, "address removed");
+                }
             }
         }
     }
-    out.vips.extend(added);
-    Ok(out)
+    if !each_at_info {
+        tracing::info!(count = n, "addresses changed");
+    }
+    match first_error {
+        Some(e) => Err(AddrError::Request(e)),
+        None => Ok(()),
+    }
+}
+
+/// Which addresses to look at in the next pass.
+#[derive(Debug, Default)]
+enum Dirty {
+    #[default]
+    None,
+    Some(BTreeSet<IpAddr>),
+    /// Everything (after a dump).
+    All,
+}
+
+impl Dirty {
+    fn add(&mut self, a: IpAddr) {
+        match self {
+            Dirty::None => *self = Dirty::Some(BTreeSet::from([a])),
+            Dirty::Some(s) => {
+                s.insert(a);
+            }
+            Dirty::All => {}
+        }
+    }
 }
 
 /// Runs the reconciler on `ifname` until teardown.
@@ -346,11 +562,16 @@ pub async fn run(ifname: String, own: Ownership, mut ch: AddrChannels, keep_on_t
         let setup = async {
             let nl = Netlink::connect()?;
             let ifindex = nl.ifindex(&ifname).await?;
-            let (conn, _h, msgs) = rtnetlink::new_multicast_connection(&[
+            let (mut conn, _h, msgs) = rtnetlink::new_multicast_connection(&[
                 rtnetlink::MulticastGroup::Ipv4Ifaddr,
                 rtnetlink::MulticastGroup::Ipv6Ifaddr,
             ])
             .map_err(AddrError::Socket)?;
+            // Programming 10 000 VIPs sends 10 000 notifications back; a larger buffer
+            // avoids overruns (which are handled anyway: they force a dump).
+            if let Err(e) = conn.socket_mut().socket_mut().set_rx_buf_sz(NOTIFY_BUFFER) {
+                tracing::debug!(error = %e, "cannot enlarge the netlink notification buffer");
+            }
             tokio::spawn(conn);
             Ok::<_, AddrError>((nl, ifindex, msgs))
         };
@@ -368,38 +589,121 @@ pub async fn run(ifname: String, own: Ownership, mut ch: AddrChannels, keep_on_t
         }
     };
     tracing::info!(interface = %ifname, ifindex, proto_marking = own.proto_supported, "address reconciler started");
+    let mut model = Model {
+        ifindex,
+        own,
+        on_if: BTreeMap::new(),
+        elsewhere: BTreeSet::new(),
+    };
     let mut passes = 0u64;
     let mut resync = tokio::time::interval(RESYNC);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff = Duration::from_millis(100);
+    let mut need_dump = true;
+    let mut own_changed = false;
+    let mut dirty = Dirty::All;
+    // The wanted set the last successful pass applied.
+    let mut applied = Wanted::Unknown;
+    let mut programmed = Programmed::default();
     loop {
         let wanted = ch.wanted.borrow_and_update().clone();
         passes += 1;
-        let mut retry = false;
-        match pass(&nl, ifindex, wanted.as_ref(), &own, &ch).await {
-            Ok(mut p) => {
-                p.passes = passes;
-                for f in &p.foreign {
-                    tracing::warn!(vip = %f, "the address is already on the interface and is not kube-gw's; leaving it alone");
+        let result = async {
+            if need_dump {
+                model.load(nl.dump().await?);
+                need_dump = false;
+                own_changed = true;
+                dirty = Dirty::All;
+            }
+            if own_changed {
+                let own_addrs = model.own_addresses();
+                ch.own.send_if_modified(|cur| {
+                    let changed = cur.as_ref() != Some(&own_addrs);
+                    if changed {
+                        *cur = Some(own_addrs);
+                    }
+                    changed
+                });
+                own_changed = false;
+            }
+            // What changed in the wanted set since the last pass. Becoming exact makes
+            // every address a candidate for removal: look at everything once.
+            match (&applied, &wanted) {
+                (Wanted::AtLeast(a), Wanted::AtLeast(w)) | (Wanted::Exactly(a), Wanted::Exactly(w)) => {
+                    for d in a.diff(w) {
+                        let (imbl::ordset::DiffItem::Add(x) | imbl::ordset::DiffItem::Remove(x)) =
+                            d;
+                        dirty.add(*x);
+                    }
                 }
+                (Wanted::Unknown, Wanted::Unknown) => {}
+                _ => dirty = Dirty::All,
+            }
+            let look_at: Vec<IpAddr> = match std::mem::take(&mut dirty) {
+                Dirty::None => Vec::new(),
+                Dirty::Some(s) => s.into_iter().collect(),
+                Dirty::All => {
+                    let mut all: BTreeSet<IpAddr> = model.on_if.keys().copied().collect();
+                    all.extend(wanted.set().into_iter().flatten().copied());
+                    programmed.vips = OrdSet::new();
+                    programmed.foreign = OrdSet::new();
+                    all.into_iter().collect()
+                }
+            };
+            let ops = plan(&look_at, &wanted, &model.on_if, &model.own);
+            apply(&mut model, ops).await?;
+            // Until the set is complete, what is ours is what was adopted or added.
+            for a in &look_at {
+                let (ours, foreign) = model.standing(a);
+                let listed = wanted.set().is_some_and(|w| w.contains(a));
+                let want = listed || !wanted.exact();
+                if want && ours {
+                    programmed.vips.insert(*a);
+                } else {
+                    programmed.vips.remove(a);
+                }
+                if listed && foreign {
+                    if !programmed.foreign.contains(a) {
+                        tracing::warn!(vip = %a, "the address is already on the interface and is not kube-gw's; leaving it alone");
+                    }
+                    programmed.foreign.insert(*a);
+                } else {
+                    programmed.foreign.remove(a);
+                }
+            }
+            Ok::<_, AddrError>(())
+        }
+        .await;
+        let retry = match result {
+            Ok(()) => {
+                applied = wanted;
+                programmed.passes = passes;
+                let snapshot = Programmed {
+                    error: None,
+                    ..programmed.clone()
+                };
                 ch.programmed.send_if_modified(|cur| {
-                    let changed =
-                        cur.vips != p.vips || cur.foreign != p.foreign || cur.error.is_some();
-                    *cur = p;
+                    let changed = cur.vips != snapshot.vips
+                        || cur.foreign != snapshot.foreign
+                        || cur.error.is_some();
+                    *cur = snapshot;
                     changed
                 });
                 backoff = Duration::from_millis(100);
+                false
             }
             Err(e) => {
                 tracing::warn!(error = %e, "address pass failed; retrying");
                 ch.programmed.send_modify(|p| p.error = Some(e.to_string()));
-                retry = true;
+                // Start over from what the kernel says.
+                need_dump = true;
+                true
             }
-        }
+        };
         // Wait for something to do.
         let teardown = tokio::select! {
             r = ch.wanted.changed() => r.is_err(),
-            _ = resync.tick() => false,
+            _ = resync.tick() => { need_dump = true; false }
             () = async {
                 if retry {
                     tokio::time::sleep(backoff).await;
@@ -408,16 +712,31 @@ pub async fn run(ifname: String, own: Ownership, mut ch: AddrChannels, keep_on_t
                 }
             } => { backoff = (backoff * 2).min(Duration::from_secs(5)); false }
             Some((msg, _)) = events.next() => {
-                let ours = match &msg.payload {
-                    rtnetlink::packet_core::NetlinkPayload::InnerMessage(
-                        rtnetlink::packet_route::RouteNetlinkMessage::DelAddress(m)
-                        | rtnetlink::packet_route::RouteNetlinkMessage::NewAddress(m),
-                    ) => m.header.index == ifindex,
-                    _ => false,
-                };
-                // Drain a burst of notifications before the next pass.
-                if ours {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                // Take the whole burst that is already queued.
+                let mut next = Some(msg);
+                while let Some(msg) = next {
+                    match notification(&msg) {
+                        Notified::Added(p) => {
+                            let a = p.address;
+                            let on_if = p.ifindex == ifindex;
+                            own_changed |= model.added(p);
+                            if on_if {
+                                dirty.add(a);
+                            }
+                        }
+                        Notified::Removed(a, i) => {
+                            own_changed |= model.removed(a, i);
+                            if i == ifindex {
+                                dirty.add(a);
+                            }
+                        }
+                        Notified::Overrun => {
+                            tracing::warn!("netlink notifications were lost; reading the addresses again");
+                            need_dump = true;
+                        }
+                        Notified::Other => {}
+                    }
+                    next = events.next().now_or_never().flatten().map(|(m, _)| m);
                 }
                 false
             }
@@ -431,12 +750,48 @@ pub async fn run(ifname: String, own: Ownership, mut ch: AddrChannels, keep_on_t
         tracing::info!("keeping the VIP addresses on the interface ([vip] on-shutdown = \"keep\")");
         return;
     }
-    match pass(&nl, ifindex, Some(&BTreeSet::new()), &own, &ch).await {
-        Ok(p) => {
-            ch.programmed.send_replace(p);
+    let result = async {
+        model.load(nl.dump().await?);
+        let all: Vec<IpAddr> = model.on_if.keys().copied().collect();
+        let ops = plan(
+            &all,
+            &Wanted::Exactly(OrdSet::new()),
+            &model.on_if,
+            &model.own,
+        );
+        apply(&mut model, ops).await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            ch.programmed.send_modify(|p| {
+                p.vips = OrdSet::new();
+                p.foreign = OrdSet::new();
+            });
             tracing::info!("VIP addresses removed");
         }
         Err(e) => tracing::error!(error = %e, "cannot remove the VIP addresses"),
+    }
+}
+
+/// An address notification, decoded.
+enum Notified {
+    Added(Present),
+    Removed(IpAddr, u32),
+    Overrun,
+    Other,
+}
+
+fn notification(msg: &NetlinkMessage<RouteNetlinkMessage>) -> Notified {
+    match &msg.payload {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m)) => {
+            present(m).map_or(Notified::Other, Notified::Added)
+        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(m)) => {
+            present(m).map_or(Notified::Other, |p| Notified::Removed(p.address, p.ifindex))
+        }
+        NetlinkPayload::Overrun(_) => Notified::Overrun,
+        _ => Notified::Other,
     }
 }
 
@@ -453,8 +808,27 @@ mod tests {
         }
     }
 
-    fn set(a: &[&str]) -> BTreeSet<IpAddr> {
-        a.iter().map(|s| s.parse().unwrap()).collect()
+    fn set(a: &[&str]) -> OrdSet<IpAddr> {
+        a.iter().map(|s| s.parse::<IpAddr>().unwrap()).collect()
+    }
+
+    fn exactly(a: &[&str]) -> Wanted {
+        Wanted::Exactly(set(a))
+    }
+
+    fn on_if(present: &[Present]) -> BTreeMap<IpAddr, Present> {
+        present.iter().map(|p| (p.address, p.clone())).collect()
+    }
+
+    /// Every address in `wanted` or on the interface.
+    fn everything(wanted: &Wanted, present: &[Present]) -> BTreeSet<IpAddr> {
+        wanted
+            .set()
+            .into_iter()
+            .flatten()
+            .copied()
+            .chain(present.iter().map(|p| p.address))
+            .collect()
     }
 
     #[test]
@@ -469,9 +843,11 @@ mod tests {
             p("198.51.100.2", 32, None), // an operator's address inside the pool
             p("198.51.100.3", 32, Some(PROTO)),
         ];
+        let wanted = exactly(&["198.51.100.3", "198.51.100.4", "198.51.100.2"]);
         let ops = plan(
-            &set(&["198.51.100.3", "198.51.100.4", "198.51.100.2"]),
-            &present,
+            &everything(&wanted, &present),
+            &wanted,
+            &on_if(&present),
             &own,
         );
         assert_eq!(
@@ -481,6 +857,46 @@ mod tests {
                 Op::Add("198.51.100.4".parse().unwrap())
             ]
         );
+    }
+
+    #[test]
+    fn a_plan_looks_only_at_the_dirty_addresses() {
+        let own = Ownership {
+            proto_supported: true,
+            pools: vec![],
+        };
+        let present = [
+            p("198.51.100.1", 32, Some(PROTO)),
+            p("198.51.100.9", 32, Some(PROTO)),
+        ];
+        let wanted = exactly(&["198.51.100.2", "198.51.100.3"]);
+        let dirty: Vec<IpAddr> = vec!["198.51.100.2".parse().unwrap()];
+        assert_eq!(
+            plan(&dirty, &wanted, &on_if(&present), &own),
+            vec![Op::Add("198.51.100.2".parse().unwrap())]
+        );
+    }
+
+    #[test]
+    fn while_the_cluster_is_listed_nothing_is_removed() {
+        let own = Ownership {
+            proto_supported: true,
+            pools: vec![],
+        };
+        let present = [p("198.51.100.1", 32, Some(PROTO))];
+        let partial = Wanted::AtLeast(set(&["198.51.100.2"]));
+        assert_eq!(
+            plan(
+                &everything(&partial, &present),
+                &partial,
+                &on_if(&present),
+                &own
+            ),
+            vec![Op::Add("198.51.100.2".parse().unwrap())]
+        );
+        let unknown = Wanted::Unknown;
+        let all: Vec<IpAddr> = vec!["198.51.100.1".parse().unwrap()];
+        assert!(plan(&all, &unknown, &on_if(&present), &own).is_empty());
     }
 
     #[test]
@@ -501,6 +917,49 @@ mod tests {
             pools: vec![],
         };
         let present = [p("198.51.100.1", 32, Some(PROTO))];
-        assert!(plan(&set(&["198.51.100.1"]), &present, &own).is_empty());
+        let wanted = exactly(&["198.51.100.1"]);
+        assert!(plan(
+            &everything(&wanted, &present),
+            &wanted,
+            &on_if(&present),
+            &own
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn the_model_follows_notifications_and_knows_the_own_addresses() {
+        let mut m = Model {
+            ifindex: 1,
+            own: Ownership {
+                proto_supported: true,
+                pools: vec![],
+            },
+            on_if: BTreeMap::new(),
+            elsewhere: BTreeSet::new(),
+        };
+        m.load(vec![
+            p("127.0.0.1", 8, Some(1)),
+            p("198.51.100.1", 32, Some(PROTO)),
+            Present {
+                ifindex: 2,
+                ..p("192.0.2.1", 24, Some(1))
+            },
+        ]);
+        assert_eq!(
+            m.own_addresses().into_iter().collect::<Vec<_>>(),
+            vec![
+                "127.0.0.1".parse::<IpAddr>().unwrap(),
+                "192.0.2.1".parse().unwrap()
+            ]
+        );
+        // kube-gw's own VIP coming and going does not concern the own addresses.
+        assert!(!m.added(p("198.51.100.2", 32, Some(PROTO))));
+        assert!(!m.removed("198.51.100.2".parse().unwrap(), 1));
+        // An operator's address does.
+        assert!(m.added(p("198.51.100.3", 32, None)));
+        assert_eq!(m.standing(&"198.51.100.3".parse().unwrap()), (false, true));
+        assert_eq!(m.standing(&"198.51.100.1".parse().unwrap()), (true, false));
+        assert!(m.removed("192.0.2.1".parse().unwrap(), 2));
     }
 }

@@ -3,6 +3,7 @@
 //!
 //!   sudo cargo bench --bench addresses            # N = 10000
 //!   sudo KUBE_GW_BENCH_N=2000 cargo bench --bench addresses
+//!   sudo KUBE_GW_BENCH_LOG=/tmp/kg.log cargo bench --bench addresses   # keep kube-gw's log
 //!
 //! 1. N Services with one externalIP each (IPv6 /128s in 2001:db8:100::/112) are created in
 //!    the real API server while kube-gw is not running.
@@ -103,6 +104,14 @@ fn main() {
         .map(|i| format!("addr add {}/128 dev lo nodad\n", vip(i)))
         .collect();
     let file = lab.write("batch", &batch);
+    // The same observer runs in both measurements (see below).
+    lab.spawn(
+        &base,
+        "monitor-base",
+        "ip",
+        &["-6", "-o", "monitor", "address", "dev", "lo"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
     base.exec("ip", &["-batch", file.to_str().unwrap()]);
     let ip_batch = t.elapsed();
@@ -128,20 +137,47 @@ fn main() {
     let config = format!(
         "[node]\nname = \"{name}\"\n[kubernetes]\nkubeconfig = \"{}\"\nservice-cidrs = [\"10.96.0.0/12\"]\n\
          [vip]\npools = [\"2001:db8:100::/112\"]\nannounce = \"always\"\n\
-         [log]\nlevel = \"warn,kube_gw::kube::watch=debug,kube_gw::serve=debug,kube_gw::netlink=info\"\n",
+         [log]\nlevel = \"info,kube_gw::kube::watch=debug,kube_gw::serve=debug,kube_gw::netlink=info\"\n",
         kc_path.display()
     );
+    // The addresses are counted as the kernel announces them (`ip monitor`), not by dumping
+    // 10 000 addresses over and over, which would itself slow the kernel down.
+    lab.spawn(
+        &sw,
+        "monitor",
+        "ip",
+        &["-6", "-o", "monitor", "address", "dev", "lo"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // Read only what the monitor wrote since the last look.
+    let mut monitor = std::fs::File::open(lab.path("monitor.log")).unwrap();
+    let mut pending = String::new();
+    let mut seen = 0usize;
+    let mut added = || {
+        use std::io::Read;
+        let mut chunk = String::new();
+        monitor.read_to_string(&mut chunk).unwrap();
+        pending.push_str(&chunk);
+        let complete = pending.rfind('\n').map_or(0, |i| i + 1);
+        seen += pending[..complete]
+            .lines()
+            .filter(|l| !l.starts_with("Deleted") && l.contains("2001:db8:100::"))
+            .count();
+        pending.drain(..complete);
+        seen
+    };
     let t = Instant::now();
     let kg = KubeGw::start(&mut lab, &sw, &name, &config);
     let deadline = Instant::now() + Duration::from_secs(600);
-    while count_lo(&sw) < n {
+    while added() < n {
         assert!(
             Instant::now() < deadline,
             "kube-gw did not program {n} addresses"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
     let kube_gw = t.elapsed();
+    assert_eq!(count_lo(&sw), n, "ip addr show disagrees with ip monitor");
 
     // One change while N exist.
     let mut lat = Vec::new();
@@ -170,6 +206,10 @@ fn main() {
     let median = lat[lat.len() / 2];
     // Inside kube-gw: watch event -> "address added" (logged after the netlink ack).
     let log = lab.log(&name);
+    if let Ok(path) = std::env::var("KUBE_GW_BENCH_LOG") {
+        std::fs::write(&path, &log).unwrap();
+        eprintln!("kube-gw's log: {path}");
+    }
     let ts = |l: &str| -> Option<f64> {
         let v: serde_json::Value = serde_json::from_str(l).ok()?;
         let t = v["timestamp"].as_str()?;
@@ -197,11 +237,12 @@ fn main() {
         }
     }
     internal.sort_by(f64::total_cmp);
-    // Where the time goes, from the same log: snapshot build and desired-state compute.
+    // Where a change's time goes, from the same log: snapshot build and desired-state
+    // compute, on complete views (the partial ones belong to the start).
     let micros = |msg: &str| -> Vec<f64> {
         let mut v: Vec<f64> = log
             .lines()
-            .filter(|l| l.contains(msg))
+            .filter(|l| l.contains(msg) && l.contains("\"complete\":true"))
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter_map(|v| v["fields"]["micros"].as_f64())
             .collect();
@@ -217,6 +258,24 @@ fn main() {
         .get(internal.len() / 2)
         .copied()
         .unwrap_or(f64::NAN);
+
+    // Where the start goes: milliseconds after the daemon's first log line.
+    let first_ts = log.lines().find_map(ts);
+    let at = |msg: &str, last: bool| -> String {
+        let mut hits = log.lines().filter(|l| l.contains(msg)).filter_map(ts);
+        let t = if last { hits.next_back() } else { hits.next() };
+        match (first_ts, t) {
+            (Some(a), Some(b)) => format!("{:.0}", b - a),
+            _ => "?".into(),
+        }
+    };
+    let timeline = [
+        ("joined", at("joined the cluster", false)),
+        ("services listed", at("\"listed\"", true)),
+        ("first snapshot", at("cluster snapshot published", false)),
+        ("first desired state", at("desired state computed", false)),
+        ("addresses programmed", at("addresses changed", false)),
+    ];
 
     let pid = kg.status()["pid"].as_u64().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -252,6 +311,14 @@ fn main() {
         "  of which: snapshot rebuild median {:.1} ms, desired-state compute median {:.1} ms",
         med(&snap_us),
         med(&compute_us)
+    );
+    println!(
+        "  kube-gw's start, ms after its first log line: {}",
+        timeline
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "kube-gw peak RSS: {}",

@@ -260,10 +260,14 @@ fn request(op: &Op, ifindex: u32, present: Option<&Present>, seq: u32) -> Vec<u8
         Op::Add(_) => {
             m.attributes
                 .push(AddressAttribute::Protocol(AddressProtocol::Other(PROTO)));
+            // No prefix route: a host address on `lo` is delivered by its local route;
+            // the extra main-table route per VIP would double the kernel's work and
+            // clutter `ip route`. No duplicate address detection on a loopback.
+            let mut flags = AddressFlags::Noprefixroute;
             if address.is_ipv6() {
-                m.attributes
-                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+                flags |= AddressFlags::Nodad;
             }
+            m.attributes.push(AddressAttribute::Flags(flags));
             (
                 RouteNetlinkMessage::NewAddress(m),
                 NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,

@@ -82,6 +82,13 @@ pub enum Command {
     },
     /// Ask the running daemon to re-read its configuration (as SIGHUP does).
     Reload,
+    /// Test hook: freeze the daemon's main loop for SECONDS (the watchdog test). Refused
+    /// unless the daemon runs with KUBE_GW_TEST_HOOKS=1.
+    #[command(hide = true)]
+    DebugFreeze {
+        /// How long to freeze.
+        seconds: u64,
+    },
     /// Print the version.
     Version {
         /// Print JSON.
@@ -126,6 +133,11 @@ fn dispatch(cli: Cli) -> u8 {
             },
         ),
         Command::Reload => reload(&cli),
+        Command::DebugFreeze { seconds } => {
+            simple_request(&cli, &Request::DebugFreeze { seconds: *seconds }, |v| {
+                v.to_string()
+            })
+        }
         Command::Cluster { json } => cluster(&cli, *json),
         Command::Vips { json } => vips(&cli, *json),
         Command::Version { json } => {
@@ -632,7 +644,7 @@ fn write_man_pages(dir: &Path) -> std::io::Result<usize> {
         n += 1;
         Ok(())
     };
-    for sub in cmd.get_subcommands() {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("kube-gw-{}", sub.get_name());
         write(name.clone(), sub.clone().name(name))?;
     }

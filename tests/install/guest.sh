@@ -1,0 +1,101 @@
+#!/bin/bash
+# Runs inside the Debian 12 VM (systemd as PID 1), started by kube-gw-install-test.service.
+# Walks the user's path: apt install, configure, start, reload, watchdog, stop, upgrade,
+# remove, purge. Every check prints "KGW-CHECK ok|FAIL: what"; the last line is
+# "KGW-RESULT: <failures>". Output goes to the serial console, read by scripts/install-test.
+exec >/dev/ttyS0 2>&1
+set -u
+export DEBIAN_FRONTEND=noninteractive PATH=/usr/sbin:/usr/bin:/sbin:/bin
+fails=0
+ok() { echo "KGW-CHECK ok: $*"; }
+bad() { echo "KGW-CHECK FAIL: $*"; fails=$((fails + 1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+# wait_until SECONDS command...: true once the command succeeds.
+wait_until() {
+  local end=$((SECONDS + $1)); shift
+  while [ $SECONDS -lt "$end" ]; do "$@" && return 0; sleep 0.2; done
+  "$@"
+}
+active() { systemctl is-active --quiet kube-gw; }
+mainpid() { systemctl show -p MainPID --value kube-gw; }
+cd /root
+A=$(ls kube-gw_*-1_amd64.deb) B=$(ls kube-gw_*-2_amd64.deb)
+echo "KGW-INFO: $(uname -r), systemd $(systemctl --version | head -1 | cut -d' ' -f2), packages $A $B"
+
+# 1. apt install: the unit is enabled and started with the shipped (all commented) config.
+check "apt install ./$A" apt-get install -y -q "./$A"
+check "the unit is enabled" systemctl is-enabled --quiet kube-gw
+check "the service is active after install (READY sent)" wait_until 60 active
+check "config.toml is a conffile with mode 0640" \
+  bash -c '[ "$(stat -c %a /etc/kube-gw/config.toml)" = 640 ] && grep -qx /etc/kube-gw/config.toml /var/lib/dpkg/info/kube-gw.conffiles'
+check "the data-path modules were loaded at install" grep -q '^ip_vs_mh ' /proc/modules
+check "the sysctls were applied at install" bash -c '[ "$(cat /proc/sys/net/ipv4/vs/sloppy_tcp)" = 1 ]'
+check "man pages are installed" test -f /usr/share/man/man8/kube-gw.8.gz -a -f /usr/share/man/man5/kube-gw.toml.5.gz
+check "the state directory exists with mode 0700" bash -c '[ "$(stat -c %a /var/lib/kube-gw)" = 700 ]'
+
+# 2. The user's configuration; restart; status and structured logs.
+cat > /etc/kube-gw/config.toml <<'EOF'
+[vip]
+pools = ["198.51.100.0/24"]
+
+[log]
+level = "info"
+EOF
+check "systemctl restart with the user's config" systemctl restart kube-gw
+check "active after restart" active
+check "kube-gw status answers over the admin socket" kube-gw status
+check "the journal holds structured records (TARGET field)" \
+  bash -c 'journalctl -u kube-gw -o json --no-pager | grep -q "\"TARGET\":\"kube_gw"'
+
+# 3. systemctl reload applies a change.
+gen0=$(kube-gw status --json | grep -o '"generation":[0-9]*')
+sed -i 's/level = "info"/level = "debug"/' /etc/kube-gw/config.toml
+check "systemctl reload" systemctl reload kube-gw
+check "the reload took effect (log filter debug, new generation)" wait_until 10 \
+  bash -c "kube-gw status --json | grep -q '\"log_filter\":\"debug\"' && ! kube-gw status --json | grep -q '$gen0'"
+
+# 4. A stuck daemon is restarted by the watchdog (WatchdogSec=10).
+mkdir -p /etc/systemd/system/kube-gw.service.d
+printf '[Service]\nEnvironment=KUBE_GW_TEST_HOOKS=1\n' > /etc/systemd/system/kube-gw.service.d/test-hooks.conf
+systemctl daemon-reload && systemctl restart kube-gw
+pid0=$(mainpid)
+check "debug-freeze (test hook) accepted" kube-gw debug-freeze 60
+check "the watchdog restarted the frozen daemon" wait_until 45 \
+  bash -c "[ \"\$(systemctl show -p MainPID --value kube-gw)\" != $pid0 ] && systemctl is-active --quiet kube-gw"
+check "the journal says it was the watchdog" \
+  bash -c 'journalctl -u kube-gw --no-pager | grep -qi "watchdog timeout"'
+rm -r /etc/systemd/system/kube-gw.service.d && systemctl daemon-reload && systemctl restart kube-gw
+
+# 5. systemctl stop ends within the stop timeout, cleanly.
+t0=$SECONDS
+check "systemctl stop" systemctl stop kube-gw
+check "stopped within TimeoutStopSec (took $((SECONDS - t0)) s)" test $((SECONDS - t0)) -lt 60
+check "the stop was clean (Result=success)" bash -c '[ "$(systemctl show -p Result --value kube-gw)" = success ]'
+systemctl start kube-gw
+
+# 6. Upgrade to a newer build: the edited config stays, the daemon restarts on the new one.
+echo "# edited by the operator" >> /etc/kube-gw/config.toml
+pid0=$(mainpid)
+check "apt install ./$B (upgrade)" apt-get install -y -q "./$B"
+check "the newer version is installed" bash -c '[ "$(dpkg-query -W -f="\${Version}" kube-gw)" = "${1}" ]' _ "$(dpkg-deb -f "$B" Version)"
+check "the operator's edit survived the upgrade" grep -qx "# edited by the operator" /etc/kube-gw/config.toml
+check "the daemon was restarted and is active" wait_until 30 \
+  bash -c "[ \"\$(systemctl show -p MainPID --value kube-gw)\" != $pid0 ] && systemctl is-active --quiet kube-gw"
+
+echo "KGW-SECURITY-BEGIN"
+systemd-analyze security kube-gw --no-pager | sed 's/^/KGW-SECURITY: /'
+echo "KGW-SECURITY-END"
+
+# 7. remove stops it and keeps the configuration; purge leaves nothing behind.
+check "apt remove" apt-get remove -y -q kube-gw
+check "remove stopped the daemon" bash -c '! systemctl is-active --quiet kube-gw'
+check "remove kept the configuration" test -f /etc/kube-gw/config.toml
+check "apt purge" apt-get purge -y -q kube-gw
+for p in /etc/kube-gw /var/lib/kube-gw /run/kube-gw /usr/sbin/kube-gw /usr/lib/systemd/system/kube-gw.service \
+         /etc/systemd/system/multi-user.target.wants/kube-gw.service; do
+  check "purge removed $p" test ! -e "$p"
+done
+check "dpkg knows nothing of kube-gw" bash -c '! dpkg-query -W kube-gw >/dev/null 2>&1'
+
+echo "KGW-RESULT: $fails"
+systemctl poweroff --no-block

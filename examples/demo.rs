@@ -1,7 +1,8 @@
 //! The try-it demo (`sudo scripts/demo`): a throwaway lab with a real Kubernetes control
 //! plane and a switch namespace running kube-gw, joined with a bootstrap token; a Service
-//! with an externalIP appears as a /32 on the switch's `lo`. Prints what an operator would
-//! look at, then cleans everything up.
+//! with an externalIP appears as a /32 on the switch's `lo`; a leaf namespace running BIRD
+//! waits for the switch's BGP session (it grows with the BGP speaker). Prints what an
+//! operator would look at, then cleans everything up.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use controlplane::{block_on, wait_for, ControlPlane};
-use harness::peers::KubeGw;
+use harness::peers::{Bird, KubeGw};
 use harness::{Lab, Node};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -47,6 +48,18 @@ fn main() {
     let token = cp.bootstrap_token();
     let mut lab = Lab::new();
     let switch = lab.node("switch");
+    // The fabric side: a leaf running BIRD, linked to the switch, expecting a BGP session.
+    let leaf = lab.node("leaf");
+    lab.link(&leaf, &["192.0.2.9/30"], &switch, &["192.0.2.10/30"]);
+    let bird = Bird::start(
+        &mut lab,
+        &leaf,
+        "leaf",
+        "router id 192.0.2.9;\nprotocol device {}\n\
+         protocol kernel { ipv4 { export all; }; merge paths on; }\n\
+         protocol bgp switch { local 192.0.2.9 as 65001; neighbor 192.0.2.10 as 65100; \
+         hold time 9; connect retry time 1; ipv4 { import all; export none; }; }\n",
+    );
     let port: u16 = cp.server.rsplit(':').next().unwrap().parse().unwrap();
     lab.forward_host_port(&switch, port);
     let ca = lab.write("ca.crt", &cp.ca_pem);
@@ -131,6 +144,13 @@ router-id = "192.0.2.11"
     show(&switch, &["ip", "addr", "show", "dev", "lo"]);
     say("kube-gw vips");
     kube_gw(&kg, &["vips"]);
+    say("the leaf (BIRD): its session to the switch and the routes it learned");
+    print!("{}", bird.birdc(&["show", "protocols", "switch"]));
+    print!("{}", bird.birdc(&["show", "route"]));
+    println!(
+        "(kube-gw has no BGP speaker yet: the session stays down and the leaf learns no route; \
+         with the speaker, 198.51.100.10/32 via 192.0.2.10 appears here.)"
+    );
     say("Events on the Services (kubectl describe service would show these)");
     std::thread::sleep(Duration::from_secs(1));
     block_on(async {

@@ -288,6 +288,8 @@ impl ControlPlane {
             &[
                 "127.0.0.1",
                 "localhost",
+                // The host as a qemu guest with user networking reaches it (the install test).
+                "10.0.2.2",
                 "kubernetes",
                 "kubernetes.default",
                 "kubernetes.default.svc",

@@ -82,13 +82,45 @@ check "the operator's edit survived the upgrade" grep -qx "# edited by the opera
 check "the daemon was restarted and is active" wait_until 30 \
   bash -c "[ \"\$(systemctl show -p MainPID --value kube-gw)\" != $pid0 ] && systemctl is-active --quiet kube-gw"
 
+# 7. The user's own check, end to end: joined to the cluster on the host, the Service's
+#    externalIP is on lo as a /32.
+vip=$(cat /root/vip)
+# qemu's user networking: the guest is 10.0.2.15, the host 10.0.2.2.
+modprobe virtio_net 2>/dev/null || true
+nic_name() { ip -o link show | awk -F': ' '$2 ~ /^(en|eth)/ {print $2; exit}'; }
+wait_until 30 bash -c '[ -n "$(ip -o link show | awk -F": " "\$2 ~ /^(en|eth)/")" ]' || true
+nic=$(nic_name)
+check "the VM has a network interface (${nic:-none})" test -n "$nic"
+ip link set "$nic" up && ip addr add 10.0.2.15/24 dev "$nic" && ip route add default via 10.0.2.2
+ip -o addr show | sed 's/^/KGW-NET: /'; ip route | sed 's/^/KGW-NET: /'
+install -m 0600 /root/kubeconfig /etc/kube-gw/kubeconfig
+cat > /etc/kube-gw/config.toml <<'CONFIG'
+[node]
+name = "kube-gw-vm"
+
+[kubernetes]
+kubeconfig = "kubeconfig"
+service-cidrs = ["10.96.0.0/12"]
+
+[vip]
+pools = ["198.51.100.0/24"]
+CONFIG
+check "kube-gw check-config accepts the cluster config" kube-gw check-config
+check "systemctl restart with the cluster config" systemctl restart kube-gw
+check "ip addr show lo shows the Service's $vip/32" wait_until 120 \
+  bash -c "ip -o addr show dev lo | grep -q ' $vip/32 '"
+ip addr show dev lo | sed 's/^/KGW-LO: /'
+kube-gw status | sed 's/^/KGW-STATUS: /'
+
 echo "KGW-SECURITY-BEGIN"
 systemd-analyze security kube-gw --no-pager | sed 's/^/KGW-SECURITY: /'
 echo "KGW-SECURITY-END"
 
-# 7. remove stops it and keeps the configuration; purge leaves nothing behind.
+# 8. remove stops it (taking its address away) and keeps the configuration; purge
+#    leaves nothing behind.
 check "apt remove" apt-get remove -y -q kube-gw
 check "remove stopped the daemon" bash -c '! systemctl is-active --quiet kube-gw'
+check "the stopped daemon took $vip off lo" bash -c "! ip -o addr show dev lo | grep -q ' $vip/32 '"
 check "remove kept the configuration" test -f /etc/kube-gw/config.toml
 check "apt purge" apt-get purge -y -q kube-gw
 for p in /etc/kube-gw /var/lib/kube-gw /run/kube-gw /usr/sbin/kube-gw /usr/lib/systemd/system/kube-gw.service \

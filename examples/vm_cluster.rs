@@ -1,0 +1,59 @@
+//! The cluster side of the install test (`scripts/install-test`): starts the test control
+//! plane on the host, lets a switch named `kube-gw-vm` in (RBAC, a Node client certificate),
+//! creates a Service with an externalIP, writes the switch's kubeconfig — pointing at
+//! 10.0.2.2, the host as a qemu guest with user networking sees it — and prints
+//! `READY <vip>`. Then it waits; the control plane stops when this process is killed.
+//!
+//!   cargo run --example vm_cluster -- /path/to/kubeconfig
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../tests/common/controlplane.rs"]
+mod controlplane;
+
+use controlplane::{block_on, ControlPlane};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{Api, PostParams};
+
+const NODE: &str = "kube-gw-vm";
+const VIP: &str = "198.51.100.77";
+
+fn main() {
+    let out = std::env::args()
+        .nth(1)
+        .expect("usage: vm_cluster KUBECONFIG");
+    let cp = ControlPlane::shared();
+    cp.bind_switch(NODE);
+    let port = cp.server.rsplit(':').next().unwrap();
+    let kc = cp.user_kubeconfig(
+        &format!("system:node:{NODE}"),
+        &["system:nodes"],
+        &format!("https://10.0.2.2:{port}"),
+    );
+    std::fs::write(&out, kc).unwrap();
+    block_on(async {
+        let client = cp.admin().await;
+        let nss: Api<Namespace> = Api::all(client.clone());
+        nss.create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "vm-test"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+        let svcs: Api<Service> = Api::namespaced(client, "vm-test");
+        svcs.create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web"},
+                "spec": {"ports": [{"port": 80}], "externalIPs": [VIP]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    });
+    println!("READY {VIP}");
+    loop {
+        std::thread::park();
+    }
+}

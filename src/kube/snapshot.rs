@@ -224,59 +224,35 @@ impl ClusterSnapshot {
     /// Makes the Services exactly `all` (a completed re-list), touching only what differs so
     /// that the new version still shares structure with the old one. True if anything changed.
     pub fn replace_services(&mut self, all: Vec<Service>) -> bool {
-        let keep: BTreeSet<ObjectKey> = all.iter().map(|s| s.key.clone()).collect();
-        let gone: Vec<ObjectKey> = self
-            .services
-            .keys()
-            .filter(|k| !keep.contains(*k))
-            .cloned()
-            .collect();
+        let gone = missing(&self.services, all.iter().map(|s| &s.key));
         let mut changed = false;
         for k in &gone {
             changed |= self.remove_service(k);
         }
-        for s in all {
-            changed |= self.upsert_service(s);
-        }
-        changed
+        all.into_iter()
+            .fold(changed, |c, s| self.upsert_service(s) | c)
     }
 
     /// Makes the EndpointSlices exactly `all` (see [`Self::replace_services`]).
     pub fn replace_slices(&mut self, all: Vec<EndpointSlice>) -> bool {
-        let keep: BTreeSet<ObjectKey> = all.iter().map(|s| s.key.clone()).collect();
-        let gone: Vec<ObjectKey> = self
-            .endpoint_slices
-            .keys()
-            .filter(|k| !keep.contains(*k))
-            .cloned()
-            .collect();
+        let gone = missing(&self.endpoint_slices, all.iter().map(|s| &s.key));
         let mut changed = false;
         for k in &gone {
             changed |= self.remove_slice(k);
         }
-        for s in all {
-            changed |= self.upsert_slice(s);
-        }
-        changed
+        all.into_iter()
+            .fold(changed, |c, s| self.upsert_slice(s) | c)
     }
 
     /// Makes the Nodes exactly `all` (see [`Self::replace_services`]).
     pub fn replace_nodes(&mut self, all: Vec<Node>) -> bool {
-        let keep: BTreeSet<String> = all.iter().map(|n| n.name.clone()).collect();
-        let gone: Vec<String> = self
-            .nodes
-            .keys()
-            .filter(|k| !keep.contains(*k))
-            .cloned()
-            .collect();
+        let gone = missing(&self.nodes, all.iter().map(|n| &n.name));
         let mut changed = false;
         for k in &gone {
             changed |= self.remove_node(k);
         }
-        for n in all {
-            changed |= self.upsert_node(n);
-        }
-        changed
+        all.into_iter()
+            .fold(changed, |c, n| self.upsert_node(n) | c)
     }
 
     /// The EndpointSlices of one Service.
@@ -314,6 +290,15 @@ impl ClusterSnapshot {
             .flat_map(|n| n.addresses.iter().copied())
             .collect()
     }
+}
+
+/// The keys of `map` that are not in `keep`.
+fn missing<'a, K: Ord + Clone + 'a, V: Clone>(
+    map: &OrdMap<K, V>,
+    keep: impl Iterator<Item = &'a K>,
+) -> Vec<K> {
+    let keep: BTreeSet<&K> = keep.collect();
+    map.keys().filter(|k| !keep.contains(k)).cloned().collect()
 }
 
 impl EndpointSlice {
@@ -541,6 +526,56 @@ mod tests {
             !s[0].endpoints[1].ready && s[0].endpoints[1].serving && s[0].endpoints[1].terminating
         );
         assert_eq!(s[0].ports[0].port, 8080);
+    }
+
+    #[test]
+    fn a_relist_replaces_only_what_differs_and_keeps_the_slice_index() {
+        let svc = |name: &str, ip: &str| -> core::Service {
+            from_json(json!({
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"ports": [{"port": 80}], "externalIPs": [ip]}
+            }))
+        };
+        let slice = |name: &str, svc: &str| -> discovery::EndpointSlice {
+            from_json(json!({
+                "metadata": {"name": name, "namespace": "shop",
+                             "labels": {"kubernetes.io/service-name": svc}},
+                "addressType": "IPv4", "endpoints": []
+            }))
+        };
+        let (a, b) = (svc("a", "198.51.100.1"), svc("b", "198.51.100.2"));
+        let mut snap = ClusterSnapshot::from_objects([&a, &b], [&slice("a-1", "a")], []);
+        let before = snap.clone();
+        let views = |l: &[&core::Service]| l.iter().filter_map(|s| service_view(s)).collect();
+        // The same objects again: nothing changes, and the maps are still shared.
+        assert!(!snap.replace_services(views(&[&a, &b])));
+        assert!(snap.services.ptr_eq(&before.services));
+        // b went away while the watch was down; a changed.
+        let a2 = svc("a", "198.51.100.9");
+        assert!(snap.replace_services(views(&[&a2])));
+        let keys: Vec<String> = snap.services.keys().map(ToString::to_string).collect();
+        assert_eq!(keys, vec!["shop/a".to_string()]);
+        let changed: Vec<String> = before
+            .changed_services(&snap)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(changed, vec!["shop/a".to_string(), "shop/b".to_string()]);
+        // A slice moves from Service a to b: the index follows.
+        let key = |n: &str| ObjectKey {
+            namespace: "shop".into(),
+            name: n.into(),
+        };
+        assert!(snap.replace_slices(
+            [slice("a-1", "b")]
+                .iter()
+                .filter_map(endpoint_slice_view)
+                .collect()
+        ));
+        assert_eq!(snap.slices_of(&key("a")).count(), 0);
+        assert_eq!(snap.slices_of(&key("b")).count(), 1);
+        assert!(snap.replace_slices(Vec::new()));
+        assert_eq!(snap.slices_of(&key("b")).count(), 0);
     }
 
     #[test]

@@ -335,6 +335,57 @@ fn a_deleted_node_is_registered_again() {
         .contains("the Node was deleted; registering it again"));
 }
 
+/// kube-gw asks for streaming lists (`sendInitialEvents`); an API server that has them
+/// switched off (or predates them) refuses, and kube-gw lists in pages instead.
+#[test]
+fn an_api_server_without_streaming_lists_is_listed_in_pages() {
+    let cp = ControlPlane::shared();
+    let node = unique("spine");
+    cp.bind_switch(&node);
+    let ns = unique("pages");
+    let (port, pid) = cp.extra_apiserver_with(
+        &format!("apiserver-{ns}"),
+        &["--feature-gates=WatchList=false"],
+    );
+    let server = format!("https://127.0.0.1:{port}");
+    let kc = cp.user_kubeconfig(&format!("system:node:{node}"), &["system:nodes"], &server);
+    let d = Daemon::start_with(
+        |socket, dir| {
+            let path = secret(dir, "kubeconfig", &kc);
+            base_config(socket, &node, &format!("kubeconfig = \"{path}\""))
+        },
+        &[],
+    );
+    wait_joined(&d);
+    block_on(async {
+        let client = cp.admin().await;
+        let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        nss.create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+        let services: Api<Service> = Api::namespaced(client, &ns);
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "paged", "namespace": ns},
+            "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "externalIPs": ["198.51.100.3"]}
+        }))
+        .unwrap();
+        services.create(&PostParams::default(), &svc).await.unwrap();
+    });
+    wait_for("the Service in the view", JOIN, || {
+        let out = d.cli(&["cluster", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["services"].get(format!("{ns}/paged")).map(|_| ())
+    });
+    assert!(
+        d.log().contains("does not stream lists; listing in pages"),
+        "kube-gw should have said it fell back to paged lists"
+    );
+    controlplane::stop(pid);
+}
+
 #[test]
 fn an_api_server_outage_keeps_the_view_and_converges_after() {
     let cp = ControlPlane::shared();

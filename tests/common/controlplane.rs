@@ -404,39 +404,51 @@ impl ControlPlane {
 
     /// Starts a kube-apiserver on `port` against this control plane's etcd; returns its pid.
     pub fn apiserver(&self, port: u16, name: &str) -> u32 {
+        self.apiserver_with(port, name, &[])
+    }
+
+    /// [`Self::apiserver`] with extra flags (feature gates, say).
+    pub fn apiserver_with(&self, port: u16, name: &str, extra: &[&str]) -> u32 {
         let d = |f: &str| self.dir.join(f).display().to_string();
+        let mut args: Vec<String> = vec![
+            format!("--etcd-servers={}", self.etcd),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            // A loopback address cannot back the `kubernetes` Service endpoints.
+            "--endpoint-reconciler-type=none".into(),
+            format!("--secure-port={port}"),
+            format!("--cert-dir={}", d(name)),
+            format!("--tls-cert-file={}", d("apiserver.crt")),
+            format!("--tls-private-key-file={}", d("apiserver.key")),
+            format!("--client-ca-file={}", d("ca.crt")),
+            format!("--service-account-key-file={}", d("sa.pub")),
+            format!("--service-account-signing-key-file={}", d("sa.key")),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            "--service-cluster-ip-range=10.96.0.0/12".into(),
+            "--authorization-mode=Node,RBAC".into(),
+            "--enable-admission-plugins=NodeRestriction".into(),
+            "--enable-bootstrap-token-auth".into(),
+            "--allow-privileged=true".into(),
+            "--profiling=false".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         start(
             name,
             &self.bin.join("kube-apiserver"),
-            vec![
-                format!("--etcd-servers={}", self.etcd),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                // A loopback address cannot back the `kubernetes` Service endpoints.
-                "--endpoint-reconciler-type=none".into(),
-                format!("--secure-port={port}"),
-                format!("--cert-dir={}", d(name)),
-                format!("--tls-cert-file={}", d("apiserver.crt")),
-                format!("--tls-private-key-file={}", d("apiserver.key")),
-                format!("--client-ca-file={}", d("ca.crt")),
-                format!("--service-account-key-file={}", d("sa.pub")),
-                format!("--service-account-signing-key-file={}", d("sa.key")),
-                "--service-account-issuer=https://kubernetes.default.svc".into(),
-                "--service-cluster-ip-range=10.96.0.0/12".into(),
-                "--authorization-mode=Node,RBAC".into(),
-                "--enable-admission-plugins=NodeRestriction".into(),
-                "--enable-bootstrap-token-auth".into(),
-                "--allow-privileged=true".into(),
-                "--profiling=false".into(),
-            ],
+            args,
             self.dir.join(format!("{name}.log")),
         )
     }
 
     /// A second API server on the same etcd, for tests that stop and restart one.
     pub fn extra_apiserver(&self, name: &str) -> (u16, u32) {
+        self.extra_apiserver_with(name, &[])
+    }
+
+    /// [`Self::extra_apiserver`] with extra flags.
+    pub fn extra_apiserver_with(&self, name: &str, extra: &[&str]) -> (u16, u32) {
         let port = free_port();
-        let pid = self.apiserver(port, name);
+        let pid = self.apiserver_with(port, name, extra);
         self.wait_ready(
             &format!("https://127.0.0.1:{port}"),
             Duration::from_secs(120),

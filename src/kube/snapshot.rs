@@ -332,7 +332,8 @@ fn parse_ips<'a>(raw: impl IntoIterator<Item = &'a String>, bad: &mut Vec<String
 /// Converts an API Service (`None` without a name).
 pub fn service_view(s: &core::Service) -> Option<Service> {
     let key = key(&s.metadata)?;
-    let spec = s.spec.clone().unwrap_or_default();
+    let no_spec = core::ServiceSpec::default();
+    let spec = s.spec.as_ref().unwrap_or(&no_spec);
     let mut bad = Vec::new();
     let external_ips = parse_ips(spec.external_ips.iter().flatten(), &mut bad);
     let lb_raw: Vec<String> = s
@@ -384,7 +385,7 @@ pub fn service_view(s: &core::Service) -> Option<Service> {
             .map_or(0, |t| t.0.as_second()),
         labels: s.metadata.labels.clone().unwrap_or_default(),
         annotations: s.metadata.annotations.clone().unwrap_or_default(),
-        type_: spec.type_.unwrap_or_else(|| "ClusterIP".into()),
+        type_: spec.type_.clone().unwrap_or_else(|| "ClusterIP".into()),
         cluster_ips,
         external_ips,
         load_balancer_ips,

@@ -134,6 +134,49 @@ pub fn changes(node: &str, before: &Outcome, after: &Outcome) -> Vec<(bool, &'st
     ev
 }
 
+/// Events sent at once before the rate applies.
+const EVENT_BURST: f64 = 50.0;
+/// Events per second after a burst. A switch that starts into a cluster of 10 000 Services
+/// has 10 000 "Serving" Events to tell; sent as fast as the API server takes them they would
+/// load it (and the switch) exactly while the VIPs are being programmed. client-go's event
+/// recorder rate-limits for the same reason.
+const EVENT_RATE: f64 = 20.0;
+
+/// A token bucket: `take` waits until a token is there.
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    burst: f64,
+    rate: f64,
+    at: tokio::time::Instant,
+}
+
+impl TokenBucket {
+    fn new(burst: f64, rate: f64) -> Self {
+        Self {
+            tokens: burst,
+            burst,
+            rate,
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    async fn take(&mut self) {
+        loop {
+            let now = tokio::time::Instant::now();
+            self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate)
+                .min(self.burst);
+            self.at = now;
+            if self.tokens >= 1.0 {
+                self.tokens -= 1.0;
+                return;
+            }
+            let wait = (1.0 - self.tokens) / self.rate;
+            tokio::time::sleep(std::time::Duration::from_secs_f64(wait)).await;
+        }
+    }
+}
+
 /// Publishes Events as desired states come in. Runs until dropped.
 pub async fn run(
     client: Client,
@@ -141,6 +184,7 @@ pub async fn run(
     mut desired: watch::Receiver<Arc<DesiredState>>,
     snapshot: watch::Receiver<Arc<ClusterSnapshot>>,
 ) {
+    let mut bucket = TokenBucket::new(EVENT_BURST, EVENT_RATE);
     let mut last_state = Arc::new(DesiredState::default());
     let mut last: BTreeMap<ObjectKey, Outcome> = BTreeMap::new();
     loop {
@@ -187,6 +231,7 @@ pub async fn run(
                     regarding: Some(reference.clone()),
                     ..Default::default()
                 };
+                bucket.take().await;
                 if let Err(e) = api.create(&PostParams::default(), &ev).await {
                     tracing::warn!(service = %key, error = %e, "cannot publish an Event");
                 } else {
@@ -203,6 +248,26 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn events_are_rate_limited_after_a_burst() {
+        let mut b = TokenBucket::new(3.0, 2.0);
+        let start = tokio::time::Instant::now();
+        for _ in 0..3 {
+            b.take().await;
+        }
+        assert_eq!(
+            start.elapsed(),
+            std::time::Duration::ZERO,
+            "the burst is free"
+        );
+        for _ in 0..4 {
+            b.take().await;
+        }
+        // Four more at two per second.
+        let took = start.elapsed().as_secs_f64();
+        assert!((1.9..2.1).contains(&took), "took {took} s");
+    }
 
     #[test]
     fn only_changes_make_events() {

@@ -200,6 +200,8 @@ impl Daemon {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(st) = self.child.try_wait().unwrap() {
+                // What it sent just before exiting may still wait in the socket.
+                self.pump_until(Instant::now() + Duration::from_millis(50));
                 return st;
             }
             self.pump_until(Instant::now() + Duration::from_millis(50));

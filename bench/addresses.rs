@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use controlplane::{block_on, ControlPlane};
 use harness::peers::KubeGw;
 use harness::{Lab, Node};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
 
 fn vip(i: usize) -> String {
@@ -85,15 +85,7 @@ fn main() {
         .unwrap_or(10_000);
     let cp = ControlPlane::shared();
     let ns = format!("bench-{}", std::process::id());
-    block_on(async {
-        let nss: Api<Namespace> = Api::all(cp.admin().await);
-        nss.create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    });
+    cp.create_namespace(&ns);
     let t = Instant::now();
     create_services(cp, &ns, 0..n);
     eprintln!("created {n} Services in {:.1}s", t.elapsed().as_secs_f64());

@@ -17,7 +17,7 @@ use std::time::Duration;
 use controlplane::{block_on, wait_for, ControlPlane};
 use harness::peers::{Bird, KubeGw};
 use harness::{Lab, Node};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -105,14 +105,9 @@ router-id = "192.0.2.11"
 
     say("a Service with externalIP 198.51.100.10 and one ready endpoint; one asking for 203.0.113.50");
     let ns = "demo";
+    cp.create_namespace(ns);
     block_on(async {
         let client = cp.admin().await;
-        let _ = Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
-            )
-            .await;
         let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
         for (n, ip) in [("web", "198.51.100.10"), ("elsewhere", "203.0.113.50")] {
             let svc = serde_json::from_value(serde_json::json!({

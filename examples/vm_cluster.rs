@@ -12,7 +12,7 @@
 mod controlplane;
 
 use controlplane::{block_on, ControlPlane};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
 
 const NODE: &str = "kube-gw-vm";
@@ -31,16 +31,9 @@ fn main() {
         &format!("https://10.0.2.2:{port}"),
     );
     std::fs::write(&out, kc).unwrap();
+    cp.create_namespace("vm-test");
     block_on(async {
-        let client = cp.admin().await;
-        let nss: Api<Namespace> = Api::all(client.clone());
-        nss.create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": "vm-test"}})).unwrap(),
-        )
-        .await
-        .unwrap();
-        let svcs: Api<Service> = Api::namespaced(client, "vm-test");
+        let svcs: Api<Service> = Api::namespaced(cp.admin().await, "vm-test");
         svcs.create(
             &PostParams::default(),
             &serde_json::from_value(serde_json::json!({

@@ -335,6 +335,21 @@ fn a_deleted_node_is_registered_again() {
         .contains("the Node was deleted; registering it again"));
 }
 
+/// A daemon for switch `node`, joined with a Node certificate through the API server at
+/// `server`.
+fn joined_through(cp: &ControlPlane, node: &str, server: &str) -> Daemon {
+    let kc = cp.user_kubeconfig(&format!("system:node:{node}"), &["system:nodes"], server);
+    let d = Daemon::start_with(
+        |socket, dir| {
+            let path = secret(dir, "kubeconfig", &kc);
+            base_config(socket, node, &format!("kubeconfig = \"{path}\""))
+        },
+        &[],
+    );
+    wait_joined(&d);
+    d
+}
+
 /// kube-gw asks for streaming lists (`sendInitialEvents`); an API server that has them
 /// switched off (or predates them) refuses, and kube-gw lists in pages instead.
 #[test]
@@ -348,24 +363,10 @@ fn an_api_server_without_streaming_lists_is_listed_in_pages() {
         &["--feature-gates=WatchList=false"],
     );
     let server = format!("https://127.0.0.1:{port}");
-    let kc = cp.user_kubeconfig(&format!("system:node:{node}"), &["system:nodes"], &server);
-    let d = Daemon::start_with(
-        |socket, dir| {
-            let path = secret(dir, "kubeconfig", &kc);
-            base_config(socket, &node, &format!("kubeconfig = \"{path}\""))
-        },
-        &[],
-    );
-    wait_joined(&d);
+    let d = joined_through(cp, &node, &server);
+    cp.create_namespace(&ns);
     block_on(async {
         let client = cp.admin().await;
-        let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-        nss.create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
         let services: Api<Service> = Api::namespaced(client, &ns);
         let svc: Service = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "paged", "namespace": ns},
@@ -394,15 +395,8 @@ fn an_api_server_outage_keeps_the_view_and_converges_after() {
     let ns = unique("outage");
     let (port, pid) = cp.extra_apiserver(&format!("apiserver-{ns}"));
     let server = format!("https://127.0.0.1:{port}");
-    let kc = cp.user_kubeconfig(&format!("system:node:{node}"), &["system:nodes"], &server);
-    let d = Daemon::start_with(
-        |socket, dir| {
-            let path = secret(dir, "kubeconfig", &kc);
-            base_config(socket, &node, &format!("kubeconfig = \"{path}\""))
-        },
-        &[],
-    );
-    wait_joined(&d);
+    let d = joined_through(cp, &node, &server);
+    cp.create_namespace(&ns);
 
     let svc = |name: &str, ip: &str| -> Service {
         serde_json::from_value(serde_json::json!({
@@ -413,13 +407,6 @@ fn an_api_server_outage_keeps_the_view_and_converges_after() {
     };
     block_on(async {
         let client = cp.admin().await;
-        let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-        nss.create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
         let services: Api<Service> = Api::namespaced(client, &ns);
         services
             .create(&PostParams::default(), &svc("before", "198.51.100.1"))

@@ -518,6 +518,12 @@ impl ControlPlane {
     }
 
     /// Binds the kube-gw ClusterRole to `system:node:<node>` (as an operator does per switch).
+    pub fn create_namespace(&self, name: &str) {
+        self.apply_manifest(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"
+        ));
+    }
+
     pub fn bind_switch(&self, node: &str) {
         let rbac = include_str!("../../configs/kubernetes/kube-gw-rbac.yaml");
         let binding = rbac

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -102,15 +102,7 @@ router-id = "192.0.2.20"
                 .any(|c| c["name"] == "kubernetes" && c["state"] == "joined");
             joined.then_some(())
         });
-        block_on(async {
-            let nss: Api<Namespace> = Api::all(cp.admin().await);
-            nss.create(
-                &PostParams::default(),
-                &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
-            )
-            .await
-            .unwrap();
-        });
+        cp.create_namespace(&ns);
         Switch {
             lab,
             node,

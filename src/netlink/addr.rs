@@ -28,6 +28,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -195,18 +197,34 @@ pub fn kernel_keeps_proto() -> bool {
     (major, minor) >= (6, 1)
 }
 
-/// Netlink access for the reconciler.
+/// Netlink access for the reconciler: a route netlink connection for dumps and lookups,
+/// and a plain socket for batched changes (used from a blocking thread).
 #[derive(Debug, Clone)]
 pub struct Netlink {
     handle: Handle,
+    batch: Arc<netlink_sys::Socket>,
+    /// Sequence numbers of batched requests, never reused: a late acknowledgement from an
+    /// abandoned batch cannot be taken for one of a later batch.
+    next_seq: Arc<AtomicU32>,
 }
 
 impl Netlink {
-    /// Opens a route netlink connection (its I/O task is spawned on the current runtime).
+    /// Opens the netlink sockets (the connection's I/O task is spawned on the current
+    /// runtime).
     pub fn connect() -> Result<Self, AddrError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(AddrError::Socket)?;
         tokio::spawn(conn);
-        Ok(Self { handle })
+        let mut batch = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE)
+            .map_err(AddrError::Socket)?;
+        batch.bind_auto().map_err(AddrError::Socket)?;
+        batch
+            .connect(&netlink_sys::SocketAddr::new(0, 0))
+            .map_err(AddrError::Socket)?;
+        Ok(Self {
+            handle,
+            batch: Arc::new(batch),
+            next_seq: Arc::new(AtomicU32::new(1)),
+        })
     }
 
     /// The index of `name`.
@@ -291,35 +309,27 @@ fn request(op: &Op, ifindex: u32, present: Option<&Present>, seq: u32) -> Vec<u8
 /// processes in order — and collects one result per operation from the acknowledgements.
 /// Blocking: run it off the async runtime. An address that is already there (add) or
 /// already gone (remove) counts as done.
-fn send_batches(ifindex: u32, ops: &[(Op, Option<Present>)]) -> Vec<Result<(), String>> {
-    let mut out: Vec<Result<(), String>> = vec![Err("not sent".into()); ops.len()];
-    let sock = (|| {
-        let mut s = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE)?;
-        s.bind_auto()?;
-        s.connect(&netlink_sys::SocketAddr::new(0, 0))?;
-        Ok::<_, std::io::Error>(s)
-    })();
-    let sock = match sock {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = format!("cannot open a netlink socket: {e}; kube-gw needs CAP_NET_ADMIN");
-            out.iter_mut().for_each(|r| *r = Err(msg.clone()));
-            return out;
-        }
-    };
+fn send_batches(
+    nl: &Netlink,
+    ifindex: u32,
+    ops: &[(Op, Option<Present>)],
+) -> Vec<Result<(), String>> {
+    let sock = &nl.batch;
+    // None: no acknowledgement (yet).
+    let mut out: Vec<Option<Result<(), String>>> = vec![None; ops.len()];
     let mut rbuf: Vec<u8> = Vec::with_capacity(1 << 16);
     for (chunk_no, chunk) in ops.chunks(BATCH).enumerate() {
         let base = chunk_no * BATCH;
+        let n = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+        // The chunk's sequence numbers are first..first + n.
+        let first = nl.next_seq.fetch_add(n, Ordering::Relaxed);
         let mut buf = Vec::with_capacity(chunk.len() * 80);
-        for (i, (op, p)) in chunk.iter().enumerate() {
-            let seq = u32::try_from(base + i + 1).unwrap_or(u32::MAX);
+        for ((op, p), seq) in chunk.iter().zip(first..) {
             buf.extend(request(op, ifindex, p.as_ref(), seq));
         }
         if let Err(e) = sock.send(&buf, 0) {
             let msg = format!("netlink send: {e}");
-            out[base..base + chunk.len()]
-                .iter_mut()
-                .for_each(|r| *r = Err(msg.clone()));
+            out[base..base + chunk.len()].fill(Some(Err(msg)));
             continue;
         }
         let mut acked = 0;
@@ -327,10 +337,11 @@ fn send_batches(ifindex: u32, ops: &[(Op, Option<Present>)]) -> Vec<Result<(), S
             rbuf.clear();
             if let Err(e) = sock.recv(&mut rbuf, 0) {
                 let msg = format!("netlink receive: {e}");
-                for r in out[base..base + chunk.len()].iter_mut() {
-                    if r.as_ref().is_err_and(|m| m == "not sent") {
-                        *r = Err(msg.clone());
-                    }
+                for r in out[base..base + chunk.len()]
+                    .iter_mut()
+                    .filter(|r| r.is_none())
+                {
+                    *r = Some(Err(msg.clone()));
                 }
                 break;
             }
@@ -347,15 +358,18 @@ fn send_batches(ifindex: u32, ops: &[(Op, Option<Present>)]) -> Vec<Result<(), S
                 let NetlinkPayload::Error(e) = &m.payload else {
                     continue;
                 };
-                let Some(i) = usize::try_from(m.header.sequence_number)
-                    .ok()
-                    .and_then(|s| s.checked_sub(1))
-                    .filter(|i| (base..base + chunk.len()).contains(i))
+                let Some(i) = m
+                    .header
+                    .sequence_number
+                    .checked_sub(first)
+                    .filter(|k| *k < n)
+                    .and_then(|k| usize::try_from(k).ok())
+                    .map(|k| base + k)
                 else {
                     continue;
                 };
                 acked += 1;
-                out[i] = match e.code.map(|c| -c.get()) {
+                out[i] = Some(match e.code.map(|c| -c.get()) {
                     None => Ok(()),
                     Some(libc::EEXIST) if matches!(ops[i].0, Op::Add(_)) => Ok(()),
                     Some(libc::EADDRNOTAVAIL | libc::ENOENT)
@@ -364,11 +378,13 @@ fn send_batches(ifindex: u32, ops: &[(Op, Option<Present>)]) -> Vec<Result<(), S
                         Ok(())
                     }
                     Some(c) => Err(std::io::Error::from_raw_os_error(c).to_string()),
-                };
+                });
             }
         }
     }
-    out
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("no acknowledgement".into())))
+        .collect()
 }
 
 fn present(m: &AddressMessage) -> Option<Present> {
@@ -474,7 +490,7 @@ impl Model {
 
 /// Applies `ops` (removals first) in netlink batches; the model follows each
 /// acknowledgement. Returns the first error (the rest is retried by the next pass).
-async fn apply(model: &mut Model, ops: Vec<Op>) -> Result<(), AddrError> {
+async fn apply(nl: &Netlink, model: &mut Model, ops: Vec<Op>) -> Result<(), AddrError> {
     if ops.is_empty() {
         return Ok(());
     }
@@ -491,8 +507,9 @@ async fn apply(model: &mut Model, ops: Vec<Op>) -> Result<(), AddrError> {
             (op, p)
         })
         .collect();
+    let nl = nl.clone();
     let (targets, results) = tokio::task::spawn_blocking(move || {
-        let r = send_batches(ifindex, &targets);
+        let r = send_batches(&nl, ifindex, &targets);
         (targets, r)
     })
     .await
@@ -655,7 +672,7 @@ pub async fn run(ifname: String, own: Ownership, mut ch: AddrChannels, keep_on_t
                 }
             };
             let ops = plan(&look_at, &wanted, &model.on_if, &model.own);
-            apply(&mut model, ops).await?;
+            apply(&nl, &mut model, ops).await?;
             // Until the set is complete, what is ours is what was adopted or added.
             for a in &look_at {
                 let (ours, foreign) = model.standing(a);
@@ -682,10 +699,8 @@ pub async fn run(ifname: String, own: Ownership, mut ch: AddrChannels, keep_on_t
             Ok(()) => {
                 applied = wanted;
                 programmed.passes = passes;
-                let snapshot = Programmed {
-                    error: None,
-                    ..programmed.clone()
-                };
+                // `programmed` never carries an error: errors go to the channel only.
+                let snapshot = programmed.clone();
                 ch.programmed.send_if_modified(|cur| {
                     let changed = cur.vips != snapshot.vips
                         || cur.foreign != snapshot.foreign
@@ -763,7 +778,7 @@ pub async fn run(ifname: String, own: Ownership, mut ch: AddrChannels, keep_on_t
             &model.on_if,
             &model.own,
         );
-        apply(&mut model, ops).await
+        apply(&nl, &mut model, ops).await
     }
     .await;
     match result {

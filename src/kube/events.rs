@@ -35,35 +35,29 @@ pub struct Outcome {
     pub refused: BTreeSet<String>,
 }
 
-/// The Services whose outcome may differ between two desired states (a structural diff:
-/// the cost is the size of the change).
-pub fn touched(before: &DesiredState, after: &DesiredState) -> BTreeSet<ObjectKey> {
-    let mut out = BTreeSet::new();
-    for d in before.vips.diff(&after.vips) {
-        match d {
-            DiffItem::Add(_, v) | DiffItem::Remove(_, v) => out.extend(v.services.iter().cloned()),
-            DiffItem::Update { old, new } => {
-                out.extend(old.1.services.iter().cloned());
-                out.extend(new.1.services.iter().cloned());
-            }
-        }
-    }
-    for d in before.refusals.diff(&after.refusals) {
-        let (SetDiff::Add(r) | SetDiff::Remove(r)) = d;
-        out.insert(r.service.clone());
-    }
-    out
-}
-
-/// Brings the per-Service outcomes from `before` to `after`.
+/// Brings the per-Service outcomes from `before` to `after` with one structural diff of
+/// each map (the cost is the size of the change). Returns the Services it touched, each
+/// with the outcome it had before.
 pub fn apply(
     outcomes: &mut BTreeMap<ObjectKey, Outcome>,
     before: &DesiredState,
     after: &DesiredState,
-) {
+) -> BTreeMap<ObjectKey, Outcome> {
+    /// The Service's outcome, remembering what it was before the first change.
+    fn outcome<'a>(
+        outcomes: &'a mut BTreeMap<ObjectKey, Outcome>,
+        previous: &mut BTreeMap<ObjectKey, Outcome>,
+        s: &ObjectKey,
+    ) -> &'a mut Outcome {
+        previous
+            .entry(s.clone())
+            .or_insert_with(|| outcomes.get(s).cloned().unwrap_or_default());
+        outcomes.entry(s.clone()).or_default()
+    }
+    let mut previous: BTreeMap<ObjectKey, Outcome> = BTreeMap::new();
     let mut serve = |vip: &Vip, on: bool| {
         for s in &vip.services {
-            let o = outcomes.entry(s.clone()).or_default();
+            let o = outcome(outcomes, &mut previous, s);
             if on {
                 o.served.insert(vip.address, vip.announceable);
             } else {
@@ -84,20 +78,19 @@ pub fn apply(
     for d in before.refusals.diff(&after.refusals) {
         match d {
             SetDiff::Add(r) => {
-                outcomes
-                    .entry(r.service.clone())
-                    .or_default()
+                outcome(outcomes, &mut previous, &r.service)
                     .refused
                     .insert(r.message());
             }
             SetDiff::Remove(r) => {
-                if let Some(o) = outcomes.get_mut(&r.service) {
-                    o.refused.remove(&r.message());
-                }
+                outcome(outcomes, &mut previous, &r.service)
+                    .refused
+                    .remove(&r.message());
             }
         }
     }
     outcomes.retain(|_, o| *o != Outcome::default());
+    previous
 }
 
 /// The Events that take a Service from `before` to `after`: (warning?, reason, note).
@@ -189,15 +182,7 @@ pub async fn run(
     let mut last: BTreeMap<ObjectKey, Outcome> = BTreeMap::new();
     loop {
         let now = desired.borrow_and_update().clone();
-        let keys = touched(&last_state, &now);
-        let before: Vec<(ObjectKey, Outcome)> = keys
-            .into_iter()
-            .map(|k| {
-                let o = last.get(&k).cloned().unwrap_or_default();
-                (k, o)
-            })
-            .collect();
-        apply(&mut last, &last_state, &now);
+        let before = apply(&mut last, &last_state, &now);
         last_state = now;
         let snap = snapshot.borrow().clone();
         for (key, before) in before {

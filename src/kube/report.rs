@@ -128,12 +128,6 @@ impl KubeReport {
         }
     }
 
-    /// True once every watch has completed a list.
-    pub fn all_synced_once(&self) -> bool {
-        let g = self.lock();
-        g.watches.len() == 3 && g.watches.values().all(|w| w.synced_once)
-    }
-
     /// A new snapshot went out.
     pub fn snapshot_published(&self) {
         self.lock().snapshots += 1;

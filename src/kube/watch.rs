@@ -21,6 +21,8 @@
 //!   they have arrived (every 500 objects). Downstream may start adding VIPs from them —
 //!   with 10 000 Services, programming overlaps the list — but removes nothing and reports
 //!   nothing to Services, since a partial view would look like Services disappearing.
+//!   This is for the daemon's first list only: watches restarted after a re-join publish
+//!   nothing until all three are listed again, and the last complete view stays.
 //! - Each resource's health (listing, synced, failing; object count; relists; errors) is
 //!   written to the [`KubeReport`] that status and metrics read.
 
@@ -47,8 +49,12 @@ const PARTIAL_EVERY: usize = 500;
 #[derive(Default)]
 struct Builder {
     snap: ClusterSnapshot,
-    /// Resources listed at least once.
+    /// Resources listed at least once by these watches.
     listed: BTreeSet<&'static str>,
+    /// Publish partial views during the first lists: only when no complete view was ever
+    /// published. Watches restarted after a re-join keep the last complete view downstream
+    /// until everything has been listed again.
+    partial_views: bool,
     /// Objects applied during first lists since the last partial view.
     since_partial: usize,
     services: Option<Vec<snapshot::Service>>,
@@ -161,8 +167,10 @@ pub async fn run(
     report: Arc<KubeReport>,
 ) {
     let changed = Arc::new(Notify::new());
+    let snap = (**out.borrow()).clone();
     let builder = Arc::new(Mutex::new(Builder {
-        snap: (**out.borrow()).clone(),
+        partial_views: !snap.complete,
+        snap,
         ..Builder::default()
     }));
     report.reset_watches();
@@ -178,7 +186,12 @@ pub async fn run(
             let started = std::time::Instant::now();
             let snap = {
                 let b = builder.lock().unwrap_or_else(PoisonError::into_inner);
-                if !b.listed.contains(Node::NAME) {
+                let ready = if b.partial_views {
+                    b.listed.contains(Node::NAME)
+                } else {
+                    b.listed.len() == 3
+                };
+                if !ready {
                     continue;
                 }
                 b.snap.clone()
@@ -276,7 +289,7 @@ fn on_event<K>(
                 // During the very first list of Services and EndpointSlices the objects
                 // go into the view at once, for partial views (see the module doc);
                 // Nodes must be complete before any view is published.
-                let partial = K::PARTIAL && !b.listed.contains(name);
+                let partial = K::PARTIAL && b.partial_views && !b.listed.contains(name);
                 if partial {
                     K::upsert(&mut b.snap, v.clone());
                     b.since_partial += 1;

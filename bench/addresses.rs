@@ -4,14 +4,18 @@
 //!   sudo cargo bench --bench addresses            # N = 10000
 //!   sudo KUBE_GW_BENCH_N=2000 cargo bench --bench addresses
 //!   sudo KUBE_GW_BENCH_LOG=/tmp/kg.log cargo bench --bench addresses   # keep kube-gw's log
+//!   sudo KUBE_GW_BENCH_ROUNDS=9 cargo bench --bench addresses        # more rounds
 //!
 //! 1. N Services with one externalIP each (IPv6 /128s in 2001:db8:100::/112) are created in
 //!    the real API server while kube-gw is not running.
 //! 2. `ip -batch` adds the same N addresses in a fresh namespace: the baseline; once as an
 //!    operator would (`nodad`), once with kube-gw's flags (also `noprefixroute`).
-//! 3. kube-gw starts in a fresh namespace; the clock runs from its start to N addresses on
-//!    `lo` (join, list, compute, program) — the "all objects in the API server" to "all
-//!    addresses on the interface" time.
+//! 3. kube-gw starts in a fresh namespace, joining as a new Node; the clock runs from its
+//!    start to N addresses on `lo` (join, list, compute, program) — the "all objects in the
+//!    API server" to "all addresses on the interface" time.
+//!
+//!    Steps 2 and 3 alternate for `KUBE_GW_BENCH_ROUNDS` rounds (default 5); the table
+//!    shows each round and the ratio of the medians.
 //! 4. With N in place, one more Service, several times: the time from kube-gw's watch event
 //!    to the netlink acknowledgement of its address (both from kube-gw's own log
 //!    timestamps), and the time from the API's answer until `ip` shows the address.
@@ -66,6 +70,99 @@ fn create_services(cp: &ControlPlane, ns: &str, range: std::ops::Range<usize>) {
     });
 }
 
+/// `ip -batch` adding the N addresses in a fresh namespace, watched by `ip monitor` as
+/// kube-gw is below.
+fn baseline(lab: &mut Lab, role: &str, batch: &str, n: usize) -> Duration {
+    let node = lab.node(role);
+    let file = lab.write(&format!("{role}.batch"), batch);
+    lab.spawn(
+        &node,
+        &format!("monitor-{role}"),
+        "ip",
+        &["-6", "-o", "monitor", "address", "dev", "lo"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    node.exec("ip", &["-batch", file.to_str().unwrap()]);
+    let took = t.elapsed();
+    assert_eq!(count_lo(&node), n);
+    lab.stop(&format!("monitor-{role}"), Duration::from_secs(5));
+    took
+}
+
+/// kube-gw joining as a new Node in a fresh namespace: the time from its start until `ip
+/// monitor` has seen N addresses added to `lo`. Returns it running.
+fn cold_start(
+    cp: &ControlPlane,
+    lab: &mut Lab,
+    port: u16,
+    n: usize,
+    round: usize,
+) -> (Duration, (String, Node, KubeGw)) {
+    let name = format!("bench-{}-{round}", std::process::id());
+    cp.bind_switch(&name);
+    let sw = lab.node(&format!("switch{round}"));
+    lab.forward_host_port(&sw, port);
+    let kc = cp.user_kubeconfig(
+        &format!("system:node:{name}"),
+        &["system:nodes"],
+        &cp.server,
+    );
+    let kc_path = lab.write(&format!("{name}.kubeconfig"), &kc);
+    std::fs::set_permissions(
+        &kc_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let config = format!(
+        "[node]\nname = \"{name}\"\n[kubernetes]\nkubeconfig = \"{}\"\nservice-cidrs = [\"10.96.0.0/12\"]\n\
+         [vip]\npools = [\"2001:db8:100::/112\"]\nannounce = \"always\"\n\
+         [log]\nlevel = \"info,kube_gw::kube::watch=debug,kube_gw::serve=debug,kube_gw::netlink=info\"\n",
+        kc_path.display()
+    );
+    // The addresses are counted as the kernel announces them (`ip monitor`), not by dumping
+    // 10 000 addresses over and over, which would itself slow the kernel down.
+    let monitor_name = format!("monitor-switch{round}");
+    lab.spawn(
+        &sw,
+        &monitor_name,
+        "ip",
+        &["-6", "-o", "monitor", "address", "dev", "lo"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // Read only what the monitor wrote since the last look.
+    let mut monitor = std::fs::File::open(lab.path(&format!("{monitor_name}.log"))).unwrap();
+    let mut pending = String::new();
+    let mut seen = 0usize;
+    let mut added = || {
+        use std::io::Read;
+        let mut chunk = String::new();
+        monitor.read_to_string(&mut chunk).unwrap();
+        pending.push_str(&chunk);
+        let complete = pending.rfind('\n').map_or(0, |i| i + 1);
+        seen += pending[..complete]
+            .lines()
+            .filter(|l| !l.starts_with("Deleted") && l.contains("2001:db8:100::"))
+            .count();
+        pending.drain(..complete);
+        seen
+    };
+    let t = Instant::now();
+    let kg = KubeGw::start(lab, &sw, &name, &config);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while added() < n {
+        assert!(
+            Instant::now() < deadline,
+            "kube-gw did not program {n} addresses"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = t.elapsed();
+    assert_eq!(count_lo(&sw), n, "ip addr show disagrees with ip monitor");
+    lab.stop(&monitor_name, Duration::from_secs(5));
+    (took, (name, sw, kg))
+}
+
 fn main() {
     // `cargo test --all-targets` runs bench binaries as smoke tests without `--bench`;
     // this one takes minutes and measures nothing in a debug build, so it only runs
@@ -90,93 +187,68 @@ fn main() {
     create_services(cp, &ns, 0..n);
     eprintln!("created {n} Services in {:.1}s", t.elapsed().as_secs_f64());
 
-    // Baselines: ip -batch, as an operator would add the addresses, and with the flags
-    // kube-gw uses (no prefix route), each in its own namespace with the same observer
-    // (`ip monitor`) that counts kube-gw's addresses below.
+    // Several rounds, alternating: ip -batch, as an operator would add the addresses, and
+    // with the flags kube-gw uses (no prefix route), then kube-gw from start; each in its
+    // own fresh namespace with the same observer (`ip monitor`). On a shared machine one
+    // round can be off by a third either way; the ratio is taken between medians.
+    let rounds: usize = std::env::var("KUBE_GW_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1);
     let mut lab = Lab::new();
-    let baseline = |lab: &mut Lab, role: &str, flags: &str| {
-        let node = lab.node(role);
-        let batch: String = (0..n)
-            .map(|i| format!("addr add {}/128 dev lo nodad{flags}\n", vip(i)))
-            .collect();
-        let file = lab.write(&format!("{role}.batch"), &batch);
-        lab.spawn(
-            &node,
-            &format!("monitor-{role}"),
-            "ip",
-            &["-6", "-o", "monitor", "address", "dev", "lo"],
-        );
-        std::thread::sleep(Duration::from_millis(300));
-        let t = Instant::now();
-        node.exec("ip", &["-batch", file.to_str().unwrap()]);
-        let took = t.elapsed();
-        assert_eq!(count_lo(&node), n);
-        took
-    };
-    let ip_batch = baseline(&mut lab, "ipbatch", "");
-    let ip_batch_npr = baseline(&mut lab, "ipbatchnpr", " noprefixroute");
-
-    // kube-gw: from start to N addresses.
-    let name = format!("bench-{}", std::process::id());
-    cp.bind_switch(&name);
-    let sw = lab.node("switch");
+    let batch: String = (0..n)
+        .map(|i| format!("addr add {}/128 dev lo nodad\n", vip(i)))
+        .collect();
+    let batch_npr: String = batch.replace(" nodad\n", " nodad noprefixroute\n");
     let port: u16 = cp.server.rsplit(':').next().unwrap().parse().unwrap();
-    lab.forward_host_port(&sw, port);
-    let kc = cp.user_kubeconfig(
-        &format!("system:node:{name}"),
-        &["system:nodes"],
-        &cp.server,
-    );
-    let kc_path = lab.write("bench.kubeconfig", &kc);
-    std::fs::set_permissions(
-        &kc_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    let config = format!(
-        "[node]\nname = \"{name}\"\n[kubernetes]\nkubeconfig = \"{}\"\nservice-cidrs = [\"10.96.0.0/12\"]\n\
-         [vip]\npools = [\"2001:db8:100::/112\"]\nannounce = \"always\"\n\
-         [log]\nlevel = \"info,kube_gw::kube::watch=debug,kube_gw::serve=debug,kube_gw::netlink=info\"\n",
-        kc_path.display()
-    );
-    // The addresses are counted as the kernel announces them (`ip monitor`), not by dumping
-    // 10 000 addresses over and over, which would itself slow the kernel down.
-    lab.spawn(
-        &sw,
-        "monitor",
-        "ip",
-        &["-6", "-o", "monitor", "address", "dev", "lo"],
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    // Read only what the monitor wrote since the last look.
-    let mut monitor = std::fs::File::open(lab.path("monitor.log")).unwrap();
-    let mut pending = String::new();
-    let mut seen = 0usize;
-    let mut added = || {
-        use std::io::Read;
-        let mut chunk = String::new();
-        monitor.read_to_string(&mut chunk).unwrap();
-        pending.push_str(&chunk);
-        let complete = pending.rfind('\n').map_or(0, |i| i + 1);
-        seen += pending[..complete]
-            .lines()
-            .filter(|l| !l.starts_with("Deleted") && l.contains("2001:db8:100::"))
-            .count();
-        pending.drain(..complete);
-        seen
-    };
-    let t = Instant::now();
-    let kg = KubeGw::start(&mut lab, &sw, &name, &config);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while added() < n {
-        assert!(
-            Instant::now() < deadline,
-            "kube-gw did not program {n} addresses"
+    let (mut ip_batch, mut ip_batch_npr, mut kube_gw) = (Vec::new(), Vec::new(), Vec::new());
+    let mut running: Option<(String, Node, KubeGw)> = None;
+    for round in 0..rounds {
+        ip_batch.push(baseline(&mut lab, &format!("ipbatch{round}"), &batch, n));
+        ip_batch_npr.push(baseline(
+            &mut lab,
+            &format!("ipbatchnpr{round}"),
+            &batch_npr,
+            n,
+        ));
+        // Only the last round's kube-gw stays up, for the change latency below.
+        if let Some((name, _, _)) = running.take() {
+            lab.stop(&name, Duration::from_secs(10));
+        }
+        let (took, started) = cold_start(cp, &mut lab, port, n, round);
+        kube_gw.push(took);
+        eprintln!(
+            "round {}: ip -batch {:.3} s, noprefixroute {:.3} s, kube-gw {:.3} s",
+            round + 1,
+            ip_batch[round].as_secs_f64(),
+            ip_batch_npr[round].as_secs_f64(),
+            took.as_secs_f64()
         );
-        std::thread::sleep(Duration::from_millis(10));
+        running = Some(started);
     }
-    let kube_gw = t.elapsed();
-    assert_eq!(count_lo(&sw), n, "ip addr show disagrees with ip monitor");
+    let (name, sw, kg) = running.unwrap();
+    let median_of = |v: &[Duration]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v[v.len() / 2]
+    };
+    let rounds_line = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.3}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (ip_batch_all, ip_batch_npr_all, kube_gw_all) = (
+        rounds_line(&ip_batch),
+        rounds_line(&ip_batch_npr),
+        rounds_line(&kube_gw),
+    );
+    let (ip_batch, ip_batch_npr, kube_gw) = (
+        median_of(&ip_batch),
+        median_of(&ip_batch_npr),
+        median_of(&kube_gw),
+    );
 
     // One change while N exist.
     let mut lat = Vec::new();
@@ -285,22 +357,22 @@ fn main() {
         .to_string();
 
     println!();
-    println!("addresses onto lo, N = {n} (one run, this machine)");
-    println!("{:<46} {:>10} {:>8}", "", "seconds", "ratio");
+    println!("addresses onto lo, N = {n}, median of {rounds} rounds (one run, this machine)");
+    println!("{:<46} {:>10} {:>8}   rounds", "", "seconds", "ratio");
     println!(
-        "{:<46} {:>10.3} {:>8}",
+        "{:<46} {:>10.3} {:>8}   {ip_batch_all}",
         "ip -batch (kernel pace)",
         ip_batch.as_secs_f64(),
         "1.00"
     );
     println!(
-        "{:<46} {:>10.3} {:>8.2}",
+        "{:<46} {:>10.3} {:>8.2}   {ip_batch_npr_all}",
         "ip -batch, noprefixroute (kube-gw's flags)",
         ip_batch_npr.as_secs_f64(),
         ip_batch_npr.as_secs_f64() / ip_batch.as_secs_f64()
     );
     println!(
-        "{:<46} {:>10.3} {:>8.2}",
+        "{:<46} {:>10.3} {:>8.2}   {kube_gw_all}",
         "kube-gw: start -> all addresses on lo",
         kube_gw.as_secs_f64(),
         kube_gw.as_secs_f64() / ip_batch.as_secs_f64()

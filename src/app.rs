@@ -499,17 +499,23 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
     };
     let (desired_tx, desired_rx) =
         watch::channel(Arc::new(crate::desired::DesiredState::default()));
+    let (programmed_tx, programmed_rx) =
+        watch::channel(crate::netlink::addr::Programmed::default());
     let (kube_handle, kube_task) = crate::kube::spawn(
         shared.subscribe_config(),
         kube_report.clone(),
         health,
-        desired_rx,
+        crate::kube::Serving {
+            desired: desired_rx,
+            programmed: programmed_rx,
+        },
         kube_stop_rx,
     );
     let serve = crate::serve::spawn(
         shared.subscribe_config(),
         kube_handle.snapshot.clone(),
         desired_tx,
+        programmed_tx,
     );
     let _ = shared.kube.set(kube_handle);
     let _ = shared.serving.set(Serving {

@@ -45,10 +45,11 @@ pub fn spawn(
     config: watch::Receiver<Arc<Config>>,
     snapshot: watch::Receiver<Arc<ClusterSnapshot>>,
     desired_tx: watch::Sender<Arc<DesiredState>>,
+    programmed_tx: watch::Sender<Programmed>,
 ) -> Serve {
     let cfg = config.borrow().clone();
     let (wanted_tx, wanted_rx) = watch::channel(Wanted::Unknown);
-    let (programmed_tx, programmed_rx) = watch::channel(Programmed::default());
+    let programmed_rx = programmed_tx.subscribe();
     let (own_tx, own_rx) = watch::channel(None);
     let (teardown_tx, teardown_rx) = watch::channel(false);
     let ownership = Ownership {

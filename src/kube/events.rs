@@ -170,13 +170,36 @@ impl TokenBucket {
     }
 }
 
+/// How long the first Events wait for the address reconciler to apply a complete desired
+/// state before they are told anyway (a reconciler that cannot work must not silence
+/// refusals).
+const FIRST_EVENTS_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Publishes Events as desired states come in. Runs until dropped.
+///
+/// The first Events wait until the address reconciler has applied a complete desired state
+/// (at most [`FIRST_EVENTS_WAIT`]): "Serving" should not be told before the address is on
+/// the interface, and a switch that starts into 10 000 Services programs them without the
+/// API server and etcd taking Events at the same time on the same machine.
 pub async fn run(
     client: Client,
     node: String,
-    mut desired: watch::Receiver<Arc<DesiredState>>,
+    serving: super::Serving,
     snapshot: watch::Receiver<Arc<ClusterSnapshot>>,
 ) {
+    let super::Serving {
+        mut desired,
+        mut programmed,
+    } = serving;
+    if tokio::time::timeout(FIRST_EVENTS_WAIT, programmed.wait_for(|p| p.complete))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            waited = ?FIRST_EVENTS_WAIT,
+            "the addresses are not programmed yet; publishing Events anyway"
+        );
+    }
     let mut bucket = TokenBucket::new(EVENT_BURST, EVENT_RATE);
     let mut last_state = Arc::new(DesiredState::default());
     let mut last: BTreeMap<ObjectKey, Outcome> = BTreeMap::new();

@@ -66,6 +66,13 @@ pub struct KubeHandle {
     pub snapshot: channel::Receiver<Arc<ClusterSnapshot>>,
 }
 
+/// What the serving pipeline tells the Kubernetes side (for Events).
+#[derive(Debug, Clone)]
+pub struct Serving {
+    pub desired: channel::Receiver<Arc<crate::desired::DesiredState>>,
+    pub programmed: channel::Receiver<crate::netlink::addr::Programmed>,
+}
+
 /// Health of the daemon as the Node's Ready condition should reflect it.
 pub type HealthFn = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
@@ -74,11 +81,11 @@ pub fn spawn(
     config: channel::Receiver<Arc<Config>>,
     report: Arc<KubeReport>,
     health: HealthFn,
-    desired: channel::Receiver<Arc<crate::desired::DesiredState>>,
+    serving: Serving,
     stop: channel::Receiver<bool>,
 ) -> (KubeHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = channel::channel(Arc::new(ClusterSnapshot::default()));
-    let task = tokio::spawn(supervise(config, health, report.clone(), tx, desired, stop));
+    let task = tokio::spawn(supervise(config, health, report.clone(), tx, serving, stop));
     (
         KubeHandle {
             report,
@@ -104,7 +111,7 @@ async fn supervise(
     health: HealthFn,
     report: Arc<KubeReport>,
     out: channel::Sender<Arc<ClusterSnapshot>>,
-    desired: channel::Receiver<Arc<crate::desired::DesiredState>>,
+    serving: Serving,
     mut stop: channel::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_secs(1);
@@ -182,7 +189,7 @@ async fn supervise(
             () = crate::lifecycle::stopped(&mut stop) => return,
             () = watch::run(client.clone(), out.clone(), report.clone()) => {}
             () = agent.run().instrument(tracing::info_span!("node", name = %name)) => {}
-            () = events::run(client.clone(), name.clone(), desired.clone(), out.subscribe()) => {}
+            () = events::run(client.clone(), name.clone(), serving.clone(), out.subscribe()) => {}
             () = async {
                 match renew_in {
                     Some(d) => tokio::time::sleep(d).await,

@@ -169,6 +169,9 @@ pub struct Programmed {
     pub error: Option<String>,
     /// Passes made.
     pub passes: u64,
+    /// A pass has applied a complete wanted set (`Wanted::Exactly`): what is on the
+    /// interface is what the cluster asks for, not just the part listed so far.
+    pub complete: bool,
 }
 
 /// Why the reconciler cannot work.
@@ -697,6 +700,7 @@ pub async fn run(ifname: String, own: Ownership, mut ch: AddrChannels, keep_on_t
         .await;
         let retry = match result {
             Ok(()) => {
+                programmed.complete |= wanted.exact();
                 applied = wanted;
                 programmed.passes = passes;
                 // `programmed` never carries an error: errors go to the channel only.
@@ -704,6 +708,7 @@ pub async fn run(ifname: String, own: Ownership, mut ch: AddrChannels, keep_on_t
                 ch.programmed.send_if_modified(|cur| {
                     let changed = cur.vips != snapshot.vips
                         || cur.foreign != snapshot.foreign
+                        || cur.complete != snapshot.complete
                         || cur.error.is_some();
                     *cur = snapshot;
                     changed

@@ -11,6 +11,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod desired;
+pub mod ipvs;
 pub mod kube;
 pub mod lifecycle;
 pub mod netlink;

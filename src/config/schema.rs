@@ -153,21 +153,73 @@ pub enum AnnouncePolicy {
 }
 
 /// `[ipvs]`: the data path.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct IpvsConfig {
     #[serde(default)]
     pub scheduler: Scheduler,
+    /// The scheduler skips an unavailable destination (weight 0, draining) and takes the
+    /// next one (`sh-fallback` / `mh-fallback`). Without it, `sh` drops the new
+    /// connections of the clients hashed to a draining destination.
+    #[serde(default = "yes")]
+    pub fallback: bool,
+    /// Hash the client's source port too (`sh-port` / `mh-port`): spreads one client's
+    /// connections over the backends; consistent across switches all the same.
+    #[serde(default)]
+    pub hash_port: bool,
+    /// A destination that leaves is kept at weight 0 until its connections end, at most
+    /// this long (seconds).
+    #[serde(default = "default_drain_timeout", with = "seconds")]
+    pub drain_timeout: std::time::Duration,
 }
 
-/// IPVS scheduler; both are consistent across switches given the same destinations.
+impl Default for IpvsConfig {
+    fn default() -> Self {
+        Self {
+            scheduler: Scheduler::default(),
+            fallback: true,
+            hash_port: false,
+            drain_timeout: default_drain_timeout(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_drain_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(300)
+}
+
+/// A duration written as whole seconds.
+mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        u64::deserialize(d).map(std::time::Duration::from_secs)
+    }
+}
+
+/// IPVS scheduler.
+///
+/// Maglev (`mh`) is the default: its table depends only on the set of destinations, so every
+/// switch sends a client to the same backend whatever order the destinations were added in
+/// over time, and removing one backend moves only that backend's clients. Source hashing
+/// (`sh`) fills its table in the order destinations were added: a switch that restarted
+/// (and added them sorted) and one that has run for a week (and added them as endpoints
+/// came) disagree, and removing one backend moves about half of the other clients too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scheduler {
     /// Source hashing.
-    #[default]
     Sh,
     /// Maglev hashing.
+    #[default]
     Mh,
 }
 

@@ -1,0 +1,587 @@
+//! The IPVS reconciler: makes kube-gw's virtual services in the kernel equal to the desired
+//! state's, one change at a time.
+//!
+//! Work is proportional to the change. IPVS sends no notifications, so the reconciler dumps
+//! kube-gw's services and their destinations once (and on every resync), keeps a [`Model`]
+//! of them up to date with its own successful requests, and on each new desired state looks
+//! only at the virtual services that changed (an `imbl` diff). [`plan`] is pure: desired
+//! services, the model and the drain bookkeeping in, requests out.
+//!
+//! - A service is created with its destinations in the desired state's order (sorted), so
+//!   every switch builds the same scheduler table; later changes add, re-weight or remove
+//!   single destinations and never re-create the service.
+//! - A destination that leaves is first set to weight 0 — the scheduler sends it no new
+//!   connections (with `fallback`, clients hashed to it go to the next one) while its
+//!   established ones finish — and removed once the kernel counts no connections on it, or
+//!   after `drain-timeout`.
+//! - Ownership: a service whose VIP lies in a configured pool is kube-gw's; any other
+//!   service in the kernel (another tool's, firewall-mark services) is never touched. A
+//!   restart adopts what it finds and changes only what differs: nothing is flushed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use imbl::ordmap::DiffItem;
+use imbl::OrdMap;
+use ipnet::IpNet;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::client::{Client, IpvsError};
+use super::codec::{flags, DestInfo, DestSpec, Request, ServiceKey, ServiceSpec};
+use crate::config::{IpvsConfig, Scheduler};
+use crate::desired::{VirtualService, VsKey};
+
+/// Periodic full pass (re-dump), whatever changed.
+pub const RESYNC: Duration = Duration::from_secs(30);
+/// How often draining destinations are looked at.
+const DRAIN_CHECK: Duration = Duration::from_secs(2);
+
+/// A destination's identity within its service.
+pub type DestKey = (IpAddr, u16);
+
+/// kube-gw's services as the kernel has them (as last read, plus kube-gw's own changes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Model {
+    pub services: BTreeMap<ServiceKey, (ServiceSpec, BTreeMap<DestKey, DestInfo>)>,
+}
+
+impl Model {
+    /// Applies a request that succeeded.
+    pub fn apply(&mut self, r: &Request) {
+        match r {
+            Request::NewService(s) | Request::SetService(s) => {
+                let e = self
+                    .services
+                    .entry(s.key)
+                    .or_insert_with(|| (s.clone(), BTreeMap::new()));
+                e.0 = s.clone();
+            }
+            Request::DelService(k) => {
+                self.services.remove(k);
+            }
+            Request::NewDest(k, d) | Request::SetDest(k, d) => {
+                if let Some((_, dests)) = self.services.get_mut(k) {
+                    let e = dests.entry((d.addr, d.port)).or_insert(DestInfo {
+                        spec: *d,
+                        fwd: super::codec::FWD_MASQ,
+                        active_conns: 0,
+                        inactive_conns: 0,
+                        persist_conns: 0,
+                    });
+                    e.spec = *d;
+                }
+            }
+            Request::DelDest(k, a, p) => {
+                if let Some((_, dests)) = self.services.get_mut(k) {
+                    dests.remove(&(*a, *p));
+                }
+            }
+            Request::DumpServices | Request::DumpDests(_) => {}
+        }
+    }
+
+    /// Destinations in the model.
+    pub fn destinations(&self) -> usize {
+        self.services.values().map(|(_, d)| d.len()).sum()
+    }
+}
+
+/// The service settings kube-gw wants for a virtual service.
+pub fn spec_for(key: &VsKey, vs: &VirtualService, cfg: &IpvsConfig) -> ServiceSpec {
+    let mut f = 0;
+    if vs.persistence.is_some() {
+        f |= flags::PERSISTENT;
+    }
+    if cfg.fallback {
+        f |= flags::SCHED1;
+    }
+    if cfg.hash_port {
+        f |= flags::SCHED2;
+    }
+    ServiceSpec {
+        key: *key,
+        scheduler: match cfg.scheduler {
+            Scheduler::Sh => "sh",
+            Scheduler::Mh => "mh",
+        }
+        .into(),
+        flags: f,
+        timeout: vs
+            .persistence
+            .and_then(|t| u32::try_from(t).ok())
+            .unwrap_or(0),
+    }
+}
+
+/// Whether the kernel's service already has kube-gw's settings.
+fn same_settings(have: &ServiceSpec, want: &ServiceSpec) -> bool {
+    have.scheduler == want.scheduler
+        && have.flags & flags::MANAGED == want.flags & flags::MANAGED
+        && (want.flags & flags::PERSISTENT == 0 || have.timeout == want.timeout)
+}
+
+/// Destinations being drained: since when, per service and destination.
+pub type Draining = BTreeMap<(ServiceKey, DestKey), Instant>;
+
+/// What to send for the services in `look_at` (pure).
+pub fn plan(
+    look_at: &BTreeSet<ServiceKey>,
+    desired: &OrdMap<VsKey, VirtualService>,
+    cfg: &IpvsConfig,
+    model: &Model,
+    draining: &Draining,
+    now: Instant,
+) -> Vec<Request> {
+    let mut out = Vec::new();
+    for key in look_at {
+        let want = desired.get(key);
+        let have = model.services.get(key);
+        match (want, have) {
+            (None, None) => {}
+            (None, Some(_)) => out.push(Request::DelService(*key)),
+            (Some(vs), None) => {
+                out.push(Request::NewService(spec_for(key, vs, cfg)));
+                for d in &vs.destinations {
+                    out.push(Request::NewDest(*key, dest(d)));
+                }
+            }
+            (Some(vs), Some((spec, dests))) => {
+                let want_spec = spec_for(key, vs, cfg);
+                if !same_settings(spec, &want_spec) {
+                    out.push(Request::SetService(want_spec));
+                }
+                let wanted: BTreeSet<DestKey> =
+                    vs.destinations.iter().map(|d| (d.address, d.port)).collect();
+                for d in &vs.destinations {
+                    match dests.get(&(d.address, d.port)) {
+                        None => out.push(Request::NewDest(*key, dest(d))),
+                        Some(h) if h.spec.weight != 1 || h.fwd != super::codec::FWD_MASQ => {
+                            out.push(Request::SetDest(*key, dest(d)));
+                        }
+                        Some(_) => {}
+                    }
+                }
+                for (dk, h) in dests {
+                    if wanted.contains(dk) {
+                        continue;
+                    }
+                    let idle = h.active_conns == 0 && h.inactive_conns == 0;
+                    let expired = draining
+                        .get(&(*key, *dk))
+                        .is_some_and(|since| now.duration_since(*since) >= cfg.drain_timeout);
+                    if h.spec.weight != 0 && !idle {
+                        out.push(Request::SetDest(
+                            *key,
+                            DestSpec {
+                                weight: 0,
+                                ..h.spec
+                            },
+                        ));
+                    } else if h.spec.weight == 0 && !idle && !expired {
+                        // Still draining.
+                    } else {
+                        out.push(Request::DelDest(*key, dk.0, dk.1));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn dest(d: &crate::desired::Destination) -> DestSpec {
+    DestSpec {
+        addr: d.address,
+        port: d.port,
+        weight: 1,
+    }
+}
+
+/// What the reconciler reports (status, metrics, later BGP's make-before-break).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IpvsReport {
+    /// kube-gw's virtual services in the kernel.
+    pub services: usize,
+    /// Their destinations (draining ones included).
+    pub destinations: usize,
+    /// Destinations at weight 0, waiting for their connections to end.
+    pub draining: usize,
+    /// The last pass applied the whole desired state.
+    pub in_sync: bool,
+    pub passes: u64,
+    pub error: Option<String>,
+}
+
+/// Whether a service is kube-gw's: its VIP lies in a pool.
+pub fn owned(key: &ServiceKey, pools: &[IpNet]) -> bool {
+    pools.iter().any(|p| p.contains(&key.vip))
+}
+
+/// Reads kube-gw's services and their destinations from the kernel.
+pub fn load(client: &mut Client, pools: &[IpNet]) -> Result<Model, IpvsError> {
+    let mut m = Model::default();
+    for s in client.services()? {
+        if !owned(&s.key, pools) {
+            continue;
+        }
+        let dests = client
+            .dests(&s.key)?
+            .into_iter()
+            .map(|d| ((d.spec.addr, d.spec.port), d))
+            .collect();
+        m.services.insert(s.key, (s, dests));
+    }
+    Ok(m)
+}
+
+/// The state the blocking side keeps between passes.
+struct Kernel {
+    client: Client,
+    model: Model,
+}
+
+/// Runs the reconciler until `desired` closes. `desired` is `None` until the first complete
+/// desired state: nothing is touched before (a restart adopts what is there).
+pub async fn run(
+    cfg: IpvsConfig,
+    pools: Vec<IpNet>,
+    mut desired: watch::Receiver<Option<OrdMap<VsKey, VirtualService>>>,
+    report: watch::Sender<IpvsReport>,
+) {
+    // Wait for the first complete desired state.
+    let first = desired.wait_for(Option::is_some).await.map(|d| d.clone());
+    let Ok(Some(mut current)) = first else {
+        return;
+    };
+    let mut kernel: Option<Kernel> = None;
+    let mut applied: Option<OrdMap<VsKey, VirtualService>> = None;
+    let mut draining = Draining::new();
+    let mut passes = 0u64;
+    let mut backoff = Duration::from_millis(200);
+    let mut resync = tokio::time::interval(RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync.tick().await;
+    let mut drain_tick = tokio::time::interval(DRAIN_CHECK);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut full = true;
+    loop {
+        passes += 1;
+        let started = Instant::now();
+        // What to look at: everything after a (re)load, else what changed since the last
+        // applied state, plus services with draining destinations.
+        let mut look_at: BTreeSet<ServiceKey> = BTreeSet::new();
+        if !full {
+            if let Some(prev) = &applied {
+                for d in prev.diff(&current) {
+                    let k = match d {
+                        DiffItem::Add(k, _) | DiffItem::Remove(k, _) => *k,
+                        DiffItem::Update { new: (k, _), .. } => *k,
+                    };
+                    look_at.insert(k);
+                }
+            }
+        }
+        let drain_keys: BTreeSet<ServiceKey> = draining.keys().map(|(k, _)| *k).collect();
+        let k = kernel.take();
+        let want = current.clone();
+        let cfg2 = cfg.clone();
+        let pools2 = pools.clone();
+        let drain2 = draining.clone();
+        let reload = full;
+        let result = tokio::task::spawn_blocking(move || {
+            let mut k = match k {
+                Some(k) => k,
+                None => {
+                    let client = Client::open()?;
+                    Kernel {
+                        client,
+                        model: Model::default(),
+                    }
+                }
+            };
+            if reload {
+                k.model = load(&mut k.client, &pools2)?;
+                look_at.extend(k.model.services.keys().copied());
+                look_at.extend(want.keys().copied());
+            }
+            // Draining destinations: read their connection counts again.
+            for key in &drain_keys {
+                if k.model.services.contains_key(key) {
+                    let dests: BTreeMap<DestKey, DestInfo> = k
+                        .client
+                        .dests(key)?
+                        .into_iter()
+                        .map(|d| ((d.spec.addr, d.spec.port), d))
+                        .collect();
+                    if let Some(e) = k.model.services.get_mut(key) {
+                        e.1 = dests;
+                    }
+                }
+                look_at.insert(*key);
+            }
+            let look_at: BTreeSet<ServiceKey> =
+                look_at.into_iter().filter(|k| owned(k, &pools2)).collect();
+            let reqs = plan(&look_at, &want, &cfg2, &k.model, &drain2, Instant::now());
+            let results = k.client.apply(&reqs)?;
+            let mut failed = Vec::new();
+            for (r, res) in reqs.iter().zip(results) {
+                match res {
+                    Ok(()) => k.model.apply(r),
+                    Err(errno) => failed.push(format!(
+                        "{r:?}: {}",
+                        std::io::Error::from_raw_os_error(errno)
+                    )),
+                }
+            }
+            Ok::<_, IpvsError>((k, reqs, failed))
+        })
+        .await;
+        let outcome = match result {
+            Ok(Ok((k, reqs, failed))) => {
+                let now = Instant::now();
+                // Drain bookkeeping: destinations at weight 0 that kube-gw does not want.
+                let mut still = Draining::new();
+                for (key, (_, dests)) in &k.model.services {
+                    let want: BTreeSet<DestKey> = current
+                        .get(key)
+                        .map(|vs| {
+                            vs.destinations
+                                .iter()
+                                .map(|d| (d.address, d.port))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for dk in dests.keys() {
+                        if !want.contains(dk) {
+                            let since = draining.get(&(*key, *dk)).copied().unwrap_or(now);
+                            still.insert((*key, *dk), since);
+                        }
+                    }
+                }
+                draining = still;
+                if !reqs.is_empty() {
+                    tracing::info!(
+                        requests = reqs.len(),
+                        failed = failed.len(),
+                        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                        "IPVS changed"
+                    );
+                }
+                let error = (!failed.is_empty()).then(|| {
+                    format!(
+                        "{} of {} IPVS requests failed, first: {}",
+                        failed.len(),
+                        reqs.len(),
+                        failed[0]
+                    )
+                });
+                if let Some(e) = &error {
+                    tracing::warn!(error = %e, "IPVS pass incomplete; retrying");
+                }
+                let r = IpvsReport {
+                    services: k.model.services.len(),
+                    destinations: k.model.destinations(),
+                    draining: draining.len(),
+                    in_sync: error.is_none(),
+                    passes,
+                    error: error.clone(),
+                };
+                kernel = Some(k);
+                report.send_replace(r);
+                if error.is_none() {
+                    applied = Some(current.clone());
+                    full = false;
+                    backoff = Duration::from_millis(200);
+                    None
+                } else {
+                    full = true;
+                    Some(())
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "IPVS pass failed; retrying");
+                report.send_modify(|r| {
+                    r.error = Some(e.to_string());
+                    r.in_sync = false;
+                    r.passes = passes;
+                });
+                full = true;
+                Some(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "IPVS pass panicked; retrying");
+                full = true;
+                Some(())
+            }
+        };
+        let retry = outcome.is_some();
+        tokio::select! {
+            r = desired.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                if let Some(d) = desired.borrow_and_update().clone() {
+                    current = d;
+                }
+            }
+            _ = resync.tick() => full = true,
+            _ = drain_tick.tick(), if !draining.is_empty() => {}
+            () = tokio::time::sleep(backoff), if retry => {
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{DestState, Destination};
+    use crate::kube::snapshot::{ObjectKey, Protocol};
+
+    fn key(vip: &str, port: u16) -> VsKey {
+        VsKey {
+            vip: vip.parse().unwrap(),
+            port,
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    fn vs(dests: &[&str]) -> VirtualService {
+        let mut destinations: Vec<Destination> = dests
+            .iter()
+            .map(|a| Destination {
+                address: a.parse().unwrap(),
+                port: 8080,
+                state: DestState::Ready,
+            })
+            .collect();
+        destinations.sort();
+        VirtualService {
+            service: ObjectKey {
+                namespace: "default".into(),
+                name: "web".into(),
+            },
+            port_name: String::new(),
+            destinations,
+            persistence: None,
+            external_traffic_local: false,
+        }
+    }
+
+    fn cfg() -> IpvsConfig {
+        IpvsConfig::default()
+    }
+
+    fn all(d: &OrdMap<VsKey, VirtualService>, m: &Model) -> BTreeSet<VsKey> {
+        d.keys().chain(m.services.keys()).copied().collect()
+    }
+
+    /// Applies a plan to the model as if every request succeeded.
+    fn run_plan(d: &OrdMap<VsKey, VirtualService>, m: &mut Model, drain: &Draining) -> Vec<Request> {
+        let p = plan(&all(d, m), d, &cfg(), m, drain, Instant::now());
+        for r in &p {
+            m.apply(r);
+        }
+        p
+    }
+
+    #[test]
+    fn a_new_service_gets_its_destinations_in_order() {
+        let mut d = OrdMap::new();
+        d.insert(key("198.51.100.10", 80), vs(&["10.0.0.3", "10.0.0.1", "10.0.0.2"]));
+        let mut m = Model::default();
+        let p = run_plan(&d, &mut m, &Draining::new());
+        assert!(matches!(&p[0], Request::NewService(s) if s.scheduler == "mh" && s.flags == flags::SCHED1));
+        let order: Vec<String> = p[1..]
+            .iter()
+            .map(|r| match r {
+                Request::NewDest(_, d) => d.addr.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(order, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        // A second pass has nothing to do.
+        assert!(run_plan(&d, &mut m, &Draining::new()).is_empty());
+    }
+
+    #[test]
+    fn one_endpoint_changing_touches_one_destination() {
+        let k = key("198.51.100.10", 80);
+        let mut d = OrdMap::new();
+        d.insert(k, vs(&["10.0.0.1", "10.0.0.2"]));
+        let mut m = Model::default();
+        run_plan(&d, &mut m, &Draining::new());
+        d.insert(k, vs(&["10.0.0.1", "10.0.0.2", "10.0.0.9"]));
+        let p = run_plan(&d, &mut m, &Draining::new());
+        assert_eq!(p.len(), 1);
+        assert!(matches!(&p[0], Request::NewDest(_, d) if d.addr.to_string() == "10.0.0.9"));
+    }
+
+    #[test]
+    fn a_leaving_destination_drains_before_it_goes() {
+        let k = key("198.51.100.10", 80);
+        let mut d = OrdMap::new();
+        d.insert(k, vs(&["10.0.0.1", "10.0.0.2"]));
+        let mut m = Model::default();
+        run_plan(&d, &mut m, &Draining::new());
+        // With connections on it: weight 0 first.
+        m.services.get_mut(&k).unwrap().1.values_mut().for_each(|x| x.active_conns = 3);
+        d.insert(k, vs(&["10.0.0.1"]));
+        let p = run_plan(&d, &mut m, &Draining::new());
+        assert_eq!(p.len(), 1);
+        assert!(matches!(&p[0], Request::SetDest(_, d) if d.weight == 0 && d.addr.to_string() == "10.0.0.2"));
+        // Still busy, within the drain timeout: nothing.
+        let gone = (k, ("10.0.0.2".parse().unwrap(), 8080));
+        let mut drain = Draining::new();
+        drain.insert(gone, Instant::now());
+        assert!(run_plan(&d, &mut m, &drain).is_empty());
+        // Past the timeout: removed.
+        drain.insert(gone, Instant::now() - cfg().drain_timeout - Duration::from_secs(1));
+        let p = run_plan(&d, &mut m, &drain);
+        assert!(matches!(&p[..], [Request::DelDest(_, a, 8080)] if a.to_string() == "10.0.0.2"));
+        // Idle ones go at once.
+        d.insert(k, vs(&[]));
+        m.services.get_mut(&k).unwrap().1.values_mut().for_each(|x| x.active_conns = 0);
+        let p = run_plan(&d, &mut m, &Draining::new());
+        assert!(matches!(&p[..], [Request::DelDest(_, a, 8080)] if a.to_string() == "10.0.0.1"));
+    }
+
+    #[test]
+    fn a_returning_destination_gets_its_weight_back() {
+        let k = key("198.51.100.10", 80);
+        let mut d = OrdMap::new();
+        d.insert(k, vs(&["10.0.0.1"]));
+        let mut m = Model::default();
+        run_plan(&d, &mut m, &Draining::new());
+        m.services.get_mut(&k).unwrap().1.values_mut().for_each(|x| x.spec.weight = 0);
+        let p = run_plan(&d, &mut m, &Draining::new());
+        assert!(matches!(&p[..], [Request::SetDest(_, d)] if d.weight == 1));
+    }
+
+    #[test]
+    fn settings_change_in_place_and_gone_services_are_deleted() {
+        let k = key("198.51.100.10", 80);
+        let mut d = OrdMap::new();
+        d.insert(k, vs(&["10.0.0.1"]));
+        let mut m = Model::default();
+        run_plan(&d, &mut m, &Draining::new());
+        let mut affinity = vs(&["10.0.0.1"]);
+        affinity.persistence = Some(600);
+        d.insert(k, affinity);
+        let p = run_plan(&d, &mut m, &Draining::new());
+        assert!(matches!(&p[..], [Request::SetService(s)] if s.timeout == 600 && s.flags & flags::PERSISTENT != 0));
+        d.remove(&k);
+        let p = run_plan(&d, &mut m, &Draining::new());
+        assert_eq!(p, vec![Request::DelService(k)]);
+    }
+
+    #[test]
+    fn ownership_is_the_pools() {
+        let pools: Vec<IpNet> = vec!["198.51.100.0/24".parse().unwrap()];
+        assert!(owned(&key("198.51.100.10", 80), &pools));
+        assert!(!owned(&key("203.0.113.10", 80), &pools));
+    }
+}

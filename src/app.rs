@@ -101,6 +101,7 @@ pub struct Shared {
 struct Serving {
     desired: watch::Receiver<Arc<crate::desired::DesiredState>>,
     programmed: watch::Receiver<crate::netlink::addr::Programmed>,
+    ipvs: watch::Receiver<crate::ipvs::reconcile::IpvsReport>,
     interface: String,
 }
 
@@ -267,6 +268,34 @@ impl Shared {
                 state: if p.error.is_some() {
                     "failing"
                 } else if done == wanted {
+                    "programmed"
+                } else {
+                    "pending"
+                }
+                .into(),
+                since_seconds: 0,
+                info,
+            });
+            let r = sv.ipvs.borrow().clone();
+            let mut info = format!(
+                "{} virtual services ({} wanted), {} destinations, {} draining",
+                r.services,
+                d.virtual_services.len(),
+                r.destinations,
+                r.draining
+            );
+            for s in &r.settings {
+                info.push_str(&format!("; {s}"));
+            }
+            if let Some(e) = &r.error {
+                info.push_str(&format!("; {e}"));
+            }
+            components.push(Component {
+                name: "ipvs".into(),
+                kind: "genetlink".into(),
+                state: if r.error.is_some() {
+                    "failing"
+                } else if r.in_sync {
                     "programmed"
                 } else {
                     "pending"
@@ -521,6 +550,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
     let _ = shared.serving.set(Serving {
         desired: serve.desired.clone(),
         programmed: serve.programmed.clone(),
+        ipvs: serve.ipvs.clone(),
         interface: shared.config.borrow().vip.interface.clone(),
     });
 
@@ -581,6 +611,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         teardown,
         addr_task,
         desired_task,
+        ipvs_task,
         ..
     } = serve;
     plan.register(
@@ -588,6 +619,9 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         "vip-addresses",
         move || async move {
             desired_task.abort();
+            // kube-gw's IPVS services stay: established flows are not cut, and the next
+            // start adopts them without a flap.
+            ipvs_task.abort();
             let _ = teardown.send(true);
             let _ = addr_task.await;
         },

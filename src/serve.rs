@@ -6,8 +6,10 @@
 //!  watch<Arc<ClusterSnapshot>> ─┐
 //!  watch<Arc<Config>> ──────────┼─► desired task ──► watch<Arc<DesiredState>> ──► Events (kube), status, `kube-gw vips`
 //!  watch<own addresses> ────────┘        │                                      (later: IPVS, BGP)
-//!          ▲                             └─► watch<Wanted> (VIP set) ──► address reconciler (netlink::addr)
+//!          ▲                             ├─► watch<Wanted> (VIP set) ──► address reconciler (netlink::addr)
 //!          └──────────────── own addresses ◄──────────────────────────────┘   └─► watch<Programmed>
+//!                                        └─► watch<Option<virtual services>> ──► IPVS reconciler (ipvs)
+//!                                                                                └─► watch<IpvsReport>
 //! ```
 //!
 //! Nothing is computed until the reconciler has read the switch's own addresses. Until the
@@ -27,6 +29,8 @@ use tokio::sync::watch;
 
 use crate::config::{Config, OnShutdown};
 use crate::desired::{DesiredState, Engine, NodeId};
+use crate::desired::{VirtualService, VsKey};
+use crate::ipvs::reconcile::IpvsReport;
 use crate::kube::snapshot::ClusterSnapshot;
 use crate::netlink::addr::{self, AddrChannels, Ownership, Programmed, Wanted};
 
@@ -35,8 +39,10 @@ use crate::netlink::addr::{self, AddrChannels, Ownership, Programmed, Wanted};
 pub struct Serve {
     pub desired: watch::Receiver<Arc<DesiredState>>,
     pub programmed: watch::Receiver<Programmed>,
+    pub ipvs: watch::Receiver<IpvsReport>,
     pub teardown: watch::Sender<bool>,
     pub addr_task: tokio::task::JoinHandle<()>,
+    pub ipvs_task: tokio::task::JoinHandle<()>,
     pub desired_task: tokio::task::JoinHandle<()>,
 }
 
@@ -71,26 +77,55 @@ pub fn spawn(
         ),
         span,
     ));
+    let (vs_tx, vs_rx) = watch::channel(None);
+    let (ipvs_tx, ipvs_rx) = watch::channel(IpvsReport::default());
+    let ipvs_task = tokio::spawn(tracing::Instrument::instrument(
+        crate::ipvs::reconcile::run(cfg.ipvs.clone(), cfg.vip.pools.clone(), vs_rx, ipvs_tx),
+        tracing::info_span!("ipvs"),
+    ));
     let desired = desired_tx.subscribe();
     let desired_task = tokio::spawn(desired_loop(
-        config, snapshot, own_rx, desired_tx, wanted_tx,
+        config,
+        snapshot,
+        own_rx,
+        Outputs {
+            desired: desired_tx,
+            wanted: wanted_tx,
+            virtual_services: vs_tx,
+        },
     ));
     Serve {
         desired,
         programmed: programmed_rx,
+        ipvs: ipvs_rx,
+        ipvs_task,
         teardown: teardown_tx,
         addr_task,
         desired_task,
     }
 }
 
+/// Where the desired task publishes.
+struct Outputs {
+    /// The desired state, from complete views only.
+    desired: watch::Sender<Arc<DesiredState>>,
+    /// The VIP set for the address reconciler (partial views add).
+    wanted: watch::Sender<Wanted>,
+    /// The virtual services for the IPVS reconciler: `None` until the first complete view.
+    virtual_services: watch::Sender<Option<imbl::OrdMap<VsKey, VirtualService>>>,
+}
+
 async fn desired_loop(
     mut config: watch::Receiver<Arc<Config>>,
     mut snapshot: watch::Receiver<Arc<ClusterSnapshot>>,
     mut own: watch::Receiver<Option<BTreeSet<IpAddr>>>,
-    desired_tx: watch::Sender<Arc<DesiredState>>,
-    wanted_tx: watch::Sender<Wanted>,
+    out: Outputs,
 ) {
+    let Outputs {
+        desired: desired_tx,
+        wanted: wanted_tx,
+        virtual_services: vs_tx,
+    } = out;
     let mut engine = Engine::default();
     let mut wanted: OrdSet<IpAddr> = OrdSet::new();
     loop {
@@ -131,6 +166,13 @@ async fn desired_loop(
             // A partial view only adds VIPs; the desired state (Events, status, later BGP
             // and IPVS) is published from complete views only.
             let next = if complete {
+                vs_tx.send_if_modified(|cur| {
+                    let changed = cur.as_ref() != Some(&d.virtual_services);
+                    if changed {
+                        *cur = Some(d.virtual_services.clone());
+                    }
+                    changed
+                });
                 desired_tx.send_if_modified(|cur| {
                     let changed = **cur != d;
                     if changed {

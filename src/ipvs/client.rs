@@ -146,8 +146,10 @@ impl Client {
     /// The destinations of one service.
     pub fn dests(&mut self, key: &ServiceKey) -> Result<Vec<DestInfo>, IpvsError> {
         let seq = self.next_seq();
-        self.sock
-            .send(&codec::encode(self.family, seq, &Request::DumpDests(*key)), 0)?;
+        self.sock.send(
+            &codec::encode(self.family, seq, &Request::DumpDests(*key)),
+            0,
+        )?;
         let mut out = Vec::new();
         self.read_until(seq, Some(key.vip), |r| {
             if let Reply::Dest { dest: Some(d), .. } = r {

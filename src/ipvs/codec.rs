@@ -146,7 +146,10 @@ pub enum Reply {
     Done { seq: u32 },
     /// A service of a dump (`None`: a firewall-mark service or one kube-gw cannot read;
     /// never kube-gw's).
-    Service { seq: u32, service: Option<ServiceSpec> },
+    Service {
+        seq: u32,
+        service: Option<ServiceSpec>,
+    },
     /// A destination of a dump.
     Dest { seq: u32, dest: Option<DestInfo> },
     /// The family id (controller reply).
@@ -206,7 +209,8 @@ impl Writer {
     fn nest(&mut self, kind: u16) -> usize {
         let at = self.buf.len();
         self.buf.extend_from_slice(&[0, 0]);
-        self.buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
         at
     }
 
@@ -395,7 +399,10 @@ fn port_of(v: &[u8]) -> Option<u16> {
 }
 
 fn decode_service(a: &[(u16, &[u8])]) -> Option<ServiceSpec> {
-    if get(a, SVC_ATTR_FWMARK).and_then(u32_of).is_some_and(|m| m != 0) {
+    if get(a, SVC_ATTR_FWMARK)
+        .and_then(u32_of)
+        .is_some_and(|m| m != 0)
+    {
         return None;
     }
     let family = u16_of(get(a, SVC_ATTR_AF)?)?;
@@ -576,7 +583,10 @@ mod tests {
         assert_eq!(get(&svc, SVC_ATTR_PORT), Some(&[1, 187][..]));
         let dest = attrs(get(&top, CMD_ATTR_DEST).unwrap());
         assert_eq!(get(&dest, DEST_ATTR_PORT), Some(&[0x1f, 0x90][..]));
-        assert_eq!(get(&dest, DEST_ATTR_FWD_METHOD), Some(&0u32.to_ne_bytes()[..]));
+        assert_eq!(
+            get(&dest, DEST_ATTR_FWD_METHOD),
+            Some(&0u32.to_ne_bytes()[..])
+        );
         assert_eq!(get(&dest, DEST_ATTR_WEIGHT), Some(&1u32.to_ne_bytes()[..]));
         assert_eq!(
             get(&dest, DEST_ATTR_ADDR_FAMILY),

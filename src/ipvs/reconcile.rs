@@ -152,8 +152,11 @@ pub fn plan(
                 if !same_settings(spec, &want_spec) {
                     out.push(Request::SetService(want_spec));
                 }
-                let wanted: BTreeSet<DestKey> =
-                    vs.destinations.iter().map(|d| (d.address, d.port)).collect();
+                let wanted: BTreeSet<DestKey> = vs
+                    .destinations
+                    .iter()
+                    .map(|d| (d.address, d.port))
+                    .collect();
                 for d in &vs.destinations {
                     match dests.get(&(d.address, d.port)) {
                         None => out.push(Request::NewDest(*key, dest(d))),
@@ -212,6 +215,8 @@ pub struct IpvsReport {
     pub in_sync: bool,
     pub passes: u64,
     pub error: Option<String>,
+    /// Kernel settings that are wrong and could not be set (see [`super::sysctl`]).
+    pub settings: Vec<String>,
 }
 
 /// Whether a service is kube-gw's: its VIP lies in a pool.
@@ -240,6 +245,8 @@ pub fn load(client: &mut Client, pools: &[IpNet]) -> Result<Model, IpvsError> {
 struct Kernel {
     client: Client,
     model: Model,
+    /// Kernel settings still wrong after trying to set them.
+    settings: Vec<String>,
 }
 
 /// Runs the reconciler until `desired` closes. `desired` is `None` until the first complete
@@ -266,6 +273,7 @@ pub async fn run(
     let mut drain_tick = tokio::time::interval(DRAIN_CHECK);
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut full = true;
+    let mut opened_once = false;
     loop {
         passes += 1;
         let started = Instant::now();
@@ -284,6 +292,26 @@ pub async fn run(
             }
         }
         let drain_keys: BTreeSet<ServiceKey> = draining.keys().map(|(k, _)| *k).collect();
+        // Without IPVS in the kernel and nothing to program, there is nothing to do (and no
+        // leftover of kube-gw's could be in a table that does not exist).
+        if kernel.is_none() && current.is_empty() && !opened_once {
+            report.send_modify(|r| {
+                r.in_sync = true;
+                r.passes = passes;
+            });
+            tokio::select! {
+                r = desired.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    if let Some(d) = desired.borrow_and_update().clone() {
+                        current = d;
+                    }
+                }
+                _ = resync.tick() => {}
+            }
+            continue;
+        }
         let k = kernel.take();
         let want = current.clone();
         let cfg2 = cfg.clone();
@@ -295,9 +323,15 @@ pub async fn run(
                 Some(k) => k,
                 None => {
                     let client = Client::open()?;
+                    // ip_vs is loaded now: its settings exist.
+                    let settings = super::sysctl::ensure();
+                    for s in &settings {
+                        tracing::warn!("{s}");
+                    }
                     Kernel {
                         client,
                         model: Model::default(),
+                        settings,
                     }
                 }
             };
@@ -380,7 +414,9 @@ pub async fn run(
                 if let Some(e) = &error {
                     tracing::warn!(error = %e, "IPVS pass incomplete; retrying");
                 }
+                opened_once = true;
                 let r = IpvsReport {
+                    settings: k.settings.clone(),
                     services: k.model.services.len(),
                     destinations: k.model.destinations(),
                     draining: draining.len(),
@@ -480,7 +516,11 @@ mod tests {
     }
 
     /// Applies a plan to the model as if every request succeeded.
-    fn run_plan(d: &OrdMap<VsKey, VirtualService>, m: &mut Model, drain: &Draining) -> Vec<Request> {
+    fn run_plan(
+        d: &OrdMap<VsKey, VirtualService>,
+        m: &mut Model,
+        drain: &Draining,
+    ) -> Vec<Request> {
         let p = plan(&all(d, m), d, &cfg(), m, drain, Instant::now());
         for r in &p {
             m.apply(r);
@@ -491,10 +531,15 @@ mod tests {
     #[test]
     fn a_new_service_gets_its_destinations_in_order() {
         let mut d = OrdMap::new();
-        d.insert(key("198.51.100.10", 80), vs(&["10.0.0.3", "10.0.0.1", "10.0.0.2"]));
+        d.insert(
+            key("198.51.100.10", 80),
+            vs(&["10.0.0.3", "10.0.0.1", "10.0.0.2"]),
+        );
         let mut m = Model::default();
         let p = run_plan(&d, &mut m, &Draining::new());
-        assert!(matches!(&p[0], Request::NewService(s) if s.scheduler == "mh" && s.flags == flags::SCHED1));
+        assert!(
+            matches!(&p[0], Request::NewService(s) if s.scheduler == "mh" && s.flags == flags::SCHED1)
+        );
         let order: Vec<String> = p[1..]
             .iter()
             .map(|r| match r {
@@ -528,23 +573,38 @@ mod tests {
         let mut m = Model::default();
         run_plan(&d, &mut m, &Draining::new());
         // With connections on it: weight 0 first.
-        m.services.get_mut(&k).unwrap().1.values_mut().for_each(|x| x.active_conns = 3);
+        m.services
+            .get_mut(&k)
+            .unwrap()
+            .1
+            .values_mut()
+            .for_each(|x| x.active_conns = 3);
         d.insert(k, vs(&["10.0.0.1"]));
         let p = run_plan(&d, &mut m, &Draining::new());
         assert_eq!(p.len(), 1);
-        assert!(matches!(&p[0], Request::SetDest(_, d) if d.weight == 0 && d.addr.to_string() == "10.0.0.2"));
+        assert!(
+            matches!(&p[0], Request::SetDest(_, d) if d.weight == 0 && d.addr.to_string() == "10.0.0.2")
+        );
         // Still busy, within the drain timeout: nothing.
         let gone = (k, ("10.0.0.2".parse().unwrap(), 8080));
         let mut drain = Draining::new();
         drain.insert(gone, Instant::now());
         assert!(run_plan(&d, &mut m, &drain).is_empty());
         // Past the timeout: removed.
-        drain.insert(gone, Instant::now() - cfg().drain_timeout - Duration::from_secs(1));
+        drain.insert(
+            gone,
+            Instant::now() - cfg().drain_timeout - Duration::from_secs(1),
+        );
         let p = run_plan(&d, &mut m, &drain);
         assert!(matches!(&p[..], [Request::DelDest(_, a, 8080)] if a.to_string() == "10.0.0.2"));
         // Idle ones go at once.
         d.insert(k, vs(&[]));
-        m.services.get_mut(&k).unwrap().1.values_mut().for_each(|x| x.active_conns = 0);
+        m.services
+            .get_mut(&k)
+            .unwrap()
+            .1
+            .values_mut()
+            .for_each(|x| x.active_conns = 0);
         let p = run_plan(&d, &mut m, &Draining::new());
         assert!(matches!(&p[..], [Request::DelDest(_, a, 8080)] if a.to_string() == "10.0.0.1"));
     }
@@ -556,7 +616,12 @@ mod tests {
         d.insert(k, vs(&["10.0.0.1"]));
         let mut m = Model::default();
         run_plan(&d, &mut m, &Draining::new());
-        m.services.get_mut(&k).unwrap().1.values_mut().for_each(|x| x.spec.weight = 0);
+        m.services
+            .get_mut(&k)
+            .unwrap()
+            .1
+            .values_mut()
+            .for_each(|x| x.spec.weight = 0);
         let p = run_plan(&d, &mut m, &Draining::new());
         assert!(matches!(&p[..], [Request::SetDest(_, d)] if d.weight == 1));
     }
@@ -572,7 +637,9 @@ mod tests {
         affinity.persistence = Some(600);
         d.insert(k, affinity);
         let p = run_plan(&d, &mut m, &Draining::new());
-        assert!(matches!(&p[..], [Request::SetService(s)] if s.timeout == 600 && s.flags & flags::PERSISTENT != 0));
+        assert!(
+            matches!(&p[..], [Request::SetService(s)] if s.timeout == 600 && s.flags & flags::PERSISTENT != 0)
+        );
         d.remove(&k);
         let p = run_plan(&d, &mut m, &Draining::new());
         assert_eq!(p, vec![Request::DelService(k)]);

@@ -83,7 +83,10 @@ mod tests {
         std::fs::remove_file(path_of(dir.path(), "net.ipv4.vs.sloppy_tcp")).unwrap();
         let problems = ensure_under(dir.path());
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].contains("net.ipv4.vs.sloppy_tcp"), "{problems:?}");
+        assert!(
+            problems[0].contains("net.ipv4.vs.sloppy_tcp"),
+            "{problems:?}"
+        );
         assert!(problems[0].contains("modprobe ip_vs"), "{problems:?}");
         let fwd = std::fs::read_to_string(path_of(dir.path(), "net.ipv4.ip_forward")).unwrap();
         assert_eq!(fwd, "1");

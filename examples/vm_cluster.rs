@@ -13,10 +13,13 @@ mod controlplane;
 
 use controlplane::{block_on, ControlPlane};
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
 
 const NODE: &str = "kube-gw-vm";
 const VIP: &str = "198.51.100.77";
+/// The Service's one ready endpoint (no kubelet runs pods here: the slice is written by hand).
+const ENDPOINT: &str = "203.0.113.5";
 
 fn main() {
     let out = std::env::args()
@@ -44,8 +47,22 @@ fn main() {
         )
         .await
         .unwrap();
+        let slices: Api<EndpointSlice> = Api::namespaced(cp.admin().await, "vm-test");
+        slices
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
+                    "addressType": "IPv4",
+                    "ports": [{"name": "", "port": 80, "protocol": "TCP"}],
+                    "endpoints": [{"addresses": [ENDPOINT], "conditions": {"ready": true}}]
+                }))
+                .unwrap(),
+            )
+            .await
+            .unwrap();
     });
-    println!("READY {VIP}");
+    println!("READY {VIP} {ENDPOINT}");
     loop {
         std::thread::park();
     }

@@ -219,6 +219,16 @@ pub struct IpvsReport {
     pub settings: Vec<String>,
 }
 
+/// The virtual services whose forwarded traffic is source-NATed (`externalTrafficPolicy:
+/// Cluster`).
+pub fn cluster_policy(desired: &OrdMap<VsKey, VirtualService>) -> BTreeSet<VsKey> {
+    desired
+        .iter()
+        .filter(|(_, vs)| !vs.external_traffic_local)
+        .map(|(k, _)| *k)
+        .collect()
+}
+
 /// Whether a service is kube-gw's: its VIP lies in a pool.
 pub fn owned(key: &ServiceKey, pools: &[IpNet]) -> bool {
     pools.iter().any(|p| p.contains(&key.vip))
@@ -245,6 +255,8 @@ pub fn load(client: &mut Client, pools: &[IpNet]) -> Result<Model, IpvsError> {
 struct Kernel {
     client: Client,
     model: Model,
+    /// The Cluster-policy services kube-gw's nftables table was last written with.
+    nat: Option<BTreeSet<VsKey>>,
     /// Kernel settings still wrong after trying to set them.
     settings: Vec<String>,
 }
@@ -331,6 +343,7 @@ pub async fn run(
                     Kernel {
                         client,
                         model: Model::default(),
+                        nat: None,
                         settings,
                     }
                 }
@@ -360,6 +373,14 @@ pub async fn run(
             let reqs = plan(&look_at, &want, &cfg2, &k.model, &drain2, Instant::now());
             let results = k.client.apply(&reqs)?;
             let mut failed = Vec::new();
+            // The return path: rewritten only when the set of Cluster-policy services changed.
+            let cluster = cluster_policy(&want);
+            if k.nat.as_ref() != Some(&cluster) {
+                match super::nat::apply(&super::nat::render(&cluster)) {
+                    Ok(()) => k.nat = Some(cluster),
+                    Err(e) => failed.push(format!("the nftables table {}: {e}", super::nat::TABLE)),
+                }
+            }
             for (r, res) in reqs.iter().zip(results) {
                 match res {
                     Ok(()) => k.model.apply(r),
@@ -403,14 +424,8 @@ pub async fn run(
                         "IPVS changed"
                     );
                 }
-                let error = (!failed.is_empty()).then(|| {
-                    format!(
-                        "{} of {} IPVS requests failed, first: {}",
-                        failed.len(),
-                        reqs.len(),
-                        failed[0]
-                    )
-                });
+                let error = (!failed.is_empty())
+                    .then(|| format!("{} IPVS changes failed, first: {}", failed.len(), failed[0]));
                 if let Some(e) = &error {
                     tracing::warn!(error = %e, "IPVS pass incomplete; retrying");
                 }

@@ -110,6 +110,18 @@ check "systemctl restart with the cluster config" systemctl restart kube-gw
 check "ip addr show lo shows the Service's $vip/32" wait_until 120 \
   bash -c "ip -o addr show dev lo | grep -q ' $vip/32 '"
 ip addr show dev lo | sed 's/^/KGW-LO: /'
+# The data path: the kernel's own table (/proc/net/ip_vs, addresses in hex) has the virtual
+# service, Maglev, toward the Service's endpoint; nftables has kube-gw's return-path table;
+# the kernel settings IPVS needs are in place (set by the package's sysctl.d file).
+hex() { printf '%02X%02X%02X%02X' $(echo "$1" | tr . ' '); }
+endpoint=$(cat /root/endpoint)
+check "IPVS has $vip:80 (mh) toward $endpoint:80" wait_until 60 bash -c \
+  "grep -q '^TCP  $(hex "$vip"):0050 mh' /proc/net/ip_vs && grep -q -- '-> $(hex "$endpoint"):0050' /proc/net/ip_vs"
+sed 's/^/KGW-IPVS: /' /proc/net/ip_vs
+check "nftables has kube-gw's table with the Service in its source-NAT set" \
+  bash -c "nft list table inet kube-gw | grep -qE '$vip \. (tcp|6) \. 80'"
+check "kube-gw status shows the IPVS component programmed, with no settings problem" \
+  bash -c "kube-gw status --json | grep -q '\"name\":\"ipvs\",\"kind\":\"genetlink\",\"state\":\"programmed\",\"since_seconds\":0,\"info\":\"1 virtual services (1 wanted), 1 destinations, 0 draining\"'"
 kube-gw status | sed 's/^/KGW-STATUS: /'
 
 echo "KGW-SECURITY-BEGIN"

@@ -47,7 +47,7 @@ fn role(args: &[String]) {
     }
 }
 
-/// A backend: says its name, then echoes lines.
+/// A backend: says its name and the address the connection came from, then echoes lines.
 fn serve(name: &str, port: u16) {
     let l = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
     println!("listening");
@@ -55,7 +55,11 @@ fn serve(name: &str, port: u16) {
         let Ok(mut c) = c else { continue };
         let name = name.to_string();
         std::thread::spawn(move || {
-            let _ = writeln!(c, "{name}");
+            let peer = c
+                .peer_addr()
+                .map(|p| p.ip().to_string())
+                .unwrap_or_default();
+            let _ = writeln!(c, "{name} {peer}");
             let mut r = BufReader::new(c.try_clone().unwrap());
             let mut line = String::new();
             while r.read_line(&mut line).is_ok_and(|n| n > 0) {
@@ -82,7 +86,8 @@ fn connect_from(src: &str, vip: &str, port: u16) -> std::io::Result<TcpStream> {
     Ok(t)
 }
 
-/// One connection per source address; prints `src backend` (or `src ERR …`).
+/// One connection per source address; prints `src backend peer` (or `src ERR …`), where
+/// peer is the source address the backend saw.
 fn clients(vip: &str, port: u16, srcs: &[String]) {
     for src in srcs {
         let got = connect_from(src, vip, port).and_then(|t| {
@@ -105,7 +110,7 @@ fn hold(vip: &str, port: u16, src: &str) {
     let mut r = BufReader::new(t.try_clone().unwrap());
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
-    println!("{}", line.trim());
+    println!("{}", line.split_whitespace().next().unwrap_or_default());
     let mut w = t;
     for cmd in std::io::stdin().lines() {
         if cmd.is_err() {
@@ -173,7 +178,7 @@ fn ipvs_pass(spec: &str) {
                 port_name: String::new(),
                 destinations,
                 persistence: s["persistence"].as_i64().map(|t| i32::try_from(t).unwrap()),
-                external_traffic_local: false,
+                external_traffic_local: s["local"].as_bool().unwrap_or(false),
             },
         );
     }
@@ -215,6 +220,15 @@ fn ipvs_pass(spec: &str) {
                 );
             }
         }
+    }
+    let nat = kube_gw::ipvs::nat::render(&reconcile::cluster_policy(&desired));
+    if let Err(e) = kube_gw::ipvs::nat::apply(&nat) {
+        println!("FAILED nat {e}");
+        failed += 1;
+    }
+    for s in kube_gw::ipvs::sysctl::ensure() {
+        println!("FAILED sysctl {s}");
+        failed += 1;
     }
     if failed > 0 {
         std::process::exit(1);
@@ -334,14 +348,25 @@ fn world(lab: &mut Lab, tag: &str, n: usize) -> World {
     }
 }
 
-/// Which backend each source address reaches.
-fn answers(w: &World, srcs: &[String]) -> BTreeMap<String, String> {
+/// For each source address: the backend it reached and the source address that backend saw.
+fn connect_all(w: &World, srcs: &[String]) -> BTreeMap<String, (String, String)> {
     let mut args = vec!["clients", VIP, "80"];
     args.extend(srcs.iter().map(String::as_str));
     run_role(&w.client, &args)
         .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3 && f[1] != "ERR")
+                .then(|| (f[0].to_string(), (f[1].to_string(), f[2].to_string())))
+        })
+        .collect()
+}
+
+/// Which backend each source address reaches.
+fn answers(w: &World, srcs: &[String]) -> BTreeMap<String, String> {
+    connect_all(w, srcs)
+        .into_iter()
+        .map(|(s, (b, _))| (s, b))
         .collect()
 }
 
@@ -583,6 +608,54 @@ fn switches_agree_and_maglev_moves_only_the_removed_backends_clients() {
     assert_eq!(agree, srcs.len(), "switches disagree after the removal");
 }
 
+/// `externalTrafficPolicy: Cluster`: the backend sees the switch's address (kube-gw's
+/// nftables table masquerades), so its reply returns through the switch. `Local`: the
+/// backend sees the client's own address. The IPVS pass also set the kernel settings.
+fn cluster_policy_is_source_natted_and_local_keeps_the_client_address() {
+    let mut lab = Lab::new();
+    let w = world(&mut lab, "n", 2);
+    let addrs: Vec<&str> = w.backends.iter().map(|(_, a)| a.as_str()).collect();
+    ipvs(&lab, &w.switch, "cluster", &spec("mh", web(&addrs)));
+    let srcs = sources();
+    let got = connect_all(&w, &srcs[..20]);
+    assert_eq!(got.len(), 20, "{got:?}");
+    for (src, (b, peer)) in &got {
+        // The switch's address on the link to that backend: b1 203.0.113.1, b2 .5.
+        let want = if b == "b1" {
+            "203.0.113.1"
+        } else {
+            "203.0.113.5"
+        };
+        assert_eq!(peer, want, "client {src} on {b}: the backend saw {peer}");
+    }
+    let table = w.switch.exec("nft", &["list", "table", "inet", "kube-gw"]);
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    // nft names the protocol only where /etc/protocols exists (not in the lab's initramfs).
+    assert!(
+        table.contains("198.51.100.10 . tcp . 80") || table.contains("198.51.100.10 . 6 . 80"),
+        "{table}"
+    );
+    for (name, want) in [
+        ("net/ipv4/vs/sloppy_tcp", "1"),
+        ("net/ipv4/vs/conntrack", "1"),
+        ("net/ipv4/vs/expire_nodest_conn", "1"),
+    ] {
+        let v = w.switch.exec("cat", &[&format!("/proc/sys/{name}")]);
+        assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), want, "{name}");
+    }
+
+    let mut local = web(&addrs);
+    local[0]["local"] = serde_json::json!(true);
+    ipvs(&lab, &w.switch, "local", &spec("mh", local));
+    let got = connect_all(&w, &srcs[..20]);
+    assert_eq!(got.len(), 20, "{got:?}");
+    for (src, (b, peer)) in &got {
+        assert_eq!(peer, src, "Local: client {src} on {b} was seen as {peer}");
+    }
+    let table = w.switch.exec("nft", &["list", "table", "inet", "kube-gw"]);
+    assert!(!String::from_utf8_lossy(&table.stdout).contains("198.51.100.10"));
+}
+
 // ---------------------------------------------------------------------------------------
 
 type Test = (&'static str, fn());
@@ -599,6 +672,10 @@ const TESTS: &[Test] = &[
     (
         "switches_agree_and_maglev_moves_only_the_removed_backends_clients",
         switches_agree_and_maglev_moves_only_the_removed_backends_clients,
+    ),
+    (
+        "cluster_policy_is_source_natted_and_local_keeps_the_client_address",
+        cluster_policy_is_source_natted_and_local_keeps_the_client_address,
     ),
 ];
 

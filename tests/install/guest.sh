@@ -120,8 +120,8 @@ check "IPVS has $vip:80 (mh) toward $endpoint:80" wait_until 60 bash -c \
 sed 's/^/KGW-IPVS: /' /proc/net/ip_vs
 check "nftables has kube-gw's table with the Service in its source-NAT set" \
   bash -c "nft list table inet kube-gw | grep -qE '$vip \. (tcp|6) \. 80'"
-check "kube-gw status shows the IPVS component programmed, with no settings problem" \
-  bash -c "kube-gw status --json | grep -q '\"name\":\"ipvs\",\"kind\":\"genetlink\",\"state\":\"programmed\",\"since_seconds\":0,\"info\":\"1 virtual services (1 wanted), 1 destinations, 0 draining\"'"
+check "kube-gw status shows the IPVS component programmed, with no settings problem" wait_until 30 \
+  bash -c "kube-gw status | grep -qE '^ipvs +genetlink +programmed +[0-9]+s +1 virtual services \(1 wanted\), 1 destinations, 0 draining\$'"
 kube-gw status | sed 's/^/KGW-STATUS: /'
 
 echo "KGW-SECURITY-BEGIN"

@@ -80,7 +80,7 @@ pub fn spawn(
     let (vs_tx, vs_rx) = watch::channel(None);
     let (ipvs_tx, ipvs_rx) = watch::channel(IpvsReport::default());
     let ipvs_task = tokio::spawn(tracing::Instrument::instrument(
-        crate::ipvs::reconcile::run(cfg.ipvs.clone(), cfg.vip.pools.clone(), vs_rx, ipvs_tx),
+        crate::ipvs::reconcile::run(config.clone(), vs_rx, ipvs_tx),
         tracing::info_span!("ipvs"),
     ));
     let desired = desired_tx.subscribe();

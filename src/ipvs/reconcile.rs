@@ -262,13 +262,16 @@ struct Kernel {
 }
 
 /// Runs the reconciler until `desired` closes. `desired` is `None` until the first complete
-/// desired state: nothing is touched before (a restart adopts what is there).
+/// desired state: nothing is touched before (a restart adopts what is there). `[ipvs]` and
+/// the pools are read from `config` on every pass; a reload that changes them makes the next
+/// pass look at everything (a new scheduler is set on each service in place).
 pub async fn run(
-    cfg: IpvsConfig,
-    pools: Vec<IpNet>,
+    mut config: watch::Receiver<std::sync::Arc<crate::config::Config>>,
     mut desired: watch::Receiver<Option<OrdMap<VsKey, VirtualService>>>,
     report: watch::Sender<IpvsReport>,
 ) {
+    let settings = |c: &crate::config::Config| (c.ipvs.clone(), c.vip.pools.clone());
+    let (mut cfg, mut pools) = settings(&config.borrow_and_update());
     // Wait for the first complete desired state.
     let first = desired.wait_for(Option::is_some).await.map(|d| d.clone());
     let Ok(Some(mut current)) = first else {
@@ -286,6 +289,7 @@ pub async fn run(
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut full = true;
     let mut opened_once = false;
+    let mut config_open = true;
     loop {
         passes += 1;
         let started = Instant::now();
@@ -321,6 +325,10 @@ pub async fn run(
                     }
                 }
                 _ = resync.tick() => {}
+                r = config.changed(), if config_open => {
+                    config_open = r.is_ok();
+                    (cfg, pools) = settings(&config.borrow_and_update());
+                }
             }
             continue;
         }
@@ -478,6 +486,17 @@ pub async fn run(
                 }
             }
             _ = resync.tick() => full = true,
+            r = config.changed(), if config_open => {
+                config_open = r.is_ok();
+                if r.is_ok() {
+                    let next = settings(&config.borrow_and_update());
+                    if next != (cfg.clone(), pools.clone()) {
+                        tracing::info!("the [ipvs] settings or the pools changed; looking at every service");
+                        (cfg, pools) = next;
+                        full = true;
+                    }
+                }
+            }
             _ = drain_tick.tick(), if !draining.is_empty() => {}
             () = tokio::time::sleep(backoff), if retry => {
                 backoff = (backoff * 2).min(Duration::from_secs(10));

@@ -122,6 +122,11 @@ check "nftables has kube-gw's table with the Service in its source-NAT set" \
   bash -c "nft list table inet kube-gw | grep -qE '$vip \. (tcp|6) \. 80'"
 check "kube-gw status shows the IPVS component programmed, with no settings problem" wait_until 30 \
   bash -c "kube-gw status | grep -qE '^ipvs +genetlink +programmed +[0-9]+s +1 virtual services \(1 wanted\), 1 destinations, 0 draining\$'"
+# A reload that changes the scheduler changes it in place.
+printf '\n[ipvs]\nscheduler = "sh"\n' >> /etc/kube-gw/config.toml
+check "systemctl reload with [ipvs] scheduler = sh" systemctl reload kube-gw
+check "IPVS now schedules $vip:80 with sh, toward the same endpoint" wait_until 30 bash -c \
+  "grep -q '^TCP  $(hex "$vip"):0050 sh' /proc/net/ip_vs && grep -q -- '-> $(hex "$endpoint"):0050' /proc/net/ip_vs"
 kube-gw status | sed 's/^/KGW-STATUS: /'
 
 echo "KGW-SECURITY-BEGIN"

@@ -127,6 +127,18 @@ printf '\n[ipvs]\nscheduler = "sh"\n' >> /etc/kube-gw/config.toml
 check "systemctl reload with [ipvs] scheduler = sh" systemctl reload kube-gw
 check "IPVS now schedules $vip:80 with sh, toward the same endpoint" wait_until 30 bash -c \
   "grep -q '^TCP  $(hex "$vip"):0050 sh' /proc/net/ip_vs && grep -q -- '-> $(hex "$endpoint"):0050' /proc/net/ip_vs"
+# A restart adopts the kernel's table: it sends IPVS nothing (no flush, no re-create). The
+# first start's programming is in the log, so the absence below means something.
+check "the first start logged its IPVS changes" \
+  bash -c "journalctl -u kube-gw --no-pager | grep -q 'IPVS changed'"
+cursor=$(journalctl -u kube-gw -n 0 --show-cursor --no-pager | sed -n 's/^-- cursor: //p')
+check "systemctl restart" systemctl restart kube-gw
+check "after the restart the IPVS component is programmed again" wait_until 60 bash -c \
+  "kube-gw status | grep -qE '^ipvs +genetlink +programmed +[0-9]+s +1 virtual services'"
+check "the restart changed nothing in IPVS (no 'IPVS changed' in its log)" \
+  bash -c "! journalctl -u kube-gw --after-cursor='$cursor' --no-pager | grep -q 'IPVS changed'"
+check "IPVS still has $vip:80 (sh) toward $endpoint:80" bash -c \
+  "grep -q '^TCP  $(hex "$vip"):0050 sh' /proc/net/ip_vs && grep -q -- '-> $(hex "$endpoint"):0050' /proc/net/ip_vs"
 kube-gw status | sed 's/^/KGW-STATUS: /'
 
 echo "KGW-SECURITY-BEGIN"

@@ -118,8 +118,10 @@ endpoint=$(cat /root/endpoint)
 check "IPVS has $vip:80 (mh) toward $endpoint:80" wait_until 60 bash -c \
   "grep -q '^TCP  $(hex "$vip"):0050 mh' /proc/net/ip_vs && grep -q -- '-> $(hex "$endpoint"):0050' /proc/net/ip_vs"
 sed 's/^/KGW-IPVS: /' /proc/net/ip_vs
-check "nftables has kube-gw's table with the Service in its source-NAT set" \
-  bash -c "nft list table inet kube-gw | grep -qE '$vip \. (tcp|6) \. 80'"
+# (written in the same pass, just after the IPVS requests: wait for it too)
+check "nftables has kube-gw's table with the Service in its source-NAT set" wait_until 30 \
+  bash -c "nft list table inet kube-gw 2>/dev/null | grep -qE '$vip \. (tcp|6) \. 80'"
+nft list table inet kube-gw 2>&1 | sed 's/^/KGW-NFT: /'
 check "kube-gw status shows the IPVS component programmed, with no settings problem" wait_until 30 \
   bash -c "kube-gw status | grep -qE '^ipvs +genetlink +programmed +[0-9]+s +1 virtual services \(1 wanted\), 1 destinations, 0 draining\$'"
 # A reload that changes the scheduler changes it in place.

@@ -9,4 +9,5 @@
 //! IPVS reconcilers report as programmed. Nothing here is wired into the daemon yet.
 
 pub mod fsm;
+pub mod open;
 pub mod wire;

@@ -1,7 +1,7 @@
 //! The try-it demo (`sudo scripts/demo`): a throwaway lab with a real Kubernetes control
 //! plane and a switch namespace running kube-gw, joined with a bootstrap token; a Service
 //! with an externalIP appears as a /32 on the switch's `lo`; a leaf namespace running BIRD
-//! waits for the switch's BGP session (it grows with the BGP speaker). Prints what an
+//! has a BGP session with the switch (routes come with the speaker). Prints what an
 //! operator would look at, then cleans everything up.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -83,6 +83,11 @@ pools = ["198.51.100.0/24", "2001:db8:100::/64"]
 [bgp]
 asn = 65100
 router-id = "192.0.2.11"
+
+[[bgp.neighbors]]
+address = "192.0.2.9"
+remote-asn = 65001
+description = "leaf (BIRD)"
 "#,
         cp.server,
         ca.display(),
@@ -139,12 +144,12 @@ router-id = "192.0.2.11"
     show(&switch, &["ip", "addr", "show", "dev", "lo"]);
     say("kube-gw vips");
     kube_gw(&kg, &["vips"]);
-    say("the leaf (BIRD): its session to the switch and the routes it learned");
+    say("the leaf (BIRD): its BGP session to the switch");
+    bird.wait_established("switch", Duration::from_secs(60));
     print!("{}", bird.birdc(&["show", "protocols", "switch"]));
-    print!("{}", bird.birdc(&["show", "route"]));
     println!(
-        "(kube-gw has no BGP speaker yet: the session stays down and the leaf learns no route; \
-         with the speaker, 198.51.100.10/32 via 192.0.2.10 appears here.)"
+        "(the session is up; kube-gw does not announce its VIPs yet — with the speaker's \
+         routes, 198.51.100.10/32 via 192.0.2.10 appears in the leaf's table.)"
     );
     say("Events on the Services (kubectl describe service would show these)");
     std::thread::sleep(Duration::from_secs(1));

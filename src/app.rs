@@ -94,6 +94,8 @@ pub struct Shared {
     main_tx: mpsc::Sender<MainCmd>,
     kube: std::sync::OnceLock<crate::kube::KubeHandle>,
     serving: std::sync::OnceLock<Serving>,
+    /// One status per BGP neighbor (sessions only; routes come with the speaker).
+    bgp: std::sync::OnceLock<Vec<watch::Receiver<crate::bgp::session::NeighborStatus>>>,
 }
 
 /// What the admin surfaces read of the serving pipeline.
@@ -305,6 +307,31 @@ impl Shared {
                 info,
             });
         }
+        for rx in self.bgp.get().into_iter().flatten() {
+            let n = rx.borrow().clone();
+            let state = format!("{:?}", n.state).to_lowercase();
+            let mut info = match (n.peer_as, n.up_since) {
+                (Some(asn), Some(_)) => format!(
+                    "AS {asn}, hold time {}s, {} UPDATEs received",
+                    n.hold_time.unwrap_or(0),
+                    n.updates_received
+                ),
+                _ => String::new(),
+            };
+            if let Some(e) = &n.last_error {
+                if !info.is_empty() {
+                    info.push_str("; ");
+                }
+                info.push_str(&format!("last: {e}"));
+            }
+            components.push(Component {
+                name: format!("bgp/{}", n.address),
+                kind: "bgp".into(),
+                state,
+                since_seconds: n.up_since.map_or(0, |t| t.elapsed().as_secs()),
+                info,
+            });
+        }
         components.sort_by(|a, b| a.name.cmp(&b.name));
         let last_reload = lock(&self.last_reload)
             .as_ref()
@@ -490,6 +517,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         main_tx,
         kube: std::sync::OnceLock::new(),
         serving: std::sync::OnceLock::new(),
+        bgp: std::sync::OnceLock::new(),
     });
     shared.metrics.config_generation.set(1);
 
@@ -554,6 +582,32 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         interface: shared.config.borrow().vip.interface.clone(),
     });
 
+    // BGP sessions, one per neighbor (read at start; a reload does not change them yet).
+    let (bgp_stop_tx, bgp_stop_rx) = watch::channel(false);
+    let bgp_tasks = {
+        let cfg = shared.config.borrow().clone();
+        let mut statuses = Vec::new();
+        let mut tasks = Vec::new();
+        for (peer, problem) in crate::bgp::session::peers(&cfg) {
+            let mut st = crate::bgp::session::NeighborStatus::new(peer.address);
+            if let Some(p) = problem {
+                tracing::warn!(neighbor = %peer.address, "{p}");
+                st.last_error = Some(p);
+                let (_tx, rx) = watch::channel(st);
+                statuses.push(rx);
+                continue;
+            }
+            let (tx, rx) = watch::channel(st);
+            statuses.push(rx);
+            tasks.push(tokio::spawn(tracing::Instrument::instrument(
+                crate::bgp::session::run(peer.clone(), tx, bgp_stop_rx.clone()),
+                tracing::info_span!("bgp", neighbor = %peer.address),
+            )));
+        }
+        let _ = shared.bgp.set(statuses);
+        tasks
+    };
+
     let heartbeat = shared.liveness.register("main");
     shared.set_state(DaemonState::Running);
     shared.set_ready(true);
@@ -605,6 +659,13 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
     lifecycle::notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 
     let mut plan = ShutdownPlan::new(HOOK_TIMEOUT);
+    plan.register(Phase::BgpWithdraw, "bgp-sessions", move || async move {
+        // Each session sends Cease / Administrative Shutdown and closes.
+        let _ = bgp_stop_tx.send(true);
+        for t in bgp_tasks {
+            let _ = t.await;
+        }
+    });
     // BGP drain and withdraw, then data-plane teardown, register here as those subsystems
     // land; the admin surfaces close last so status answers during the drain.
     let crate::serve::Serve {

@@ -10,4 +10,5 @@
 
 pub mod fsm;
 pub mod open;
+pub mod session;
 pub mod wire;

@@ -16,8 +16,8 @@ use netgauze_bgp_pkt::open::{BgpOpenMessage, BgpOpenMessageParameter};
 use netgauze_bgp_pkt::wire::deserializer::open::BgpOpenMessageParsingError;
 use netgauze_bgp_pkt::wire::deserializer::BgpParsingContext;
 use netgauze_iana::address_family::AddressType;
-use netgauze_parse_utils::traits::ParseFromWithOneInput;
 use netgauze_parse_utils::reader::SliceReader;
+use netgauze_parse_utils::traits::ParseFromWithOneInput;
 use netgauze_parse_utils::WritablePdu;
 
 use super::fsm::PeerOpen;
@@ -89,7 +89,15 @@ pub fn encode(p: &Proposal) -> Vec<u8> {
 /// Reads the peer's OPEN body; a malformed one gives the NOTIFICATION to answer with.
 pub fn decode(body: &[u8]) -> Result<Received, Notification> {
     // Unknown or malformed optional capabilities are not a reason to refuse a peer.
-    let mut ctx = BgpParsingContext::new(true, HashMap::new(), HashMap::new(), true, true, false, true);
+    let mut ctx = BgpParsingContext::new(
+        true,
+        HashMap::new(),
+        HashMap::new(),
+        true,
+        true,
+        false,
+        true,
+    );
     let mut cur = SliceReader::new(body);
     let msg = BgpOpenMessage::parse(&mut cur, &mut ctx).map_err(|e| match e {
         BgpOpenMessageParsingError::UnsupportedVersionNumber { .. } => {
@@ -134,7 +142,10 @@ pub fn decode(body: &[u8]) -> Result<Received, Notification> {
 
 fn capability_name(c: &BgpCapability) -> String {
     let s = format!("{c:?}");
-    s.split(['(', ' ', '{']).next().unwrap_or_default().to_string()
+    s.split(['(', ' ', '{'])
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -163,7 +174,10 @@ mod tests {
         let c = &r.capabilities;
         assert!(c.four_octet_as && c.ipv4_unicast && c.ipv6_unicast);
         assert!(c.route_refresh && c.enhanced_route_refresh);
-        assert_eq!(c.others, vec!["GracefulRestartCapability", "LongLivedGracefulRestart"]);
+        assert_eq!(
+            c.others,
+            vec!["GracefulRestartCapability", "LongLivedGracefulRestart"]
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod bgp;
 #[path = "../common/controlplane.rs"]
 mod controlplane;
 mod harness;
@@ -16,9 +17,14 @@ use std::time::Duration;
 use harness::peers::{Bird, Frr, GoBgp, KubeGw};
 use harness::{require_root, Lab};
 
-const ESTABLISH: Duration = Duration::from_secs(60);
+pub(crate) const ESTABLISH: Duration = Duration::from_secs(60);
 
-fn bird_leaf(router_id: &str, local: &str, local_as: u32, peers: &[(&str, &str, u32)]) -> String {
+pub(crate) fn bird_leaf(
+    router_id: &str,
+    local: &str,
+    local_as: u32,
+    peers: &[(&str, &str, u32)],
+) -> String {
     let mut c = format!(
         "router id {router_id};\nprotocol device {{}}\n\
          protocol kernel {{ ipv4 {{ export all; }}; merge paths on; }}\n\

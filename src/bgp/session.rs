@@ -1,0 +1,352 @@
+//! One neighbor's session: the thin I/O around the [`Fsm`]. It connects (TCP port 179),
+//! reads bytes into the [`Framer`], decodes messages into FSM events, keeps the FSM's
+//! timers, carries out its actions, and restarts the session after a failure with backoff
+//! and jitter. Everything it learns goes to a `watch<NeighborStatus>`.
+//!
+//! ```text
+//!  TCP read ─► Framer ─► decode ─┐
+//!  timers (connect-retry, hold, ├─► Fsm::handle ─► actions: connect, send OPEN/KEEPALIVE/
+//!  keepalive) ──────────────────┤                  NOTIFICATION, close, arm/disarm, up/down
+//!  stop (daemon stopping) ──────┘
+//! ```
+//!
+//! Not yet here (the BGP issue): listening for the peer's connections (passive peers and
+//! collision detection), routes (UPDATEs are counted, not read), TCP MD5 and GTSM — a
+//! neighbor configured with a password is not started, and says so, rather than connecting
+//! without it.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::fsm::{Action, Event, Fsm, Settings, State, Timer};
+use super::open::{self, Proposal};
+use super::wire::{self, Framer, Kind, Notification};
+
+/// What `kube-gw status` and metrics show of a neighbor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NeighborStatus {
+    pub address: IpAddr,
+    pub state: State,
+    /// Seconds since the session came up (0 when down).
+    #[serde(skip)]
+    pub up_since: Option<Instant>,
+    pub peer_as: Option<u32>,
+    pub hold_time: Option<u16>,
+    pub updates_received: u64,
+    /// Why it last went down, or why it cannot start.
+    pub last_error: Option<String>,
+    pub transitions: u64,
+}
+
+impl NeighborStatus {
+    pub fn new(address: IpAddr) -> Self {
+        Self {
+            address,
+            state: State::Idle,
+            up_since: None,
+            peer_as: None,
+            hold_time: None,
+            updates_received: 0,
+            last_error: None,
+            transitions: 0,
+        }
+    }
+}
+
+/// How to reach the neighbor and what to propose.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub address: IpAddr,
+    pub port: u16,
+    pub settings: Settings,
+    pub ipv4_unicast: bool,
+    pub ipv6_unicast: bool,
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The neighbors of a configuration, each with the reason it cannot be started (if any).
+pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
+    use crate::config::{PeerKind, RemoteAsn};
+    let Some(b) = &cfg.bgp else {
+        return Vec::new();
+    };
+    b.neighbors
+        .iter()
+        .map(|n| {
+            let remote_as = match n.remote_asn {
+                RemoteAsn::Number(a) => super::fsm::RemoteAs::Exact(a),
+                RemoteAsn::Kind(PeerKind::External) => super::fsm::RemoteAs::External,
+                RemoteAsn::Kind(PeerKind::Internal) => super::fsm::RemoteAs::Internal,
+            };
+            let problem = if n.password_file.is_some() {
+                Some("TCP MD5 (password-file) is not implemented yet; this neighbor is not started rather than connected without its password".to_string())
+            } else if n.interface.is_some() {
+                Some("link-local neighbors (interface) are not implemented yet; this neighbor is not started".to_string())
+            } else {
+                None
+            };
+            (
+                Peer {
+                    address: n.address,
+                    port: 179,
+                    settings: Settings {
+                        local_as: b.asn,
+                        router_id: b.router_id,
+                        remote_as,
+                        hold_time: b.hold_time,
+                        keepalive: Some(b.keepalive).filter(|k| *k > 0),
+                        passive: false,
+                    },
+                    ipv4_unicast: true,
+                    ipv6_unicast: true,
+                },
+                problem,
+            )
+        })
+        .collect()
+}
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Runs the session until `stop` turns true; then sends Cease / Administrative Shutdown
+/// with `reason` if the session is up.
+pub async fn run(
+    peer: Peer,
+    status: watch::Sender<NeighborStatus>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let ended = session(&peer, &status, &mut stop).await;
+        if ended {
+            return;
+        }
+        // Jitter: up to a quarter of the delay (RFC 4271 §10 asks for it on the timers).
+        let jitter = backoff.mul_f64(f64::from(jitter_fraction()) / 4.0);
+        let wait = backoff + jitter;
+        tokio::select! {
+            () = crate::lifecycle::stopped(&mut stop) => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        if status.borrow().up_since.is_some() {
+            backoff = Duration::from_secs(1);
+        }
+    }
+}
+
+/// A number in [0, 1) that differs between calls and processes (no RNG dependency).
+fn jitter_fraction() -> f32 {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (n % 1000) as f32 / 1000.0
+}
+
+/// One session from Idle back to Idle. Returns true when stopped.
+async fn session(
+    peer: &Peer,
+    status: &watch::Sender<NeighborStatus>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut fsm = Fsm::new(peer.settings.clone());
+    let mut conn: Option<TcpStream> = None;
+    let mut framer = Framer::default();
+    let mut timers: [Option<Instant>; 3] = [None; 3];
+    let mut pending: VecDeque<Event> = VecDeque::from([Event::Start]);
+    let mut buf = vec![0u8; 65536];
+    let idx = |t: Timer| match t {
+        Timer::ConnectRetry => 0,
+        Timer::Hold => 1,
+        Timer::Keepalive => 2,
+    };
+    loop {
+        // Feed queued events; carry out the actions.
+        while let Some(ev) = pending.pop_front() {
+            let before = fsm.state();
+            let actions = fsm.handle(ev);
+            for a in actions {
+                match a {
+                    Action::Connect => {
+                        let to = SocketAddr::new(peer.address, peer.port);
+                        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
+                            Ok(Ok(s)) => {
+                                let _ = s.set_nodelay(true);
+                                conn = Some(s);
+                                pending.push_back(Event::Connected);
+                            }
+                            Ok(Err(e)) => {
+                                note_error(status, format!("cannot connect to {to}: {e}"));
+                                pending.push_back(Event::ConnectionLost);
+                            }
+                            Err(_) => {
+                                note_error(
+                                    status,
+                                    format!("no answer from {to} within {CONNECT_TIMEOUT:?}"),
+                                );
+                                pending.push_back(Event::ConnectionLost);
+                            }
+                        }
+                    }
+                    Action::Listen => {}
+                    Action::SendOpen => {
+                        let body = open::encode(&Proposal {
+                            local_as: peer.settings.local_as,
+                            router_id: peer.settings.router_id,
+                            hold_time: peer.settings.hold_time,
+                            ipv4_unicast: peer.ipv4_unicast,
+                            ipv6_unicast: peer.ipv6_unicast,
+                        });
+                        if let Ok(bytes) = wire::frame(Kind::Open, &body) {
+                            send(&mut conn, &bytes, &mut pending).await;
+                        }
+                    }
+                    Action::SendKeepalive => {
+                        if let Ok(bytes) = wire::frame(Kind::Keepalive, &[]) {
+                            send(&mut conn, &bytes, &mut pending).await;
+                        }
+                    }
+                    Action::Send(n) => {
+                        tracing::warn!(neighbor = %peer.address, notification = %n, "sending NOTIFICATION");
+                        send(&mut conn, &n.encode(), &mut pending).await;
+                    }
+                    Action::Close => {
+                        if let Some(mut c) = conn.take() {
+                            let _ = c.shutdown().await;
+                        }
+                        framer = Framer::default();
+                    }
+                    Action::Arm(t, d) => timers[idx(t)] = Some(Instant::now() + d),
+                    Action::Disarm(t) => timers[idx(t)] = None,
+                    Action::Up(n) => {
+                        tracing::info!(neighbor = %peer.address, peer_as = n.peer_as, hold_time = n.hold_time, "BGP session established");
+                        status.send_modify(|s| {
+                            s.up_since = Some(Instant::now());
+                            s.peer_as = Some(n.peer_as);
+                            s.hold_time = Some(n.hold_time);
+                            s.last_error = None;
+                        });
+                    }
+                    Action::Down(why) => {
+                        tracing::warn!(neighbor = %peer.address, reason = %why, "BGP session down");
+                        status.send_modify(|s| {
+                            s.up_since = None;
+                            s.last_error = Some(why.clone());
+                        });
+                    }
+                    Action::Deliver => status.send_modify(|s| s.updates_received += 1),
+                }
+            }
+            let after = fsm.state();
+            if before != after {
+                tracing::debug!(neighbor = %peer.address, from = ?before, to = ?after, "BGP state");
+                status.send_modify(|s| {
+                    s.state = after;
+                    s.transitions += 1;
+                });
+            }
+            if after == State::Idle && before != State::Idle {
+                // Back to Idle: this session is over; `run` restarts it after a delay.
+                return false;
+            }
+        }
+        // Wait for the next event.
+        let next_timer = timers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.map(|t| (i, t)))
+            .min_by_key(|(_, t)| *t);
+        let sleep = async {
+            match next_timer {
+                Some((_, at)) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let read = async {
+            match conn.as_mut() {
+                Some(c) => c.read(&mut buf).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = crate::lifecycle::stopped(stop) => {
+                let actions = fsm.handle(Event::Stop { subcode: 2, reason: "kube-gw is stopping".into() });
+                for a in actions {
+                    if let Action::Send(n) = a {
+                        send(&mut conn, &n.encode(), &mut VecDeque::new()).await;
+                    }
+                }
+                if let Some(mut c) = conn.take() {
+                    let _ = c.shutdown().await;
+                }
+                status.send_modify(|s| {
+                    s.state = State::Idle;
+                    s.up_since = None;
+                });
+                return true;
+            }
+            () = sleep => {
+                if let Some((i, _)) = next_timer {
+                    timers[i] = None;
+                    let t = [Timer::ConnectRetry, Timer::Hold, Timer::Keepalive][i];
+                    pending.push_back(Event::Expired(t));
+                }
+            }
+            r = read => match r {
+                Ok(0) | Err(_) => {
+                    conn = None;
+                    pending.push_back(Event::ConnectionLost);
+                }
+                Ok(n) => {
+                    framer.push(&buf[..n]);
+                    loop {
+                        match framer.next_frame() {
+                            Ok(Some(f)) => pending.push_back(to_event(f)),
+                            Ok(None) => break,
+                            Err(n) => {
+                                pending.push_back(Event::Malformed(n));
+                                break;
+                            }
+                        }
+                    }
+                }
+            },
+        }
+    }
+}
+
+fn to_event(f: wire::Frame) -> Event {
+    match f.kind {
+        Kind::Open => match open::decode(&f.body) {
+            Ok(r) => Event::Open(r.open),
+            Err(n) => Event::Malformed(n),
+        },
+        Kind::Keepalive => Event::Keepalive,
+        Kind::Update => Event::Update,
+        Kind::RouteRefresh => Event::RouteRefresh,
+        Kind::Notification => match Notification::decode(&f.body) {
+            Ok(n) => Event::Notification(n),
+            Err(n) => Event::Malformed(n),
+        },
+    }
+}
+
+async fn send(conn: &mut Option<TcpStream>, bytes: &[u8], pending: &mut VecDeque<Event>) {
+    if let Some(c) = conn.as_mut() {
+        if c.write_all(bytes).await.is_err() {
+            *conn = None;
+            pending.push_back(Event::ConnectionLost);
+        }
+    }
+}
+
+fn note_error(status: &watch::Sender<NeighborStatus>, e: String) {
+    status.send_modify(|s| s.last_error = Some(e));
+}

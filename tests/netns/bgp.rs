@@ -1,0 +1,159 @@
+//! kube-gw's BGP sessions against real peers: BIRD, FRR and GoBGP over IPv4 and IPv6 reach
+//! Established and see kube-gw's OPEN as what it is; a peer that goes away is noticed and,
+//! when it comes back, the session is established again; a stop sends Cease /
+//! Administrative Shutdown with kube-gw's reason. (Routes come with the speaker.)
+
+use std::time::Duration;
+
+use crate::harness::peers::{Bird, Frr, GoBgp, KubeGw};
+use crate::harness::{require_root, wait_for, Lab};
+use crate::{bird_leaf, ESTABLISH};
+
+/// kube-gw's config for a switch with these neighbors (address, AS).
+fn switch_config(neighbors: &[(&str, u32)]) -> String {
+    let mut c = String::from(
+        "[node]\nname = \"sw\"\n[vip]\npools = [\"198.51.100.0/24\"]\n\
+         [bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\nhold-time = 9\n",
+    );
+    for (a, asn) in neighbors {
+        c.push_str(&format!(
+            "[[bgp.neighbors]]\naddress = \"{a}\"\nremote-asn = {asn}\n"
+        ));
+    }
+    c
+}
+
+/// The state kube-gw's status shows for a neighbor.
+fn kube_gw_state(kg: &KubeGw, neighbor: &str) -> String {
+    kg.status()["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == format!("bgp/{neighbor}"))
+        .map(|c| c["state"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
+    if !require_root("sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let sw = lab.node("sw");
+    let bird_node = lab.node("bird");
+    let frr_node = lab.node("frr");
+    let gobgp_node = lab.node("gobgp");
+    lab.link(&sw, &["192.0.2.2/30"], &bird_node, &["192.0.2.1/30"]);
+    lab.link(&sw, &["2001:db8:2::2/64"], &frr_node, &["2001:db8:2::1/64"]);
+    lab.link(&sw, &["192.0.2.6/30"], &gobgp_node, &["192.0.2.5/30"]);
+
+    let bird = Bird::start(
+        &mut lab,
+        &bird_node,
+        "bird",
+        &bird_leaf(
+            "192.0.2.1",
+            "192.0.2.1",
+            65000,
+            &[("sw", "192.0.2.2", 65010)],
+        ),
+    );
+    let frr = Frr::start(
+        &mut lab,
+        &frr_node,
+        "frr",
+        "frr defaults datacenter\n\
+         router bgp 65001\n bgp router-id 192.0.2.9\n no bgp ebgp-requires-policy\n\
+         neighbor 2001:db8:2::2 remote-as 65010\n\
+         address-family ipv6 unicast\n  neighbor 2001:db8:2::2 activate\n exit-address-family\n",
+    );
+    let gobgp = GoBgp::start(
+        &mut lab,
+        &gobgp_node,
+        "gobgp",
+        r#"
+[global.config]
+  as = 65002
+  router-id = "192.0.2.5"
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "192.0.2.6"
+    peer-as = 65010
+"#,
+    );
+    let kg = KubeGw::start(
+        &mut lab,
+        &sw,
+        "kg",
+        &switch_config(&[
+            ("192.0.2.1", 65000),
+            ("2001:db8:2::1", 65001),
+            ("192.0.2.5", 65002),
+        ]),
+    );
+
+    bird.wait_established("sw", ESTABLISH);
+    frr.wait_established("2001:db8:2::2", ESTABLISH);
+    gobgp.wait_established("192.0.2.6", ESTABLISH);
+    for n in ["192.0.2.1", "2001:db8:2::1", "192.0.2.5"] {
+        wait_for(&format!("kube-gw's session with {n}"), ESTABLISH, || {
+            (kube_gw_state(&kg, n) == "established").then_some(())
+        });
+    }
+    // What the peers negotiated with kube-gw: its AS, identifier and hold time.
+    let info = bird.birdc(&["show", "protocols", "all", "sw"]);
+    assert!(info.contains("Neighbor AS:      65010"), "{info}");
+    assert!(info.contains("Neighbor ID:      192.0.2.20"), "{info}");
+    assert!(
+        info.contains("Hold timer:") && info.contains("/9"),
+        "{info}"
+    );
+    let frr_json = frr.vtysh("show bgp neighbors 2001:db8:2::2 json");
+    assert!(frr_json.contains("\"remoteAs\":65010"), "{frr_json}");
+    assert!(
+        frr_json.contains("\"remoteRouterId\":\"192.0.2.20\""),
+        "{frr_json}"
+    );
+
+    // The BIRD peer goes away: kube-gw notices (connection closed or hold timer) …
+    lab.stop("bird", Duration::from_secs(5));
+    wait_for(
+        "kube-gw to see the BIRD session down",
+        Duration::from_secs(30),
+        || (kube_gw_state(&kg, "192.0.2.1") != "established").then_some(()),
+    );
+    assert_eq!(
+        kube_gw_state(&kg, "192.0.2.5"),
+        "established",
+        "other sessions are unaffected"
+    );
+    // … and when it is back, the session comes up again.
+    let bird = Bird::start(
+        &mut lab,
+        &bird_node,
+        "bird2",
+        &bird_leaf(
+            "192.0.2.1",
+            "192.0.2.1",
+            65000,
+            &[("sw", "192.0.2.2", 65010)],
+        ),
+    );
+    bird.wait_established("sw", ESTABLISH);
+    wait_for("kube-gw's session with BIRD again", ESTABLISH, || {
+        (kube_gw_state(&kg, "192.0.2.1") == "established").then_some(())
+    });
+
+    // Stopping kube-gw: each peer gets Cease / Administrative Shutdown with the reason.
+    lab.stop("kg", Duration::from_secs(20));
+    wait_for(
+        "BIRD to record kube-gw's Cease",
+        Duration::from_secs(15),
+        || {
+            let i = bird.birdc(&["show", "protocols", "all", "sw"]);
+            (i.contains("Administrative shutdown") || i.contains("kube-gw is stopping"))
+                .then_some(i)
+        },
+    );
+}

@@ -1,8 +1,8 @@
 //! The try-it demo (`sudo scripts/demo`): a throwaway lab with a real Kubernetes control
 //! plane and a switch namespace running kube-gw, joined with a bootstrap token; a Service
 //! with an externalIP appears as a /32 on the switch's `lo`; a leaf namespace running BIRD
-//! has a BGP session with the switch (routes come with the speaker). Prints what an
-//! operator would look at, then cleans everything up.
+//! learns the address over BGP from the switch, into its kernel. Prints what an operator
+//! would look at, then cleans everything up.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -144,13 +144,27 @@ description = "leaf (BIRD)"
     show(&switch, &["ip", "addr", "show", "dev", "lo"]);
     say("kube-gw vips");
     kube_gw(&kg, &["vips"]);
-    say("the leaf (BIRD): its BGP session to the switch");
+    say("the leaf (BIRD): its BGP session to the switch and the route it learned");
     bird.wait_established("switch", Duration::from_secs(60));
     print!("{}", bird.birdc(&["show", "protocols", "switch"]));
-    println!(
-        "(the session is up; kube-gw does not announce its VIPs yet — with the speaker's \
-         routes, 198.51.100.10/32 via 192.0.2.10 appears in the leaf's table.)"
+    harness::wait_for(
+        "the leaf to learn 198.51.100.10/32",
+        Duration::from_secs(60),
+        || {
+            let out = std::process::Command::new("birdc")
+                .arg("-s")
+                .arg(&bird.ctl)
+                .args(["show", "route", "198.51.100.10/32"])
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .contains("via 192.0.2.10")
+                .then_some(())
+        },
     );
+    print!("{}", bird.birdc(&["show", "route", "198.51.100.10/32", "all"]));
+    say(&format!("ip -n {} route show 198.51.100.10", leaf.ns));
+    show(&leaf, &["ip", "route", "show", "198.51.100.10"]);
     say("Events on the Services (kubectl describe service would show these)");
     std::thread::sleep(Duration::from_secs(1));
     block_on(async {

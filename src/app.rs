@@ -600,7 +600,12 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
             let (tx, rx) = watch::channel(st);
             statuses.push(rx);
             tasks.push(tokio::spawn(tracing::Instrument::instrument(
-                crate::bgp::session::run(peer.clone(), tx, bgp_stop_rx.clone()),
+                crate::bgp::session::run(
+                    peer.clone(),
+                    tx,
+                    bgp_stop_rx.clone(),
+                    serve.exported.clone(),
+                ),
                 tracing::info_span!("bgp", neighbor = %peer.address),
             )));
         }

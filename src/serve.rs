@@ -40,6 +40,9 @@ pub struct Serve {
     pub desired: watch::Receiver<Arc<DesiredState>>,
     pub programmed: watch::Receiver<Programmed>,
     pub ipvs: watch::Receiver<IpvsReport>,
+    /// What BGP may announce: the desired state's announcements whose address is on the
+    /// interface (make before break).
+    pub exported: watch::Receiver<Arc<BTreeSet<ipnet::IpNet>>>,
     pub teardown: watch::Sender<bool>,
     pub addr_task: tokio::task::JoinHandle<()>,
     pub ipvs_task: tokio::task::JoinHandle<()>,
@@ -84,6 +87,12 @@ pub fn spawn(
         tracing::info_span!("ipvs"),
     ));
     let desired = desired_tx.subscribe();
+    let (exported_tx, exported) = watch::channel(Arc::new(BTreeSet::new()));
+    tokio::spawn(export_loop(
+        desired_tx.subscribe(),
+        programmed_rx.clone(),
+        exported_tx,
+    ));
     let desired_task = tokio::spawn(desired_loop(
         config,
         snapshot,
@@ -98,10 +107,43 @@ pub fn spawn(
         desired,
         programmed: programmed_rx,
         ipvs: ipvs_rx,
+        exported,
         ipvs_task,
         teardown: teardown_tx,
         addr_task,
         desired_task,
+    }
+}
+
+/// Keeps the exported prefixes: announceable in the desired state and programmed on the
+/// interface. A VIP is announced only once its address is there, and withdrawn as soon as
+/// the desired state drops it (before the address reconciler removes the address).
+async fn export_loop(
+    mut desired: watch::Receiver<Arc<DesiredState>>,
+    mut programmed: watch::Receiver<Programmed>,
+    out: watch::Sender<Arc<BTreeSet<ipnet::IpNet>>>,
+) {
+    loop {
+        let d = desired.borrow_and_update().clone();
+        let set: BTreeSet<ipnet::IpNet> = {
+            let p = programmed.borrow_and_update();
+            d.announcements
+                .iter()
+                .filter(|n| p.vips.contains(&n.addr()))
+                .copied()
+                .collect()
+        };
+        out.send_if_modified(|cur| {
+            let changed = **cur != set;
+            if changed {
+                *cur = Arc::new(set);
+            }
+            changed
+        });
+        tokio::select! {
+            r = desired.changed() => if r.is_err() { return },
+            r = programmed.changed() => if r.is_err() { return },
+        }
     }
 }
 

@@ -11,4 +11,5 @@
 pub mod fsm;
 pub mod open;
 pub mod session;
+pub mod update;
 pub mod wire;

@@ -10,13 +10,23 @@
 //!  stop (daemon stopping) ──────┘
 //! ```
 //!
+//! Routes: once Established, the session announces the exported prefixes (the VIPs the
+//! desired state marks announceable and the address reconciler reports on `lo`) of the
+//! session's own address family with next hop self, then End-of-RIB; afterwards every change
+//! of the exported set becomes withdrawals and announcements of the difference. A
+//! ROUTE-REFRESH from the peer gets everything again. Received UPDATEs are counted, not read
+//! (import is deny-all).
+//!
 //! Not yet here (the BGP issue): listening for the peer's connections (passive peers and
-//! collision detection), routes (UPDATEs are counted, not read), TCP MD5 and GTSM — a
-//! neighbor configured with a password is not started, and says so, rather than connecting
-//! without it.
+//! collision detection), TCP MD5 and GTSM — a neighbor configured with a password is not
+//! started, and says so, rather than connecting without it — and IPv4 routes over IPv6
+//! sessions or the reverse (RFC 8950).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -27,6 +37,7 @@ use tokio::time::Instant;
 
 use super::fsm::{Action, Event, Fsm, Settings, State, Timer};
 use super::open::{self, Proposal};
+use super::update;
 use super::wire::{self, Framer, Kind, Notification};
 
 /// What `kube-gw status` and metrics show of a neighbor.
@@ -40,6 +51,8 @@ pub struct NeighborStatus {
     pub peer_as: Option<u32>,
     pub hold_time: Option<u16>,
     pub updates_received: u64,
+    /// Prefixes announced on the current session.
+    pub prefixes_sent: usize,
     /// Why it last went down, or why it cannot start.
     pub last_error: Option<String>,
     pub transitions: u64,
@@ -54,6 +67,7 @@ impl NeighborStatus {
             peer_as: None,
             hold_time: None,
             updates_received: 0,
+            prefixes_sent: 0,
             last_error: None,
             transitions: 0,
         }
@@ -121,10 +135,11 @@ pub async fn run(
     peer: Peer,
     status: watch::Sender<NeighborStatus>,
     mut stop: watch::Receiver<bool>,
+    mut exported: watch::Receiver<Arc<BTreeSet<IpNet>>>,
 ) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        let ended = session(&peer, &status, &mut stop).await;
+        let ended = session(&peer, &status, &mut stop, &mut exported).await;
         if ended {
             return;
         }
@@ -155,7 +170,14 @@ async fn session(
     peer: &Peer,
     status: &watch::Sender<NeighborStatus>,
     stop: &mut watch::Receiver<bool>,
+    exported: &mut watch::Receiver<Arc<BTreeSet<IpNet>>>,
 ) -> bool {
+    // What the peer has from us on this session, and how to announce to it.
+    let mut sent: BTreeSet<IpNet> = BTreeSet::new();
+    let mut attrs: Option<update::Attrs> = None;
+    let mut refresh = false;
+    // The families both sides announced in their OPENs (RFC 4760: none means IPv4 unicast).
+    let mut families = (false, false);
     let mut fsm = Fsm::new(peer.settings.clone());
     let mut conn: Option<TcpStream> = None;
     let mut framer = Framer::default();
@@ -227,18 +249,64 @@ async fn session(
                     Action::Disarm(t) => timers[idx(t)] = None,
                     Action::Up(n) => {
                         tracing::info!(neighbor = %peer.address, peer_as = n.peer_as, hold_time = n.hold_time, "BGP session established");
+                        let local = conn
+                            .as_ref()
+                            .and_then(|c| c.local_addr().ok())
+                            .map(|a| a.ip());
+                        let a = update::Attrs {
+                            local_as: peer.settings.local_as,
+                            external: n.peer_as != peer.settings.local_as,
+                            next_hop_v4: match local {
+                                Some(IpAddr::V4(v)) => Some(v),
+                                _ => None,
+                            },
+                            next_hop_v6: match local {
+                                Some(IpAddr::V6(v)) => Some(v),
+                                _ => None,
+                            },
+                            next_hop_v6_local: None,
+                            communities: Vec::new(),
+                        };
+                        // Everything exported of the session's family (if negotiated), then
+                        // End-of-RIB for each negotiated family.
+                        let (v4, v6) = families;
+                        let all: Vec<IpNet> = exported
+                            .borrow_and_update()
+                            .iter()
+                            .filter(|p| same_family(p, local) && negotiated(p, families))
+                            .copied()
+                            .collect();
+                        let mut bodies = update::pack(&all, &[], &a);
+                        if v4 {
+                            bodies.push(update::end_of_rib_v4());
+                        }
+                        if v6 {
+                            bodies.push(update::end_of_rib_v6());
+                        }
+                        for b in bodies {
+                            if let Ok(bytes) = wire::frame(Kind::Update, &b) {
+                                send(&mut conn, &bytes, &mut pending).await;
+                            }
+                        }
+                        sent = all.into_iter().collect();
+                        attrs = Some(a);
+                        let count = sent.len();
                         status.send_modify(|s| {
                             s.up_since = Some(Instant::now());
                             s.peer_as = Some(n.peer_as);
                             s.hold_time = Some(n.hold_time);
                             s.last_error = None;
+                            s.prefixes_sent = count;
                         });
                     }
                     Action::Down(why) => {
                         tracing::warn!(neighbor = %peer.address, reason = %why, "BGP session down");
+                        sent.clear();
+                        attrs = None;
                         status.send_modify(|s| {
                             s.up_since = None;
                             s.last_error = Some(why.clone());
+                            s.prefixes_sent = 0;
                         });
                     }
                     Action::Deliver => status.send_modify(|s| s.updates_received += 1),
@@ -251,6 +319,17 @@ async fn session(
                     s.state = after;
                     s.transitions += 1;
                 });
+            }
+            // A ROUTE-REFRESH: the peer gets everything again.
+            if std::mem::take(&mut refresh) {
+                if let Some(a) = &attrs {
+                    let all: Vec<IpNet> = sent.iter().copied().collect();
+                    for b in update::pack(&all, &[], a) {
+                        if let Ok(bytes) = wire::frame(Kind::Update, &b) {
+                            send(&mut conn, &bytes, &mut pending).await;
+                        }
+                    }
+                }
             }
             if after == State::Idle && before != State::Idle {
                 // Back to Idle: this session is over; `run` restarts it after a delay.
@@ -299,6 +378,34 @@ async fn session(
                     pending.push_back(Event::Expired(t));
                 }
             }
+            r = exported.changed() => {
+                if r.is_err() {
+                    // The daemon is going away; the stop signal follows.
+                    std::future::pending::<()>().await;
+                }
+                if let Some(a) = &attrs {
+                    let local = a.next_hop_v4.map(IpAddr::V4).or(a.next_hop_v6.map(IpAddr::V6));
+                    let now: BTreeSet<IpNet> = exported
+                        .borrow_and_update()
+                        .iter()
+                        .filter(|p| same_family(p, local) && negotiated(p, families))
+                        .copied()
+                        .collect();
+                    let announce: Vec<IpNet> = now.difference(&sent).copied().collect();
+                    let withdraw: Vec<IpNet> = sent.difference(&now).copied().collect();
+                    for b in update::pack(&announce, &withdraw, a) {
+                        if let Ok(bytes) = wire::frame(Kind::Update, &b) {
+                            send(&mut conn, &bytes, &mut pending).await;
+                        }
+                    }
+                    if !announce.is_empty() || !withdraw.is_empty() {
+                        tracing::info!(neighbor = %peer.address, announced = announce.len(), withdrawn = withdraw.len(), "routes sent");
+                    }
+                    sent = now;
+                    let count = sent.len();
+                    status.send_modify(|s| s.prefixes_sent = count);
+                }
+            }
             r = read => match r {
                 Ok(0) | Err(_) => {
                     conn = None;
@@ -308,7 +415,10 @@ async fn session(
                     framer.push(&buf[..n]);
                     loop {
                         match framer.next_frame() {
-                            Ok(Some(f)) => pending.push_back(to_event(f)),
+                            Ok(Some(f)) => {
+                                refresh |= f.kind == Kind::RouteRefresh;
+                                pending.push_back(to_event(f, &mut families));
+                            }
                             Ok(None) => break,
                             Err(n) => {
                                 pending.push_back(Event::Malformed(n));
@@ -322,10 +432,33 @@ async fn session(
     }
 }
 
-fn to_event(f: wire::Frame) -> Event {
+/// Whether a prefix's family was negotiated (IPv4, IPv6).
+fn negotiated(p: &IpNet, (v4, v6): (bool, bool)) -> bool {
+    match p {
+        IpNet::V4(_) => v4,
+        IpNet::V6(_) => v6,
+    }
+}
+
+/// Whether a prefix is of the session's address family.
+fn same_family(p: &IpNet, local: Option<IpAddr>) -> bool {
+    matches!(
+        (p, local),
+        (IpNet::V4(_), Some(IpAddr::V4(_))) | (IpNet::V6(_), Some(IpAddr::V6(_)))
+    )
+}
+
+/// The FSM event for a message; an OPEN also records the families the peer supports
+/// (kube-gw announces both).
+fn to_event(f: wire::Frame, families: &mut (bool, bool)) -> Event {
     match f.kind {
         Kind::Open => match open::decode(&f.body) {
-            Ok(r) => Event::Open(r.open),
+            Ok(r) => {
+                let c = &r.capabilities;
+                let any_mp = c.ipv4_unicast || c.ipv6_unicast;
+                *families = (c.ipv4_unicast || !any_mp, c.ipv6_unicast);
+                Event::Open(r.open)
+            }
             Err(n) => Event::Malformed(n),
         },
         Kind::Keepalive => Event::Keepalive,

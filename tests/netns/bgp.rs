@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::harness::peers::{Bird, Frr, GoBgp, KubeGw};
 use crate::harness::{require_root, wait_for, Lab};
+use crate::vips::Switch;
 use crate::{bird_leaf, ESTABLISH};
 
 /// kube-gw's config for a switch with these neighbors (address, AS).
@@ -21,6 +22,17 @@ fn switch_config(neighbors: &[(&str, u32)]) -> String {
         ));
     }
     c
+}
+
+/// `birdc show route PREFIX all`, whatever its exit status ("Network not found" fails).
+fn bird_route(bird: &Bird, prefix: &str) -> String {
+    let out = std::process::Command::new("birdc")
+        .arg("-s")
+        .arg(&bird.ctl)
+        .args(["show", "route", prefix, "all"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// The state kube-gw's status shows for a neighbor.
@@ -156,4 +168,61 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
                 .then_some(i)
         },
     );
+}
+
+/// The main job end to end: a Service's externalIP (with a ready endpoint) is announced to the
+/// leaf with kube-gw's AS and next hop, lands in the leaf's kernel, and is withdrawn when the
+/// Service goes.
+#[test]
+fn a_service_s_external_ip_is_announced_and_withdrawn() {
+    if !require_root("a_service_s_external_ip_is_announced_and_withdrawn") {
+        return;
+    }
+    let mut sw = Switch::start_with(
+        "",
+        "[[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n",
+    );
+    let leaf = sw.lab.node("leaf");
+    let node = sw.node.clone();
+    sw.lab
+        .link(&node, &["192.0.2.2/30"], &leaf, &["192.0.2.1/30"]);
+    let bird = Bird::start(
+        &mut sw.lab,
+        &leaf,
+        "leaf",
+        &bird_leaf(
+            "192.0.2.1",
+            "192.0.2.1",
+            65000,
+            &[("sw", "192.0.2.2", 65010)],
+        ),
+    );
+    bird.wait_established("sw", ESTABLISH);
+    sw.service("web", &["198.51.100.61"], Some("10.0.0.5"));
+    let route = wait_for("the leaf to learn 198.51.100.61/32", ESTABLISH, || {
+        let r = bird_route(&bird, "198.51.100.61/32");
+        r.contains("via 192.0.2.2").then_some(r)
+    });
+    assert!(route.contains("BGP.as_path: 65010"), "{route}");
+    assert!(route.contains("BGP.origin: IGP"), "{route}");
+    // In the leaf's kernel too.
+    let k = leaf.exec("ip", &["route", "show", "198.51.100.61/32"]);
+    assert!(
+        String::from_utf8_lossy(&k.stdout).contains("via 192.0.2.2"),
+        "{}",
+        String::from_utf8_lossy(&k.stdout)
+    );
+    let prefixes = sw.kg.status()["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "bgp/192.0.2.1")
+        .map(|c| c["state"].as_str().unwrap_or_default().to_string());
+    assert_eq!(prefixes.as_deref(), Some("established"));
+
+    sw.delete_service("web");
+    wait_for("the leaf to lose 198.51.100.61/32", ESTABLISH, || {
+        let r = bird_route(&bird, "198.51.100.61/32");
+        (!r.contains("198.51.100.61")).then_some(())
+    });
 }

@@ -44,16 +44,21 @@ fn wait_address(node: &Node, addr: &str, present: bool, within: Duration) {
 }
 
 /// A switch namespace with kube-gw joined to the shared control plane.
-struct Switch {
-    lab: Lab,
-    node: Node,
-    kg: KubeGw,
+pub(crate) struct Switch {
+    pub(crate) lab: Lab,
+    pub(crate) node: Node,
+    pub(crate) kg: KubeGw,
     ns: String,
     cp: &'static ControlPlane,
 }
 
 impl Switch {
     fn start(extra_vip: &str) -> Self {
+        Self::start_with(extra_vip, "")
+    }
+
+    /// With `extra` appended to the configuration (after `[bgp]`: neighbors).
+    pub(crate) fn start_with(extra_vip: &str, extra: &str) -> Self {
         let cp = ControlPlane::shared();
         let name = unique("spine");
         cp.bind_switch(&name);
@@ -90,6 +95,7 @@ service-selector = "kube-gw.io/test={ns}"
 [bgp]
 asn = 65010
 router-id = "192.0.2.20"
+{extra}
 "#,
             kc_path.display()
         );
@@ -112,7 +118,7 @@ router-id = "192.0.2.20"
         }
     }
 
-    fn service(&self, name: &str, ips: &[&str], ready_endpoint: Option<&str>) {
+    pub(crate) fn service(&self, name: &str, ips: &[&str], ready_endpoint: Option<&str>) {
         let svc: Service = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "namespace": self.ns, "labels": {"kube-gw.io/test": self.ns}},
             "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}], "externalIPs": ips}
@@ -141,7 +147,7 @@ router-id = "192.0.2.20"
         });
     }
 
-    fn delete_service(&self, name: &str) {
+    pub(crate) fn delete_service(&self, name: &str) {
         block_on(async {
             Api::<Service>::namespaced(self.cp.admin().await, &self.ns)
                 .delete(name, &DeleteParams::default())

@@ -1,0 +1,286 @@
+//! UPDATE messages kube-gw sends: announcements and withdrawals of host routes (/32, /128)
+//! packed into as few messages as fit in 4096 bytes, and End-of-RIB markers (RFC 4724).
+//! Bytes through `netgauze-bgp-pkt`; its types stay in this file.
+//!
+//! IPv4 routes travel in the classic fields (NLRI, withdrawn routes, NEXT_HOP); IPv6 routes
+//! in MP_REACH_NLRI / MP_UNREACH_NLRI (RFC 4760) with a global and, when known, a link-local
+//! next hop. Attributes: ORIGIN IGP, AS_PATH (our AS for external peers, empty for
+//! internal ones, 4-octet), and the communities given.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use netgauze_bgp_pkt::community::Community;
+use netgauze_bgp_pkt::nlri::{Ipv4Unicast, Ipv4UnicastAddress, Ipv6Unicast, Ipv6UnicastAddress};
+use netgauze_bgp_pkt::path_attribute::{
+    As4PathSegment, AsPath, AsPathSegmentType, Communities, MpReach, MpUnreach, NextHop, Origin,
+    PathAttribute, PathAttributeValue,
+};
+use netgauze_bgp_pkt::update::BgpUpdateMessage;
+use netgauze_parse_utils::WritablePdu;
+
+use super::wire::{HEADER_LEN, MAX_LEN};
+
+/// The most an UPDATE body may take.
+const MAX_BODY: usize = MAX_LEN - HEADER_LEN;
+
+/// What every announcement to one peer carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attrs {
+    pub local_as: u32,
+    /// External peer: prepend our AS.
+    pub external: bool,
+    /// Our address on the session (next hop self) for IPv4 routes.
+    pub next_hop_v4: Option<Ipv4Addr>,
+    /// Our global address for IPv6 routes, and the link-local one when on a shared link.
+    pub next_hop_v6: Option<Ipv6Addr>,
+    pub next_hop_v6_local: Option<Ipv6Addr>,
+    /// RFC 1997 communities (`asn << 16 | value`).
+    pub communities: Vec<u32>,
+}
+
+/// A path attribute; `extended` for the 2-octet length (MP_REACH/MP_UNREACH, long lists).
+fn attr(
+    optional: bool,
+    transitive: bool,
+    extended: bool,
+    value: PathAttributeValue,
+) -> Option<PathAttribute> {
+    PathAttribute::from(optional, transitive, false, extended, value).ok()
+}
+
+fn common(a: &Attrs) -> Vec<PathAttribute> {
+    let mut out = Vec::new();
+    out.extend(attr(
+        false,
+        true,
+        false,
+        PathAttributeValue::Origin(Origin::IGP),
+    ));
+    let segments = if a.external {
+        vec![As4PathSegment::new(
+            AsPathSegmentType::AsSequence,
+            vec![a.local_as],
+        )]
+    } else {
+        Vec::new()
+    };
+    out.extend(attr(
+        false,
+        true,
+        false,
+        PathAttributeValue::AsPath(AsPath::As4PathSegments(segments.into())),
+    ));
+    if !a.communities.is_empty() {
+        let c: Vec<Community> = a.communities.iter().map(|v| Community::new(*v)).collect();
+        let long = c.len() * 4 > 255;
+        out.extend(attr(
+            true,
+            true,
+            long,
+            PathAttributeValue::Communities(Communities::new(c)),
+        ));
+    }
+    out
+}
+
+fn v4(n: &Ipv4Net) -> Option<Ipv4UnicastAddress> {
+    Ipv4Unicast::from_net(*n)
+        .ok()
+        .map(Ipv4UnicastAddress::new_no_path_id)
+}
+
+fn v6(n: &Ipv6Net) -> Option<Ipv6UnicastAddress> {
+    Ipv6Unicast::from_net(*n)
+        .ok()
+        .map(|u| Ipv6UnicastAddress::new(None, u))
+}
+
+fn body(msg: &BgpUpdateMessage) -> Vec<u8> {
+    let mut out = Vec::with_capacity(msg.len());
+    let _ = msg.write(&mut out);
+    out
+}
+
+/// Builds UPDATEs for `items` with `make`, halving a batch until each fits.
+fn fit<T: Clone>(items: &[T], make: &dyn Fn(&[T]) -> BgpUpdateMessage, out: &mut Vec<Vec<u8>>) {
+    if items.is_empty() {
+        return;
+    }
+    let m = make(items);
+    if m.len() <= MAX_BODY || items.len() == 1 {
+        out.push(body(&m));
+        return;
+    }
+    let (a, b) = items.split_at(items.len() / 2);
+    fit(a, make, out);
+    fit(b, make, out);
+}
+
+/// UPDATE bodies that withdraw `withdraw` and announce `announce` with `attrs`. Prefixes of a
+/// family without a next hop in `attrs` are left out (the caller decides the families).
+pub fn pack(announce: &[IpNet], withdraw: &[IpNet], attrs: &Attrs) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let w4: Vec<Ipv4UnicastAddress> = withdraw
+        .iter()
+        .filter_map(|n| match n {
+            IpNet::V4(n) => v4(n),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    let w6: Vec<Ipv6UnicastAddress> = withdraw
+        .iter()
+        .filter_map(|n| match n {
+            IpNet::V6(n) => v6(n),
+            IpNet::V4(_) => None,
+        })
+        .collect();
+    let a4: Vec<Ipv4UnicastAddress> = announce
+        .iter()
+        .filter_map(|n| match n {
+            IpNet::V4(n) => v4(n),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    let a6: Vec<Ipv6UnicastAddress> = announce
+        .iter()
+        .filter_map(|n| match n {
+            IpNet::V6(n) => v6(n),
+            IpNet::V4(_) => None,
+        })
+        .collect();
+    fit(
+        &w4,
+        &|w| BgpUpdateMessage::new(w.to_vec(), Vec::new(), Vec::new()),
+        &mut out,
+    );
+    fit(
+        &w6,
+        &|w| {
+            let mut attrs = Vec::new();
+            attrs.extend(attr(
+                true,
+                false,
+                true,
+                PathAttributeValue::MpUnreach(MpUnreach::Ipv6Unicast { nlri: w.into() }),
+            ));
+            BgpUpdateMessage::new(Vec::new(), attrs, Vec::new())
+        },
+        &mut out,
+    );
+    if let Some(nh) = attrs.next_hop_v4 {
+        fit(
+            &a4,
+            &|n| {
+                let mut pa = common(attrs);
+                pa.extend(attr(
+                    false,
+                    true,
+                    false,
+                    PathAttributeValue::NextHop(NextHop::new(nh)),
+                ));
+                BgpUpdateMessage::new(Vec::new(), pa, n.to_vec())
+            },
+            &mut out,
+        );
+    }
+    if let Some(nh) = attrs.next_hop_v6 {
+        fit(
+            &a6,
+            &|n| {
+                let mut pa = common(attrs);
+                pa.extend(attr(
+                    true,
+                    false,
+                    true,
+                    PathAttributeValue::MpReach(MpReach::Ipv6Unicast {
+                        next_hop_global: nh,
+                        next_hop_local: attrs.next_hop_v6_local,
+                        nlri: n.into(),
+                    }),
+                ));
+                BgpUpdateMessage::new(Vec::new(), pa, Vec::new())
+            },
+            &mut out,
+        );
+    }
+    out
+}
+
+/// End-of-RIB for IPv4 unicast: an empty UPDATE.
+pub fn end_of_rib_v4() -> Vec<u8> {
+    body(&BgpUpdateMessage::new(Vec::new(), Vec::new(), Vec::new()))
+}
+
+/// End-of-RIB for IPv6 unicast: an UPDATE with an empty MP_UNREACH_NLRI.
+pub fn end_of_rib_v6() -> Vec<u8> {
+    let attrs: Vec<PathAttribute> = attr(
+        true,
+        false,
+        true,
+        PathAttributeValue::MpUnreach(MpUnreach::Ipv6Unicast {
+            nlri: Vec::new().into(),
+        }),
+    )
+    .into_iter()
+    .collect();
+    body(&BgpUpdateMessage::new(Vec::new(), attrs, Vec::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs() -> Attrs {
+        Attrs {
+            local_as: 65010,
+            external: true,
+            next_hop_v4: Some("192.0.2.2".parse().unwrap()),
+            next_hop_v6: Some("2001:db8:2::2".parse().unwrap()),
+            next_hop_v6_local: None,
+            communities: vec![],
+        }
+    }
+
+    /// One /32 to an external peer, byte for byte (RFC 4271 §4.3 layout).
+    #[test]
+    fn one_ipv4_route_has_the_rfc_layout() {
+        let b = pack(&["198.51.100.10/32".parse().unwrap()], &[], &attrs());
+        assert_eq!(b.len(), 1);
+        let want: Vec<u8> = [
+            &[0u8, 0][..],                         // no withdrawn routes
+            &[0, 20],                              // path attributes: 20 bytes
+            &[0x40, 1, 1, 0],                      // ORIGIN IGP (well-known, transitive)
+            &[0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xf2], // AS_PATH: AS_SEQUENCE [65010], 4-octet
+            &[0x40, 3, 4, 192, 0, 2, 2],           // NEXT_HOP 192.0.2.2
+            &[32, 198, 51, 100, 10],               // NLRI 198.51.100.10/32
+        ]
+        .concat();
+        assert_eq!(b[0], want);
+    }
+
+    #[test]
+    fn many_routes_are_packed_under_4096_bytes() {
+        let routes: Vec<IpNet> = (0..3000u32)
+            .map(|i| IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0xc633_0000 + i), 32).unwrap()))
+            .collect();
+        let bodies = pack(&routes, &[], &attrs());
+        assert!(bodies.iter().all(|b| b.len() <= MAX_BODY));
+        assert!(bodies.len() >= 4, "3000 × 5 bytes need at least 4 messages");
+        assert!(bodies.len() <= 8, "but not many more: {}", bodies.len());
+        let v6: Vec<IpNet> = (0..1000u32)
+            .map(|i| format!("2001:db8:100::{i:x}/128").parse().unwrap())
+            .collect();
+        let bodies = pack(&v6, &v6[..500], &attrs());
+        assert!(bodies.iter().all(|b| b.len() <= MAX_BODY));
+    }
+
+    #[test]
+    fn end_of_rib_markers() {
+        assert_eq!(end_of_rib_v4(), vec![0, 0, 0, 0]);
+        // MP_UNREACH_NLRI (15) with AFI 2 SAFI 1 and nothing else.
+        let e = end_of_rib_v6();
+        assert_eq!(&e[..2], &[0, 0]);
+        assert!(e.ends_with(&[0, 2, 1]), "{e:?}");
+    }
+}

@@ -83,6 +83,7 @@ pools = ["198.51.100.0/24", "2001:db8:100::/64"]
 [bgp]
 asn = 65100
 router-id = "192.0.2.11"
+drain-time = 2
 
 [[bgp.neighbors]]
 address = "192.0.2.9"
@@ -162,7 +163,10 @@ description = "leaf (BIRD)"
                 .then_some(())
         },
     );
-    print!("{}", bird.birdc(&["show", "route", "198.51.100.10/32", "all"]));
+    print!(
+        "{}",
+        bird.birdc(&["show", "route", "198.51.100.10/32", "all"])
+    );
     say(&format!("ip -n {} route show 198.51.100.10", leaf.ns));
     show(&leaf, &["ip", "route", "show", "198.51.100.10"]);
     say("Events on the Services (kubectl describe service would show these)");

@@ -584,6 +584,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
 
     // BGP sessions, one per neighbor (read at start; a reload does not change them yet).
     let (bgp_stop_tx, bgp_stop_rx) = watch::channel(false);
+    let (bgp_drain_tx, bgp_drain_rx) = watch::channel(false);
     let bgp_tasks = {
         let cfg = shared.config.borrow().clone();
         let mut statuses = Vec::new();
@@ -605,6 +606,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
                     tx,
                     bgp_stop_rx.clone(),
                     serve.exported.clone(),
+                    bgp_drain_rx.clone(),
                 ),
                 tracing::info_span!("bgp", neighbor = %peer.address),
             )));
@@ -664,6 +666,37 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
     lifecycle::notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 
     let mut plan = ShutdownPlan::new(HOOK_TIMEOUT);
+    let drain_time = shared
+        .config
+        .borrow()
+        .bgp
+        .as_ref()
+        .map_or(0, |b| b.drain_time);
+    let up = shared
+        .bgp
+        .get()
+        .into_iter()
+        .flatten()
+        .any(|s| s.borrow().up_since.is_some());
+    plan.register(
+        Phase::BgpDrain,
+        "bgp-graceful-shutdown",
+        move || async move {
+            // RFC 8326: re-announce with GRACEFUL_SHUTDOWN and give the fabric time to move
+            // the traffic to the other switches (only if a session is up to tell).
+            let _ = bgp_drain_tx.send(true);
+            if up && drain_time > 0 {
+                tracing::info!(
+                    seconds = drain_time,
+                    "draining: routes carry GRACEFUL_SHUTDOWN"
+                );
+                tokio::time::sleep(Duration::from_secs(
+                    u64::from(drain_time).min(HOOK_TIMEOUT.as_secs() - 1),
+                ))
+                .await;
+            }
+        },
+    );
     plan.register(Phase::BgpWithdraw, "bgp-sessions", move || async move {
         // Each session sends Cease / Administrative Shutdown and closes.
         let _ = bgp_stop_tx.send(true);

@@ -85,6 +85,8 @@ pub struct Peer {
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The GRACEFUL_SHUTDOWN community 65535:0 (RFC 8326).
+pub const GRACEFUL_SHUTDOWN: u32 = 0xFFFF_0000;
 
 /// The neighbors of a configuration, each with the reason it cannot be started (if any).
 pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
@@ -136,10 +138,11 @@ pub async fn run(
     status: watch::Sender<NeighborStatus>,
     mut stop: watch::Receiver<bool>,
     mut exported: watch::Receiver<Arc<BTreeSet<IpNet>>>,
+    mut drain: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        let ended = session(&peer, &status, &mut stop, &mut exported).await;
+        let ended = session(&peer, &status, &mut stop, &mut exported, &mut drain).await;
         if ended {
             return;
         }
@@ -171,6 +174,7 @@ async fn session(
     status: &watch::Sender<NeighborStatus>,
     stop: &mut watch::Receiver<bool>,
     exported: &mut watch::Receiver<Arc<BTreeSet<IpNet>>>,
+    drain: &mut watch::Receiver<bool>,
 ) -> bool {
     // What the peer has from us on this session, and how to announce to it.
     let mut sent: BTreeSet<IpNet> = BTreeSet::new();
@@ -178,6 +182,8 @@ async fn session(
     let mut refresh = false;
     // The families both sides announced in their OPENs (RFC 4760: none means IPv4 unicast).
     let mut families = (false, false);
+    // Channels whose sender is gone are not polled again (they would be ready forever).
+    let (mut exported_open, mut drain_open) = (true, true);
     let mut fsm = Fsm::new(peer.settings.clone());
     let mut conn: Option<TcpStream> = None;
     let mut framer = Framer::default();
@@ -265,7 +271,11 @@ async fn session(
                                 _ => None,
                             },
                             next_hop_v6_local: None,
-                            communities: Vec::new(),
+                            communities: if *drain.borrow() {
+                                vec![GRACEFUL_SHUTDOWN]
+                            } else {
+                                Vec::new()
+                            },
                         };
                         // Everything exported of the session's family (if negotiated), then
                         // End-of-RIB for each negotiated family.
@@ -355,7 +365,34 @@ async fn session(
             }
         };
         tokio::select! {
+            r = drain.changed(), if drain_open => {
+                // The drain signal's sender goes away once the drain phase is over.
+                drain_open = r.is_ok();
+                // RFC 8326: everything again with GRACEFUL_SHUTDOWN, so the peer prefers
+                // the other switches' paths before this one withdraws.
+                if drain_open && *drain.borrow_and_update() {
+                    if let Some(a) = attrs.as_mut() {
+                        a.communities = vec![GRACEFUL_SHUTDOWN];
+                        let all: Vec<IpNet> = sent.iter().copied().collect();
+                        for b in update::pack(&all, &[], a) {
+                            if let Ok(bytes) = wire::frame(Kind::Update, &b) {
+                                send(&mut conn, &bytes, &mut pending).await;
+                            }
+                        }
+                        tracing::info!(neighbor = %peer.address, routes = all.len(), "routes re-announced with GRACEFUL_SHUTDOWN");
+                    }
+                }
+            }
             () = crate::lifecycle::stopped(stop) => {
+                // Withdraw everything, then Cease.
+                if let Some(a) = &attrs {
+                    let all: Vec<IpNet> = sent.iter().copied().collect();
+                    for b in update::pack(&[], &all, a) {
+                        if let Ok(bytes) = wire::frame(Kind::Update, &b) {
+                            send(&mut conn, &bytes, &mut VecDeque::new()).await;
+                        }
+                    }
+                }
                 let actions = fsm.handle(Event::Stop { subcode: 2, reason: "kube-gw is stopping".into() });
                 for a in actions {
                     if let Action::Send(n) = a {
@@ -378,12 +415,10 @@ async fn session(
                     pending.push_back(Event::Expired(t));
                 }
             }
-            r = exported.changed() => {
-                if r.is_err() {
-                    // The daemon is going away; the stop signal follows.
-                    std::future::pending::<()>().await;
-                }
-                if let Some(a) = &attrs {
+            r = exported.changed(), if exported_open => {
+                // A closed channel: the daemon is going away; the stop signal follows.
+                exported_open = r.is_ok();
+                if let (true, Some(a)) = (exported_open, &attrs) {
                     let local = a.next_hop_v4.map(IpAddr::V4).or(a.next_hop_v6.map(IpAddr::V6));
                     let now: BTreeSet<IpNet> = exported
                         .borrow_and_update()

@@ -232,6 +232,12 @@ pub(crate) struct BgpCommon {
     #[serde(default = "default_hold")]
     hold_time: u16,
     keepalive: Option<u16>,
+    #[serde(default = "default_drain_time")]
+    drain_time: u16,
+}
+
+fn default_drain_time() -> u16 {
+    10
 }
 
 impl BgpCommon {
@@ -241,6 +247,7 @@ impl BgpCommon {
             router_id: self.router_id,
             hold_time: self.hold_time,
             keepalive: self.keepalive.unwrap_or(self.hold_time / 3),
+            drain_time: self.drain_time,
             neighbors,
         }
     }
@@ -260,6 +267,9 @@ pub struct BgpConfig {
     pub hold_time: u16,
     /// Seconds; default: a third of the hold time.
     pub keepalive: u16,
+    /// Seconds between re-announcing every route with GRACEFUL_SHUTDOWN (RFC 8326) and
+    /// withdrawing them when kube-gw stops; default 10.
+    pub drain_time: u16,
     pub neighbors: Vec<NeighborConfig>,
 }
 

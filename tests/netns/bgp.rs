@@ -14,7 +14,7 @@ use crate::{bird_leaf, ESTABLISH};
 fn switch_config(neighbors: &[(&str, u32)]) -> String {
     let mut c = String::from(
         "[node]\nname = \"sw\"\n[vip]\npools = [\"198.51.100.0/24\"]\n\
-         [bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\nhold-time = 9\n",
+         [bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\nhold-time = 9\ndrain-time = 2\n",
     );
     for (a, asn) in neighbors {
         c.push_str(&format!(
@@ -158,16 +158,23 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
     });
 
     // Stopping kube-gw: each peer gets Cease / Administrative Shutdown with the reason.
-    lab.stop("kg", Duration::from_secs(20));
-    wait_for(
-        "BIRD to record kube-gw's Cease",
-        Duration::from_secs(15),
-        || {
-            let i = bird.birdc(&["show", "protocols", "all", "sw"]);
-            (i.contains("Administrative shutdown") || i.contains("kube-gw is stopping"))
-                .then_some(i)
-        },
-    );
+    // BIRD shows it until its next connection attempt fails, so look while kube-gw stops.
+    let stopper = std::thread::spawn(move || {
+        lab.stop("kg", Duration::from_secs(20));
+        lab
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut last = String::new();
+    while !(last.contains("Administrative shutdown") || last.contains("kube-gw is stopping")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "BIRD never showed kube-gw's Cease; last:\n{last}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        last = bird.birdc(&["show", "protocols", "all", "sw"]);
+    }
+    let lab = stopper.join().unwrap();
+    drop(lab);
 }
 
 /// The main job end to end: a Service's externalIP (with a ready endpoint) is announced to the
@@ -225,4 +232,83 @@ fn a_service_s_external_ip_is_announced_and_withdrawn() {
         let r = bird_route(&bird, "198.51.100.61/32");
         (!r.contains("198.51.100.61")).then_some(())
     });
+}
+
+/// Anycast: two switches announce the same VIP; the leaf (BIRD, multipath into its kernel)
+/// has two next hops. One switch stops: the leaf first sees its route with GRACEFUL_SHUTDOWN
+/// (65535:0), then only the other switch's next hop remains.
+#[test]
+fn two_switches_anycast_a_vip_and_one_drains_gracefully() {
+    if !require_root("two_switches_anycast_a_vip_and_one_drains_gracefully") {
+        return;
+    }
+    let mut a = Switch::start_with(
+        "",
+        "drain-time = 3\n[[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n",
+    );
+    let mut b = Switch::start_in(
+        Some(a.ns.clone()),
+        "",
+        "drain-time = 3\n[[bgp.neighbors]]\naddress = \"192.0.2.5\"\nremote-asn = 65000\n",
+    );
+    let leaf = a.lab.node("leaf");
+    let (an, bn) = (a.node.clone(), b.node.clone());
+    a.lab.link(&an, &["192.0.2.2/30"], &leaf, &["192.0.2.1/30"]);
+    b.lab.link(&bn, &["192.0.2.6/30"], &leaf, &["192.0.2.5/30"]);
+    let bird = Bird::start(
+        &mut a.lab,
+        &leaf,
+        "leaf",
+        &bird_leaf(
+            "192.0.2.1",
+            "192.0.2.1",
+            65000,
+            &[("swa", "192.0.2.2", 65010), ("swb", "192.0.2.6", 65010)],
+        )
+        .replace(
+            "local 192.0.2.1 as 65000; neighbor 192.0.2.6",
+            "local 192.0.2.5 as 65000; neighbor 192.0.2.6",
+        ),
+    );
+    bird.wait_established("swa", ESTABLISH);
+    bird.wait_established("swb", ESTABLISH);
+    a.service("anycast", &["198.51.100.62"], Some("10.0.0.7"));
+    let kernel_route = || {
+        let out = leaf.exec("ip", &["route", "show", "198.51.100.62/32"]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_for(
+        "two next hops for 198.51.100.62 in the leaf's kernel",
+        ESTABLISH,
+        || {
+            let r = kernel_route();
+            (r.contains("nexthop via 192.0.2.2") && r.contains("nexthop via 192.0.2.6"))
+                .then_some(())
+        },
+    );
+
+    // Switch b stops: graceful shutdown first, then the withdrawal.
+    let name = b.kg.name.clone();
+    let stopper = std::thread::spawn(move || {
+        b.lab.stop(&name, Duration::from_secs(30));
+        b
+    });
+    let seen = wait_for(
+        "the leaf to see b's route with GRACEFUL_SHUTDOWN",
+        Duration::from_secs(10),
+        || {
+            let r = bird_route(&bird, "198.51.100.62/32");
+            r.contains("(65535,0)").then_some(r)
+        },
+    );
+    assert!(seen.contains("via 192.0.2.6"), "{seen}");
+    let _b = stopper.join().unwrap();
+    wait_for(
+        "one next hop left, via switch a",
+        Duration::from_secs(20),
+        || {
+            let r = kernel_route();
+            (r.contains("via 192.0.2.2") && !r.contains("192.0.2.6")).then_some(())
+        },
+    );
 }

@@ -48,7 +48,7 @@ pub(crate) struct Switch {
     pub(crate) lab: Lab,
     pub(crate) node: Node,
     pub(crate) kg: KubeGw,
-    ns: String,
+    pub(crate) ns: String,
     cp: &'static ControlPlane,
 }
 
@@ -59,6 +59,11 @@ impl Switch {
 
     /// With `extra` appended to the configuration (after `[bgp]`: neighbors).
     pub(crate) fn start_with(extra_vip: &str, extra: &str) -> Self {
+        Self::start_in(None, extra_vip, extra)
+    }
+
+    /// Serving the Services of namespace `ns` (shared with other switches), or of a new one.
+    pub(crate) fn start_in(ns: Option<String>, extra_vip: &str, extra: &str) -> Self {
         let cp = ControlPlane::shared();
         let name = unique("spine");
         cp.bind_switch(&name);
@@ -78,7 +83,7 @@ impl Switch {
         )
         .unwrap();
         // Each test serves only its own Services: other tests share the control plane.
-        let ns = unique("vips");
+        let ns = ns.unwrap_or_else(|| unique("vips"));
         let config = format!(
             r#"[node]
 name = "{name}"

@@ -98,6 +98,18 @@ pub struct Shared {
     bgp: std::sync::OnceLock<Vec<watch::Receiver<crate::bgp::session::NeighborStatus>>>,
 }
 
+/// A reconciler's state in status: failing (its last pass had an error), programmed (the
+/// kernel has what is wanted) or pending.
+fn reconciler_state(error: bool, done: bool) -> &'static str {
+    if error {
+        "failing"
+    } else if done {
+        "programmed"
+    } else {
+        "pending"
+    }
+}
+
 /// What the admin surfaces read of the serving pipeline.
 #[derive(Debug)]
 struct Serving {
@@ -267,14 +279,7 @@ impl Shared {
             components.push(Component {
                 name: "vips".into(),
                 kind: "netlink".into(),
-                state: if p.error.is_some() {
-                    "failing"
-                } else if done == wanted {
-                    "programmed"
-                } else {
-                    "pending"
-                }
-                .into(),
+                state: reconciler_state(p.error.is_some(), done == wanted).into(),
                 since_seconds: 0,
                 info,
             });
@@ -295,14 +300,7 @@ impl Shared {
             components.push(Component {
                 name: "ipvs".into(),
                 kind: "genetlink".into(),
-                state: if r.error.is_some() {
-                    "failing"
-                } else if r.in_sync {
-                    "programmed"
-                } else {
-                    "pending"
-                }
-                .into(),
+                state: reconciler_state(r.error.is_some(), r.in_sync).into(),
                 since_seconds: 0,
                 info,
             });

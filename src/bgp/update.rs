@@ -117,38 +117,25 @@ fn fit<T: Clone>(items: &[T], make: &dyn Fn(&[T]) -> BgpUpdateMessage, out: &mut
     fit(b, make, out);
 }
 
+/// The prefixes as netgauze's IPv4 and IPv6 unicast NLRI.
+fn split(nets: &[IpNet]) -> (Vec<Ipv4UnicastAddress>, Vec<Ipv6UnicastAddress>) {
+    let mut four = Vec::new();
+    let mut six = Vec::new();
+    for n in nets {
+        match n {
+            IpNet::V4(n) => four.extend(v4(n)),
+            IpNet::V6(n) => six.extend(v6(n)),
+        }
+    }
+    (four, six)
+}
+
 /// UPDATE bodies that withdraw `withdraw` and announce `announce` with `attrs`. Prefixes of a
 /// family without a next hop in `attrs` are left out (the caller decides the families).
 pub fn pack(announce: &[IpNet], withdraw: &[IpNet], attrs: &Attrs) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    let w4: Vec<Ipv4UnicastAddress> = withdraw
-        .iter()
-        .filter_map(|n| match n {
-            IpNet::V4(n) => v4(n),
-            IpNet::V6(_) => None,
-        })
-        .collect();
-    let w6: Vec<Ipv6UnicastAddress> = withdraw
-        .iter()
-        .filter_map(|n| match n {
-            IpNet::V6(n) => v6(n),
-            IpNet::V4(_) => None,
-        })
-        .collect();
-    let a4: Vec<Ipv4UnicastAddress> = announce
-        .iter()
-        .filter_map(|n| match n {
-            IpNet::V4(n) => v4(n),
-            IpNet::V6(_) => None,
-        })
-        .collect();
-    let a6: Vec<Ipv6UnicastAddress> = announce
-        .iter()
-        .filter_map(|n| match n {
-            IpNet::V6(n) => v6(n),
-            IpNet::V4(_) => None,
-        })
-        .collect();
+    let (w4, w6) = split(withdraw);
+    let (a4, a6) = split(announce);
     fit(
         &w4,
         &|w| BgpUpdateMessage::new(w.to_vec(), Vec::new(), Vec::new()),

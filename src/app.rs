@@ -175,6 +175,8 @@ impl Shared {
             Request::Reload => "reload",
             Request::Cluster => "cluster",
             Request::Vips => "vips",
+            Request::BgpNeighbors => "bgp-neighbors",
+            Request::BgpRoutes { .. } => "bgp-routes",
             Request::DebugFreeze { .. } => "debug-freeze",
         };
         self.metrics
@@ -192,6 +194,38 @@ impl Shared {
                 Ok(v) => Response::ok(v),
                 Err(e) => Response::err(format!("cannot encode the VIPs: {e}")),
             },
+            Request::BgpNeighbors => match serde_json::to_value(self.bgp_neighbors()) {
+                Ok(v) => Response::ok(v),
+                Err(e) => Response::err(format!("cannot encode the neighbors: {e}")),
+            },
+            Request::BgpRoutes { neighbor } => {
+                let all = self.bgp_neighbors_status();
+                if let Some(n) = &neighbor {
+                    if !all.iter().any(|s| s.address.to_string() == *n) {
+                        return Response::err(format!(
+                            "{n} is not a configured BGP neighbor; `kube-gw bgp neighbors` lists them"
+                        ));
+                    }
+                }
+                let routes = crate::admin::protocol::BgpRoutes {
+                    neighbors: all
+                        .iter()
+                        .filter(|s| {
+                            neighbor
+                                .as_ref()
+                                .is_none_or(|n| s.address.to_string() == *n)
+                        })
+                        .map(|s| crate::admin::protocol::BgpRoutesOf {
+                            neighbor: s.address.to_string(),
+                            sent: s.adj_rib_out.iter().map(ToString::to_string).collect(),
+                        })
+                        .collect(),
+                };
+                match serde_json::to_value(routes) {
+                    Ok(v) => Response::ok(v),
+                    Err(e) => Response::err(format!("cannot encode the routes: {e}")),
+                }
+            }
             Request::Cluster => match self.kube.get() {
                 None => Response::err("the Kubernetes side has not started"),
                 Some(k) => {
@@ -362,6 +396,33 @@ impl Shared {
             }),
             components,
         }
+    }
+
+    /// Every BGP neighbor's session status.
+    fn bgp_neighbors_status(&self) -> Vec<crate::bgp::session::NeighborStatus> {
+        self.bgp
+            .get()
+            .into_iter()
+            .flatten()
+            .map(|rx| rx.borrow().clone())
+            .collect()
+    }
+
+    /// The BGP neighbors as `kube-gw bgp neighbors` shows them.
+    pub fn bgp_neighbors(&self) -> Vec<crate::admin::protocol::BgpNeighborRow> {
+        self.bgp_neighbors_status()
+            .into_iter()
+            .map(|n| crate::admin::protocol::BgpNeighborRow {
+                address: n.address.to_string(),
+                state: format!("{:?}", n.state).to_lowercase(),
+                peer_as: n.peer_as,
+                hold_time: n.hold_time,
+                uptime_seconds: n.up_since.map_or(0, |t| t.elapsed().as_secs()),
+                prefixes_sent: n.prefixes_sent,
+                updates_received: n.updates_received,
+                last_error: n.last_error,
+            })
+            .collect()
     }
 
     /// VIPs with their Services and state, and the refused addresses.

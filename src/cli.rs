@@ -69,6 +69,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the BGP neighbors and what they were sent.
+    Bgp {
+        #[command(subcommand)]
+        what: BgpCommand,
+    },
     /// Show the cluster view the running daemon computes from.
     Cluster {
         /// Print JSON instead of a table.
@@ -140,6 +145,7 @@ fn dispatch(cli: Cli) -> u8 {
         }
         Command::Cluster { json } => cluster(&cli, *json),
         Command::Vips { json } => vips(&cli, *json),
+        Command::Bgp { what } => bgp(&cli, what),
         Command::Version { json } => {
             let v = env!("CARGO_PKG_VERSION");
             if *json {
@@ -352,6 +358,97 @@ fn reload(cli: &Cli) -> u8 {
             }
         }
     }
+}
+
+/// `kube-gw bgp …`.
+#[derive(Debug, Subcommand)]
+pub enum BgpCommand {
+    /// Each neighbor: session state, AS, uptime, prefixes sent and received, last error.
+    Neighbors {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The routes sent to each neighbor (Adj-RIB-Out). Import is deny-all: nothing received
+    /// is kept.
+    Routes {
+        /// Only this neighbor (its address).
+        #[arg(long)]
+        neighbor: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn bgp(cli: &Cli, what: &BgpCommand) -> u8 {
+    use crate::admin::protocol::{BgpNeighborRow, BgpRoutes};
+    use std::fmt::Write as _;
+    let (req, json) = match what {
+        BgpCommand::Neighbors { json } => (Request::BgpNeighbors, *json),
+        BgpCommand::Routes { neighbor, json } => (
+            Request::BgpRoutes {
+                neighbor: neighbor.clone(),
+            },
+            *json,
+        ),
+    };
+    let r = match request(cli, &req) {
+        Err(code) => return code,
+        Ok(r) => r,
+    };
+    let Some(result) = r.result.filter(|_| r.ok) else {
+        eprintln!(
+            "kube-gw: {}",
+            r.error.unwrap_or_else(|| "bgp failed".into())
+        );
+        return exit::FAILURE;
+    };
+    if json {
+        println!("{result}");
+        return exit::OK;
+    }
+    let mut o = String::new();
+    match what {
+        BgpCommand::Neighbors { .. } => {
+            let Ok(rows) = serde_json::from_value::<Vec<BgpNeighborRow>>(result) else {
+                eprintln!("kube-gw: the answer is not understood; try --json");
+                return exit::FAILURE;
+            };
+            let _ = writeln!(
+                o,
+                "{:<28} {:<12} {:<11} {:>9} {:>6} {:>9}  Last error",
+                "Neighbor", "State", "AS", "Up (s)", "Sent", "Updates"
+            );
+            for n in rows {
+                let _ = writeln!(
+                    o,
+                    "{:<28} {:<12} {:<11} {:>9} {:>6} {:>9}  {}",
+                    n.address,
+                    n.state,
+                    n.peer_as.map(|a| a.to_string()).unwrap_or_default(),
+                    n.uptime_seconds,
+                    n.prefixes_sent,
+                    n.updates_received,
+                    n.last_error.unwrap_or_default()
+                );
+            }
+        }
+        BgpCommand::Routes { .. } => {
+            let Ok(routes) = serde_json::from_value::<BgpRoutes>(result) else {
+                eprintln!("kube-gw: the answer is not understood; try --json");
+                return exit::FAILURE;
+            };
+            for n in routes.neighbors {
+                let _ = writeln!(o, "{} ({} sent)", n.neighbor, n.sent.len());
+                for p in n.sent {
+                    let _ = writeln!(o, "  {p}");
+                }
+            }
+        }
+    }
+    print!("{o}");
+    exit::OK
 }
 
 fn vips(cli: &Cli, json: bool) -> u8 {

@@ -16,6 +16,10 @@ pub enum Request {
     Cluster,
     /// The VIPs: Services, programmed, announceable; and the refused addresses.
     Vips,
+    /// The BGP neighbors and their sessions.
+    BgpNeighbors,
+    /// What each BGP neighbor has been sent (Adj-RIB-Out), or one neighbor's.
+    BgpRoutes { neighbor: Option<String> },
     /// Test hook: block the main loop for this many seconds. Refused unless the daemon was
     /// started with `KUBE_GW_TEST_HOOKS=1`.
     DebugFreeze { seconds: u64 },
@@ -150,4 +154,33 @@ pub struct RefusedAddress {
     pub service: String,
     pub address: String,
     pub reason: String,
+}
+
+/// One BGP neighbor, as `kube-gw bgp neighbors` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpNeighborRow {
+    pub address: String,
+    /// FSM state: idle, connect, active, opensent, openconfirm, established.
+    pub state: String,
+    pub peer_as: Option<u32>,
+    pub hold_time: Option<u16>,
+    /// Seconds in Established (0 when not).
+    pub uptime_seconds: u64,
+    pub prefixes_sent: usize,
+    pub updates_received: u64,
+    /// Why it last went down, or why it is not started.
+    pub last_error: Option<String>,
+}
+
+/// `bgp routes`' answer: per neighbor, the prefixes announced to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpRoutes {
+    pub neighbors: Vec<BgpRoutesOf>,
+}
+
+/// The Adj-RIB-Out of one neighbor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpRoutesOf {
+    pub neighbor: String,
+    pub sent: Vec<String>,
 }

@@ -53,6 +53,9 @@ pub struct NeighborStatus {
     pub updates_received: u64,
     /// Prefixes announced on the current session.
     pub prefixes_sent: usize,
+    /// Those prefixes (the Adj-RIB-Out).
+    #[serde(skip)]
+    pub adj_rib_out: Arc<BTreeSet<IpNet>>,
     /// Why it last went down, or why it cannot start.
     pub last_error: Option<String>,
     pub transitions: u64,
@@ -68,6 +71,7 @@ impl NeighborStatus {
             hold_time: None,
             updates_received: 0,
             prefixes_sent: 0,
+            adj_rib_out: Arc::default(),
             last_error: None,
             transitions: 0,
         }
@@ -300,13 +304,14 @@ async fn session(
                         }
                         sent = all.into_iter().collect();
                         attrs = Some(a);
-                        let count = sent.len();
+                        let rib = Arc::new(sent.clone());
                         status.send_modify(|s| {
                             s.up_since = Some(Instant::now());
                             s.peer_as = Some(n.peer_as);
                             s.hold_time = Some(n.hold_time);
                             s.last_error = None;
-                            s.prefixes_sent = count;
+                            s.prefixes_sent = rib.len();
+                            s.adj_rib_out = rib;
                         });
                     }
                     Action::Down(why) => {
@@ -317,6 +322,7 @@ async fn session(
                             s.up_since = None;
                             s.last_error = Some(why.clone());
                             s.prefixes_sent = 0;
+                            s.adj_rib_out = Arc::default();
                         });
                     }
                     Action::Deliver => status.send_modify(|s| s.updates_received += 1),
@@ -437,8 +443,11 @@ async fn session(
                         tracing::info!(neighbor = %peer.address, announced = announce.len(), withdrawn = withdraw.len(), "routes sent");
                     }
                     sent = now;
-                    let count = sent.len();
-                    status.send_modify(|s| s.prefixes_sent = count);
+                    let rib = Arc::new(sent.clone());
+                    status.send_modify(|s| {
+                        s.prefixes_sent = rib.len();
+                        s.adj_rib_out = rib;
+                    });
                 }
             }
             r = read => match r {

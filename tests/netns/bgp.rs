@@ -227,6 +227,19 @@ fn a_service_s_external_ip_is_announced_and_withdrawn() {
         .map(|c| c["state"].as_str().unwrap_or_default().to_string());
     assert_eq!(prefixes.as_deref(), Some("established"));
 
+    // The operator's view: `kube-gw bgp neighbors` and `kube-gw bgp routes`.
+    let neighbors: serde_json::Value =
+        serde_json::from_str(&sw.kg.cli(&["bgp", "neighbors", "--json"])).unwrap();
+    assert_eq!(neighbors[0]["address"], "192.0.2.1", "{neighbors}");
+    assert_eq!(neighbors[0]["state"], "established", "{neighbors}");
+    assert_eq!(neighbors[0]["peer_as"], 65000, "{neighbors}");
+    assert_eq!(neighbors[0]["prefixes_sent"], 1, "{neighbors}");
+    let routes = sw.kg.cli(&["bgp", "routes", "--neighbor", "192.0.2.1"]);
+    assert!(
+        routes.contains("192.0.2.1 (1 sent)") && routes.contains("198.51.100.61/32"),
+        "{routes}"
+    );
+
     sw.delete_service("web");
     wait_for("the leaf to lose 198.51.100.61/32", ESTABLISH, || {
         let r = bird_route(&bird, "198.51.100.61/32");

@@ -95,7 +95,7 @@ pub struct Shared {
     kube: std::sync::OnceLock<crate::kube::KubeHandle>,
     serving: std::sync::OnceLock<Serving>,
     /// One status per BGP neighbor (sessions only; routes come with the speaker).
-    bgp: std::sync::OnceLock<Vec<watch::Receiver<crate::bgp::session::NeighborStatus>>>,
+    bgp: crate::bgp::session::Statuses,
 }
 
 /// A reconciler's state in status: failing (its last pass had an error), programmed (the
@@ -560,6 +560,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
     let admin_path = config.admin.socket.clone();
     let http_addr = config.admin.metrics;
     let kube_report = Arc::new(crate::kube::report::KubeReport::default());
+    let bgp: crate::bgp::session::Statuses = Arc::default();
     let shared = Arc::new(Shared {
         started: Instant::now(),
         config_path: opts.config_path,
@@ -570,13 +571,18 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         ready: AtomicBool::new(false),
         liveness: Liveness::default(),
         log,
-        metrics: Metrics::new(env!("CARGO_PKG_VERSION"), start_unix, kube_report.clone()),
+        metrics: Metrics::new(
+            env!("CARGO_PKG_VERSION"),
+            start_unix,
+            kube_report.clone(),
+            bgp.clone(),
+        ),
         components: Mutex::new(BTreeMap::new()),
         test_hooks: opts.test_hooks,
         main_tx,
         kube: std::sync::OnceLock::new(),
         serving: std::sync::OnceLock::new(),
-        bgp: std::sync::OnceLock::new(),
+        bgp,
     });
     shared.metrics.config_generation.set(1);
 

@@ -46,9 +46,11 @@ impl Metrics {
         version: &str,
         start_unix_seconds: i64,
         kube: std::sync::Arc<crate::kube::report::KubeReport>,
+        bgp: crate::bgp::session::Statuses,
     ) -> Self {
         let mut registry = Registry::with_prefix("kube_gw");
         registry.register_collector(Box::new(crate::kube::report::KubeCollector(kube)));
+        registry.register_collector(Box::new(crate::bgp::session::BgpCollector(bgp)));
         let info = Info::new(vec![("version".to_string(), version.to_string())]);
         registry.register("build", "Build information", info);
         let start = Gauge::<i64>::default();

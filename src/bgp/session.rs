@@ -59,6 +59,99 @@ pub struct NeighborStatus {
     /// Why it last went down, or why it cannot start.
     pub last_error: Option<String>,
     pub transitions: u64,
+    /// NOTIFICATIONs sent and received, by error code.
+    pub notifications_sent: std::collections::BTreeMap<u8, u64>,
+    pub notifications_received: std::collections::BTreeMap<u8, u64>,
+}
+
+/// Every neighbor's status, set once the sessions start (read by status and metrics).
+pub type Statuses = Arc<std::sync::OnceLock<Vec<watch::Receiver<NeighborStatus>>>>;
+
+/// BGP metrics, read from the sessions' status at scrape time.
+#[derive(Debug)]
+pub struct BgpCollector(pub Statuses);
+
+impl prometheus_client::collector::Collector for BgpCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
+        let all: Vec<NeighborStatus> = self
+            .0
+            .get()
+            .into_iter()
+            .flatten()
+            .map(|rx| rx.borrow().clone())
+            .collect();
+        type Get = fn(&NeighborStatus) -> i64;
+        let gauges: [(&str, &str, Get); 2] = [
+            (
+                "bgp_session_established",
+                "1 while the session with the neighbor is Established",
+                |n| i64::from(n.state == State::Established),
+            ),
+            (
+                "bgp_prefixes_sent",
+                "Prefixes announced to the neighbor on the current session",
+                |n| i64::try_from(n.prefixes_sent).unwrap_or(i64::MAX),
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for n in &all {
+                let a = n.address.to_string();
+                ConstGauge::new(get(n)).encode(m.encode_family(&[("neighbor", a.as_str())])?)?;
+            }
+        }
+        type Count = fn(&NeighborStatus) -> u64;
+        let counters: [(&str, &str, Count); 2] = [
+            (
+                "bgp_session_transitions",
+                "FSM state changes of the session with the neighbor",
+                |n| n.transitions,
+            ),
+            (
+                "bgp_updates_received",
+                "UPDATE messages received from the neighbor",
+                |n| n.updates_received,
+            ),
+        ];
+        for (name, help, get) in counters {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for n in &all {
+                let a = n.address.to_string();
+                ConstCounter::new(get(n)).encode(m.encode_family(&[("neighbor", a.as_str())])?)?;
+            }
+        }
+        let mut m = encoder.encode_descriptor(
+            "bgp_notifications",
+            "NOTIFICATION messages by direction and error code",
+            None,
+            MetricType::Counter,
+        )?;
+        for n in &all {
+            let a = n.address.to_string();
+            for (dir, map) in [
+                ("sent", &n.notifications_sent),
+                ("received", &n.notifications_received),
+            ] {
+                for (code, count) in map {
+                    let c = code.to_string();
+                    let labels = [
+                        ("neighbor", a.as_str()),
+                        ("direction", dir),
+                        ("code", c.as_str()),
+                    ];
+                    ConstCounter::new(*count).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl NeighborStatus {
@@ -74,6 +167,8 @@ impl NeighborStatus {
             adj_rib_out: Arc::default(),
             last_error: None,
             transitions: 0,
+            notifications_sent: std::collections::BTreeMap::new(),
+            notifications_received: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -247,6 +342,8 @@ async fn session(
                     }
                     Action::Send(n) => {
                         tracing::warn!(neighbor = %peer.address, notification = %n, "sending NOTIFICATION");
+                        let code = n.code.to_u8();
+                        status.send_modify(|s| *s.notifications_sent.entry(code).or_default() += 1);
                         send(&mut conn, &n.encode(), &mut pending).await;
                     }
                     Action::Close => {
@@ -461,7 +558,15 @@ async fn session(
                         match framer.next_frame() {
                             Ok(Some(f)) => {
                                 refresh |= f.kind == Kind::RouteRefresh;
-                                pending.push_back(to_event(f, &mut families));
+                                let ev = to_event(f, &mut families);
+                                if let Event::Notification(n) = &ev {
+                                    tracing::warn!(neighbor = %peer.address, notification = %n, "NOTIFICATION received");
+                                    let code = n.code.to_u8();
+                                    status.send_modify(|s| {
+                                        *s.notifications_received.entry(code).or_default() += 1;
+                                    });
+                                }
+                                pending.push_back(ev);
                             }
                             Ok(None) => break,
                             Err(n) => {

@@ -35,6 +35,18 @@ fn bird_route(bird: &Bird, prefix: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// kube-gw's Prometheus metrics, fetched inside its namespace.
+fn metrics(node: &crate::harness::Node) -> String {
+    let out = node.exec(
+        "python3",
+        &[
+            "-c",
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9472/metrics').read().decode())",
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// The state kube-gw's status shows for a neighbor.
 fn kube_gw_state(kg: &KubeGw, neighbor: &str) -> String {
     kg.status()["components"]
@@ -128,12 +140,36 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
         "{frr_json}"
     );
 
+    let m = metrics(&sw);
+    for n in ["192.0.2.1", "2001:db8:2::1", "192.0.2.5"] {
+        assert!(
+            m.contains(&format!(
+                "kube_gw_bgp_session_established{{neighbor=\"{n}\"}} 1"
+            )),
+            "{m}"
+        );
+    }
+
     // The BIRD peer goes away: kube-gw notices (connection closed or hold timer) …
     lab.stop("bird", Duration::from_secs(5));
     wait_for(
         "kube-gw to see the BIRD session down",
         Duration::from_secs(30),
         || (kube_gw_state(&kg, "192.0.2.1") != "established").then_some(()),
+    );
+    // BIRD said goodbye with a Cease (code 6), counted by direction and code.
+    let m = metrics(&sw);
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("kube_gw_bgp_notifications_total{")
+                && l.contains("neighbor=\"192.0.2.1\"")
+                && l.contains("direction=\"received\"")
+                && l.contains("code=\"6\"")),
+        "{m}"
+    );
+    assert!(
+        m.contains("kube_gw_bgp_session_established{neighbor=\"192.0.2.1\"} 0"),
+        "{m}"
     );
     assert_eq!(
         kube_gw_state(&kg, "192.0.2.5"),

@@ -129,6 +129,12 @@ fn bad_cases(dir: &Path) -> Vec<(&'static str, String, &'static str, &'static st
             "u32",
         ),
         (
+            "a neighbor community that is not ASN:VALUE",
+            format!("{GOOD}communities = [\"65010:100\", \"65010:x\"]\n"),
+            "14:29",
+            "is not a community",
+        ),
+        (
             "ASN 0",
             GOOD.replace("asn = 65010", "asn = 0"),
             "8:7",

@@ -181,6 +181,17 @@ pub struct Peer {
     pub settings: Settings,
     pub ipv4_unicast: bool,
     pub ipv6_unicast: bool,
+    /// What every route to this neighbor carries (from its configuration).
+    pub export: ExportPolicy,
+}
+
+/// Per-neighbor attributes of the routes sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportPolicy {
+    pub communities: Vec<u32>,
+    pub large_communities: Vec<(u32, u32, u32)>,
+    pub med: Option<u32>,
+    pub prepend: u8,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -222,6 +233,21 @@ pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
                     },
                     ipv4_unicast: true,
                     ipv6_unicast: true,
+                    // Unparsable values were refused when the configuration was checked.
+                    export: ExportPolicy {
+                        communities: n
+                            .communities
+                            .iter()
+                            .filter_map(|c| crate::config::parse_community(c))
+                            .collect(),
+                        large_communities: n
+                            .large_communities
+                            .iter()
+                            .filter_map(|c| crate::config::parse_large_community(c))
+                            .collect(),
+                        med: n.med,
+                        prepend: n.prepend,
+                    },
                 },
                 problem,
             )
@@ -372,11 +398,10 @@ async fn session(
                                 _ => None,
                             },
                             next_hop_v6_local: None,
-                            communities: if *drain.borrow() {
-                                vec![GRACEFUL_SHUTDOWN]
-                            } else {
-                                Vec::new()
-                            },
+                            communities: communities(&peer.export, *drain.borrow()),
+                            large_communities: peer.export.large_communities.clone(),
+                            med: peer.export.med,
+                            prepend: peer.export.prepend,
                         };
                         // Everything exported of the session's family (if negotiated), then
                         // End-of-RIB for each negotiated family.
@@ -475,7 +500,7 @@ async fn session(
                 // the other switches' paths before this one withdraws.
                 if drain_open && *drain.borrow_and_update() {
                     if let Some(a) = attrs.as_mut() {
-                        a.communities = vec![GRACEFUL_SHUTDOWN];
+                        a.communities = communities(&peer.export, true);
                         let all: Vec<IpNet> = sent.iter().copied().collect();
                         for b in update::pack(&all, &[], a) {
                             if let Ok(bytes) = wire::frame(Kind::Update, &b) {
@@ -579,6 +604,15 @@ async fn session(
             },
         }
     }
+}
+
+/// The communities of every route: the neighbor's, plus GRACEFUL_SHUTDOWN while draining.
+fn communities(export: &ExportPolicy, draining: bool) -> Vec<u32> {
+    let mut c = export.communities.clone();
+    if draining && !c.contains(&GRACEFUL_SHUTDOWN) {
+        c.push(GRACEFUL_SHUTDOWN);
+    }
+    c
 }
 
 /// Whether a prefix's family was negotiated (IPv4, IPv6).

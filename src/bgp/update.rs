@@ -10,11 +10,11 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use netgauze_bgp_pkt::community::Community;
+use netgauze_bgp_pkt::community::{Community, LargeCommunity};
 use netgauze_bgp_pkt::nlri::{Ipv4Unicast, Ipv4UnicastAddress, Ipv6Unicast, Ipv6UnicastAddress};
 use netgauze_bgp_pkt::path_attribute::{
-    As4PathSegment, AsPath, AsPathSegmentType, Communities, MpReach, MpUnreach, NextHop, Origin,
-    PathAttribute, PathAttributeValue,
+    As4PathSegment, AsPath, AsPathSegmentType, Communities, LargeCommunities, MpReach, MpUnreach,
+    MultiExitDiscriminator, NextHop, Origin, PathAttribute, PathAttributeValue,
 };
 use netgauze_bgp_pkt::update::BgpUpdateMessage;
 use netgauze_parse_utils::WritablePdu;
@@ -37,6 +37,12 @@ pub struct Attrs {
     pub next_hop_v6_local: Option<Ipv6Addr>,
     /// RFC 1997 communities (`asn << 16 | value`).
     pub communities: Vec<u32>,
+    /// RFC 8092 large communities.
+    pub large_communities: Vec<(u32, u32, u32)>,
+    /// MULTI_EXIT_DISC.
+    pub med: Option<u32>,
+    /// Extra copies of our AS in the AS_PATH (external peers only).
+    pub prepend: u8,
 }
 
 /// A path attribute; `extended` for the 2-octet length (MP_REACH/MP_UNREACH, long lists).
@@ -58,10 +64,8 @@ fn common(a: &Attrs) -> Vec<PathAttribute> {
         PathAttributeValue::Origin(Origin::IGP),
     ));
     let segments = if a.external {
-        vec![As4PathSegment::new(
-            AsPathSegmentType::AsSequence,
-            vec![a.local_as],
-        )]
+        let path = vec![a.local_as; 1 + usize::from(a.prepend)];
+        vec![As4PathSegment::new(AsPathSegmentType::AsSequence, path)]
     } else {
         Vec::new()
     };
@@ -71,6 +75,28 @@ fn common(a: &Attrs) -> Vec<PathAttribute> {
         false,
         PathAttributeValue::AsPath(AsPath::As4PathSegments(segments.into())),
     ));
+    if let Some(m) = a.med {
+        out.extend(attr(
+            true,
+            false,
+            false,
+            PathAttributeValue::MultiExitDiscriminator(MultiExitDiscriminator::new(m)),
+        ));
+    }
+    if !a.large_communities.is_empty() {
+        let c: Vec<LargeCommunity> = a
+            .large_communities
+            .iter()
+            .map(|(g, l1, l2)| LargeCommunity::new(*g, *l1, *l2))
+            .collect();
+        let long = c.len() * 12 > 255;
+        out.extend(attr(
+            true,
+            true,
+            long,
+            PathAttributeValue::LargeCommunities(LargeCommunities::new(c)),
+        ));
+    }
     if !a.communities.is_empty() {
         let c: Vec<Community> = a.communities.iter().map(|v| Community::new(*v)).collect();
         let long = c.len() * 4 > 255;
@@ -226,6 +252,9 @@ mod tests {
             next_hop_v6: Some("2001:db8:2::2".parse().unwrap()),
             next_hop_v6_local: None,
             communities: vec![],
+            large_communities: vec![],
+            med: None,
+            prepend: 0,
         }
     }
 
@@ -260,6 +289,32 @@ mod tests {
             .collect();
         let bodies = pack(&v6, &v6[..500], &attrs());
         assert!(bodies.iter().all(|b| b.len() <= MAX_BODY));
+    }
+
+    /// Per-neighbor policy: prepend, MED, communities, large communities, in the bytes.
+    #[test]
+    fn policy_attributes_are_encoded() {
+        let mut a = attrs();
+        a.prepend = 2;
+        a.med = Some(50);
+        a.communities = vec![(65010 << 16) | 100];
+        a.large_communities = vec![(65010, 1, 2)];
+        let b = &pack(&["198.51.100.10/32".parse().unwrap()], &[], &a)[0];
+        let has = |needle: &[u8]| b.windows(needle.len()).any(|w| w == needle);
+        // AS_PATH: one AS_SEQUENCE of three 65010s.
+        assert!(
+            has(&[0x40, 2, 14, 2, 3, 0, 0, 0xfd, 0xf2, 0, 0, 0xfd, 0xf2, 0, 0, 0xfd, 0xf2]),
+            "{b:02x?}"
+        );
+        // MULTI_EXIT_DISC (optional, non-transitive) 50.
+        assert!(has(&[0x80, 4, 4, 0, 0, 0, 50]), "{b:02x?}");
+        // COMMUNITIES (optional, transitive) 65010:100.
+        assert!(has(&[0xc0, 8, 4, 0xfd, 0xf2, 0, 100]), "{b:02x?}");
+        // LARGE_COMMUNITY (32) 65010:1:2.
+        assert!(
+            has(&[0xc0, 32, 12, 0, 0, 0xfd, 0xf2, 0, 0, 0, 1, 0, 0, 0, 2]),
+            "{b:02x?}"
+        );
     }
 
     #[test]

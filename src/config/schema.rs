@@ -285,6 +285,36 @@ pub struct NeighborConfig {
     pub interface: Option<String>,
     /// Free text shown in status output.
     pub description: Option<String>,
+    /// RFC 1997 communities added to every route sent to this neighbor, `"ASN:VALUE"`.
+    #[serde(default)]
+    pub communities: Vec<String>,
+    /// RFC 8092 large communities, `"ASN:DATA1:DATA2"`.
+    #[serde(default)]
+    pub large_communities: Vec<String>,
+    /// MULTI_EXIT_DISC sent with every route.
+    pub med: Option<u32>,
+    /// Extra copies of our AS prepended for this (external) neighbor, 0 to 10.
+    #[serde(default)]
+    pub prepend: u8,
+}
+
+/// Parses `"ASN:VALUE"` (each 0..=65535) into an RFC 1997 community.
+pub fn parse_community(s: &str) -> Option<u32> {
+    let (a, b) = s.split_once(':')?;
+    let a: u16 = a.trim().parse().ok()?;
+    let b: u16 = b.trim().parse().ok()?;
+    Some((u32::from(a) << 16) | u32::from(b))
+}
+
+/// Parses `"ASN:DATA1:DATA2"` (each a u32) into an RFC 8092 large community.
+pub fn parse_large_community(s: &str) -> Option<(u32, u32, u32)> {
+    let mut it = s.split(':').map(|p| p.trim().parse::<u32>());
+    let (Some(Ok(a)), Some(Ok(b)), Some(Ok(c)), None) =
+        (it.next(), it.next(), it.next(), it.next())
+    else {
+        return None;
+    };
+    Some((a, b, c))
 }
 
 /// The peer's AS: a number, or the kind of session.
@@ -383,4 +413,22 @@ impl Default for LogConfig {
 
 fn default_level() -> String {
     "info".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn communities_parse_and_bad_ones_do_not() {
+        assert_eq!(parse_community("65010:100"), Some((65010 << 16) | 100));
+        assert_eq!(parse_community("65536:1"), None);
+        assert_eq!(parse_community("65010"), None);
+        assert_eq!(
+            parse_large_community("4200000000:1:2"),
+            Some((4_200_000_000, 1, 2))
+        );
+        assert_eq!(parse_large_community("1:2"), None);
+        assert_eq!(parse_large_community("1:2:3:4"), None);
+    }
 }

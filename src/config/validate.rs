@@ -311,6 +311,34 @@ fn bgp_rules(bgp: &BgpConfig, file_index: &[usize], out: &mut Findings) {
         if let Some(p) = &n.password_file {
             secret_file(p, path().key("password-file"), out);
         }
+        for (k, c) in n.communities.iter().enumerate() {
+            if crate::config::parse_community(c).is_none() {
+                out.error(
+                    path().key("communities").index(k),
+                    format!("`{c}` is not a community"),
+                    "write it as \"ASN:VALUE\", each 0 to 65535 (e.g. \"65010:100\")",
+                );
+            }
+        }
+        for (k, c) in n.large_communities.iter().enumerate() {
+            if crate::config::parse_large_community(c).is_none() {
+                out.error(
+                    path().key("large-communities").index(k),
+                    format!("`{c}` is not a large community"),
+                    "write it as \"ASN:DATA1:DATA2\", three numbers up to 4294967295",
+                );
+            }
+        }
+        if n.prepend > 10 {
+            out.error(
+                path().key("prepend"),
+                format!(
+                    "prepending our AS {} times is more than any path needs",
+                    n.prepend
+                ),
+                "use 0 to 10",
+            );
+        }
         for (j, m) in bgp.neighbors.iter().enumerate().take(i) {
             if m.address == n.address {
                 out.error(

@@ -223,7 +223,8 @@ fn a_service_s_external_ip_is_announced_and_withdrawn() {
     }
     let mut sw = Switch::start_with(
         "",
-        "[[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n",
+        "[[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n\
+         communities = [\"65010:100\"]\nlarge-communities = [\"65010:1:2\"]\nmed = 50\nprepend = 1\n",
     );
     let leaf = sw.lab.node("leaf");
     let node = sw.node.clone();
@@ -246,8 +247,15 @@ fn a_service_s_external_ip_is_announced_and_withdrawn() {
         let r = bird_route(&bird, "198.51.100.61/32");
         r.contains("via 192.0.2.2").then_some(r)
     });
-    assert!(route.contains("BGP.as_path: 65010"), "{route}");
+    // The neighbor's policy: one prepend, MED, community, large community.
+    assert!(route.contains("BGP.as_path: 65010 65010"), "{route}");
     assert!(route.contains("BGP.origin: IGP"), "{route}");
+    assert!(route.contains("BGP.med: 50"), "{route}");
+    assert!(route.contains("BGP.community: (65010,100)"), "{route}");
+    assert!(
+        route.contains("BGP.large_community: (65010, 1, 2)"),
+        "{route}"
+    );
     // In the leaf's kernel too.
     let k = leaf.exec("ip", &["route", "show", "198.51.100.61/32"]);
     assert!(

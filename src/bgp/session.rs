@@ -419,11 +419,7 @@ async fn session(
                         if v6 {
                             bodies.push(update::end_of_rib_v6());
                         }
-                        for b in bodies {
-                            if let Ok(bytes) = wire::frame(Kind::Update, &b) {
-                                send(&mut conn, &bytes, &mut pending).await;
-                            }
-                        }
+                        send_updates(&mut conn, bodies, &mut pending).await;
                         sent = all.into_iter().collect();
                         attrs = Some(a);
                         let rib = Arc::new(sent.clone());
@@ -462,11 +458,7 @@ async fn session(
             if std::mem::take(&mut refresh) {
                 if let Some(a) = &attrs {
                     let all: Vec<IpNet> = sent.iter().copied().collect();
-                    for b in update::pack(&all, &[], a) {
-                        if let Ok(bytes) = wire::frame(Kind::Update, &b) {
-                            send(&mut conn, &bytes, &mut pending).await;
-                        }
-                    }
+                    send_updates(&mut conn, update::pack(&all, &[], a), &mut pending).await;
                 }
             }
             if after == State::Idle && before != State::Idle {
@@ -502,11 +494,7 @@ async fn session(
                     if let Some(a) = attrs.as_mut() {
                         a.communities = communities(&peer.export, true);
                         let all: Vec<IpNet> = sent.iter().copied().collect();
-                        for b in update::pack(&all, &[], a) {
-                            if let Ok(bytes) = wire::frame(Kind::Update, &b) {
-                                send(&mut conn, &bytes, &mut pending).await;
-                            }
-                        }
+                        send_updates(&mut conn, update::pack(&all, &[], a), &mut pending).await;
                         tracing::info!(neighbor = %peer.address, routes = all.len(), "routes re-announced with GRACEFUL_SHUTDOWN");
                     }
                 }
@@ -515,11 +503,7 @@ async fn session(
                 // Withdraw everything, then Cease.
                 if let Some(a) = &attrs {
                     let all: Vec<IpNet> = sent.iter().copied().collect();
-                    for b in update::pack(&[], &all, a) {
-                        if let Ok(bytes) = wire::frame(Kind::Update, &b) {
-                            send(&mut conn, &bytes, &mut VecDeque::new()).await;
-                        }
-                    }
+                    send_updates(&mut conn, update::pack(&[], &all, a), &mut VecDeque::new()).await;
                 }
                 let actions = fsm.handle(Event::Stop { subcode: 2, reason: "kube-gw is stopping".into() });
                 for a in actions {
@@ -556,11 +540,7 @@ async fn session(
                         .collect();
                     let announce: Vec<IpNet> = now.difference(&sent).copied().collect();
                     let withdraw: Vec<IpNet> = sent.difference(&now).copied().collect();
-                    for b in update::pack(&announce, &withdraw, a) {
-                        if let Ok(bytes) = wire::frame(Kind::Update, &b) {
-                            send(&mut conn, &bytes, &mut pending).await;
-                        }
-                    }
+                    send_updates(&mut conn, update::pack(&announce, &withdraw, a), &mut pending).await;
                     if !announce.is_empty() || !withdraw.is_empty() {
                         tracing::info!(neighbor = %peer.address, announced = announce.len(), withdrawn = withdraw.len(), "routes sent");
                     }
@@ -651,6 +631,19 @@ fn to_event(f: wire::Frame, families: &mut (bool, bool)) -> Event {
             Ok(n) => Event::Notification(n),
             Err(n) => Event::Malformed(n),
         },
+    }
+}
+
+/// Frames each UPDATE body and sends it.
+async fn send_updates(
+    conn: &mut Option<TcpStream>,
+    bodies: impl IntoIterator<Item = Vec<u8>>,
+    pending: &mut VecDeque<Event>,
+) {
+    for b in bodies {
+        if let Ok(bytes) = wire::frame(Kind::Update, &b) {
+            send(conn, &bytes, pending).await;
+        }
     }
 }
 

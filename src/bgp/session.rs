@@ -17,10 +17,14 @@
 //! ROUTE-REFRESH from the peer gets everything again. Received UPDATEs are counted, not read
 //! (import is deny-all).
 //!
+//! Security per neighbor: a TCP MD5 key (RFC 2385, read from the neighbor's password file
+//! at start; a neighbor whose file cannot be read is not started rather than connected
+//! without it) and GTSM (RFC 5082: TTL 255 out, minimum TTL 255 in) are set on the socket
+//! before the SYN (crates/sockopt holds the `setsockopt` calls).
+//!
 //! Not yet here (the BGP issue): listening for the peer's connections (passive peers and
-//! collision detection), TCP MD5 and GTSM — a neighbor configured with a password is not
-//! started, and says so, rather than connecting without it — and IPv4 routes over IPv6
-//! sessions or the reverse (RFC 8950).
+//! collision detection), link-local neighbors, and IPv4 routes over IPv6 sessions or the
+//! reverse (RFC 8950).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -183,6 +187,50 @@ pub struct Peer {
     pub ipv6_unicast: bool,
     /// What every route to this neighbor carries (from its configuration).
     pub export: ExportPolicy,
+    /// TCP MD5 key, if the neighbor has a password file.
+    pub password: Option<Password>,
+    /// GTSM: TTL 255 out, nothing below 255 in.
+    pub ttl_security: bool,
+}
+
+/// A TCP MD5 password: its bytes never reach a log, status or error message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(Arc<[u8]>);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+impl Password {
+    /// Reads a password file: its first line, without the line break (so `echo pw > file`
+    /// works); an empty or too long password is an error that says so.
+    pub fn read(path: &std::path::Path) -> Result<Self, String> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            format!(
+                "cannot read the password file {}: {e}; check that it exists and kube-gw may read it",
+                path.display()
+            )
+        })?;
+        let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return Err(format!(
+                "the password file {} is empty; write the neighbor's TCP MD5 password in it",
+                path.display()
+            ));
+        }
+        if line.len() > kube_gw_sockopt::MAX_KEY_LEN {
+            return Err(format!(
+                "the password in {} is {} bytes; TCP MD5 takes at most {}",
+                path.display(),
+                line.len(),
+                kube_gw_sockopt::MAX_KEY_LEN
+            ));
+        }
+        Ok(Self(line.into()))
+    }
 }
 
 /// Per-neighbor attributes of the routes sent.
@@ -212,8 +260,11 @@ pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
                 RemoteAsn::Kind(PeerKind::External) => super::fsm::RemoteAs::External,
                 RemoteAsn::Kind(PeerKind::Internal) => super::fsm::RemoteAs::Internal,
             };
-            let problem = if n.password_file.is_some() {
-                Some("TCP MD5 (password-file) is not implemented yet; this neighbor is not started rather than connected without its password".to_string())
+            // A neighbor whose password cannot be read is not started, rather than
+            // connected without it.
+            let password = n.password_file.as_deref().map(Password::read);
+            let problem = if let Some(Err(e)) = &password {
+                Some(format!("{e}; this neighbor is not started"))
             } else if n.interface.is_some() {
                 Some("link-local neighbors (interface) are not implemented yet; this neighbor is not started".to_string())
             } else {
@@ -248,6 +299,8 @@ pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
                         med: n.med,
                         prepend: n.prepend,
                     },
+                    password: password.and_then(Result::ok),
+                    ttl_security: n.ttl_security,
                 },
                 problem,
             )
@@ -329,7 +382,7 @@ async fn session(
                 match a {
                     Action::Connect => {
                         let to = SocketAddr::new(peer.address, peer.port);
-                        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
+                        match tokio::time::timeout(CONNECT_TIMEOUT, connect(peer, to)).await {
                             Ok(Ok(s)) => {
                                 let _ = s.set_nodelay(true);
                                 conn = Some(s);
@@ -586,6 +639,32 @@ async fn session(
     }
 }
 
+/// Connects to the peer with the neighbor's TCP MD5 key and GTSM settings in place before
+/// the SYN goes out.
+async fn connect(peer: &Peer, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = match to {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    if let Some(p) = &peer.password {
+        kube_gw_sockopt::set_md5(&sock, to.ip(), &p.0, None).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot set the TCP MD5 key ({e}); the kernel needs CONFIG_TCP_MD5SIG"),
+            )
+        })?;
+    }
+    if peer.ttl_security {
+        let s = socket2::SockRef::from(&sock);
+        match to {
+            SocketAddr::V4(_) => s.set_ttl_v4(255)?,
+            SocketAddr::V6(_) => s.set_unicast_hops_v6(255)?,
+        }
+        kube_gw_sockopt::set_min_ttl(&sock, to, 255)?;
+    }
+    sock.connect(to).await
+}
+
 /// The communities of every route: the neighbor's, plus GRACEFUL_SHUTDOWN while draining.
 fn communities(export: &ExportPolicy, draining: bool) -> Vec<u32> {
     let mut c = export.communities.clone();
@@ -658,4 +737,31 @@ async fn send(conn: &mut Option<TcpStream>, bytes: &[u8], pending: &mut VecDeque
 
 fn note_error(status: &watch::Sender<NeighborStatus>, e: String) {
     status.send_modify(|s| s.last_error = Some(e));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_file_gives_its_first_line_and_never_shows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "s3cret\r\nsecond line\n").unwrap();
+        let pw = Password::read(&p).unwrap();
+        assert_eq!(&*pw.0, b"s3cret");
+        assert_eq!(format!("{pw:?}"), "Password(<redacted>)");
+    }
+
+    #[test]
+    fn an_empty_or_too_long_password_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "\n").unwrap();
+        assert!(Password::read(&p).unwrap_err().contains("is empty"));
+        std::fs::write(&p, "x".repeat(81)).unwrap();
+        assert!(Password::read(&p).unwrap_err().contains("at most 80"));
+        let missing = Password::read(&dir.path().join("none")).unwrap_err();
+        assert!(missing.contains("cannot read the password file"), "{missing}");
+    }
 }

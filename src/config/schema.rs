@@ -279,8 +279,12 @@ pub struct BgpConfig {
 pub struct NeighborConfig {
     pub address: IpAddr,
     pub remote_asn: RemoteAsn,
-    /// File holding the TCP MD5 password.
+    /// File holding the TCP MD5 password (RFC 2385); the peer must use the same one.
     pub password_file: Option<PathBuf>,
+    /// GTSM (RFC 5082): send with TTL 255 and accept only packets that arrive with 255,
+    /// i.e. from a directly connected peer that does the same.
+    #[serde(default)]
+    pub ttl_security: bool,
     /// Interface for a link-local (unnumbered) peer.
     pub interface: Option<String>,
     /// Free text shown in status output.

@@ -369,3 +369,131 @@ fn two_switches_anycast_a_vip_and_one_drains_gracefully() {
         },
     );
 }
+
+/// TCP MD5 (RFC 2385) and GTSM (RFC 5082) against BIRD, FRR and GoBGP, each requiring both:
+/// with the right password the sessions come up (and so kube-gw sends with TTL 255, or the
+/// peers' minimum TTL would drop it); restarted with a wrong password none does, and the
+/// password never shows in kube-gw's log, status or neighbor list.
+#[test]
+fn md5_and_gtsm_sessions_come_up_only_with_the_right_password() {
+    if !require_root("md5_and_gtsm_sessions_come_up_only_with_the_right_password") {
+        return;
+    }
+    const PASSWORD: &str = "fabric-s3cret";
+    let mut lab = Lab::new();
+    let sw = lab.node("sw");
+    let bird_node = lab.node("bird");
+    let frr_node = lab.node("frr");
+    let gobgp_node = lab.node("gobgp");
+    lab.link(&sw, &["192.0.2.2/30"], &bird_node, &["192.0.2.1/30"]);
+    lab.link(&sw, &["2001:db8:2::2/64"], &frr_node, &["2001:db8:2::1/64"]);
+    lab.link(&sw, &["192.0.2.6/30"], &gobgp_node, &["192.0.2.5/30"]);
+
+    let bird = Bird::start(
+        &mut lab,
+        &bird_node,
+        "bird",
+        &bird_leaf(
+            "192.0.2.1",
+            "192.0.2.1",
+            65000,
+            &[("sw", "192.0.2.2", 65010)],
+        )
+        .replace(
+            "hold time 9;",
+            &format!("hold time 9; password \"{PASSWORD}\"; ttl security yes;"),
+        ),
+    );
+    let frr = Frr::start(
+        &mut lab,
+        &frr_node,
+        "frr",
+        &format!(
+            "frr defaults datacenter\n\
+             router bgp 65001\n bgp router-id 192.0.2.9\n no bgp ebgp-requires-policy\n\
+             neighbor 2001:db8:2::2 remote-as 65010\n\
+             neighbor 2001:db8:2::2 password {PASSWORD}\n\
+             neighbor 2001:db8:2::2 ttl-security hops 1\n\
+             address-family ipv6 unicast\n  neighbor 2001:db8:2::2 activate\n exit-address-family\n"
+        ),
+    );
+    let gobgp = GoBgp::start(
+        &mut lab,
+        &gobgp_node,
+        "gobgp",
+        &format!(
+            r#"
+[global.config]
+  as = 65002
+  router-id = "192.0.2.5"
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "192.0.2.6"
+    peer-as = 65010
+    auth-password = "{PASSWORD}"
+  [neighbors.ttl-security.config]
+    enabled = true
+    ttl-min = 255
+"#
+        ),
+    );
+    let password_file = lab.write("peers.password", &format!("{PASSWORD}\n"));
+    std::fs::set_permissions(
+        &password_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mut config = String::from(
+        "[node]\nname = \"sw\"\n[vip]\npools = [\"198.51.100.0/24\"]\n\
+         [bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\nhold-time = 9\ndrain-time = 0\n",
+    );
+    for (a, asn) in [
+        ("192.0.2.1", 65000),
+        ("2001:db8:2::1", 65001),
+        ("192.0.2.5", 65002),
+    ] {
+        config.push_str(&format!(
+            "[[bgp.neighbors]]\naddress = \"{a}\"\nremote-asn = {asn}\n\
+             password-file = \"{}\"\nttl-security = true\n",
+            password_file.display()
+        ));
+    }
+    let kg = KubeGw::start(&mut lab, &sw, "kg", &config);
+    bird.wait_established("sw", ESTABLISH);
+    frr.wait_established("2001:db8:2::2", ESTABLISH);
+    gobgp.wait_established("192.0.2.6", ESTABLISH);
+    for n in ["192.0.2.1", "2001:db8:2::1", "192.0.2.5"] {
+        wait_for(&format!("kube-gw's session with {n}"), ESTABLISH, || {
+            (kube_gw_state(&kg, n) == "established").then_some(())
+        });
+    }
+    let info = bird.birdc(&["show", "protocols", "all", "sw"]);
+    assert!(info.contains("Established"), "{info}");
+
+    // The same peers, kube-gw restarted with a wrong password: nothing comes up.
+    lab.stop("kg", Duration::from_secs(20));
+    std::fs::write(&password_file, "not-the-password\n").unwrap();
+    kg.restart(&mut lab, &sw);
+    std::thread::sleep(Duration::from_secs(15));
+    for n in ["192.0.2.1", "2001:db8:2::1", "192.0.2.5"] {
+        assert_ne!(
+            kube_gw_state(&kg, n),
+            "established",
+            "{n} with a wrong password"
+        );
+    }
+    assert!(!bird.protocol_info("sw").contains("Established"));
+    assert_ne!(frr.peer_state("2001:db8:2::2"), "Established");
+    assert_ne!(gobgp.peer_state("192.0.2.6"), "established");
+
+    // Neither password is ever shown.
+    let shown = format!(
+        "{}\n{}\n{}",
+        lab.log("kg"),
+        kg.status(),
+        kg.cli(&["bgp", "neighbors", "--json"])
+    );
+    for secret in [PASSWORD, "not-the-password"] {
+        assert!(!shown.contains(secret), "the password leaked:\n{shown}");
+    }
+}

@@ -1,0 +1,168 @@
+//! The socket options kube-gw's BGP sessions need and no safe wrapper offers:
+//!
+//! - TCP MD5 signatures (RFC 2385) through `TCP_MD5SIG_EXT`, with the interface index for a
+//!   link-local peer (the kernel keys MD5 by address, and `fe80::1` on two ports is two peers);
+//! - GTSM (RFC 5082): the lowest TTL / hop limit accepted on a socket (`IP_MINTTL`,
+//!   `IPV6_MINHOPCOUNT`).
+//!
+//! This crate holds the only `unsafe` code of kube-gw: two `setsockopt(2)` calls, each on a
+//! borrowed descriptor with a pointer and length of a value that lives across the call. The
+//! daemon crate keeps `unsafe_code = "forbid"`. Everything else (building the kernel's
+//! `struct tcp_md5sig` byte by byte) is safe code and unit-tested.
+//!
+//! Inputs: a socket (any `AsFd`: a tokio `TcpSocket` or `TcpListener`, a std socket), the
+//! peer's address, the key bytes. Outputs: `io::Result<()>` with the kernel's errno; the key
+//! is never printed by this crate.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
+
+/// Longest key the kernel accepts (`TCP_MD5SIG_MAXKEYLEN`).
+pub const MAX_KEY_LEN: usize = 80;
+
+/// `TCP_MD5SIG_FLAG_IFINDEX`: the key applies to the peer on this interface only.
+const FLAG_IFINDEX: u8 = 0x2;
+
+/// Size of the kernel's `struct tcp_md5sig`: a 128-byte `sockaddr_storage`, flags, prefix
+/// length, key length (u16), interface index (i32), the key.
+const MD5SIG_LEN: usize = 128 + 1 + 1 + 2 + 4 + MAX_KEY_LEN;
+
+/// What can be wrong with a key before the kernel sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyError {
+    Empty,
+    TooLong(usize),
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyError::Empty => f.write_str("the TCP MD5 password is empty"),
+            KeyError::TooLong(n) => write!(
+                f,
+                "the TCP MD5 password is {n} bytes; the kernel takes at most {MAX_KEY_LEN}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+/// The kernel's `struct tcp_md5sig` for `peer` (the port is ignored by the kernel), as
+/// bytes in native layout. An empty key removes the peer's key.
+pub fn md5sig(peer: IpAddr, key: &[u8], ifindex: Option<u32>) -> Result<Vec<u8>, KeyError> {
+    if key.len() > MAX_KEY_LEN {
+        return Err(KeyError::TooLong(key.len()));
+    }
+    let mut b = vec![0u8; MD5SIG_LEN];
+    match peer {
+        IpAddr::V4(a) => {
+            // struct sockaddr_in: family, port, address.
+            b[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            b[4..8].copy_from_slice(&a.octets());
+        }
+        IpAddr::V6(a) => {
+            // struct sockaddr_in6: family, port, flow info, address, scope.
+            b[0..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+            b[8..24].copy_from_slice(&a.octets());
+        }
+    }
+    if let Some(i) = ifindex {
+        b[128] = FLAG_IFINDEX;
+        b[132..136].copy_from_slice(&(i as i32).to_ne_bytes());
+    }
+    // Key length (u16) at 130: two bytes after flags and prefix length.
+    b[130..132].copy_from_slice(&(key.len() as u16).to_ne_bytes());
+    b[136..136 + key.len()].copy_from_slice(key);
+    Ok(b)
+}
+
+/// Sets (or, with an empty key, removes) the TCP MD5 key for `peer` on `sock`: before
+/// `connect` for an active session, on the listener for a passive one.
+pub fn set_md5(sock: &impl AsFd, peer: IpAddr, key: &[u8], ifindex: Option<u32>) -> io::Result<()> {
+    let value =
+        md5sig(peer, key, ifindex).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    setsockopt(sock, libc::IPPROTO_TCP, libc::TCP_MD5SIG_EXT, &value)
+}
+
+/// GTSM: refuse packets whose TTL (IPv4) or hop limit (IPv6) is below `min`. For a directly
+/// connected peer that sends with 255, `min` is 255. (Sending with 255 is the safe
+/// `set_ttl_v4` / `set_unicast_hops_v6`.)
+pub fn set_min_ttl(sock: &impl AsFd, family: SocketAddr, min: u8) -> io::Result<()> {
+    let v = i32::from(min).to_ne_bytes();
+    match family {
+        SocketAddr::V4(_) => setsockopt(sock, libc::IPPROTO_IP, libc::IP_MINTTL, &v),
+        SocketAddr::V6(_) => setsockopt(sock, libc::IPPROTO_IPV6, libc::IPV6_MINHOPCOUNT, &v),
+    }
+}
+
+fn setsockopt(sock: &impl AsFd, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
+    let fd = sock.as_fd();
+    let len = libc::socklen_t::try_from(value.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "option value too long"))?;
+    // SAFETY: `fd` is a descriptor borrowed for the duration of the call; `value` is a live
+    // slice of `len` bytes that the kernel only reads (it copies it before returning).
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            value.as_ptr().cast::<libc::c_void>(),
+            len,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
+
+    #[test]
+    fn the_md5sig_layout_matches_the_kernel_header() {
+        let b = md5sig(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), b"secret", None).unwrap();
+        assert_eq!(b.len(), 216, "sizeof(struct tcp_md5sig) on Linux");
+        assert_eq!(&b[0..2], &(libc::AF_INET as u16).to_ne_bytes());
+        assert_eq!(&b[4..8], &[192, 0, 2, 1]);
+        assert_eq!(b[128], 0, "no flags without an interface");
+        assert_eq!(&b[130..132], &6u16.to_ne_bytes());
+        assert_eq!(&b[136..142], b"secret");
+        assert!(b[142..].iter().all(|x| *x == 0));
+    }
+
+    #[test]
+    fn a_link_local_peer_is_keyed_with_its_interface() {
+        let a: Ipv6Addr = "fe80::1".parse().unwrap();
+        let b = md5sig(IpAddr::V6(a), b"k", Some(7)).unwrap();
+        assert_eq!(&b[0..2], &(libc::AF_INET6 as u16).to_ne_bytes());
+        assert_eq!(&b[8..24], &a.octets());
+        assert_eq!(b[128], FLAG_IFINDEX);
+        assert_eq!(&b[132..136], &7i32.to_ne_bytes());
+    }
+
+    #[test]
+    fn a_key_longer_than_the_kernel_takes_is_refused_before_the_call() {
+        let long = [b'x'; 81];
+        assert_eq!(
+            md5sig(IpAddr::V4(Ipv4Addr::LOCALHOST), &long, None),
+            Err(KeyError::TooLong(81))
+        );
+    }
+
+    #[test]
+    fn the_kernel_accepts_the_options_on_a_real_socket() {
+        // Needs a kernel with CONFIG_TCP_MD5SIG (Debian's has it); no privileges needed.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        set_md5(&l, peer, b"secret", None).unwrap();
+        set_md5(&l, peer, b"", None).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        set_min_ttl(&l, any, 255).unwrap();
+    }
+}

@@ -218,6 +218,7 @@ impl Shared {
                         .map(|s| crate::admin::protocol::BgpRoutesOf {
                             neighbor: s.address.to_string(),
                             sent: s.adj_rib_out.iter().map(ToString::to_string).collect(),
+                            received: s.adj_rib_in.iter().map(ToString::to_string).collect(),
                         })
                         .collect(),
                 };
@@ -419,8 +420,11 @@ impl Shared {
                 hold_time: n.hold_time,
                 uptime_seconds: n.up_since.map_or(0, |t| t.elapsed().as_secs()),
                 prefixes_sent: n.prefixes_sent,
+                prefixes_received: n.prefixes_received,
                 updates_received: n.updates_received,
                 last_error: n.last_error,
+                last_update_error: n.last_update_error,
+                update_errors: n.update_errors,
             })
             .collect()
     }

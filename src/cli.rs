@@ -417,21 +417,25 @@ fn bgp(cli: &Cli, what: &BgpCommand) -> u8 {
             };
             let _ = writeln!(
                 o,
-                "{:<28} {:<12} {:<11} {:>9} {:>6} {:>9}  Last error",
-                "Neighbor", "State", "AS", "Up (s)", "Sent", "Updates"
+                "{:<28} {:<12} {:<11} {:>9} {:>6} {:>6} {:>9}  Last error",
+                "Neighbor", "State", "AS", "Up (s)", "Sent", "Rcvd", "Updates"
             );
             for n in rows {
                 let _ = writeln!(
                     o,
-                    "{:<28} {:<12} {:<11} {:>9} {:>6} {:>9}  {}",
+                    "{:<28} {:<12} {:<11} {:>9} {:>6} {:>6} {:>9}  {}",
                     n.address,
                     n.state,
                     n.peer_as.map(|a| a.to_string()).unwrap_or_default(),
                     n.uptime_seconds,
                     n.prefixes_sent,
+                    n.prefixes_received,
                     n.updates_received,
                     n.last_error.unwrap_or_default()
                 );
+                if let Some(e) = n.last_update_error {
+                    let _ = writeln!(o, "{:<28} {} UPDATE errors, last: {e}", "", n.update_errors);
+                }
             }
         }
         BgpCommand::Routes { .. } => {
@@ -440,9 +444,18 @@ fn bgp(cli: &Cli, what: &BgpCommand) -> u8 {
                 return exit::FAILURE;
             };
             for n in routes.neighbors {
-                let _ = writeln!(o, "{} ({} sent)", n.neighbor, n.sent.len());
+                let _ = writeln!(
+                    o,
+                    "{} ({} sent, {} received)",
+                    n.neighbor,
+                    n.sent.len(),
+                    n.received.len()
+                );
                 for p in n.sent {
-                    let _ = writeln!(o, "  {p}");
+                    let _ = writeln!(o, "  sent      {p}");
+                }
+                for p in n.received {
+                    let _ = writeln!(o, "  received  {p}");
                 }
             }
         }

@@ -167,20 +167,31 @@ pub struct BgpNeighborRow {
     /// Seconds in Established (0 when not).
     pub uptime_seconds: u64,
     pub prefixes_sent: usize,
+    #[serde(default)]
+    pub prefixes_received: usize,
     pub updates_received: u64,
     /// Why it last went down, or why it is not started.
     pub last_error: Option<String>,
+    /// The last received UPDATE that was treated as withdraw, had an attribute discarded or
+    /// looped, and how many did.
+    #[serde(default)]
+    pub last_update_error: Option<String>,
+    #[serde(default)]
+    pub update_errors: u64,
 }
 
-/// `bgp routes`' answer: per neighbor, the prefixes announced to it.
+/// `bgp routes`' answer: per neighbor, the prefixes announced to it and received from it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BgpRoutes {
     pub neighbors: Vec<BgpRoutesOf>,
 }
 
-/// The Adj-RIB-Out of one neighbor.
+/// The Adj-RIB-Out and Adj-RIB-In of one neighbor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BgpRoutesOf {
     pub neighbor: String,
     pub sent: Vec<String>,
+    /// Kept and shown only: import is deny-all.
+    #[serde(default)]
+    pub received: Vec<String>,
 }

@@ -1,14 +1,17 @@
-//! kube-gw's BGP speaker (being built; see the BGP issue). What exists so far:
+//! kube-gw's BGP speaker (DESIGN.md, "BGP codec notes"):
 //!
-//! - [`wire`]: message framing and the NOTIFICATION codec, ours (pure, golden-tested).
-//!
-//! The design it grows into (DESIGN.md, "BGP codec notes"): OPEN/UPDATE/ROUTE-REFRESH bodies
-//! through `netgauze-bgp-pkt` behind our own types; the RFC 4271 FSM as a pure state machine
-//! (inputs and timer expiries in, actions out) driven by thin TCP tasks; one speaker actor
-//! owning each neighbor's Adj-RIB-Out, fed by the desired state gated on what the address and
-//! IPVS reconcilers report as programmed. Nothing here is wired into the daemon yet.
+//! - [`wire`]: message framing and the NOTIFICATION codec, ours (pure, golden-tested);
+//! - [`open`] and [`update`]: OPEN and UPDATE bodies through `netgauze-bgp-pkt`, behind our
+//!   own types, and UPDATE packing;
+//! - [`inbound`]: received UPDATEs checked the RFC 7606 way, reduced to Adj-RIB-In changes;
+//! - [`fsm`]: the RFC 4271 FSM as a pure state machine (events and timer expiries in,
+//!   actions out);
+//! - [`session`]: one task per neighbor, the thin TCP shell around the FSM, owning that
+//!   neighbor's Adj-RIB-Out and Adj-RIB-In, fed the exported prefixes (the desired state's
+//!   announcements that the address reconciler reports on `lo`).
 
 pub mod fsm;
+pub mod inbound;
 pub mod open;
 pub mod session;
 pub mod update;

@@ -40,6 +40,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::fsm::{Action, Event, Fsm, Settings, State, Timer};
+use super::inbound;
 use super::open::{self, Proposal};
 use super::update;
 use super::wire::{self, Framer, Kind, Notification};
@@ -55,6 +56,15 @@ pub struct NeighborStatus {
     pub peer_as: Option<u32>,
     pub hold_time: Option<u16>,
     pub updates_received: u64,
+    /// Prefixes the neighbor has announced to us on the current session (the Adj-RIB-In;
+    /// import is deny-all, so they are only kept, counted and shown).
+    pub prefixes_received: usize,
+    #[serde(skip)]
+    pub adj_rib_in: Arc<BTreeSet<IpNet>>,
+    /// UPDATEs that were treated as withdraw, had an attribute discarded or looped.
+    pub update_errors: u64,
+    /// What the last of those was.
+    pub last_update_error: Option<String>,
     /// Prefixes announced on the current session.
     pub prefixes_sent: usize,
     /// Those prefixes (the Adj-RIB-Out).
@@ -92,7 +102,7 @@ impl prometheus_client::collector::Collector for BgpCollector {
             .map(|rx| rx.borrow().clone())
             .collect();
         type Get = fn(&NeighborStatus) -> i64;
-        let gauges: [(&str, &str, Get); 2] = [
+        let gauges: [(&str, &str, Get); 3] = [
             (
                 "bgp_session_established",
                 "1 while the session with the neighbor is Established",
@@ -103,6 +113,11 @@ impl prometheus_client::collector::Collector for BgpCollector {
                 "Prefixes announced to the neighbor on the current session",
                 |n| i64::try_from(n.prefixes_sent).unwrap_or(i64::MAX),
             ),
+            (
+                "bgp_prefixes_received",
+                "Prefixes the neighbor announces on the current session (kept, not installed)",
+                |n| i64::try_from(n.prefixes_received).unwrap_or(i64::MAX),
+            ),
         ];
         for (name, help, get) in gauges {
             let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
@@ -112,7 +127,7 @@ impl prometheus_client::collector::Collector for BgpCollector {
             }
         }
         type Count = fn(&NeighborStatus) -> u64;
-        let counters: [(&str, &str, Count); 2] = [
+        let counters: [(&str, &str, Count); 3] = [
             (
                 "bgp_session_transitions",
                 "FSM state changes of the session with the neighbor",
@@ -122,6 +137,11 @@ impl prometheus_client::collector::Collector for BgpCollector {
                 "bgp_updates_received",
                 "UPDATE messages received from the neighbor",
                 |n| n.updates_received,
+            ),
+            (
+                "bgp_update_errors",
+                "Received UPDATEs treated as withdraw (RFC 7606), with an attribute discarded, or with our AS in the path",
+                |n| n.update_errors,
             ),
         ];
         for (name, help, get) in counters {
@@ -167,6 +187,10 @@ impl NeighborStatus {
             peer_as: None,
             hold_time: None,
             updates_received: 0,
+            prefixes_received: 0,
+            adj_rib_in: Arc::default(),
+            update_errors: 0,
+            last_update_error: None,
             prefixes_sent: 0,
             adj_rib_out: Arc::default(),
             last_error: None,
@@ -191,6 +215,9 @@ pub struct Peer {
     pub password: Option<Password>,
     /// GTSM: TTL 255 out, nothing below 255 in.
     pub ttl_security: bool,
+    /// More received prefixes than this closes the session (Cease / Maximum Number of
+    /// Prefixes Reached, RFC 4486) and holds it down for a minute.
+    pub max_prefixes: Option<u32>,
 }
 
 /// A TCP MD5 password: its bytes never reach a log, status or error message.
@@ -301,6 +328,7 @@ pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
                     },
                     password: password.and_then(Result::ok),
                     ttl_security: n.ttl_security,
+                    max_prefixes: n.max_prefixes,
                 },
                 problem,
             )
@@ -321,12 +349,14 @@ pub async fn run(
     let mut backoff = Duration::from_secs(1);
     loop {
         let ended = session(&peer, &status, &mut stop, &mut exported, &mut drain).await;
-        if ended {
-            return;
-        }
+        let hold_down = match ended {
+            Ended::Stopped => return,
+            Ended::Failed => None,
+            Ended::HoldDown(d) => Some(d),
+        };
         // Jitter: up to a quarter of the delay (RFC 4271 §10 asks for it on the timers).
         let jitter = backoff.mul_f64(f64::from(jitter_fraction()) / 4.0);
-        let wait = backoff + jitter;
+        let wait = hold_down.unwrap_or(backoff + jitter);
         tokio::select! {
             () = crate::lifecycle::stopped(&mut stop) => return,
             () = tokio::time::sleep(wait) => {}
@@ -346,20 +376,38 @@ fn jitter_fraction() -> f32 {
     (n % 1000) as f32 / 1000.0
 }
 
-/// One session from Idle back to Idle. Returns true when stopped.
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// kube-gw is stopping.
+    Stopped,
+    /// Try again after the backoff.
+    Failed,
+    /// Try again only after this long (the peer sent more prefixes than allowed).
+    HoldDown(Duration),
+}
+
+/// How long a session closed for too many prefixes stays down.
+const MAX_PREFIX_HOLD_DOWN: Duration = Duration::from_secs(60);
+
+/// One session from Idle back to Idle.
 async fn session(
     peer: &Peer,
     status: &watch::Sender<NeighborStatus>,
     stop: &mut watch::Receiver<bool>,
     exported: &mut watch::Receiver<Arc<BTreeSet<IpNet>>>,
     drain: &mut watch::Receiver<bool>,
-) -> bool {
+) -> Ended {
     // What the peer has from us on this session, and how to announce to it.
     let mut sent: BTreeSet<IpNet> = BTreeSet::new();
     let mut attrs: Option<update::Attrs> = None;
     let mut refresh = false;
     // The families both sides announced in their OPENs (RFC 4760: none means IPv4 unicast).
     let mut families = (false, false);
+    let mut four_octet = false;
+    // The neighbor's routes (Adj-RIB-In), and whether it sent more than allowed.
+    let mut received: BTreeSet<IpNet> = BTreeSet::new();
+    let mut over_limit = false;
     // Channels whose sender is gone are not polled again (they would be ready forever).
     let (mut exported_open, mut drain_open) = (true, true);
     let mut fsm = Fsm::new(peer.settings.clone());
@@ -488,9 +536,12 @@ async fn session(
                     Action::Down(why) => {
                         tracing::warn!(neighbor = %peer.address, reason = %why, "BGP session down");
                         sent.clear();
+                        received.clear();
                         attrs = None;
                         status.send_modify(|s| {
                             s.up_since = None;
+                            s.prefixes_received = 0;
+                            s.adj_rib_in = Arc::default();
                             s.last_error = Some(why.clone());
                             s.prefixes_sent = 0;
                             s.adj_rib_out = Arc::default();
@@ -516,7 +567,11 @@ async fn session(
             }
             if after == State::Idle && before != State::Idle {
                 // Back to Idle: this session is over; `run` restarts it after a delay.
-                return false;
+                return if over_limit {
+                    Ended::HoldDown(MAX_PREFIX_HOLD_DOWN)
+                } else {
+                    Ended::Failed
+                };
             }
         }
         // Wait for the next event.
@@ -571,7 +626,7 @@ async fn session(
                     s.state = State::Idle;
                     s.up_since = None;
                 });
-                return true;
+                return Ended::Stopped;
             }
             () = sleep => {
                 if let Some((i, _)) = next_timer {
@@ -616,7 +671,28 @@ async fn session(
                         match framer.next_frame() {
                             Ok(Some(f)) => {
                                 refresh |= f.kind == Kind::RouteRefresh;
-                                let ev = to_event(f, &mut families);
+                                if f.kind == Kind::Update && fsm.state() == State::Established {
+                                    let ctx = inbound::Context {
+                                        local_as: peer.settings.local_as,
+                                        four_octet,
+                                        external: status.borrow().peer_as != Some(peer.settings.local_as),
+                                    };
+                                    match inbound::check(&f.body, &ctx) {
+                                        Err(n) => {
+                                            tracing::warn!(neighbor = %peer.address, notification = %n, "malformed UPDATE");
+                                            pending.push_back(Event::Malformed(n));
+                                            break;
+                                        }
+                                        Ok(c) => {
+                                            if let Some(n) = receive(peer, status, &mut received, c) {
+                                                over_limit = true;
+                                                pending.push_back(Event::Malformed(n));
+                                                break;
+                                            }
+                                        }
+                                    }
+                                }
+                                let ev = to_event(f, &mut families, &mut four_octet);
                                 if let Event::Notification(n) = &ev {
                                     tracing::warn!(neighbor = %peer.address, notification = %n, "NOTIFICATION received");
                                     let code = n.code.to_u8();
@@ -665,6 +741,53 @@ async fn connect(peer: &Peer, to: SocketAddr) -> std::io::Result<TcpStream> {
     sock.connect(to).await
 }
 
+/// Applies a checked UPDATE to the neighbor's Adj-RIB-In and status. Returns the Cease to
+/// send when the neighbor now has more prefixes than its `max-prefixes`.
+fn receive(
+    peer: &Peer,
+    status: &watch::Sender<NeighborStatus>,
+    rib: &mut BTreeSet<IpNet>,
+    c: inbound::Checked,
+) -> Option<Notification> {
+    for p in &c.withdrawn {
+        rib.remove(p);
+    }
+    let last_family = c.announced.last().copied();
+    rib.extend(c.announced);
+    if let Some(p) = &c.problem {
+        tracing::warn!(neighbor = %peer.address, problem = %p, "UPDATE with errors");
+    }
+    let snapshot = Arc::new(rib.clone());
+    status.send_modify(|s| {
+        s.prefixes_received = snapshot.len();
+        s.adj_rib_in = snapshot;
+        if let Some(p) = &c.problem {
+            s.update_errors += 1;
+            s.last_update_error = Some(p.to_string());
+        }
+    });
+    let limit = peer.max_prefixes?;
+    if rib.len() <= limit as usize {
+        return None;
+    }
+    // RFC 4486: AFI, SAFI and the limit.
+    let afi: u16 = match last_family {
+        Some(IpNet::V6(_)) => 2,
+        _ => 1,
+    };
+    let mut data = afi.to_be_bytes().to_vec();
+    data.push(1);
+    data.extend_from_slice(&limit.to_be_bytes());
+    let msg = format!(
+        "{} prefixes received, more than max-prefixes {limit}; the session stays down for {}s",
+        rib.len(),
+        MAX_PREFIX_HOLD_DOWN.as_secs()
+    );
+    tracing::warn!(neighbor = %peer.address, "{msg}");
+    status.send_modify(|s| s.last_update_error = Some(msg));
+    Some(Notification::new(wire::Code::Cease, 1, data))
+}
+
 /// The communities of every route: the neighbor's, plus GRACEFUL_SHUTDOWN while draining.
 fn communities(export: &ExportPolicy, draining: bool) -> Vec<u32> {
     let mut c = export.communities.clone();
@@ -692,13 +815,14 @@ fn same_family(p: &IpNet, local: Option<IpAddr>) -> bool {
 
 /// The FSM event for a message; an OPEN also records the families the peer supports
 /// (kube-gw announces both).
-fn to_event(f: wire::Frame, families: &mut (bool, bool)) -> Event {
+fn to_event(f: wire::Frame, families: &mut (bool, bool), four_octet: &mut bool) -> Event {
     match f.kind {
         Kind::Open => match open::decode(&f.body) {
             Ok(r) => {
                 let c = &r.capabilities;
                 let any_mp = c.ipv4_unicast || c.ipv6_unicast;
                 *families = (c.ipv4_unicast || !any_mp, c.ipv6_unicast);
+                *four_octet = c.four_octet_as;
                 Event::Open(r.open)
             }
             Err(n) => Event::Malformed(n),
@@ -762,6 +886,9 @@ mod tests {
         std::fs::write(&p, "x".repeat(81)).unwrap();
         assert!(Password::read(&p).unwrap_err().contains("at most 80"));
         let missing = Password::read(&dir.path().join("none")).unwrap_err();
-        assert!(missing.contains("cannot read the password file"), "{missing}");
+        assert!(
+            missing.contains("cannot read the password file"),
+            "{missing}"
+        );
     }
 }

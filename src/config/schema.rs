@@ -285,6 +285,8 @@ pub struct NeighborConfig {
     /// i.e. from a directly connected peer that does the same.
     #[serde(default)]
     pub ttl_security: bool,
+    /// More prefixes received than this closes the session (Cease, RFC 4486) for a minute.
+    pub max_prefixes: Option<u32>,
     /// Interface for a link-local (unnumbered) peer.
     pub interface: Option<String>,
     /// Free text shown in status output.

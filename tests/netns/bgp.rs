@@ -280,7 +280,8 @@ fn a_service_s_external_ip_is_announced_and_withdrawn() {
     assert_eq!(neighbors[0]["prefixes_sent"], 1, "{neighbors}");
     let routes = sw.kg.cli(&["bgp", "routes", "--neighbor", "192.0.2.1"]);
     assert!(
-        routes.contains("192.0.2.1 (1 sent)") && routes.contains("198.51.100.61/32"),
+        routes.contains("192.0.2.1 (1 sent, 0 received)")
+            && routes.contains("sent      198.51.100.61/32"),
         "{routes}"
     );
 
@@ -496,4 +497,187 @@ fn md5_and_gtsm_sessions_come_up_only_with_the_right_password() {
     for secret in [PASSWORD, "not-the-password"] {
         assert!(!shown.contains(secret), "the password leaked:\n{shown}");
     }
+}
+
+/// A Prometheus sample's value from a scrape, by its full series text.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Malformed input from a raw peer (tests/netns/peers/rawpeer.py, one scripted neighbor per
+/// case): each header and OPEN error gets the NOTIFICATION RFC 4271 prescribes; malformed
+/// UPDATEs get RFC 7606's handling (treat-as-withdraw keeps the session; a broken attribute
+/// list resets it); a loop is not accepted; too many prefixes is Cease 6/1 with RFC 4486's
+/// data. kube-gw keeps running and its session with BIRD never flaps.
+#[test]
+fn malformed_input_gets_the_prescribed_answer_and_costs_one_session_at_most() {
+    if !require_root("malformed_input_gets_the_prescribed_answer_and_costs_one_session_at_most") {
+        return;
+    }
+    // (peer address, scenario, expected NOTIFICATION (code, subcode, data) or none).
+    type Expected = Option<(u64, u64, &'static str)>;
+    let cases: [(&str, &str, Expected); 11] = [
+        ("192.0.2.1", "bad-marker", Some((1, 1, ""))),
+        ("192.0.2.2", "bad-length", Some((1, 2, "0012"))),
+        ("192.0.2.3", "unknown-type", Some((1, 3, "09"))),
+        ("192.0.2.4", "open-version", Some((2, 1, "0004"))),
+        ("192.0.2.5", "open-peer-as", Some((2, 2, ""))),
+        ("192.0.2.6", "open-hold-1", Some((2, 6, ""))),
+        ("192.0.2.7", "update-bad-origin", None),
+        ("192.0.2.8", "update-attr-length", Some((3, 1, ""))),
+        (
+            "192.0.2.9",
+            "update-unknown-well-known",
+            Some((3, 2, "40630101")),
+        ),
+        ("192.0.2.10", "update-as-loop", None),
+        ("192.0.2.11", "max-prefixes", Some((6, 1, "00010100000002"))),
+    ];
+    let mut lab = Lab::new();
+    let sw = lab.node("sw");
+    let peer = lab.node("raw");
+    let bird_node = lab.node("bird");
+    let peer_addrs: Vec<String> = cases.iter().map(|c| format!("{}/26", c.0)).collect();
+    let peer_addrs: Vec<&str> = peer_addrs.iter().map(String::as_str).collect();
+    lab.link(&sw, &["192.0.2.62/26"], &peer, &peer_addrs);
+    lab.link(&sw, &["192.0.2.66/30"], &bird_node, &["192.0.2.65/30"]);
+    let bird = Bird::start(
+        &mut lab,
+        &bird_node,
+        "bird",
+        &bird_leaf(
+            "192.0.2.65",
+            "192.0.2.65",
+            65000,
+            &[("sw", "192.0.2.66", 65010)],
+        ),
+    );
+
+    let results = lab.path("results");
+    std::fs::create_dir(&results).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/netns/peers/rawpeer.py");
+    let mut args = vec![
+        script.to_string(),
+        results.display().to_string(),
+        "30".to_string(),
+    ];
+    args.extend(cases.iter().map(|(a, s, _)| format!("{a}={s}")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.spawn(&peer, "rawpeer", "python3", &args);
+
+    let mut config = String::from(
+        "[node]\nname = \"sw\"\n[vip]\npools = [\"198.51.100.0/24\"]\n\
+         [bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\nhold-time = 9\ndrain-time = 0\n\
+         [[bgp.neighbors]]\naddress = \"192.0.2.65\"\nremote-asn = 65000\n",
+    );
+    for (a, s, _) in &cases {
+        config.push_str(&format!(
+            "[[bgp.neighbors]]\naddress = \"{a}\"\nremote-asn = 65050\n"
+        ));
+        if *s == "max-prefixes" {
+            config.push_str("max-prefixes = 2\n");
+        }
+    }
+    let kg = KubeGw::start(&mut lab, &sw, "kg", &config);
+    bird.wait_established("sw", ESTABLISH);
+    wait_for("kube-gw's session with BIRD", ESTABLISH, || {
+        (kube_gw_state(&kg, "192.0.2.65") == "established").then_some(())
+    });
+    let bird_transitions = "kube_gw_bgp_session_transitions_total{neighbor=\"192.0.2.65\"}";
+    let before = sample(&metrics(&sw), bird_transitions);
+    assert!(before.is_some(), "{}", metrics(&sw));
+
+    // While the raw peer keeps the UPDATE sessions up: what kube-gw kept of them.
+    let received = |n: &str| -> Vec<String> {
+        let v: serde_json::Value =
+            serde_json::from_str(&kg.cli(&["bgp", "routes", "--neighbor", n, "--json"]))
+                .unwrap_or_default();
+        v["neighbors"][0]["received"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str().map(String::from))
+            .collect()
+    };
+    // Treat-as-withdraw took 203.0.113.1 away again; the next good UPDATE was accepted.
+    wait_for("treat-as-withdraw at 192.0.2.7", ESTABLISH, || {
+        (received("192.0.2.7") == ["203.0.113.2/32"]).then_some(())
+    });
+    // The looped route was not accepted; the earlier one stands.
+    wait_for("the AS-path loop at 192.0.2.10", ESTABLISH, || {
+        (received("192.0.2.10") == ["203.0.113.1/32"]).then_some(())
+    });
+    let rows: serde_json::Value =
+        serde_json::from_str(&kg.cli(&["bgp", "neighbors", "--json"])).unwrap();
+    let row = |a: &str| {
+        rows.as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["address"] == a)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for (a, why) in [
+        ("192.0.2.7", "treated as withdraw"),
+        ("192.0.2.10", "AS_PATH"),
+    ] {
+        let r = row(a);
+        assert_eq!(r["state"], "established", "{r}");
+        assert!(r["update_errors"].as_u64() >= Some(1), "{r}");
+        assert!(
+            r["last_update_error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(why),
+            "{r}"
+        );
+    }
+
+    // Every scripted peer reports what kube-gw answered.
+    let outcome = |a: &str| -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(results.join(format!("{a}.json"))).ok()?;
+        serde_json::from_str(&text).ok()
+    };
+    for (a, scenario, expected) in cases {
+        let got = wait_for(
+            &format!("the raw peer's result for {scenario}"),
+            Duration::from_secs(60),
+            || outcome(a),
+        );
+        assert!(got.get("error").is_none(), "{scenario}: {got}");
+        match expected {
+            Some((code, subcode, data)) => {
+                let n = &got["notification"];
+                assert_eq!(n["code"].as_u64(), Some(code), "{scenario}: {got}");
+                assert_eq!(n["subcode"].as_u64(), Some(subcode), "{scenario}: {got}");
+                if !data.is_empty() {
+                    assert_eq!(n["data"], data, "{scenario}: {got}");
+                }
+            }
+            None => {
+                assert!(got["notification"].is_null(), "{scenario}: {got}");
+                assert_eq!(got["established"], true, "{scenario}: {got}");
+                assert!(
+                    got["keepalives_after"].as_u64() >= Some(2),
+                    "{scenario}: the session stayed up: {got}"
+                );
+            }
+        }
+    }
+
+    // kube-gw is still running and its session with BIRD never went down.
+    assert!(lab.running("kg"), "{}", lab.log("kg"));
+    assert_eq!(kube_gw_state(&kg, "192.0.2.65"), "established");
+    assert_eq!(sample(&metrics(&sw), bird_transitions), before);
+    let m = metrics(&sw);
+    assert_eq!(
+        sample(
+            &m,
+            "kube_gw_bgp_update_errors_total{neighbor=\"192.0.2.7\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
 }

@@ -1,7 +1,7 @@
-//! kube-gw's BGP sessions against real peers: BIRD, FRR and GoBGP over IPv4 and IPv6 reach
-//! Established and see kube-gw's OPEN as what it is; a peer that goes away is noticed and,
-//! when it comes back, the session is established again; a stop sends Cease /
-//! Administrative Shutdown with kube-gw's reason. (Routes come with the speaker.)
+//! kube-gw's BGP speaker against real peers (BIRD, FRR, GoBGP) and a scripted broken one:
+//! sessions over IPv4 and IPv6, Service routes with next hop and policy attributes, their
+//! withdrawal, a dead peer found by the hold timer and a restarted one given everything
+//! again, TCP MD5 and GTSM, anycast with graceful shutdown, and malformed input.
 
 use std::time::Duration;
 
@@ -680,4 +680,165 @@ fn malformed_input_gets_the_prescribed_answer_and_costs_one_session_at_most() {
         Some(1.0),
         "{m}"
     );
+}
+
+/// Against each of BIRD (IPv4), FRR (IPv6) and GoBGP (IPv4): a Service's externalIPs reach
+/// the peer with kube-gw's next hop and the neighbor's community; a peer that freezes
+/// (SIGSTOP: its socket stays open, its keepalives stop) is found dead by kube-gw's hold
+/// timer, which sends Hold Timer Expired; the restarted peer gets every route again; and the
+/// routes go when the Service does.
+#[test]
+fn each_peer_gets_the_routes_is_found_dead_by_the_hold_timer_and_gets_them_again() {
+    if !require_root(
+        "each_peer_gets_the_routes_is_found_dead_by_the_hold_timer_and_gets_them_again",
+    ) {
+        return;
+    }
+    let mut neighbors = String::from("hold-time = 9\ndrain-time = 0\n");
+    for (a, asn) in [
+        ("192.0.2.1", 65000),
+        ("2001:db8:2::1", 65001),
+        ("192.0.2.5", 65002),
+    ] {
+        neighbors.push_str(&format!(
+            "[[bgp.neighbors]]\naddress = \"{a}\"\nremote-asn = {asn}\ncommunities = [\"65010:100\"]\n"
+        ));
+    }
+    let mut sw = Switch::start_with("", &neighbors);
+    let node = sw.node.clone();
+    let bird_node = sw.lab.node("bird");
+    let frr_node = sw.lab.node("frr");
+    let gobgp_node = sw.lab.node("gobgp");
+    sw.lab
+        .link(&node, &["192.0.2.2/30"], &bird_node, &["192.0.2.1/30"]);
+    sw.lab.link(
+        &node,
+        &["2001:db8:2::2/64"],
+        &frr_node,
+        &["2001:db8:2::1/64"],
+    );
+    sw.lab
+        .link(&node, &["192.0.2.6/30"], &gobgp_node, &["192.0.2.5/30"]);
+    let bird_conf = bird_leaf(
+        "192.0.2.1",
+        "192.0.2.1",
+        65000,
+        &[("sw", "192.0.2.2", 65010)],
+    );
+    let frr_conf = "frr defaults datacenter\n\
+         router bgp 65001\n bgp router-id 192.0.2.9\n no bgp ebgp-requires-policy\n\
+         neighbor 2001:db8:2::2 remote-as 65010\n neighbor 2001:db8:2::2 timers connect 1\n\
+         address-family ipv6 unicast\n  neighbor 2001:db8:2::2 activate\n exit-address-family\n";
+    let gobgp_conf = r#"
+[global.config]
+  as = 65002
+  router-id = "192.0.2.5"
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "192.0.2.6"
+    peer-as = 65010
+  [neighbors.timers.config]
+    connect-retry = 1
+"#;
+    let start_peers = |lab: &mut crate::harness::Lab, gen: u32| {
+        let bird = Bird::start(lab, &bird_node, &format!("bird{gen}"), &bird_conf);
+        let frr = Frr::start(lab, &frr_node, &format!("frr{gen}"), frr_conf);
+        let gobgp = GoBgp::start(lab, &gobgp_node, &format!("gobgp{gen}"), gobgp_conf);
+        bird.wait_established("sw", ESTABLISH);
+        frr.wait_established("2001:db8:2::2", ESTABLISH);
+        gobgp.wait_established("192.0.2.6", ESTABLISH);
+        (bird, frr, gobgp)
+    };
+    let (bird, frr, gobgp) = start_peers(&mut sw.lab, 1);
+    sw.service(
+        "web",
+        &["198.51.100.71", "2001:db8:100::71"],
+        Some("10.0.0.5"),
+    );
+    sw.add_endpoint("web", "web-v6", "IPv6", "fd00::5");
+
+    // What each peer holds: next hop and community, in its own words.
+    let at_bird = |bird: &Bird| {
+        let r = bird_route(bird, "198.51.100.71/32");
+        (r.contains("via 192.0.2.2") && r.contains("BGP.community: (65010,100)")).then_some(r)
+    };
+    let at_frr = |frr: &Frr| {
+        let j = frr.vtysh("show bgp ipv6 unicast 2001:db8:100::71/128 json");
+        (j.contains("\"2001:db8:2::2\"") && j.contains("65010:100")).then_some(j)
+    };
+    let at_gobgp = |g: &GoBgp| {
+        let j = g.gobgp(&["global", "rib", "-a", "ipv4", "198.51.100.71/32", "-j"]);
+        (j.contains("192.0.2.6") && (j.contains("4260495460") || j.contains("65010:100")))
+            .then_some(j)
+    };
+    let all_there = |bird: &Bird, frr: &Frr, gobgp: &GoBgp| {
+        wait_for("BIRD to hold 198.51.100.71/32", ESTABLISH, || at_bird(bird));
+        wait_for("FRR to hold 2001:db8:100::71/128", ESTABLISH, || {
+            at_frr(frr)
+        });
+        wait_for("GoBGP to hold 198.51.100.71/32", ESTABLISH, || {
+            at_gobgp(gobgp)
+        });
+    };
+    all_there(&bird, &frr, &gobgp);
+
+    // All three freeze: kube-gw's hold timer (9 s) finds each dead.
+    for p in ["bird1", "frr1", "gobgp1"] {
+        sw.lab.signal(p, "STOP");
+    }
+    let frozen = std::time::Instant::now();
+    for n in ["192.0.2.1", "2001:db8:2::1", "192.0.2.5"] {
+        wait_for(
+            &format!("kube-gw's hold timer for {n}"),
+            Duration::from_secs(30),
+            || (kube_gw_state(&sw.kg, n) != "established").then_some(()),
+        );
+    }
+    assert!(
+        frozen.elapsed() >= Duration::from_secs(5),
+        "down before any hold timer could expire: {:?}",
+        frozen.elapsed()
+    );
+    let rows: serde_json::Value =
+        serde_json::from_str(&sw.kg.cli(&["bgp", "neighbors", "--json"])).unwrap();
+    for r in rows.as_array().unwrap() {
+        let e = r["last_error"].as_str().unwrap_or_default().to_lowercase();
+        assert!(e.contains("hold timer expired"), "{r}");
+    }
+    let m = metrics(&node);
+    for n in ["192.0.2.1", "2001:db8:2::1", "192.0.2.5"] {
+        assert!(
+            m.lines()
+                .any(|l| l.starts_with("kube_gw_bgp_notifications_total{")
+                    && l.contains(&format!("neighbor=\"{n}\""))
+                    && l.contains("direction=\"sent\"")
+                    && l.contains("code=\"4\"")),
+            "{m}"
+        );
+    }
+
+    // The frozen peers are killed and start again: everything is announced again.
+    for p in ["bird1", "frr1", "gobgp1"] {
+        sw.lab.stop(p, Duration::from_millis(200));
+    }
+    let (bird, frr, gobgp) = start_peers(&mut sw.lab, 2);
+    all_there(&bird, &frr, &gobgp);
+
+    // The Service goes: so do the routes, everywhere.
+    sw.delete_service("web");
+    wait_for("BIRD to lose the route", ESTABLISH, || {
+        (!bird_route(&bird, "198.51.100.71/32").contains("198.51.100.71")).then_some(())
+    });
+    wait_for("FRR to lose the route", ESTABLISH, || {
+        (!frr
+            .vtysh("show bgp ipv6 unicast json")
+            .contains("2001:db8:100::71"))
+        .then_some(())
+    });
+    wait_for("GoBGP to lose the route", ESTABLISH, || {
+        (!gobgp
+            .gobgp(&["global", "rib", "-a", "ipv4", "-j"])
+            .contains("198.51.100.71"))
+        .then_some(())
+    });
 }

@@ -152,6 +152,24 @@ router-id = "192.0.2.20"
         });
     }
 
+    /// One more ready endpoint for `service`, in its own EndpointSlice (`IPv4` or `IPv6`).
+    pub(crate) fn add_endpoint(&self, service: &str, slice: &str, address_type: &str, ep: &str) {
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": slice, "namespace": self.ns,
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": address_type,
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [ep], "conditions": {"ready": true}}]
+        }))
+        .unwrap();
+        block_on(async {
+            Api::<EndpointSlice>::namespaced(self.cp.admin().await, &self.ns)
+                .create(&PostParams::default(), &slice)
+                .await
+                .unwrap();
+        });
+    }
+
     pub(crate) fn delete_service(&self, name: &str) {
         block_on(async {
             Api::<Service>::namespaced(self.cp.admin().await, &self.ns)

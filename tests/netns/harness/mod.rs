@@ -297,6 +297,16 @@ impl Lab {
             .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)))
     }
 
+    /// Sends a signal (`STOP`, `CONT`, …) to the process `name`, by the pid this lab started.
+    pub fn signal(&mut self, name: &str, signal: &str) {
+        let p = self
+            .procs
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no process {name} in this lab"));
+        run(Command::new("kill").args([format!("-{signal}"), p.child.id().to_string()]));
+    }
+
     /// Stops one process: SIGTERM, then SIGKILL after `grace`. Returns its exit status.
     pub fn stop(&mut self, name: &str, grace: Duration) -> Option<std::process::ExitStatus> {
         let i = self.procs.iter().position(|p| p.name == name)?;

@@ -658,7 +658,9 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         let cfg = shared.config.borrow().clone();
         let mut statuses = Vec::new();
         let mut tasks = Vec::new();
-        for (peer, problem) in crate::bgp::session::peers(&cfg) {
+        let peers = crate::bgp::session::peers(&cfg);
+        let mut routes = std::collections::HashMap::new();
+        for (peer, problem) in peers {
             let mut st = crate::bgp::session::NeighborStatus::new(peer.address);
             if let Some(p) = problem {
                 tracing::warn!(neighbor = %peer.address, "{p}");
@@ -669,6 +671,17 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
             }
             let (tx, rx) = watch::channel(st);
             statuses.push(rx);
+            let (conn_tx, conn_rx) = mpsc::channel(2);
+            routes.insert(
+                peer.address,
+                (
+                    crate::bgp::listen::Route {
+                        sessions: conn_tx,
+                        ttl_security: peer.ttl_security,
+                    },
+                    peer.password.clone(),
+                ),
+            );
             tasks.push(tokio::spawn(tracing::Instrument::instrument(
                 crate::bgp::session::run(
                     peer.clone(),
@@ -676,11 +689,46 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
                     bgp_stop_rx.clone(),
                     serve.exported.clone(),
                     bgp_drain_rx.clone(),
+                    conn_rx,
                 ),
                 tracing::info_span!("bgp", neighbor = %peer.address),
             )));
         }
         let _ = shared.bgp.set(statuses);
+        // The neighbors' own connections, on port 179.
+        let listen = cfg.bgp.as_ref().is_some_and(|b| b.listen);
+        if listen && !routes.is_empty() {
+            let keys: Vec<_> = routes
+                .iter()
+                .filter_map(|(a, (_, p))| Some((*a, p.as_ref()?)))
+                .collect();
+            let gtsm = routes.values().any(|(r, _)| r.ttl_security);
+            let (listeners, problems) = crate::bgp::listen::bind(179, &keys, gtsm);
+            let info = if problems.is_empty() {
+                "port 179, IPv4 and IPv6".to_string()
+            } else {
+                format!(
+                    "{}; passive neighbors cannot connect, kube-gw still connects to the others \
+                     (is another BGP daemon running here?)",
+                    problems.join("; ")
+                )
+            };
+            let state = if problems.is_empty() {
+                "listening"
+            } else {
+                "degraded"
+            };
+            for p in &problems {
+                tracing::warn!("BGP listener: {p}");
+            }
+            shared.set_component("bgp-listener", "bgp", state, info);
+            let routes = routes.into_iter().map(|(a, (r, _))| (a, r)).collect();
+            tasks.push(tokio::spawn(crate::bgp::listen::run(
+                listeners,
+                routes,
+                bgp_stop_rx.clone(),
+            )));
+        }
         tasks
     };
 

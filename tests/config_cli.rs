@@ -135,6 +135,15 @@ fn bad_cases(dir: &Path) -> Vec<(&'static str, String, &'static str, &'static st
             "is not a community",
         ),
         (
+            "a passive neighbor while kube-gw does not listen",
+            GOOD.replace(
+                "router-id = \"192.0.2.20\"",
+                "router-id = \"192.0.2.20\"\nlisten = false",
+            ) + "passive = true\n",
+            "15:11",
+            "does not listen",
+        ),
+        (
             "ASN 0",
             GOOD.replace("asn = 65010", "asn = 0"),
             "8:7",

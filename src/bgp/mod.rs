@@ -6,12 +6,15 @@
 //! - [`inbound`]: received UPDATEs checked the RFC 7606 way, reduced to Adj-RIB-In changes;
 //! - [`fsm`]: the RFC 4271 FSM as a pure state machine (events and timer expiries in,
 //!   actions out);
+//! - [`listen`]: accepts the neighbors' connections on port 179 and hands them to their
+//!   sessions;
 //! - [`session`]: one task per neighbor, the thin TCP shell around the FSM, owning that
 //!   neighbor's Adj-RIB-Out and Adj-RIB-In, fed the exported prefixes (the desired state's
 //!   announcements that the address reconciler reports on `lo`).
 
 pub mod fsm;
 pub mod inbound;
+pub mod listen;
 pub mod open;
 pub mod session;
 pub mod update;

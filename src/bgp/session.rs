@@ -22,8 +22,13 @@
 //! without it) and GTSM (RFC 5082: TTL 255 out, minimum TTL 255 in) are set on the socket
 //! before the SYN (crates/sockopt holds the `setsockopt` calls).
 //!
-//! Not yet here (the BGP issue): listening for the peer's connections (passive peers and
-//! collision detection), link-local neighbors, and IPv4 routes over IPv6 sessions or the
+//! The peer's own connections come from the listener ([`super::listen`]): taken when the
+//! session has none, held while kube-gw's connection waits for the peer's OPEN, and then
+//! resolved by BGP identifier (RFC 4271 §6.8; the loser gets Cease / Connection Collision
+//! Resolution); an Established session keeps its connection. A passive neighbor only
+//! waits for them.
+//!
+//! Not yet here (the BGP issue): link-local neighbors, and IPv4 routes over IPv6 sessions or the
 //! reverse (RFC 8950).
 
 use std::collections::{BTreeSet, VecDeque};
@@ -36,7 +41,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::fsm::{Action, Event, Fsm, Settings, State, Timer};
@@ -231,6 +236,11 @@ impl std::fmt::Debug for Password {
 }
 
 impl Password {
+    /// The key, for the socket option only.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// Reads a password file: its first line, without the line break (so `echo pw > file`
     /// works); an empty or too long password is an error that says so.
     pub fn read(path: &std::path::Path) -> Result<Self, String> {
@@ -307,7 +317,7 @@ pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
                         remote_as,
                         hold_time: b.hold_time,
                         keepalive: Some(b.keepalive).filter(|k| *k > 0),
-                        passive: false,
+                        passive: n.passive,
                     },
                     ipv4_unicast: true,
                     ipv6_unicast: true,
@@ -345,14 +355,33 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
     mut exported: watch::Receiver<Arc<BTreeSet<IpNet>>>,
     mut drain: watch::Receiver<bool>,
+    mut incoming: mpsc::Receiver<TcpStream>,
 ) {
     let mut backoff = Duration::from_secs(1);
+    let mut initial: Option<TcpStream> = None;
+    let mut incoming_open = true;
     loop {
-        let ended = session(&peer, &status, &mut stop, &mut exported, &mut drain).await;
+        let ended = session(
+            &peer,
+            &status,
+            Channels {
+                stop: &mut stop,
+                exported: &mut exported,
+                drain: &mut drain,
+                incoming: &mut incoming,
+                incoming_open: &mut incoming_open,
+            },
+            initial.take(),
+        )
+        .await;
         let hold_down = match ended {
             Ended::Stopped => return,
             Ended::Failed => None,
             Ended::HoldDown(d) => Some(d),
+            Ended::Replaced(c) => {
+                initial = Some(c);
+                continue;
+            }
         };
         // Jitter: up to a quarter of the delay (RFC 4271 §10 asks for it on the timers).
         let jitter = backoff.mul_f64(f64::from(jitter_fraction()) / 4.0);
@@ -360,6 +389,11 @@ pub async fn run(
         tokio::select! {
             () = crate::lifecycle::stopped(&mut stop) => return,
             () = tokio::time::sleep(wait) => {}
+            // The peer connects while we wait: take its connection now.
+            c = incoming.recv(), if incoming_open && hold_down.is_none() => match c {
+                Some(c) => initial = Some(c),
+                None => incoming_open = false,
+            },
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
         if status.borrow().up_since.is_some() {
@@ -377,7 +411,7 @@ fn jitter_fraction() -> f32 {
 }
 
 /// How a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Ended {
     /// kube-gw is stopping.
     Stopped,
@@ -385,6 +419,38 @@ enum Ended {
     Failed,
     /// Try again only after this long (the peer sent more prefixes than allowed).
     HoldDown(Duration),
+    /// Go on at once with this connection of the peer's (it won a collision, or arrived
+    /// while the session's own connection failed).
+    Replaced(TcpStream),
+}
+
+/// What a session listens to besides its connection.
+struct Channels<'a> {
+    stop: &'a mut watch::Receiver<bool>,
+    exported: &'a mut watch::Receiver<Arc<BTreeSet<IpNet>>>,
+    drain: &'a mut watch::Receiver<bool>,
+    /// The peer's connections, from the listener.
+    incoming: &'a mut mpsc::Receiver<TcpStream>,
+    incoming_open: &'a mut bool,
+}
+
+/// RFC 4271 §6.8: which connection stays when both sides connected. The one opened by the
+/// side with the higher BGP identifier; two of the peer's own: the newer (the old one is
+/// from before the peer restarted).
+fn new_connection_wins(
+    local_id: std::net::Ipv4Addr,
+    peer_id: std::net::Ipv4Addr,
+    current_is_ours: bool,
+) -> bool {
+    !current_is_ours || u32::from(local_id) < u32::from(peer_id)
+}
+
+/// Closes a connection with Cease / Connection Collision Resolution.
+async fn close_collision(mut c: TcpStream, status: &watch::Sender<NeighborStatus>) {
+    let n = Notification::new(wire::Code::Cease, 7, Vec::new());
+    status.send_modify(|s| *s.notifications_sent.entry(6).or_default() += 1);
+    let _ = c.write_all(&n.encode()).await;
+    let _ = c.shutdown().await;
 }
 
 /// How long a session closed for too many prefixes stays down.
@@ -394,10 +460,16 @@ const MAX_PREFIX_HOLD_DOWN: Duration = Duration::from_secs(60);
 async fn session(
     peer: &Peer,
     status: &watch::Sender<NeighborStatus>,
-    stop: &mut watch::Receiver<bool>,
-    exported: &mut watch::Receiver<Arc<BTreeSet<IpNet>>>,
-    drain: &mut watch::Receiver<bool>,
+    ch: Channels<'_>,
+    initial: Option<TcpStream>,
 ) -> Ended {
+    let Channels {
+        stop,
+        exported,
+        drain,
+        incoming,
+        incoming_open,
+    } = ch;
     // What the peer has from us on this session, and how to announce to it.
     let mut sent: BTreeSet<IpNet> = BTreeSet::new();
     let mut attrs: Option<update::Attrs> = None;
@@ -410,11 +482,23 @@ async fn session(
     let mut over_limit = false;
     // Channels whose sender is gone are not polled again (they would be ready forever).
     let (mut exported_open, mut drain_open) = (true, true);
-    let mut fsm = Fsm::new(peer.settings.clone());
+    // A session that starts with the peer's connection does not connect itself.
+    let mut fsm = Fsm::new(Settings {
+        passive: peer.settings.passive || initial.is_some(),
+        ..peer.settings.clone()
+    });
+    // The connection, whether kube-gw opened it, and one of the peer's held until the
+    // collision can be decided (its identifier is known once its OPEN is read).
+    let mut ours = false;
+    let mut held: Option<TcpStream> = None;
     let mut conn: Option<TcpStream> = None;
     let mut framer = Framer::default();
     let mut timers: [Option<Instant>; 3] = [None; 3];
     let mut pending: VecDeque<Event> = VecDeque::from([Event::Start]);
+    if let Some(c) = initial {
+        conn = Some(c);
+        pending.push_back(Event::Connected);
+    }
     let mut buf = vec![0u8; 65536];
     let idx = |t: Timer| match t {
         Timer::ConnectRetry => 0,
@@ -434,6 +518,7 @@ async fn session(
                             Ok(Ok(s)) => {
                                 let _ = s.set_nodelay(true);
                                 conn = Some(s);
+                                ours = true;
                                 pending.push_back(Event::Connected);
                             }
                             Ok(Err(e)) => {
@@ -566,12 +651,30 @@ async fn session(
                 }
             }
             if after == State::Idle && before != State::Idle {
-                // Back to Idle: this session is over; `run` restarts it after a delay.
+                // Back to Idle: this session is over; `run` restarts it after a delay, or
+                // at once with the peer's connection if one is waiting.
+                if let Some(h) = held.take() {
+                    return Ended::Replaced(h);
+                }
                 return if over_limit {
                     Ended::HoldDown(MAX_PREFIX_HOLD_DOWN)
                 } else {
                     Ended::Failed
                 };
+            }
+        }
+        // A held connection of the peer's, now that its identifier is known.
+        if fsm.state() == State::OpenConfirm {
+            if let (Some(h), Some(n)) = (held.take(), fsm.negotiated()) {
+                if new_connection_wins(peer.settings.router_id, n.peer_id, ours) {
+                    tracing::info!(neighbor = %peer.address, "connection collision: the peer's connection stays");
+                    if let Some(c) = conn.take() {
+                        close_collision(c, status).await;
+                    }
+                    return Ended::Replaced(h);
+                }
+                tracing::info!(neighbor = %peer.address, "connection collision: kube-gw's connection stays");
+                close_collision(h, status).await;
             }
         }
         // Wait for the next event.
@@ -593,6 +696,26 @@ async fn session(
             }
         };
         tokio::select! {
+            c = incoming.recv(), if *incoming_open => match c {
+                None => *incoming_open = false,
+                Some(new) => match fsm.state() {
+                    State::Idle | State::Connect | State::Active => {
+                        conn = Some(new);
+                        ours = false;
+                        framer = Framer::default();
+                        pending.push_back(Event::Connected);
+                    }
+                    // Decided once the peer's OPEN on the current connection names it.
+                    State::OpenSent => {
+                        if let Some(old) = held.replace(new) {
+                            close_collision(old, status).await;
+                        }
+                    }
+                    State::OpenConfirm => held = Some(new),
+                    // RFC 4271 §6.8: an Established session stays.
+                    State::Established => close_collision(new, status).await,
+                },
+            },
             r = drain.changed(), if drain_open => {
                 // The drain signal's sender goes away once the drain phase is over.
                 drain_open = r.is_ok();
@@ -620,6 +743,9 @@ async fn session(
                     }
                 }
                 if let Some(mut c) = conn.take() {
+                    let _ = c.shutdown().await;
+                }
+                if let Some(mut c) = held.take() {
                     let _ = c.shutdown().await;
                 }
                 status.send_modify(|s| {
@@ -866,6 +992,19 @@ fn note_error(status: &watch::Sender<NeighborStatus>, e: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_collision_keeps_the_connection_of_the_higher_identifier() {
+        let ours: std::net::Ipv4Addr = "192.0.2.20".parse().unwrap();
+        let lower = "10.9.9.9".parse().unwrap();
+        let higher = "203.0.113.250".parse().unwrap();
+        // kube-gw opened the current connection: the peer's new one wins only if the
+        // peer's identifier is higher.
+        assert!(!new_connection_wins(ours, lower, true));
+        assert!(new_connection_wins(ours, higher, true));
+        // The current one is the peer's own too: the newer one is the peer's present.
+        assert!(new_connection_wins(ours, lower, false));
+    }
 
     #[test]
     fn a_password_file_gives_its_first_line_and_never_shows_it() {

@@ -234,6 +234,12 @@ pub(crate) struct BgpCommon {
     keepalive: Option<u16>,
     #[serde(default = "default_drain_time")]
     drain_time: u16,
+    #[serde(default = "default_true")]
+    listen: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_drain_time() -> u16 {
@@ -248,6 +254,7 @@ impl BgpCommon {
             hold_time: self.hold_time,
             keepalive: self.keepalive.unwrap_or(self.hold_time / 3),
             drain_time: self.drain_time,
+            listen: self.listen,
             neighbors,
         }
     }
@@ -270,6 +277,9 @@ pub struct BgpConfig {
     /// Seconds between re-announcing every route with GRACEFUL_SHUTDOWN (RFC 8326) and
     /// withdrawing them when kube-gw stops; default 10.
     pub drain_time: u16,
+    /// Accept the neighbors' connections on TCP port 179 (default true); connections from
+    /// addresses that are not neighbors are closed at once.
+    pub listen: bool,
     pub neighbors: Vec<NeighborConfig>,
 }
 
@@ -287,6 +297,9 @@ pub struct NeighborConfig {
     pub ttl_security: bool,
     /// More prefixes received than this closes the session (Cease, RFC 4486) for a minute.
     pub max_prefixes: Option<u32>,
+    /// Never connect; wait for the neighbor to connect (needs `[bgp] listen`).
+    #[serde(default)]
+    pub passive: bool,
     /// Interface for a link-local (unnumbered) peer.
     pub interface: Option<String>,
     /// Free text shown in status output.

@@ -278,6 +278,16 @@ fn bgp_rules(bgp: &BgpConfig, file_index: &[usize], out: &mut Findings) {
                 );
             }
         }
+        if n.passive && !bgp.listen {
+            out.error(
+                path().key("passive"),
+                format!(
+                    "{} is passive, but kube-gw does not listen (`[bgp] listen = false`)",
+                    n.address
+                ),
+                "remove `listen = false` from [bgp], or let kube-gw connect (passive = false)",
+            );
+        }
         let addr = n.address;
         if addr.is_unspecified() || addr.is_multicast() || is_broadcast(addr) {
             out.error(

@@ -371,7 +371,8 @@ fn two_switches_anycast_a_vip_and_one_drains_gracefully() {
     );
 }
 
-/// TCP MD5 (RFC 2385) and GTSM (RFC 5082) against BIRD, FRR and GoBGP, each requiring both:
+/// TCP MD5 (RFC 2385) and GTSM (RFC 5082) against BIRD, FRR and GoBGP, each requiring both
+/// (FRR as a passive neighbor: it connects to kube-gw's listener, which holds the key):
 /// with the right password the sessions come up (and so kube-gw sends with TTL 255, or the
 /// peers' minimum TTL would drop it); restarted with a wrong password none does, and the
 /// password never shows in kube-gw's log, status or neighbor list.
@@ -458,6 +459,10 @@ fn md5_and_gtsm_sessions_come_up_only_with_the_right_password() {
              password-file = \"{}\"\nttl-security = true\n",
             password_file.display()
         ));
+        // FRR connects to kube-gw (the key is on kube-gw's listener).
+        if asn == 65001 {
+            config.push_str("passive = true\n");
+        }
     }
     let kg = KubeGw::start(&mut lab, &sw, "kg", &config);
     bird.wait_established("sw", ESTABLISH);
@@ -470,6 +475,13 @@ fn md5_and_gtsm_sessions_come_up_only_with_the_right_password() {
     }
     let info = bird.birdc(&["show", "protocols", "all", "sw"]);
     assert!(info.contains("Established"), "{info}");
+    // The passive neighbor's session is on kube-gw's port 179, opened by FRR.
+    let ss = sw.exec(
+        "ss",
+        &["-Htn", "state", "established", "sport", "=", ":179"],
+    );
+    let ss = String::from_utf8_lossy(&ss.stdout).to_string();
+    assert!(ss.contains("[2001:db8:2::1]:"), "{ss}");
 
     // The same peers, kube-gw restarted with a wrong password: nothing comes up.
     lab.stop("kg", Duration::from_secs(20));
@@ -535,11 +547,21 @@ fn malformed_input_gets_the_prescribed_answer_and_costs_one_session_at_most() {
         ("192.0.2.10", "update-as-loop", None),
         ("192.0.2.11", "max-prefixes", Some((6, 1, "00010100000002"))),
     ];
+    // Connection collisions (RFC 4271 §6.8), checked separately below.
+    let collisions = [
+        ("192.0.2.12", "collision-lower-id"),
+        ("192.0.2.13", "collision-higher-id"),
+    ];
     let mut lab = Lab::new();
     let sw = lab.node("sw");
     let peer = lab.node("raw");
     let bird_node = lab.node("bird");
-    let peer_addrs: Vec<String> = cases.iter().map(|c| format!("{}/26", c.0)).collect();
+    let peer_addrs: Vec<String> = cases
+        .iter()
+        .map(|c| c.0)
+        .chain(collisions.iter().map(|c| c.0))
+        .map(|a| format!("{a}/26"))
+        .collect();
     let peer_addrs: Vec<&str> = peer_addrs.iter().map(String::as_str).collect();
     lab.link(&sw, &["192.0.2.62/26"], &peer, &peer_addrs);
     lab.link(&sw, &["192.0.2.66/30"], &bird_node, &["192.0.2.65/30"]);
@@ -562,8 +584,10 @@ fn malformed_input_gets_the_prescribed_answer_and_costs_one_session_at_most() {
         script.to_string(),
         results.display().to_string(),
         "30".to_string(),
+        "192.0.2.62".to_string(),
     ];
     args.extend(cases.iter().map(|(a, s, _)| format!("{a}={s}")));
+    args.extend(collisions.iter().map(|(a, s)| format!("{a}={s}")));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     lab.spawn(&peer, "rawpeer", "python3", &args);
 
@@ -572,11 +596,11 @@ fn malformed_input_gets_the_prescribed_answer_and_costs_one_session_at_most() {
          [bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\nhold-time = 9\ndrain-time = 0\n\
          [[bgp.neighbors]]\naddress = \"192.0.2.65\"\nremote-asn = 65000\n",
     );
-    for (a, s, _) in &cases {
+    for (a, s) in cases.iter().map(|c| (c.0, c.1)).chain(collisions) {
         config.push_str(&format!(
             "[[bgp.neighbors]]\naddress = \"{a}\"\nremote-asn = 65050\n"
         ));
-        if *s == "max-prefixes" {
+        if s == "max-prefixes" {
             config.push_str("max-prefixes = 2\n");
         }
     }
@@ -666,6 +690,26 @@ fn malformed_input_gets_the_prescribed_answer_and_costs_one_session_at_most() {
             }
         }
     }
+
+    // Collisions: the connection opened by the side with the higher identifier stays; the
+    // other gets Cease / Connection Collision Resolution (6/7).
+    let lower = wait_for("the lower-id collision", Duration::from_secs(60), || {
+        outcome("192.0.2.12")
+    });
+    assert_eq!(lower["b_notification"]["code"], 6, "{lower}");
+    assert_eq!(lower["b_notification"]["subcode"], 7, "{lower}");
+    assert!(lower["a_notification"].is_null(), "{lower}");
+    let higher = wait_for("the higher-id collision", Duration::from_secs(60), || {
+        outcome("192.0.2.13")
+    });
+    assert_eq!(higher["a_notification"]["code"], 6, "{higher}");
+    assert_eq!(higher["a_notification"]["subcode"], 7, "{higher}");
+    assert!(higher["b_notification"].is_null(), "{higher}");
+    assert_eq!(higher["b_established"], true, "{higher}");
+    assert!(
+        higher["b_keepalives_after"].as_u64() >= Some(2),
+        "the session stayed up on the peer's connection: {higher}"
+    );
 
     // kube-gw is still running and its session with BIRD never went down.
     assert!(lab.running("kg"), "{}", lab.log("kg"));

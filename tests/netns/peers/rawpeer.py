@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A deliberately broken BGP peer for kube-gw's malformed-input test.
 
-Usage: rawpeer.py RESULTS_DIR SECONDS ADDR=SCENARIO [ADDR=SCENARIO ...]
+Usage: rawpeer.py RESULTS_DIR SECONDS SWITCH_ADDR ADDR=SCENARIO [ADDR=SCENARIO ...]
 
 Listens on port 179 of each address (kube-gw connects to it as its neighbor), plays the
 scenario once, and writes RESULTS_DIR/ADDR.json: the first NOTIFICATION kube-gw sent
@@ -183,6 +183,79 @@ def serve(addr, scenario, results, deadline):
     write(results, addr, out)
 
 
+def serve_collision(addr, scenario, switch, results, deadline):
+    """Both sides connect: kube-gw's connection (A) reaches OpenConfirm, then this peer
+    opens its own (B) with an identifier above or below kube-gw's (192.0.2.20)."""
+    ident = "203.0.113.250" if scenario == "collision-higher-id" else "10.9.9.9"
+    out = {"scenario": scenario, "a_notification": None, "b_notification": None,
+           "b_open": False, "b_established": False, "b_keepalives_after": 0}
+    lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind((addr, 179))
+    lst.listen(1)
+    lst.settimeout(max(1.0, deadline - time.time()))
+    try:
+        a, _ = lst.accept()
+    except socket.timeout:
+        out["error"] = "kube-gw never connected"
+        write(results, addr, out)
+        return
+    a.settimeout(1.0)
+    b = None
+    last_keepalive = 0.0
+    try:
+        while time.time() < deadline:
+            for name, conn in (("a", a), ("b", b)):
+                if conn is None:
+                    continue
+                try:
+                    m = read_msg(conn)
+                except socket.timeout:
+                    continue
+                if m is None:
+                    if name == "a":
+                        a = None
+                    else:
+                        b = None
+                    continue
+                kind, body = m
+                if kind == 3:
+                    out[name + "_notification"] = {"code": body[0], "subcode": body[1]}
+                    if name == "a":
+                        a = None
+                    else:
+                        b = None
+                elif name == "a" and kind == 1:
+                    conn.sendall(msg(1, open_body(ident=ident)))
+                elif name == "a" and kind == 4 and b is None and out["b_notification"] is None:
+                    # kube-gw is in OpenConfirm on A: now the peer's own connection.
+                    b = socket.create_connection((switch, 179), timeout=5, source_address=(addr, 0))
+                    b.settimeout(1.0)
+                    b.sendall(msg(1, open_body(ident=ident)))
+                elif name == "a" and kind == 4 and out["b_notification"] is not None:
+                    conn.sendall(msg(4))
+                elif name == "b" and kind == 1:
+                    out["b_open"] = True
+                elif name == "b" and kind == 4:
+                    if not out["b_established"]:
+                        out["b_established"] = True
+                        conn.sendall(msg(4))
+                    else:
+                        out["b_keepalives_after"] += 1
+            now = time.time()
+            if now - last_keepalive > 2:
+                last_keepalive = now
+                if b is not None and out["b_established"]:
+                    b.sendall(msg(4))
+                if a is not None and out["b_notification"] is not None:
+                    a.sendall(msg(4))
+            if a is None and b is None:
+                break
+    except OSError as e:
+        out["error"] = str(e)
+    write(results, addr, out)
+
+
 def write(results, addr, out):
     with open(os.path.join(results, addr + ".json.tmp"), "w") as f:
         json.dump(out, f)
@@ -190,12 +263,16 @@ def write(results, addr, out):
 
 
 def main():
-    results, seconds = sys.argv[1], float(sys.argv[2])
+    results, seconds, switch = sys.argv[1], float(sys.argv[2]), sys.argv[3]
     deadline = time.time() + seconds
     threads = []
-    for arg in sys.argv[3:]:
+    for arg in sys.argv[4:]:
         addr, scenario = arg.split("=")
-        t = threading.Thread(target=serve, args=(addr, scenario, results, deadline))
+        if scenario.startswith("collision-"):
+            target, args = serve_collision, (addr, scenario, switch, results, deadline)
+        else:
+            target, args = serve, (addr, scenario, results, deadline)
+        t = threading.Thread(target=target, args=args)
         t.start()
         threads.append(t)
     for t in threads:

@@ -1,0 +1,150 @@
+//! The BGP listener: accepts the neighbors' connections on TCP port 179 and hands each to
+//! its neighbor's session task, which decides what to do with it (take it, or resolve a
+//! collision with its own connection: RFC 4271 §6.8). A connection from any other address
+//! is closed at once, before a byte is read.
+//!
+//! ```text
+//!  0.0.0.0:179 ─┐                           ┌─► session 192.0.2.1  (mpsc<TcpStream>)
+//!               ├─ accept ─ peer address? ──┼─► session 2001:db8::1
+//!  [::]:179  ───┘        (else: close)      └─► …
+//! ```
+//!
+//! Two sockets, IPv4 and IPv6-only, so each neighbor's TCP MD5 key is set in its own family
+//! on the listener (the kernel checks the SYN against it; a SYN without the right signature
+//! never becomes a connection). GTSM is set on each accepted connection of a neighbor that
+//! asks for it. Inputs: the neighbors; outputs: connections on the sessions' channels and,
+//! through the caller, a status line (listening, or why not — a port already taken by
+//! another BGP daemon leaves the active sessions working).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use super::session::Password;
+
+/// Where a neighbor's accepted connections go.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub sessions: mpsc::Sender<TcpStream>,
+    pub ttl_security: bool,
+}
+
+/// Binds the IPv4 and IPv6 listeners on `port` with the neighbors' MD5 keys; with `gtsm`
+/// (some neighbor uses it) they answer SYNs with TTL 255, or that neighbor's minimum TTL
+/// would drop the SYN-ACK. Returns the listeners that could be bound, and what went wrong
+/// with the others.
+pub fn bind(
+    port: u16,
+    keys: &[(IpAddr, &Password)],
+    gtsm: bool,
+) -> (Vec<TcpListener>, Vec<String>) {
+    let mut listeners = Vec::new();
+    let mut problems = Vec::new();
+    for any in [
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+        SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+    ] {
+        match bind_one(any, keys, gtsm) {
+            Ok(l) => listeners.push(l),
+            Err(e) => problems.push(format!("cannot listen on {any}: {e}")),
+        }
+    }
+    (listeners, problems)
+}
+
+fn bind_one(
+    any: SocketAddr,
+    keys: &[(IpAddr, &Password)],
+    gtsm: bool,
+) -> std::io::Result<TcpListener> {
+    let sock = match any {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => {
+            let s = TcpSocket::new_v6()?;
+            socket2::SockRef::from(&s).set_only_v6(true)?;
+            s
+        }
+    };
+    sock.set_reuseaddr(true)?;
+    if gtsm {
+        let s = socket2::SockRef::from(&sock);
+        match any {
+            SocketAddr::V4(_) => s.set_ttl_v4(255)?,
+            SocketAddr::V6(_) => s.set_unicast_hops_v6(255)?,
+        }
+    }
+    sock.bind(any)?;
+    for (peer, password) in keys {
+        if peer.is_ipv4() == any.is_ipv4() {
+            kube_gw_sockopt::set_md5(&sock, *peer, password.bytes(), None)?;
+        }
+    }
+    sock.listen(64)
+}
+
+/// Accepts until `stop`; each neighbor's connections go to its session.
+pub async fn run(
+    listeners: Vec<TcpListener>,
+    routes: HashMap<IpAddr, Route>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (tx, mut rx) = mpsc::channel::<(TcpStream, SocketAddr)>(16);
+    let mut tasks = Vec::new();
+    for l in listeners {
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match l.accept().await {
+                    Ok(c) => {
+                        if tx.send(c).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "BGP listener: accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    loop {
+        tokio::select! {
+            () = crate::lifecycle::stopped(&mut stop) => break,
+            c = rx.recv() => {
+                let Some((stream, from)) = c else { break };
+                hand_over(&routes, stream, from);
+            }
+        }
+    }
+    for t in tasks {
+        t.abort();
+    }
+}
+
+fn hand_over(routes: &HashMap<IpAddr, Route>, stream: TcpStream, from: SocketAddr) {
+    let peer = from.ip().to_canonical();
+    let Some(route) = routes.get(&peer) else {
+        tracing::debug!(%from, "BGP connection from an address that is not a neighbor; closed");
+        return;
+    };
+    if route.ttl_security {
+        let s = socket2::SockRef::from(&stream);
+        let set = match from {
+            SocketAddr::V4(_) => s.set_ttl_v4(255),
+            SocketAddr::V6(_) => s.set_unicast_hops_v6(255),
+        }
+        .and_then(|()| kube_gw_sockopt::set_min_ttl(&stream, from, 255));
+        if let Err(e) = set {
+            tracing::warn!(neighbor = %peer, error = %e, "cannot set GTSM on the accepted connection; closed");
+            return;
+        }
+    }
+    let _ = stream.set_nodelay(true);
+    if route.sessions.try_send(stream).is_err() {
+        tracing::debug!(neighbor = %peer, "the session has connections waiting; this one is closed");
+    }
+}

@@ -22,6 +22,10 @@
 //! without it) and GTSM (RFC 5082: TTL 255 out, minimum TTL 255 in) are set on the socket
 //! before the SYN (crates/sockopt holds the `setsockopt` calls).
 //!
+//! Every write is bounded by RFC 9687's send hold time (the larger of 8 minutes and twice
+//! the hold time): a peer that keeps sending KEEPALIVEs but stops reading gets Send Hold
+//! Timer Expired and loses the connection instead of wedging the session.
+//!
 //! The peer's own connections come from the listener ([`super::listen`]): taken when the
 //! session has none, held while kube-gw's connection waits for the peer's OPEN, and then
 //! resolved by BGP identifier (RFC 4271 §6.8; the loser gets Cease / Connection Collision
@@ -453,6 +457,15 @@ async fn close_collision(mut c: TcpStream, status: &watch::Sender<NeighborStatus
     let _ = c.shutdown().await;
 }
 
+/// RFC 9687's send hold time: the larger of 8 minutes and twice the hold time.
+fn send_hold_time(hold_time: u16) -> Duration {
+    Duration::from_secs(480).max(Duration::from_secs(2 * u64::from(hold_time)))
+}
+
+/// How long a write may take while the session is being stopped (the daemon's stop must
+/// not wait minutes for a peer that does not read).
+const STOP_SEND_LIMIT: Duration = Duration::from_secs(2);
+
 /// How long a session closed for too many prefixes stays down.
 const MAX_PREFIX_HOLD_DOWN: Duration = Duration::from_secs(60);
 
@@ -500,6 +513,7 @@ async fn session(
         pending.push_back(Event::Connected);
     }
     let mut buf = vec![0u8; 65536];
+    let mut send_hold = send_hold_time(peer.settings.hold_time);
     let idx = |t: Timer| match t {
         Timer::ConnectRetry => 0,
         Timer::Hold => 1,
@@ -544,19 +558,19 @@ async fn session(
                             ipv6_unicast: peer.ipv6_unicast,
                         });
                         if let Ok(bytes) = wire::frame(Kind::Open, &body) {
-                            send(&mut conn, &bytes, &mut pending).await;
+                            send(&mut conn, &bytes, &mut pending, send_hold).await;
                         }
                     }
                     Action::SendKeepalive => {
                         if let Ok(bytes) = wire::frame(Kind::Keepalive, &[]) {
-                            send(&mut conn, &bytes, &mut pending).await;
+                            send(&mut conn, &bytes, &mut pending, send_hold).await;
                         }
                     }
                     Action::Send(n) => {
                         tracing::warn!(neighbor = %peer.address, notification = %n, "sending NOTIFICATION");
                         let code = n.code.to_u8();
                         status.send_modify(|s| *s.notifications_sent.entry(code).or_default() += 1);
-                        send(&mut conn, &n.encode(), &mut pending).await;
+                        send(&mut conn, &n.encode(), &mut pending, send_hold).await;
                     }
                     Action::Close => {
                         if let Some(mut c) = conn.take() {
@@ -567,6 +581,7 @@ async fn session(
                     Action::Arm(t, d) => timers[idx(t)] = Some(Instant::now() + d),
                     Action::Disarm(t) => timers[idx(t)] = None,
                     Action::Up(n) => {
+                        send_hold = send_hold_time(n.hold_time);
                         tracing::info!(neighbor = %peer.address, peer_as = n.peer_as, hold_time = n.hold_time, "BGP session established");
                         let local = conn
                             .as_ref()
@@ -605,7 +620,7 @@ async fn session(
                         if v6 {
                             bodies.push(update::end_of_rib_v6());
                         }
-                        send_updates(&mut conn, bodies, &mut pending).await;
+                        send_updates(&mut conn, bodies, &mut pending, send_hold).await;
                         sent = all.into_iter().collect();
                         attrs = Some(a);
                         let rib = Arc::new(sent.clone());
@@ -647,7 +662,13 @@ async fn session(
             if std::mem::take(&mut refresh) {
                 if let Some(a) = &attrs {
                     let all: Vec<IpNet> = sent.iter().copied().collect();
-                    send_updates(&mut conn, update::pack(&all, &[], a), &mut pending).await;
+                    send_updates(
+                        &mut conn,
+                        update::pack(&all, &[], a),
+                        &mut pending,
+                        send_hold,
+                    )
+                    .await;
                 }
             }
             if after == State::Idle && before != State::Idle {
@@ -725,7 +746,7 @@ async fn session(
                     if let Some(a) = attrs.as_mut() {
                         a.communities = communities(&peer.export, true);
                         let all: Vec<IpNet> = sent.iter().copied().collect();
-                        send_updates(&mut conn, update::pack(&all, &[], a), &mut pending).await;
+                        send_updates(&mut conn, update::pack(&all, &[], a), &mut pending, send_hold).await;
                         tracing::info!(neighbor = %peer.address, routes = all.len(), "routes re-announced with GRACEFUL_SHUTDOWN");
                     }
                 }
@@ -734,12 +755,12 @@ async fn session(
                 // Withdraw everything, then Cease.
                 if let Some(a) = &attrs {
                     let all: Vec<IpNet> = sent.iter().copied().collect();
-                    send_updates(&mut conn, update::pack(&[], &all, a), &mut VecDeque::new()).await;
+                    send_updates(&mut conn, update::pack(&[], &all, a), &mut VecDeque::new(), STOP_SEND_LIMIT).await;
                 }
                 let actions = fsm.handle(Event::Stop { subcode: 2, reason: "kube-gw is stopping".into() });
                 for a in actions {
                     if let Action::Send(n) = a {
-                        send(&mut conn, &n.encode(), &mut VecDeque::new()).await;
+                        send(&mut conn, &n.encode(), &mut VecDeque::new(), STOP_SEND_LIMIT).await;
                     }
                 }
                 if let Some(mut c) = conn.take() {
@@ -774,7 +795,7 @@ async fn session(
                         .collect();
                     let announce: Vec<IpNet> = now.difference(&sent).copied().collect();
                     let withdraw: Vec<IpNet> = sent.difference(&now).copied().collect();
-                    send_updates(&mut conn, update::pack(&announce, &withdraw, a), &mut pending).await;
+                    send_updates(&mut conn, update::pack(&announce, &withdraw, a), &mut pending, send_hold).await;
                     if !announce.is_empty() || !withdraw.is_empty() {
                         tracing::info!(neighbor = %peer.address, announced = announce.len(), withdrawn = withdraw.len(), "routes sent");
                     }
@@ -968,19 +989,39 @@ async fn send_updates(
     conn: &mut Option<TcpStream>,
     bodies: impl IntoIterator<Item = Vec<u8>>,
     pending: &mut VecDeque<Event>,
+    send_hold: Duration,
 ) {
     for b in bodies {
         if let Ok(bytes) = wire::frame(Kind::Update, &b) {
-            send(conn, &bytes, pending).await;
+            send(conn, &bytes, pending, send_hold).await;
         }
     }
 }
 
-async fn send(conn: &mut Option<TcpStream>, bytes: &[u8], pending: &mut VecDeque<Event>) {
-    if let Some(c) = conn.as_mut() {
-        if c.write_all(bytes).await.is_err() {
+/// Writes one message. A peer that takes nothing for `send_hold` (it keeps its window
+/// shut) gets Send Hold Timer Expired, attempted without blocking, and the connection is
+/// dropped (RFC 9687): a session must not hang on a peer that does not read.
+async fn send(
+    conn: &mut Option<TcpStream>,
+    bytes: &[u8],
+    pending: &mut VecDeque<Event>,
+    send_hold: Duration,
+) {
+    let Some(c) = conn.as_mut() else {
+        return;
+    };
+    match tokio::time::timeout(send_hold, c.write_all(bytes)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => {
             *conn = None;
             pending.push_back(Event::ConnectionLost);
+        }
+        Err(_) => {
+            let n = Notification::new(wire::Code::SendHoldTimerExpired, 0, Vec::new());
+            let _ = c.try_write(&n.encode());
+            *conn = None;
+            // The FSM reports it (sent, counted) and resets; the socket is already gone.
+            pending.push_back(Event::Malformed(n));
         }
     }
 }
@@ -992,6 +1033,29 @@ fn note_error(status: &watch::Sender<NeighborStatus>, e: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_gets_send_hold_timer_expired() {
+        // The peer accepts and never reads: once the socket buffers are full, nothing moves.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut conn = Some(TcpStream::connect(l.local_addr().unwrap()).await.unwrap());
+        let (_peer, _) = l.accept().await.unwrap();
+        let mut pending = VecDeque::new();
+        let big = vec![0u8; 64 << 20];
+        send(&mut conn, &big, &mut pending, Duration::from_millis(300)).await;
+        assert!(conn.is_none(), "the connection is dropped");
+        assert!(
+            matches!(pending.front(), Some(Event::Malformed(n)) if n.code == wire::Code::SendHoldTimerExpired),
+            "{pending:?}"
+        );
+    }
+
+    #[test]
+    fn the_send_hold_time_is_eight_minutes_or_twice_the_hold_time() {
+        assert_eq!(send_hold_time(9), Duration::from_secs(480));
+        assert_eq!(send_hold_time(0), Duration::from_secs(480));
+        assert_eq!(send_hold_time(300), Duration::from_secs(600));
+    }
 
     #[test]
     fn a_collision_keeps_the_connection_of_the_higher_identifier() {

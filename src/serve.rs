@@ -42,7 +42,7 @@ pub struct Serve {
     pub ipvs: watch::Receiver<IpvsReport>,
     /// What BGP may announce: the desired state's announcements whose address is on the
     /// interface (make before break).
-    pub exported: watch::Receiver<Arc<BTreeSet<ipnet::IpNet>>>,
+    pub exported: watch::Receiver<crate::bgp::session::Exported>,
     pub teardown: watch::Sender<bool>,
     pub addr_task: tokio::task::JoinHandle<()>,
     pub ipvs_task: tokio::task::JoinHandle<()>,
@@ -87,7 +87,7 @@ pub fn spawn(
         tracing::info_span!("ipvs"),
     ));
     let desired = desired_tx.subscribe();
-    let (exported_tx, exported) = watch::channel(Arc::new(BTreeSet::new()));
+    let (exported_tx, exported) = watch::channel(crate::bgp::session::Exported::default());
     tokio::spawn(export_loop(
         desired_tx.subscribe(),
         programmed_rx.clone(),
@@ -121,16 +121,19 @@ pub fn spawn(
 async fn export_loop(
     mut desired: watch::Receiver<Arc<DesiredState>>,
     mut programmed: watch::Receiver<Programmed>,
-    out: watch::Sender<Arc<BTreeSet<ipnet::IpNet>>>,
+    out: watch::Sender<crate::bgp::session::Exported>,
 ) {
     loop {
         let d = desired.borrow_and_update().clone();
-        let set: BTreeSet<ipnet::IpNet> = {
+        let set: std::collections::BTreeMap<ipnet::IpNet, crate::desired::Communities> = {
             let p = programmed.borrow_and_update();
             d.announcements
                 .iter()
                 .filter(|n| p.vips.contains(&n.addr()))
-                .copied()
+                .map(|n| {
+                    let c = d.vips.get(&n.addr()).map(|v| v.communities.clone());
+                    (*n, c.unwrap_or_default())
+                })
                 .collect()
         };
         out.send_if_modified(|cur| {

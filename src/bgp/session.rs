@@ -35,7 +35,9 @@
 //! Not yet here (the BGP issue): link-local neighbors, and IPv4 routes over IPv6 sessions or the
 //! reverse (RFC 8950).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::desired::Communities;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -86,6 +88,9 @@ pub struct NeighborStatus {
     pub notifications_sent: std::collections::BTreeMap<u8, u64>,
     pub notifications_received: std::collections::BTreeMap<u8, u64>,
 }
+
+/// What may be announced: every exported prefix with the communities its Services ask for.
+pub type Exported = Arc<BTreeMap<IpNet, Communities>>;
 
 /// Every neighbor's status, set once the sessions start (read by status and metrics).
 pub type Statuses = Arc<std::sync::OnceLock<Vec<watch::Receiver<NeighborStatus>>>>;
@@ -357,7 +362,7 @@ pub async fn run(
     peer: Peer,
     status: watch::Sender<NeighborStatus>,
     mut stop: watch::Receiver<bool>,
-    mut exported: watch::Receiver<Arc<BTreeSet<IpNet>>>,
+    mut exported: watch::Receiver<Exported>,
     mut drain: watch::Receiver<bool>,
     mut incoming: mpsc::Receiver<TcpStream>,
 ) {
@@ -431,7 +436,7 @@ enum Ended {
 /// What a session listens to besides its connection.
 struct Channels<'a> {
     stop: &'a mut watch::Receiver<bool>,
-    exported: &'a mut watch::Receiver<Arc<BTreeSet<IpNet>>>,
+    exported: &'a mut watch::Receiver<Exported>,
     drain: &'a mut watch::Receiver<bool>,
     /// The peer's connections, from the listener.
     incoming: &'a mut mpsc::Receiver<TcpStream>,
@@ -484,7 +489,7 @@ async fn session(
         incoming_open,
     } = ch;
     // What the peer has from us on this session, and how to announce to it.
-    let mut sent: BTreeSet<IpNet> = BTreeSet::new();
+    let mut sent: BTreeMap<IpNet, Communities> = BTreeMap::new();
     let mut attrs: Option<update::Attrs> = None;
     let mut refresh = false;
     // The families both sides announced in their OPENs (RFC 4760: none means IPv4 unicast).
@@ -607,13 +612,13 @@ async fn session(
                         // Everything exported of the session's family (if negotiated), then
                         // End-of-RIB for each negotiated family.
                         let (v4, v6) = families;
-                        let all: Vec<IpNet> = exported
+                        let all: BTreeMap<IpNet, Communities> = exported
                             .borrow_and_update()
                             .iter()
-                            .filter(|p| same_family(p, local) && negotiated(p, families))
-                            .copied()
+                            .filter(|(p, _)| same_family(p, local) && negotiated(p, families))
+                            .map(|(p, c)| (*p, c.clone()))
                             .collect();
-                        let mut bodies = update::pack(&all, &[], &a);
+                        let mut bodies = pack_routes(&all, &[], &a);
                         if v4 {
                             bodies.push(update::end_of_rib_v4());
                         }
@@ -621,9 +626,9 @@ async fn session(
                             bodies.push(update::end_of_rib_v6());
                         }
                         send_updates(&mut conn, bodies, &mut pending, send_hold).await;
-                        sent = all.into_iter().collect();
+                        sent = all;
                         attrs = Some(a);
-                        let rib = Arc::new(sent.clone());
+                        let rib = Arc::new(sent.keys().copied().collect::<BTreeSet<_>>());
                         status.send_modify(|s| {
                             s.up_since = Some(Instant::now());
                             s.peer_as = Some(n.peer_as);
@@ -661,10 +666,9 @@ async fn session(
             // A ROUTE-REFRESH: the peer gets everything again.
             if std::mem::take(&mut refresh) {
                 if let Some(a) = &attrs {
-                    let all: Vec<IpNet> = sent.iter().copied().collect();
                     send_updates(
                         &mut conn,
-                        update::pack(&all, &[], a),
+                        pack_routes(&sent, &[], a),
                         &mut pending,
                         send_hold,
                     )
@@ -745,16 +749,15 @@ async fn session(
                 if drain_open && *drain.borrow_and_update() {
                     if let Some(a) = attrs.as_mut() {
                         a.communities = communities(&peer.export, true);
-                        let all: Vec<IpNet> = sent.iter().copied().collect();
-                        send_updates(&mut conn, update::pack(&all, &[], a), &mut pending, send_hold).await;
-                        tracing::info!(neighbor = %peer.address, routes = all.len(), "routes re-announced with GRACEFUL_SHUTDOWN");
+                        send_updates(&mut conn, pack_routes(&sent, &[], a), &mut pending, send_hold).await;
+                        tracing::info!(neighbor = %peer.address, routes = sent.len(), "routes re-announced with GRACEFUL_SHUTDOWN");
                     }
                 }
             }
             () = crate::lifecycle::stopped(stop) => {
                 // Withdraw everything, then Cease.
                 if let Some(a) = &attrs {
-                    let all: Vec<IpNet> = sent.iter().copied().collect();
+                    let all: Vec<IpNet> = sent.keys().copied().collect();
                     send_updates(&mut conn, update::pack(&[], &all, a), &mut VecDeque::new(), STOP_SEND_LIMIT).await;
                 }
                 let actions = fsm.handle(Event::Stop { subcode: 2, reason: "kube-gw is stopping".into() });
@@ -787,20 +790,26 @@ async fn session(
                 exported_open = r.is_ok();
                 if let (true, Some(a)) = (exported_open, &attrs) {
                     let local = a.next_hop_v4.map(IpAddr::V4).or(a.next_hop_v6.map(IpAddr::V6));
-                    let now: BTreeSet<IpNet> = exported
+                    let now: BTreeMap<IpNet, Communities> = exported
                         .borrow_and_update()
                         .iter()
-                        .filter(|p| same_family(p, local) && negotiated(p, families))
-                        .copied()
+                        .filter(|(p, _)| same_family(p, local) && negotiated(p, families))
+                        .map(|(p, c)| (*p, c.clone()))
                         .collect();
-                    let announce: Vec<IpNet> = now.difference(&sent).copied().collect();
-                    let withdraw: Vec<IpNet> = sent.difference(&now).copied().collect();
-                    send_updates(&mut conn, update::pack(&announce, &withdraw, a), &mut pending, send_hold).await;
+                    // New prefixes, and those whose communities changed, are announced.
+                    let announce: BTreeMap<IpNet, Communities> = now
+                        .iter()
+                        .filter(|(p, c)| sent.get(p) != Some(c))
+                        .map(|(p, c)| (*p, c.clone()))
+                        .collect();
+                    let withdraw: Vec<IpNet> =
+                        sent.keys().filter(|p| !now.contains_key(p)).copied().collect();
+                    send_updates(&mut conn, pack_routes(&announce, &withdraw, a), &mut pending, send_hold).await;
                     if !announce.is_empty() || !withdraw.is_empty() {
                         tracing::info!(neighbor = %peer.address, announced = announce.len(), withdrawn = withdraw.len(), "routes sent");
                     }
                     sent = now;
-                    let rib = Arc::new(sent.clone());
+                    let rib = Arc::new(sent.keys().copied().collect::<BTreeSet<_>>());
                     status.send_modify(|s| {
                         s.prefixes_sent = rib.len();
                         s.adj_rib_out = rib;
@@ -933,6 +942,43 @@ fn receive(
     tracing::warn!(neighbor = %peer.address, "{msg}");
     status.send_modify(|s| s.last_update_error = Some(msg));
     Some(Notification::new(wire::Code::Cease, 1, data))
+}
+
+/// UPDATE bodies withdrawing `withdraw` and announcing `routes`, one attribute set per
+/// distinct set of Service communities (added to the neighbor's).
+fn pack_routes(
+    routes: &BTreeMap<IpNet, Communities>,
+    withdraw: &[IpNet],
+    a: &update::Attrs,
+) -> Vec<Vec<u8>> {
+    let mut groups: BTreeMap<&Communities, Vec<IpNet>> = BTreeMap::new();
+    for (p, c) in routes {
+        groups.entry(c).or_default().push(*p);
+    }
+    let mut out = if withdraw.is_empty() {
+        Vec::new()
+    } else {
+        update::pack(&[], withdraw, a)
+    };
+    for (c, prefixes) in groups {
+        if c.is_empty() {
+            out.extend(update::pack(&prefixes, &[], a));
+            continue;
+        }
+        let mut attrs = a.clone();
+        for x in &c.standard {
+            if !attrs.communities.contains(x) {
+                attrs.communities.push(*x);
+            }
+        }
+        for x in &c.large {
+            if !attrs.large_communities.contains(x) {
+                attrs.large_communities.push(*x);
+            }
+        }
+        out.extend(update::pack(&prefixes, &[], &attrs));
+    }
+    out
 }
 
 /// The communities of every route: the neighbor's, plus GRACEFUL_SHUTDOWN while draining.

@@ -40,6 +40,79 @@ use crate::kube::snapshot::{ClusterSnapshot, Endpoint, ObjectKey, Protocol, Serv
 /// Annotation that opts a Service out (`"false"`).
 pub const ANNOUNCE_ANNOTATION: &str = "kube-gw.io/announce";
 
+/// Annotation with BGP communities for a Service's addresses: standard (`ASN:VALUE`), large
+/// (`ASN:DATA1:DATA2`) or well-known by name (`no-export`, `no-advertise`,
+/// `no-export-subconfed`, `no-peer`), separated by commas or spaces.
+pub const COMMUNITIES_ANNOTATION: &str = "kube-gw.io/bgp-communities";
+
+/// BGP communities a VIP's routes carry (the union over the Services served on it), on top
+/// of each neighbor's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Communities {
+    pub standard: BTreeSet<u32>,
+    pub large: BTreeSet<(u32, u32, u32)>,
+}
+
+impl Communities {
+    pub fn is_empty(&self) -> bool {
+        self.standard.is_empty() && self.large.is_empty()
+    }
+
+    fn extend(&mut self, other: Communities) {
+        self.standard.extend(other.standard);
+        self.large.extend(other.large);
+    }
+}
+
+/// Parses the communities annotation; returns what it gives and each refused token with
+/// why. Reserved standard communities (0:x, 65535:x) are refused except the four
+/// well-known ones (by name): a Service must not set GRACEFUL_SHUTDOWN or BLACKHOLE.
+pub fn parse_communities(text: &str) -> (Communities, Vec<(String, String)>) {
+    let mut out = Communities::default();
+    let mut refused = Vec::new();
+    for token in text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|t| !t.is_empty())
+    {
+        let named = match token.to_ascii_lowercase().as_str() {
+            "no-export" => Some(0xFFFF_FF01),
+            "no-advertise" => Some(0xFFFF_FF02),
+            "no-export-subconfed" => Some(0xFFFF_FF03),
+            "no-peer" => Some(0xFFFF_FF04),
+            _ => None,
+        };
+        if let Some(c) = named {
+            out.standard.insert(c);
+        } else if let Some(c) = crate::config::parse_community(token) {
+            if c >> 16 == 0 || c >> 16 == 0xFFFF {
+                refused.push((
+                    token.to_string(),
+                    "reserved (RFC 1997); use ASN:VALUE with your own ASN, or a well-known one by name (no-export, no-advertise, no-peer)".to_string(),
+                ));
+            } else {
+                out.standard.insert(c);
+            }
+        } else if let Some(c) = crate::config::parse_large_community(token) {
+            out.large.insert(c);
+        } else {
+            refused.push((
+                token.to_string(),
+                "not a community; write ASN:VALUE (each 0 to 65535), ASN:DATA1:DATA2, or no-export"
+                    .to_string(),
+            ));
+        }
+    }
+    (out, refused)
+}
+
+/// The communities a Service asks for (nothing if it does not).
+fn service_communities(svc: &Service) -> (Communities, Vec<(String, String)>) {
+    svc.annotations
+        .get(COMMUNITIES_ANNOTATION)
+        .map(|t| parse_communities(t))
+        .unwrap_or_default()
+}
+
 /// Who "this switch" is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeId {
@@ -70,6 +143,9 @@ pub struct Vip {
     pub ready_endpoints: usize,
     /// May be announced (policy and readiness).
     pub announceable: bool,
+    /// Communities its routes carry (from the Services' `kube-gw.io/bgp-communities`).
+    #[serde(skip_serializing_if = "Communities::is_empty")]
+    pub communities: Communities,
 }
 
 /// Key of a virtual service.
@@ -159,6 +235,8 @@ pub enum Reason {
         protocol: Protocol,
         winner: ObjectKey,
     },
+    /// A token of the `kube-gw.io/bgp-communities` annotation (the address field holds it).
+    Community { why: String },
 }
 
 impl std::fmt::Display for Reason {
@@ -174,6 +252,9 @@ impl std::fmt::Display for Reason {
             Reason::NodeAddress { node } => write!(f, "the address of Node {node}"),
             Reason::OwnAddress => write!(f, "one of the switch's own addresses"),
             Reason::Unparsable => write!(f, "not an IP address"),
+            Reason::Community { why } => {
+                write!(f, "in annotation {COMMUNITIES_ANNOTATION}: {why}")
+            }
             Reason::Conflict {
                 port,
                 protocol,
@@ -337,6 +418,13 @@ fn claims(svc: &Service, ctx: &Context<'_>) -> Option<Claims> {
             reason: Reason::Unparsable,
         });
     }
+    for (token, why) in service_communities(svc).1 {
+        refusals.insert(Refusal {
+            service: svc.key.clone(),
+            address: token,
+            reason: Reason::Community { why },
+        });
+    }
     let mut addresses = BTreeSet::new();
     let lb: &[IpAddr] = if svc.type_ == "LoadBalancer" {
         &svc.load_balancer_ips
@@ -383,6 +471,7 @@ fn resolve_vip(
     let mut out = VipOutcome::default();
     let mut winners: BTreeMap<VsKey, usize> = BTreeMap::new();
     let mut services = BTreeSet::new();
+    let mut communities = Communities::default();
     for (_, key) in claimants {
         let Some(svc) = snap.services.get(key) else {
             continue;
@@ -430,6 +519,7 @@ fn resolve_vip(
         }
         if served_any {
             services.insert(svc.key.clone());
+            communities.extend(service_communities(svc).0);
         }
     }
     if !services.is_empty() {
@@ -447,6 +537,7 @@ fn resolve_vip(
                 AnnouncePolicy::Always => true,
                 AnnouncePolicy::ReadyEndpoints => ready_endpoints > 0,
             },
+            communities,
         });
     }
     out
@@ -555,5 +646,34 @@ impl Engine {
         }
         self.last = Some((snap.clone(), cfg.clone(), me.clone()));
         dirty.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_communities_annotation_takes_standard_large_and_well_known_names() {
+        let (c, refused) = parse_communities("65010:300, no-export\t65010:7:8  NO-PEER");
+        assert_eq!(
+            c.standard.into_iter().collect::<Vec<_>>(),
+            vec![(65010 << 16) | 300, 0xFFFF_FF01, 0xFFFF_FF04]
+        );
+        assert_eq!(c.large.into_iter().collect::<Vec<_>>(), vec![(65010, 7, 8)]);
+        assert!(refused.is_empty(), "{refused:?}");
+    }
+
+    #[test]
+    fn reserved_and_unreadable_communities_are_refused_with_what_to_write() {
+        let (c, refused) = parse_communities("65535:0 65535:666 0:5 65010:x 1:2:3:4 65010:1");
+        assert_eq!(c.standard.len(), 1, "only 65010:1 is used");
+        let tokens: Vec<&str> = refused.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            tokens,
+            ["65535:0", "65535:666", "0:5", "65010:x", "1:2:3:4"]
+        );
+        assert!(refused[0].1.contains("reserved"));
+        assert!(refused[3].1.contains("ASN:VALUE"));
     }
 }

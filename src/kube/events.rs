@@ -122,7 +122,12 @@ pub fn changes(node: &str, before: &Outcome, after: &Outcome) -> Vec<(bool, &'st
         ));
     }
     for msg in after.refused.difference(&before.refused) {
-        ev.push((true, "AddressRefused", format!("{msg} (switch {node})")));
+        let reason = if msg.contains(crate::desired::COMMUNITIES_ANNOTATION) {
+            "CommunityRefused"
+        } else {
+            "AddressRefused"
+        };
+        ev.push((true, reason, format!("{msg} (switch {node})")));
     }
     ev
 }

@@ -285,6 +285,50 @@ fn a_service_s_external_ip_is_announced_and_withdrawn() {
         "{routes}"
     );
 
+    // A Service's own communities (annotation), on top of the neighbor's; what is not a
+    // usable community is refused with an Event and the rest still applies.
+    sw.service_annotated(
+        "tagged",
+        &["198.51.100.63"],
+        Some("10.0.0.6"),
+        serde_json::json!({
+            "kube-gw.io/bgp-communities": "65010:300, no-export 65010:7:8 65010:x 65535:666"
+        }),
+    );
+    let tagged = wait_for("the leaf to learn 198.51.100.63/32", ESTABLISH, || {
+        let r = bird_route(&bird, "198.51.100.63/32");
+        r.contains("via 192.0.2.2").then_some(r)
+    });
+    assert!(
+        tagged.contains("BGP.community: (65010,100) (65010,300) (65535,65281)"),
+        "{tagged}"
+    );
+    assert!(
+        tagged.contains("BGP.large_community: (65010, 1, 2) (65010, 7, 8)"),
+        "{tagged}"
+    );
+    // The untagged Service's route is unchanged.
+    let untagged = bird_route(&bird, "198.51.100.61/32");
+    assert!(
+        untagged.contains("BGP.community: (65010,100)\n"),
+        "{untagged}"
+    );
+    let events = wait_for("Events for the refused communities", ESTABLISH, || {
+        let e = sw.events_of("tagged");
+        let refused: Vec<_> = e
+            .iter()
+            .filter(|(reason, _)| reason == "CommunityRefused")
+            .collect();
+        (refused.len() == 2).then_some(e)
+    });
+    assert!(
+        events
+            .iter()
+            .any(|(_, note)| note.contains("65535:666") && note.contains("reserved")),
+        "{events:?}"
+    );
+    sw.delete_service("tagged");
+
     sw.delete_service("web");
     wait_for("the leaf to lose 198.51.100.61/32", ESTABLISH, || {
         let r = bird_route(&bird, "198.51.100.61/32");

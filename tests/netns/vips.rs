@@ -124,8 +124,20 @@ router-id = "192.0.2.20"
     }
 
     pub(crate) fn service(&self, name: &str, ips: &[&str], ready_endpoint: Option<&str>) {
+        self.service_annotated(name, ips, ready_endpoint, serde_json::json!({}));
+    }
+
+    /// A Service with annotations.
+    pub(crate) fn service_annotated(
+        &self,
+        name: &str,
+        ips: &[&str],
+        ready_endpoint: Option<&str>,
+        annotations: serde_json::Value,
+    ) {
         let svc: Service = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "namespace": self.ns, "labels": {"kube-gw.io/test": self.ns}},
+            "metadata": {"name": name, "namespace": self.ns, "labels": {"kube-gw.io/test": self.ns},
+                         "annotations": annotations},
             "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}], "externalIPs": ips}
         }))
         .unwrap();
@@ -179,7 +191,7 @@ router-id = "192.0.2.20"
         });
     }
 
-    fn events_of(&self, service: &str) -> Vec<(String, String)> {
+    pub(crate) fn events_of(&self, service: &str) -> Vec<(String, String)> {
         block_on(async {
             Api::<Event>::namespaced(self.cp.admin().await, &self.ns)
                 .list(&ListParams::default())

@@ -66,6 +66,14 @@ fn main() {
     let tok = lab.write("bootstrap-token", &format!("{token}\n"));
     std::fs::set_permissions(&tok, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let state = lab.path("state");
+    // IPVS: kube-gw announces a VIP only once its virtual service is in the kernel. A kernel
+    // without IPVS (some VMs and containers) still shows the address and the route, with
+    // kube-gw's data plane off.
+    let _ = std::process::Command::new("modprobe").arg("ip_vs").status();
+    let ipvs = std::path::Path::new("/proc/net/ip_vs").exists();
+    if !ipvs {
+        say("this kernel has no IPVS: the demo runs with [ipvs] enabled = false");
+    }
     let config = format!(
         r#"[node]
 name = "{name}"
@@ -79,6 +87,9 @@ service-cidrs = ["10.96.0.0/12"]
 
 [vip]
 pools = ["198.51.100.0/24", "2001:db8:100::/64"]
+
+[ipvs]
+enabled = {ipvs}
 
 [bgp]
 asn = 65100

@@ -332,10 +332,19 @@ impl Shared {
             if let Some(e) = &r.error {
                 info.push_str(&format!("; {e}"));
             }
+            let (state, info) = if r.disabled {
+                (
+                    "disabled",
+                    "[ipvs] enabled = false: VIPs are announced without kube-gw's data plane"
+                        .to_string(),
+                )
+            } else {
+                (reconciler_state(r.error.is_some(), r.in_sync), info)
+            };
             components.push(Component {
                 name: "ipvs".into(),
                 kind: "genetlink".into(),
-                state: reconciler_state(r.error.is_some(), r.in_sync).into(),
+                state: state.into(),
                 since_seconds: 0,
                 info,
             });

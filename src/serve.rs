@@ -91,6 +91,8 @@ pub fn spawn(
     tokio::spawn(export_loop(
         desired_tx.subscribe(),
         programmed_rx.clone(),
+        ipvs_rx.clone(),
+        config.clone(),
         exported_tx,
     ));
     let desired_task = tokio::spawn(desired_loop(
@@ -115,21 +117,29 @@ pub fn spawn(
     }
 }
 
-/// Keeps the exported prefixes: announceable in the desired state and programmed on the
-/// interface. A VIP is announced only once its address is there, and withdrawn as soon as
-/// the desired state drops it (before the address reconciler removes the address).
+/// Keeps the exported prefixes: announceable in the desired state, programmed on the
+/// interface and — unless `[ipvs] enabled = false` — with every virtual service in the
+/// kernel (the IPVS reconciler's `ready`). A VIP is announced only once its address and
+/// data plane are there (fail-closed: no IPVS, no announcement), and withdrawn as soon as
+/// the desired state drops it (before the reconcilers remove anything).
 async fn export_loop(
     mut desired: watch::Receiver<Arc<DesiredState>>,
     mut programmed: watch::Receiver<Programmed>,
+    mut ipvs: watch::Receiver<IpvsReport>,
+    mut config: watch::Receiver<Arc<Config>>,
     out: watch::Sender<crate::bgp::session::Exported>,
 ) {
+    let (mut ipvs_open, mut config_open) = (true, true);
     loop {
         let d = desired.borrow_and_update().clone();
+        let gate = config.borrow_and_update().ipvs.enabled;
+        let ready = ipvs.borrow_and_update().ready.clone();
         let set: std::collections::BTreeMap<ipnet::IpNet, crate::desired::Communities> = {
             let p = programmed.borrow_and_update();
             d.announcements
                 .iter()
                 .filter(|n| p.vips.contains(&n.addr()))
+                .filter(|n| !gate || ready.contains(&n.addr()))
                 .map(|n| {
                     let c = d.vips.get(&n.addr()).map(|v| v.communities.clone());
                     (*n, c.unwrap_or_default())
@@ -146,6 +156,8 @@ async fn export_loop(
         tokio::select! {
             r = desired.changed() => if r.is_err() { return },
             r = programmed.changed() => if r.is_err() { return },
+            r = ipvs.changed(), if ipvs_open => ipvs_open = r.is_ok(),
+            r = config.changed(), if config_open => config_open = r.is_ok(),
         }
     }
 }

@@ -156,6 +156,11 @@ pub enum AnnouncePolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct IpvsConfig {
+    /// Program IPVS (default true). With false kube-gw only puts the VIPs on the interface
+    /// and announces them (another data plane forwards their traffic); with true a VIP is
+    /// announced only once its virtual services are in the kernel.
+    #[serde(default = "yes")]
+    pub enabled: bool,
     #[serde(default)]
     pub scheduler: Scheduler,
     /// The scheduler skips an unavailable destination (weight 0, draining) and takes the
@@ -176,6 +181,7 @@ pub struct IpvsConfig {
 impl Default for IpvsConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             scheduler: Scheduler::default(),
             fallback: true,
             hash_port: false,

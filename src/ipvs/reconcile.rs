@@ -202,9 +202,15 @@ fn dest(d: &crate::desired::Destination) -> DestSpec {
     }
 }
 
-/// What the reconciler reports (status, metrics, later BGP's make-before-break).
+/// What the reconciler reports (status, metrics, BGP's make-before-break).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct IpvsReport {
+    /// VIPs whose every wanted virtual service is in the kernel with all its wanted
+    /// destinations: the data plane is ready, they may be announced.
+    #[serde(skip)]
+    pub ready: std::sync::Arc<BTreeSet<std::net::IpAddr>>,
+    /// `[ipvs] enabled = false`: kube-gw does not touch IPVS.
+    pub disabled: bool,
     /// kube-gw's virtual services in the kernel.
     pub services: usize,
     /// Their destinations (draining ones included).
@@ -232,6 +238,30 @@ pub fn cluster_policy(desired: &OrdMap<VsKey, VirtualService>) -> BTreeSet<VsKey
 /// Whether a service is kube-gw's: its VIP lies in a pool.
 pub fn owned(key: &ServiceKey, pools: &[IpNet]) -> bool {
     pools.iter().any(|p| p.contains(&key.vip))
+}
+
+/// The VIPs whose wanted virtual services are all in `model`, each with every wanted
+/// destination.
+pub fn ready_vips(
+    model: &Model,
+    want: &OrdMap<VsKey, VirtualService>,
+) -> BTreeSet<std::net::IpAddr> {
+    let mut ready = BTreeSet::new();
+    let mut not = BTreeSet::new();
+    for (k, vs) in want {
+        let complete = model.services.get(k).is_some_and(|(_, dests)| {
+            vs.destinations
+                .iter()
+                .all(|d| dests.contains_key(&(d.address, d.port)))
+        });
+        if complete {
+            ready.insert(k.vip);
+        } else {
+            not.insert(k.vip);
+        }
+    }
+    ready.retain(|v| !not.contains(v));
+    ready
 }
 
 /// Reads kube-gw's services and their destinations from the kernel.
@@ -293,6 +323,32 @@ pub async fn run(
     loop {
         passes += 1;
         let started = Instant::now();
+        if !cfg.enabled {
+            // Switched off: nothing is touched (what is in the kernel stays as it is).
+            kernel = None;
+            full = true;
+            report.send_replace(IpvsReport {
+                disabled: true,
+                in_sync: true,
+                passes,
+                ..IpvsReport::default()
+            });
+            tokio::select! {
+                r = desired.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    if let Some(d) = desired.borrow_and_update().clone() {
+                        current = d;
+                    }
+                }
+                r = config.changed(), if config_open => {
+                    config_open = r.is_ok();
+                    (cfg, pools) = settings(&config.borrow_and_update());
+                }
+            }
+            continue;
+        }
         // What to look at: everything after a (re)load, else what changed since the last
         // applied state, plus services with draining destinations.
         let mut look_at: BTreeSet<ServiceKey> = BTreeSet::new();
@@ -439,6 +495,8 @@ pub async fn run(
                 }
                 opened_once = true;
                 let r = IpvsReport {
+                    ready: std::sync::Arc::new(ready_vips(&k.model, &current)),
+                    disabled: false,
                     settings: k.settings.clone(),
                     services: k.model.services.len(),
                     destinations: k.model.destinations(),
@@ -560,6 +618,32 @@ mod tests {
             m.apply(r);
         }
         p
+    }
+
+    #[test]
+    fn a_vip_is_ready_only_when_all_its_services_and_destinations_are_in_the_kernel() {
+        let (a80, a443, b80) = (
+            key("198.51.100.10", 80),
+            key("198.51.100.10", 443),
+            key("198.51.100.11", 80),
+        );
+        let mut d = OrdMap::new();
+        d.insert(a80, vs(&["10.0.0.1"]));
+        d.insert(a443, vs(&["10.0.0.1"]));
+        d.insert(b80, vs(&["10.0.0.2", "10.0.0.3"]));
+        let mut m = Model::default();
+        assert!(ready_vips(&m, &d).is_empty(), "nothing in the kernel yet");
+        run_plan(&d, &mut m, &Draining::new());
+        let both: BTreeSet<std::net::IpAddr> = [a80.vip, b80.vip].into();
+        assert_eq!(ready_vips(&m, &d), both);
+        // One port of a missing: a is not ready. A destination of b missing: b is not.
+        m.services.remove(&a443);
+        m.services
+            .get_mut(&b80)
+            .unwrap()
+            .1
+            .remove(&("10.0.0.3".parse().unwrap(), 8080));
+        assert!(ready_vips(&m, &d).is_empty());
     }
 
     #[test]

@@ -930,3 +930,81 @@ fn each_peer_gets_the_routes_is_found_dead_by_the_hold_timer_and_gets_them_again
         .then_some(())
     });
 }
+
+/// Fail-closed export: with IPVS enabled, a VIP is announced only once its virtual service
+/// is in the kernel. On a kernel without IPVS (like many CI machines) the address goes on
+/// `lo` but is never announced and the status says why; turning IPVS off (`[ipvs] enabled =
+/// false`, reload) announces it. On a kernel with IPVS the route comes once `ipvsadm` shows
+/// the service.
+#[test]
+fn a_vip_is_announced_only_once_its_ipvs_service_is_in_the_kernel() {
+    if !require_root("a_vip_is_announced_only_once_its_ipvs_service_is_in_the_kernel") {
+        return;
+    }
+    let mut sw = Switch::start_with(
+        "\n[ipvs]\nenabled = true\n",
+        "[[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n",
+    );
+    let leaf = sw.lab.node("leaf");
+    let node = sw.node.clone();
+    sw.lab
+        .link(&node, &["192.0.2.2/30"], &leaf, &["192.0.2.1/30"]);
+    let bird = Bird::start(
+        &mut sw.lab,
+        &leaf,
+        "leaf",
+        &bird_leaf(
+            "192.0.2.1",
+            "192.0.2.1",
+            65000,
+            &[("sw", "192.0.2.2", 65010)],
+        ),
+    );
+    bird.wait_established("sw", ESTABLISH);
+    sw.service("gated", &["198.51.100.64"], Some("10.0.0.8"));
+    wait_for("198.51.100.64 on lo", ESTABLISH, || {
+        let out = node.exec("ip", &["-o", "addr", "show", "dev", "lo"]);
+        String::from_utf8_lossy(&out.stdout)
+            .contains("198.51.100.64/32")
+            .then_some(())
+    });
+    let learned = |bird: &Bird| bird_route(bird, "198.51.100.64/32").contains("via 192.0.2.2");
+    let kernel_has_ipvs = std::path::Path::new("/proc/net/ip_vs").exists();
+    if kernel_has_ipvs {
+        wait_for("the route once IPVS has the service", ESTABLISH, || {
+            learned(&bird).then_some(())
+        });
+        let out = node.exec("ipvsadm", &["-Ln"]);
+        let table = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(table.contains("198.51.100.64:80"), "{table}");
+        return;
+    }
+    // No IPVS here: the address is up, yet nothing is announced, and the status says why.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(!learned(&bird), "announced without a data plane");
+    let routes = sw.kg.cli(&["bgp", "routes"]);
+    assert!(routes.contains("192.0.2.1 (0 sent"), "{routes}");
+    let ipvs = sw.kg.status()["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == "ipvs")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        ipvs["info"].as_str().unwrap_or_default().contains("ip_vs"),
+        "{ipvs}"
+    );
+    // Another data plane forwards: IPVS off, and the VIP is announced.
+    let text = std::fs::read_to_string(&sw.kg.config).unwrap();
+    std::fs::write(
+        &sw.kg.config,
+        text.replace("[ipvs]\nenabled = true", "[ipvs]\nenabled = false"),
+    )
+    .unwrap();
+    let out = sw.kg.cli(&["reload"]);
+    assert!(!out.contains("error"), "{out}");
+    wait_for("the route with IPVS off", ESTABLISH, || {
+        learned(&bird).then_some(())
+    });
+}

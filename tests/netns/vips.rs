@@ -84,6 +84,13 @@ impl Switch {
         .unwrap();
         // Each test serves only its own Services: other tests share the control plane.
         let ns = ns.unwrap_or_else(|| unique("vips"));
+        // The host kernel may lack IPVS (the real-kernel lab tests that side): VIPs are
+        // announced without it unless a test brings its own `[ipvs]` section.
+        let ipvs = if extra_vip.contains("[ipvs]") {
+            ""
+        } else {
+            "[ipvs]\nenabled = false\n"
+        };
         let config = format!(
             r#"[node]
 name = "{name}"
@@ -96,6 +103,7 @@ service-cidrs = ["10.96.0.0/12"]
 pools = ["198.51.100.0/24", "2001:db8:100::/64"]
 service-selector = "kube-gw.io/test={ns}"
 {extra_vip}
+{ipvs}
 
 [bgp]
 asn = 65010

@@ -70,6 +70,14 @@ enum MainCmd {
     Freeze(Duration),
 }
 
+/// What `kube-gw drain` and `undrain` act on.
+struct BgpControl {
+    /// Re-announce everything with GRACEFUL_SHUTDOWN.
+    drain: watch::Sender<bool>,
+    /// Withdraw, close and stay closed.
+    paused: watch::Sender<bool>,
+}
+
 struct ComponentEntry {
     kind: &'static str,
     state: String,
@@ -96,6 +104,8 @@ pub struct Shared {
     serving: std::sync::OnceLock<Serving>,
     /// One status per BGP neighbor (sessions only; routes come with the speaker).
     bgp: crate::bgp::session::Statuses,
+    /// `kube-gw drain` / `undrain`: the BGP sessions' drain and pause signals.
+    bgp_control: std::sync::OnceLock<BgpControl>,
 }
 
 /// A reconciler's state in status: failing (its last pass had an error), programmed (the
@@ -178,6 +188,8 @@ impl Shared {
             Request::BgpNeighbors => "bgp-neighbors",
             Request::BgpRoutes { .. } => "bgp-routes",
             Request::DebugFreeze { .. } => "debug-freeze",
+            Request::Drain => "drain",
+            Request::Undrain => "undrain",
         };
         self.metrics
             .admin_requests
@@ -244,6 +256,17 @@ impl Shared {
                 }
                 Err(e) => Response::err(e),
             },
+            Request::Drain => self.drain().await,
+            Request::Undrain => {
+                let Some(c) = self.bgp_control.get().filter(|_| self.has_neighbors()) else {
+                    return Response::err("no BGP neighbors are configured; nothing to undrain");
+                };
+                let was = *c.paused.borrow();
+                let _ = c.drain.send(false);
+                let _ = c.paused.send(false);
+                tracing::info!("undrain: the BGP sessions start again");
+                Response::ok(serde_json::json!({ "state": "undrained", "was_drained": was }))
+            }
             Request::Reload => {
                 let (tx, rx) = oneshot::channel();
                 if self.main_tx.send(MainCmd::Reload(tx)).await.is_err() {
@@ -416,6 +439,48 @@ impl Shared {
             .flatten()
             .map(|rx| rx.borrow().clone())
             .collect()
+    }
+
+    fn has_neighbors(&self) -> bool {
+        self.bgp.get().is_some_and(|n| !n.is_empty())
+    }
+
+    /// `kube-gw drain`: every route re-announced with GRACEFUL_SHUTDOWN (RFC 8326), then
+    /// after `bgp.drain-time` withdrawn and the sessions closed with Cease / Administrative
+    /// Shutdown "maintenance: kube-gw drain". They stay closed until `kube-gw undrain`; the
+    /// addresses and IPVS stay as they are, so flows still arriving are served.
+    async fn drain(&self) -> Response {
+        let Some(c) = self.bgp_control.get().filter(|_| self.has_neighbors()) else {
+            return Response::err("no BGP neighbors are configured; nothing to drain");
+        };
+        if *c.paused.borrow() {
+            return Response::ok(serde_json::json!({ "state": "drained", "already": true }));
+        }
+        let secs = self
+            .config
+            .borrow()
+            .bgp
+            .as_ref()
+            .map_or(0, |b| b.drain_time);
+        tracing::info!(
+            drain_time = secs,
+            "drain: routes re-announced with GRACEFUL_SHUTDOWN"
+        );
+        let _ = c.drain.send(true);
+        tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
+        let _ = c.paused.send(true);
+        // The sessions withdraw and close; wait (briefly) until each is down.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline
+            && self
+                .bgp_neighbors_status()
+                .iter()
+                .any(|n| n.state != crate::bgp::fsm::State::Idle)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::info!("drain: routes withdrawn, BGP sessions closed until `kube-gw undrain`");
+        Response::ok(serde_json::json!({ "state": "drained", "drain_time": secs }))
     }
 
     /// The BGP neighbors as `kube-gw bgp neighbors` shows them.
@@ -596,6 +661,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         kube: std::sync::OnceLock::new(),
         serving: std::sync::OnceLock::new(),
         bgp,
+        bgp_control: std::sync::OnceLock::new(),
     });
     shared.metrics.config_generation.set(1);
 
@@ -663,6 +729,11 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
     // BGP sessions, one per neighbor (read at start; a reload does not change them yet).
     let (bgp_stop_tx, bgp_stop_rx) = watch::channel(false);
     let (bgp_drain_tx, bgp_drain_rx) = watch::channel(false);
+    let (bgp_pause_tx, bgp_pause_rx) = watch::channel(false);
+    let _ = shared.bgp_control.set(BgpControl {
+        drain: bgp_drain_tx.clone(),
+        paused: bgp_pause_tx,
+    });
     let bgp_tasks = {
         let cfg = shared.config.borrow().clone();
         let mut statuses = Vec::new();
@@ -699,6 +770,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
                     serve.exported.clone(),
                     bgp_drain_rx.clone(),
                     conn_rx,
+                    bgp_pause_rx.clone(),
                 ),
                 tracing::info_span!("bgp", neighbor = %peer.address),
             )));

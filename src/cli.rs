@@ -87,6 +87,13 @@ pub enum Command {
     },
     /// Ask the running daemon to re-read its configuration (as SIGHUP does).
     Reload,
+    /// Take this switch out of the fabric for maintenance: every route is re-announced with
+    /// GRACEFUL_SHUTDOWN (65535:0), `bgp.drain-time` later withdrawn, and the BGP sessions
+    /// closed (Cease / Administrative Shutdown). Returns when done; `undrain` reverses it (so
+    /// does a restart). Addresses and IPVS stay, so flows still arriving are served.
+    Drain,
+    /// Bring the BGP sessions back after `drain`.
+    Undrain,
     /// Test hook: freeze the daemon's main loop for SECONDS (the watchdog test). Refused
     /// unless the daemon runs with KUBE_GW_TEST_HOOKS=1.
     #[command(hide = true)]
@@ -138,6 +145,8 @@ fn dispatch(cli: Cli) -> u8 {
             },
         ),
         Command::Reload => reload(&cli),
+        Command::Drain => drain(&cli, &Request::Drain),
+        Command::Undrain => drain(&cli, &Request::Undrain),
         Command::DebugFreeze { seconds } => {
             simple_request(&cli, &Request::DebugFreeze { seconds: *seconds }, |v| {
                 v.to_string()
@@ -331,6 +340,44 @@ fn simple_request(cli: &Cli, req: &Request, show: impl Fn(&serde_json::Value) ->
             exit::FAILURE
         }
     }
+}
+
+/// `kube-gw drain` / `undrain`: the drain waits as long as the daemon's drain time.
+fn drain(cli: &Cli, req: &Request) -> u8 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kube-gw: cannot start the async runtime: {e}");
+            return exit::FAILURE;
+        }
+    };
+    // The drain time is at most 65535 s; the answer comes after it.
+    let wait = Duration::from_secs(u64::from(u16::MAX) + 35);
+    let r = match rt.block_on(crate::admin::socket::request(&socket_path(cli), req, wait)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kube-gw: {e}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    if !r.ok {
+        eprintln!("kube-gw: {}", r.error.unwrap_or_default());
+        return exit::FAILURE;
+    }
+    let v = r.result.unwrap_or_default();
+    match (v["state"].as_str(), v["already"].as_bool(), v["was_drained"].as_bool()) {
+        (Some("drained"), Some(true), _) => println!("already drained"),
+        (Some("drained"), _, _) => println!(
+            "drained: routes re-announced with GRACEFUL_SHUTDOWN, withdrawn after {} s, BGP sessions closed; `kube-gw undrain` brings them back",
+            v["drain_time"]
+        ),
+        (_, _, Some(false)) => println!("not drained; nothing to do"),
+        _ => println!("undrained: the BGP sessions start again"),
+    }
+    exit::OK
 }
 
 fn reload(cli: &Cli) -> u8 {

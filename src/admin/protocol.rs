@@ -20,6 +20,11 @@ pub enum Request {
     BgpNeighbors,
     /// What each BGP neighbor has been sent (Adj-RIB-Out), or one neighbor's.
     BgpRoutes { neighbor: Option<String> },
+    /// Take the switch out of the fabric: GRACEFUL_SHUTDOWN, wait `bgp.drain-time`,
+    /// withdraw, close the BGP sessions; answered when done.
+    Drain,
+    /// Bring the BGP sessions back after a drain.
+    Undrain,
     /// Test hook: block the main loop for this many seconds. Refused unless the daemon was
     /// started with `KUBE_GW_TEST_HOOKS=1`.
     DebugFreeze { seconds: u64 },

@@ -365,11 +365,40 @@ pub async fn run(
     mut exported: watch::Receiver<Exported>,
     mut drain: watch::Receiver<bool>,
     mut incoming: mpsc::Receiver<TcpStream>,
+    mut paused: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_secs(1);
     let mut initial: Option<TcpStream> = None;
     let mut incoming_open = true;
+    let mut paused_open = true;
     loop {
+        // Drained (`kube-gw drain`): no session until `kube-gw undrain`; the peer's
+        // connections are closed as they come.
+        if *paused.borrow_and_update() {
+            initial = None;
+            status.send_modify(|s| {
+                s.state = State::Idle;
+                s.up_since = None;
+                s.last_error = Some(DRAINED.into());
+            });
+            loop {
+                tokio::select! {
+                    () = crate::lifecycle::stopped(&mut stop) => return,
+                    r = paused.changed(), if paused_open => {
+                        paused_open = r.is_ok();
+                        if !*paused.borrow_and_update() {
+                            break;
+                        }
+                    }
+                    c = incoming.recv(), if incoming_open => incoming_open = c.is_some(),
+                }
+                if !paused_open {
+                    break;
+                }
+            }
+            backoff = Duration::from_secs(1);
+            status.send_modify(|s| s.last_error = None);
+        }
         let ended = session(
             &peer,
             &status,
@@ -379,12 +408,15 @@ pub async fn run(
                 drain: &mut drain,
                 incoming: &mut incoming,
                 incoming_open: &mut incoming_open,
+                paused: &mut paused,
+                paused_open: &mut paused_open,
             },
             initial.take(),
         )
         .await;
         let hold_down = match ended {
             Ended::Stopped => return,
+            Ended::Paused => continue,
             Ended::Failed => None,
             Ended::HoldDown(d) => Some(d),
             Ended::Replaced(c) => {
@@ -424,6 +456,8 @@ fn jitter_fraction() -> f32 {
 enum Ended {
     /// kube-gw is stopping.
     Stopped,
+    /// `kube-gw drain`: closed until `kube-gw undrain`.
+    Paused,
     /// Try again after the backoff.
     Failed,
     /// Try again only after this long (the peer sent more prefixes than allowed).
@@ -441,7 +475,14 @@ struct Channels<'a> {
     /// The peer's connections, from the listener.
     incoming: &'a mut mpsc::Receiver<TcpStream>,
     incoming_open: &'a mut bool,
+    /// `kube-gw drain` (true) and `undrain`.
+    paused: &'a mut watch::Receiver<bool>,
+    paused_open: &'a mut bool,
 }
+
+/// What a drained neighbor's status says.
+const DRAINED: &str =
+    "drained (kube-gw drain): routes withdrawn, session closed; `kube-gw undrain` resumes";
 
 /// RFC 4271 §6.8: which connection stays when both sides connected. The one opened by the
 /// side with the higher BGP identifier; two of the peer's own: the newer (the old one is
@@ -487,6 +528,8 @@ async fn session(
         drain,
         incoming,
         incoming_open,
+        paused,
+        paused_open,
     } = ch;
     // What the peer has from us on this session, and how to announce to it.
     let mut sent: BTreeMap<IpNet, Communities> = BTreeMap::new();
@@ -755,28 +798,16 @@ async fn session(
                 }
             }
             () = crate::lifecycle::stopped(stop) => {
-                // Withdraw everything, then Cease.
-                if let Some(a) = &attrs {
-                    let all: Vec<IpNet> = sent.keys().copied().collect();
-                    send_updates(&mut conn, update::pack(&[], &all, a), &mut VecDeque::new(), STOP_SEND_LIMIT).await;
-                }
-                let actions = fsm.handle(Event::Stop { subcode: 2, reason: "kube-gw is stopping".into() });
-                for a in actions {
-                    if let Action::Send(n) = a {
-                        send(&mut conn, &n.encode(), &mut VecDeque::new(), STOP_SEND_LIMIT).await;
-                    }
-                }
-                if let Some(mut c) = conn.take() {
-                    let _ = c.shutdown().await;
-                }
-                if let Some(mut c) = held.take() {
-                    let _ = c.shutdown().await;
-                }
-                status.send_modify(|s| {
-                    s.state = State::Idle;
-                    s.up_since = None;
-                });
+                close(status, &mut fsm, &mut conn, &mut held, attrs.as_ref(), &sent, "kube-gw is stopping").await;
                 return Ended::Stopped;
+            }
+            r = paused.changed(), if *paused_open => {
+                *paused_open = r.is_ok();
+                if *paused_open && *paused.borrow_and_update() {
+                    tracing::info!(neighbor = %peer.address, routes = sent.len(), "drained: routes withdrawn, session closed");
+                    close(status, &mut fsm, &mut conn, &mut held, attrs.as_ref(), &sent, "maintenance: kube-gw drain").await;
+                    return Ended::Paused;
+                }
             }
             () = sleep => {
                 if let Some((i, _)) = next_timer {
@@ -942,6 +973,49 @@ fn receive(
     tracing::warn!(neighbor = %peer.address, "{msg}");
     status.send_modify(|s| s.last_update_error = Some(msg));
     Some(Notification::new(wire::Code::Cease, 1, data))
+}
+
+/// Ends a session on purpose: withdraws everything sent, then Cease / Administrative
+/// Shutdown with `reason` (RFC 9003), and closes both connections.
+async fn close(
+    status: &watch::Sender<NeighborStatus>,
+    fsm: &mut Fsm,
+    conn: &mut Option<TcpStream>,
+    held: &mut Option<TcpStream>,
+    attrs: Option<&update::Attrs>,
+    sent: &BTreeMap<IpNet, Communities>,
+    reason: &str,
+) {
+    if let Some(a) = attrs {
+        let all: Vec<IpNet> = sent.keys().copied().collect();
+        send_updates(
+            conn,
+            update::pack(&[], &all, a),
+            &mut VecDeque::new(),
+            STOP_SEND_LIMIT,
+        )
+        .await;
+    }
+    let actions = fsm.handle(Event::Stop {
+        subcode: 2,
+        reason: reason.into(),
+    });
+    for a in actions {
+        if let Action::Send(n) = a {
+            status.send_modify(|s| *s.notifications_sent.entry(6).or_default() += 1);
+            send(conn, &n.encode(), &mut VecDeque::new(), STOP_SEND_LIMIT).await;
+        }
+    }
+    for c in [conn.take(), held.take()].into_iter().flatten() {
+        let mut c = c;
+        let _ = c.shutdown().await;
+    }
+    status.send_modify(|s| {
+        s.state = State::Idle;
+        s.up_since = None;
+        s.prefixes_sent = 0;
+        s.adj_rib_out = Arc::default();
+    });
 }
 
 /// UPDATE bodies withdrawing `withdraw` and announcing `routes`, one attribute set per

@@ -1008,3 +1008,95 @@ fn a_vip_is_announced_only_once_its_ipvs_service_is_in_the_kernel() {
         learned(&bird).then_some(())
     });
 }
+
+/// `kube-gw drain` takes the switch out of the fabric the RFC 8326 way — the leaf first sees
+/// the route with GRACEFUL_SHUTDOWN, then it is withdrawn and the session closed with the
+/// maintenance reason — while the VIP stays on `lo`; `kube-gw undrain` brings the session
+/// and the route back without the community.
+#[test]
+fn drain_withdraws_gracefully_and_undrain_brings_the_routes_back() {
+    if !require_root("drain_withdraws_gracefully_and_undrain_brings_the_routes_back") {
+        return;
+    }
+    let mut sw = Switch::start_with(
+        "",
+        "drain-time = 3\n[[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n",
+    );
+    let leaf = sw.lab.node("leaf");
+    let node = sw.node.clone();
+    sw.lab
+        .link(&node, &["192.0.2.2/30"], &leaf, &["192.0.2.1/30"]);
+    let bird = Bird::start(
+        &mut sw.lab,
+        &leaf,
+        "leaf",
+        &bird_leaf(
+            "192.0.2.1",
+            "192.0.2.1",
+            65000,
+            &[("sw", "192.0.2.2", 65010)],
+        ),
+    );
+    bird.wait_established("sw", ESTABLISH);
+    sw.service("maint", &["198.51.100.65"], Some("10.0.0.9"));
+    wait_for("the route at the leaf", ESTABLISH, || {
+        bird_route(&bird, "198.51.100.65/32")
+            .contains("via 192.0.2.2")
+            .then_some(())
+    });
+
+    let bin = KubeGw::bin();
+    let socket = sw.kg.socket.clone();
+    let draining = std::thread::spawn(move || {
+        let out = std::process::Command::new(bin)
+            .arg("drain")
+            .arg("--socket")
+            .arg(&socket)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    });
+    let shut = wait_for(
+        "the leaf to see GRACEFUL_SHUTDOWN",
+        Duration::from_secs(10),
+        || {
+            let r = bird_route(&bird, "198.51.100.65/32");
+            r.contains("(65535,0)").then_some(r)
+        },
+    );
+    assert!(shut.contains("via 192.0.2.2"), "{shut}");
+    let (ok, said) = draining.join().unwrap();
+    assert!(ok && said.starts_with("drained"), "{said}");
+    // Done when the CLI returns: withdrawn, closed with the reason, the VIP still on lo.
+    assert!(
+        !bird_route(&bird, "198.51.100.65/32").contains("198.51.100.65"),
+        "still routed after the drain"
+    );
+    let info = bird.birdc(&["show", "protocols", "all", "sw"]);
+    assert!(info.contains("maintenance: kube-gw drain"), "{info}");
+    let neighbors: serde_json::Value =
+        serde_json::from_str(&sw.kg.cli(&["bgp", "neighbors", "--json"])).unwrap();
+    assert_eq!(neighbors[0]["state"], "idle", "{neighbors}");
+    assert!(
+        neighbors[0]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("undrain"),
+        "{neighbors}"
+    );
+    let lo = node.exec("ip", &["-o", "addr", "show", "dev", "lo"]);
+    assert!(String::from_utf8_lossy(&lo.stdout).contains("198.51.100.65/32"));
+    // BIRD keeps trying to connect: the drained switch does not take it.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!bird.protocol_info("sw").contains("Established"));
+
+    assert!(sw.kg.cli(&["undrain"]).starts_with("undrained"));
+    let back = wait_for("the route back after undrain", ESTABLISH, || {
+        let r = bird_route(&bird, "198.51.100.65/32");
+        r.contains("via 192.0.2.2").then_some(r)
+    });
+    assert!(!back.contains("(65535,0)"), "{back}");
+}

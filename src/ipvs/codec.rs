@@ -467,7 +467,12 @@ pub fn decode(mut b: &[u8], dest_family: Option<IpAddr>) -> Result<Vec<Reply>, D
             NLMSG_ERROR => {
                 let errno = body.get(..4).and_then(u32_of).unwrap_or(0);
                 let errno = i32::from_ne_bytes(errno.to_ne_bytes());
-                Reply::Ack { seq, errno: -errno }
+                // A kernel errno is small and negative; i32::MIN (found by fuzzing) is not
+                // negatable.
+                Reply::Ack {
+                    seq,
+                    errno: errno.saturating_neg(),
+                }
             }
             NLMSG_DONE => Reply::Done { seq },
             GENL_ID_CTRL => {
@@ -509,6 +514,25 @@ pub fn is_multi(b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_error_reply_with_the_lowest_errno_does_not_overflow() {
+        // Found by the ipvs_reply fuzz target: NLMSG_ERROR carrying i32::MIN.
+        let b = [
+            24, 0, 0, 0, 2, 0, 26, 159, 18, 169, 0, 16, 0, 0, 255, 0, 0, 0, 0, 128, 0, 0, 2, 0,
+        ];
+        let r = decode(&b, None).unwrap();
+        assert!(
+            matches!(
+                r[..],
+                [Reply::Ack {
+                    errno: i32::MAX,
+                    ..
+                }]
+            ),
+            "{r:?}"
+        );
+    }
+
     use super::*;
 
     fn key4() -> ServiceKey {

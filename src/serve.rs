@@ -134,7 +134,13 @@ async fn export_loop(
         let d = desired.borrow_and_update().clone();
         let gate = config.borrow_and_update().ipvs.enabled;
         let ready = ipvs.borrow_and_update().ready.clone();
-        let set: std::collections::BTreeMap<ipnet::IpNet, crate::desired::Communities> = {
+        let statics = config
+            .borrow()
+            .bgp
+            .as_ref()
+            .map(|b| b.static_prefixes.clone())
+            .unwrap_or_default();
+        let mut set: std::collections::BTreeMap<ipnet::IpNet, crate::desired::Communities> = {
             let p = programmed.borrow_and_update();
             d.announcements
                 .iter()
@@ -146,6 +152,10 @@ async fn export_loop(
                 })
                 .collect()
         };
+        // The configuration's static prefixes: announced while kube-gw runs.
+        for p in statics {
+            set.entry(p).or_default();
+        }
         out.send_if_modified(|cur| {
             let changed = **cur != set;
             if changed {

@@ -67,6 +67,9 @@ pub struct NeighborStatus {
     pub peer_as: Option<u32>,
     pub hold_time: Option<u16>,
     pub updates_received: u64,
+    /// Messages by type (OPEN, UPDATE, NOTIFICATION, KEEPALIVE, ROUTE-REFRESH), both ways.
+    pub messages_sent: [u64; 5],
+    pub messages_received: [u64; 5],
     /// Prefixes the neighbor has announced to us on the current session (the Adj-RIB-In;
     /// import is deny-all, so they are only kept, counted and shown).
     pub prefixes_received: usize,
@@ -166,6 +169,31 @@ impl prometheus_client::collector::Collector for BgpCollector {
             }
         }
         let mut m = encoder.encode_descriptor(
+            "bgp_messages",
+            "BGP messages by direction and type",
+            None,
+            MetricType::Counter,
+        )?;
+        const TYPES: [&str; 5] = [
+            "open",
+            "update",
+            "notification",
+            "keepalive",
+            "route_refresh",
+        ];
+        for n in &all {
+            let a = n.address.to_string();
+            for (dir, counts) in [
+                ("sent", &n.messages_sent),
+                ("received", &n.messages_received),
+            ] {
+                for (t, count) in TYPES.iter().zip(counts) {
+                    let labels = [("neighbor", a.as_str()), ("direction", dir), ("type", *t)];
+                    ConstCounter::new(*count).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut m = encoder.encode_descriptor(
             "bgp_notifications",
             "NOTIFICATION messages by direction and error code",
             None,
@@ -201,6 +229,8 @@ impl NeighborStatus {
             peer_as: None,
             hold_time: None,
             updates_received: 0,
+            messages_sent: [0; 5],
+            messages_received: [0; 5],
             prefixes_received: 0,
             adj_rib_in: Arc::default(),
             update_errors: 0,
@@ -606,19 +636,19 @@ async fn session(
                             ipv6_unicast: peer.ipv6_unicast,
                         });
                         if let Ok(bytes) = wire::frame(Kind::Open, &body) {
-                            send(&mut conn, &bytes, &mut pending, send_hold).await;
+                            send(status, &mut conn, &bytes, &mut pending, send_hold).await;
                         }
                     }
                     Action::SendKeepalive => {
                         if let Ok(bytes) = wire::frame(Kind::Keepalive, &[]) {
-                            send(&mut conn, &bytes, &mut pending, send_hold).await;
+                            send(status, &mut conn, &bytes, &mut pending, send_hold).await;
                         }
                     }
                     Action::Send(n) => {
                         tracing::warn!(neighbor = %peer.address, notification = %n, "sending NOTIFICATION");
                         let code = n.code.to_u8();
                         status.send_modify(|s| *s.notifications_sent.entry(code).or_default() += 1);
-                        send(&mut conn, &n.encode(), &mut pending, send_hold).await;
+                        send(status, &mut conn, &n.encode(), &mut pending, send_hold).await;
                     }
                     Action::Close => {
                         if let Some(mut c) = conn.take() {
@@ -668,7 +698,7 @@ async fn session(
                         if v6 {
                             bodies.push(update::end_of_rib_v6());
                         }
-                        send_updates(&mut conn, bodies, &mut pending, send_hold).await;
+                        send_updates(status, &mut conn, bodies, &mut pending, send_hold).await;
                         sent = all;
                         attrs = Some(a);
                         let rib = Arc::new(sent.keys().copied().collect::<BTreeSet<_>>());
@@ -710,6 +740,7 @@ async fn session(
             if std::mem::take(&mut refresh) {
                 if let Some(a) = &attrs {
                     send_updates(
+                        status,
                         &mut conn,
                         pack_routes(&sent, &[], a),
                         &mut pending,
@@ -792,7 +823,7 @@ async fn session(
                 if drain_open && *drain.borrow_and_update() {
                     if let Some(a) = attrs.as_mut() {
                         a.communities = communities(&peer.export, true);
-                        send_updates(&mut conn, pack_routes(&sent, &[], a), &mut pending, send_hold).await;
+                        send_updates(status, &mut conn, pack_routes(&sent, &[], a), &mut pending, send_hold).await;
                         tracing::info!(neighbor = %peer.address, routes = sent.len(), "routes re-announced with GRACEFUL_SHUTDOWN");
                     }
                 }
@@ -835,7 +866,7 @@ async fn session(
                         .collect();
                     let withdraw: Vec<IpNet> =
                         sent.keys().filter(|p| !now.contains_key(p)).copied().collect();
-                    send_updates(&mut conn, pack_routes(&announce, &withdraw, a), &mut pending, send_hold).await;
+                    send_updates(status, &mut conn, pack_routes(&announce, &withdraw, a), &mut pending, send_hold).await;
                     if !announce.is_empty() || !withdraw.is_empty() {
                         tracing::info!(neighbor = %peer.address, announced = announce.len(), withdrawn = withdraw.len(), "routes sent");
                     }
@@ -857,6 +888,12 @@ async fn session(
                     loop {
                         match framer.next_frame() {
                             Ok(Some(f)) => {
+                                let code = usize::from(f.kind.code()).saturating_sub(1);
+                                status.send_modify(|s| {
+                                    if let Some(n) = s.messages_received.get_mut(code) {
+                                        *n += 1;
+                                    }
+                                });
                                 refresh |= f.kind == Kind::RouteRefresh;
                                 if f.kind == Kind::Update && fsm.state() == State::Established {
                                     let ctx = inbound::Context {
@@ -989,6 +1026,7 @@ async fn close(
     if let Some(a) = attrs {
         let all: Vec<IpNet> = sent.keys().copied().collect();
         send_updates(
+            status,
             conn,
             update::pack(&[], &all, a),
             &mut VecDeque::new(),
@@ -1003,7 +1041,14 @@ async fn close(
     for a in actions {
         if let Action::Send(n) = a {
             status.send_modify(|s| *s.notifications_sent.entry(6).or_default() += 1);
-            send(conn, &n.encode(), &mut VecDeque::new(), STOP_SEND_LIMIT).await;
+            send(
+                status,
+                conn,
+                &n.encode(),
+                &mut VecDeque::new(),
+                STOP_SEND_LIMIT,
+            )
+            .await;
         }
     }
     for c in [conn.take(), held.take()].into_iter().flatten() {
@@ -1106,6 +1151,7 @@ fn to_event(f: wire::Frame, families: &mut (bool, bool), four_octet: &mut bool) 
 
 /// Frames each UPDATE body and sends it.
 async fn send_updates(
+    status: &watch::Sender<NeighborStatus>,
     conn: &mut Option<TcpStream>,
     bodies: impl IntoIterator<Item = Vec<u8>>,
     pending: &mut VecDeque<Event>,
@@ -1113,7 +1159,7 @@ async fn send_updates(
 ) {
     for b in bodies {
         if let Ok(bytes) = wire::frame(Kind::Update, &b) {
-            send(conn, &bytes, pending, send_hold).await;
+            send(status, conn, &bytes, pending, send_hold).await;
         }
     }
 }
@@ -1122,6 +1168,7 @@ async fn send_updates(
 /// shut) gets Send Hold Timer Expired, attempted without blocking, and the connection is
 /// dropped (RFC 9687): a session must not hang on a peer that does not read.
 async fn send(
+    status: &watch::Sender<NeighborStatus>,
     conn: &mut Option<TcpStream>,
     bytes: &[u8],
     pending: &mut VecDeque<Event>,
@@ -1131,7 +1178,16 @@ async fn send(
         return;
     };
     match tokio::time::timeout(send_hold, c.write_all(bytes)).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => {
+            // One framed message per call: its type is octet 18.
+            if let Some(i) = bytes.get(18).and_then(|t| usize::from(*t).checked_sub(1)) {
+                status.send_modify(|s| {
+                    if let Some(n) = s.messages_sent.get_mut(i) {
+                        *n += 1;
+                    }
+                });
+            }
+        }
         Ok(Err(_)) => {
             *conn = None;
             pending.push_back(Event::ConnectionLost);
@@ -1162,7 +1218,15 @@ mod tests {
         let (_peer, _) = l.accept().await.unwrap();
         let mut pending = VecDeque::new();
         let big = vec![0u8; 64 << 20];
-        send(&mut conn, &big, &mut pending, Duration::from_millis(300)).await;
+        let (status, _) = watch::channel(NeighborStatus::new("192.0.2.1".parse().unwrap()));
+        send(
+            &status,
+            &mut conn,
+            &big,
+            &mut pending,
+            Duration::from_millis(300),
+        )
+        .await;
         assert!(conn.is_none(), "the connection is dropped");
         assert!(
             matches!(pending.front(), Some(Event::Malformed(n)) if n.code == wire::Code::SendHoldTimerExpired),

@@ -242,6 +242,8 @@ pub(crate) struct BgpCommon {
     drain_time: u16,
     #[serde(default = "default_true")]
     listen: bool,
+    #[serde(default)]
+    static_prefixes: Vec<ipnet::IpNet>,
 }
 
 fn default_true() -> bool {
@@ -261,6 +263,7 @@ impl BgpCommon {
             keepalive: self.keepalive.unwrap_or(self.hold_time / 3),
             drain_time: self.drain_time,
             listen: self.listen,
+            static_prefixes: self.static_prefixes,
             neighbors,
         }
     }
@@ -286,6 +289,9 @@ pub struct BgpConfig {
     /// Accept the neighbors' connections on TCP port 179 (default true); connections from
     /// addresses that are not neighbors are closed at once.
     pub listen: bool,
+    /// Prefixes announced to every neighbor while kube-gw runs, whatever the cluster says
+    /// (an aggregate of the pools, say).
+    pub static_prefixes: Vec<ipnet::IpNet>,
     pub neighbors: Vec<NeighborConfig>,
 }
 

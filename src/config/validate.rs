@@ -266,6 +266,15 @@ fn bgp_rules(bgp: &BgpConfig, file_index: &[usize], out: &mut Findings) {
             "use a third of the hold time (e.g. hold-time = 9, keepalive = 3)",
         );
     }
+    for (i, p) in bgp.static_prefixes.iter().enumerate() {
+        if p.trunc() != *p {
+            out.error(
+                base().key("static-prefixes").index(i),
+                format!("{p} has host bits set"),
+                &format!("write the network: {}", p.trunc()),
+            );
+        }
+    }
     for (i, n) in bgp.neighbors.iter().enumerate() {
         let entry = file_index.get(i).copied().unwrap_or(i);
         let path = || base().key("neighbors").index(entry);

@@ -148,6 +148,21 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
             )),
             "{m}"
         );
+        // Messages by direction and type: one OPEN each way, KEEPALIVEs received.
+        for (dir, kind, at_least) in [
+            ("sent", "open", 1.0),
+            ("received", "open", 1.0),
+            ("received", "keepalive", 1.0),
+            ("sent", "update", 1.0),
+        ] {
+            let series = format!(
+                "kube_gw_bgp_messages_total{{neighbor=\"{n}\",direction=\"{dir}\",type=\"{kind}\"}}"
+            );
+            assert!(
+                sample(&m, &series).is_some_and(|v| v >= at_least),
+                "{series} in\n{m}"
+            );
+        }
     }
 
     // The BIRD peer goes away: kube-gw notices (connection closed or hold timer) …
@@ -338,7 +353,9 @@ fn a_service_s_external_ip_is_announced_and_withdrawn() {
 
 /// Anycast: two switches announce the same VIP; the leaf (BIRD, multipath into its kernel)
 /// has two next hops. One switch stops: the leaf first sees its route with GRACEFUL_SHUTDOWN
-/// (65535:0), then only the other switch's next hop remains.
+/// (65535:0), then only the other switch's next hop remains — and pings from 16 client
+/// addresses behind the leaf (some hashed to the stopping switch) keep being answered
+/// throughout.
 #[test]
 fn two_switches_anycast_a_vip_and_one_drains_gracefully() {
     if !require_root("two_switches_anycast_a_vip_and_one_drains_gracefully") {
@@ -389,6 +406,59 @@ fn two_switches_anycast_a_vip_and_one_drains_gracefully() {
         },
     );
 
+    // Clients behind the leaf; the switches route back to them through the leaf.
+    let client = a.lab.node("client");
+    let sources: Vec<String> = (0..16).map(|i| format!("203.0.113.{}", 10 + i)).collect();
+    let with_len: Vec<String> = sources.iter().map(|s| format!("{s}/24")).collect();
+    let with_len: Vec<&str> = with_len.iter().map(String::as_str).collect();
+    a.lab.link(&leaf, &["203.0.113.1/24"], &client, &with_len);
+    client.exec("ip", &["route", "add", "default", "via", "203.0.113.1"]);
+    an.exec(
+        "ip",
+        &["route", "add", "203.0.113.0/24", "via", "192.0.2.1"],
+    );
+    bn.exec(
+        "ip",
+        &["route", "add", "203.0.113.0/24", "via", "192.0.2.5"],
+    );
+    let rx_packets = |node: &crate::harness::Node| -> u64 {
+        let out = node.exec("ip", &["-j", "-s", "link"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["ifname"] != "lo")
+            .filter_map(|l| l["stats64"]["rx"]["packets"].as_u64())
+            .sum()
+    };
+    let b_before = rx_packets(&bn);
+    let pings: Vec<_> = sources
+        .iter()
+        .map(|src| {
+            let mut c = client.command("ping");
+            c.args([
+                "-n",
+                "-q",
+                "-i",
+                "0.05",
+                "-w",
+                "12",
+                "-W",
+                "1",
+                "-I",
+                src,
+                "198.51.100.62",
+            ]);
+            c.stdout(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        rx_packets(&bn) > b_before + 15,
+        "no client flow is hashed to switch b; the test would prove nothing"
+    );
+
     // Switch b stops: graceful shutdown first, then the withdrawal.
     let name = b.kg.name.clone();
     let stopper = std::thread::spawn(move || {
@@ -413,6 +483,26 @@ fn two_switches_anycast_a_vip_and_one_drains_gracefully() {
             (r.contains("via 192.0.2.2") && !r.contains("192.0.2.6")).then_some(())
         },
     );
+    // Traffic kept flowing: every client's pings were answered throughout (one lost packet
+    // per client is allowed for the moment the leaf's route changes).
+    for (src, p) in sources.iter().zip(pings) {
+        let out = p.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let stat = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_default()
+            .to_string();
+        let num = |word: &str| -> u64 {
+            stat.split(',')
+                .find(|f| f.contains(word))
+                .and_then(|f| f.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        let (sent, got) = (num("transmitted"), num("received"));
+        assert!(sent > 100, "{src}: {text}");
+        assert!(got + 1 >= sent, "{src} lost pings during the drain: {stat}");
+    }
 }
 
 /// TCP MD5 (RFC 2385) and GTSM (RFC 5082) against BIRD, FRR and GoBGP, each requiring both

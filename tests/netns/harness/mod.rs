@@ -178,6 +178,14 @@ impl Lab {
         self.nodes.iter().map(|n| n.ns.clone()).collect()
     }
 
+    /// The pid of the process `name` (as started: `ip netns exec` execs into it).
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.child.id())
+    }
+
     /// Every pid this lab started and still tracks.
     pub fn pids(&self) -> Vec<u32> {
         self.procs.iter().map(|p| p.child.id()).collect()

@@ -172,6 +172,10 @@ async fn export_loop(
     }
 }
 
+/// How long a withdrawn VIP keeps its virtual services and address after the withdrawal
+/// goes out: the peers' time to move its traffic to the other switches.
+const WITHDRAW_LEAD: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Where the desired task publishes.
 struct Outputs {
     /// The desired state, from complete views only.
@@ -233,17 +237,30 @@ async fn desired_loop(
             // A partial view only adds VIPs; the desired state (Events, status, later BGP
             // and IPVS) is published from complete views only.
             let next = if complete {
-                vs_tx.send_if_modified(|cur| {
-                    let changed = cur.as_ref() != Some(&d.virtual_services);
-                    if changed {
-                        *cur = Some(d.virtual_services.clone());
-                    }
-                    changed
-                });
+                // Break after make: the desired state goes out first, so a VIP that leaves
+                // is withdrawn from the BGP peers (the export follows it at once) and the
+                // peers get WITHDRAW_LEAD to move its traffic before its virtual services
+                // and address go.
+                let vs = d.virtual_services.clone();
+                let withdrawn = desired_tx
+                    .borrow()
+                    .announcements
+                    .iter()
+                    .any(|p| !d.announcements.contains(p));
                 desired_tx.send_if_modified(|cur| {
                     let changed = **cur != d;
                     if changed {
                         *cur = Arc::new(d);
+                    }
+                    changed
+                });
+                if withdrawn {
+                    tokio::time::sleep(WITHDRAW_LEAD).await;
+                }
+                vs_tx.send_if_modified(|cur| {
+                    let changed = cur.as_ref() != Some(&vs);
+                    if changed {
+                        *cur = Some(vs);
                     }
                     changed
                 });

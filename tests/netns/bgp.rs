@@ -349,6 +349,17 @@ fn a_service_s_external_ip_is_announced_and_withdrawn() {
         let r = bird_route(&bird, "198.51.100.61/32");
         (!r.contains("198.51.100.61")).then_some(())
     });
+    // Break after make: when the leaf has lost the route, the address is still on the
+    // switch (it goes WITHDRAW_LEAD later), so traffic in flight is still answered.
+    let lo = node.exec("ip", &["-o", "addr", "show", "dev", "lo"]);
+    assert!(
+        String::from_utf8_lossy(&lo.stdout).contains("198.51.100.61/32"),
+        "the address went before the withdrawal reached the leaf"
+    );
+    wait_for("the address to go after the withdrawal", ESTABLISH, || {
+        let lo = node.exec("ip", &["-o", "addr", "show", "dev", "lo"]);
+        (!String::from_utf8_lossy(&lo.stdout).contains("198.51.100.61/32")).then_some(())
+    });
 }
 
 /// Anycast: two switches announce the same VIP; the leaf (BIRD, multipath into its kernel)

@@ -68,19 +68,39 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
     let bird_node = lab.node("bird");
     let frr_node = lab.node("frr");
     let gobgp_node = lab.node("gobgp");
-    lab.link(&sw, &["192.0.2.2/30"], &bird_node, &["192.0.2.1/30"]);
-    lab.link(&sw, &["2001:db8:2::2/64"], &frr_node, &["2001:db8:2::1/64"]);
-    lab.link(&sw, &["192.0.2.6/30"], &gobgp_node, &["192.0.2.5/30"]);
+    // Every peer over IPv4 and over IPv6.
+    lab.link(
+        &sw,
+        &["192.0.2.2/30", "2001:db8:3::2/64"],
+        &bird_node,
+        &["192.0.2.1/30", "2001:db8:3::1/64"],
+    );
+    lab.link(
+        &sw,
+        &["2001:db8:2::2/64", "192.0.2.10/30"],
+        &frr_node,
+        &["2001:db8:2::1/64", "192.0.2.9/30"],
+    );
+    lab.link(
+        &sw,
+        &["192.0.2.6/30", "2001:db8:4::2/64"],
+        &gobgp_node,
+        &["192.0.2.5/30", "2001:db8:4::1/64"],
+    );
 
     let bird = Bird::start(
         &mut lab,
         &bird_node,
         "bird",
-        &bird_leaf(
-            "192.0.2.1",
-            "192.0.2.1",
-            65000,
-            &[("sw", "192.0.2.2", 65010)],
+        &format!(
+            "{}protocol bgp sw6 {{ local 2001:db8:3::1 as 65000; neighbor 2001:db8:3::2 as 65010; \
+             hold time 9; connect retry time 1; ipv6 {{ import all; export none; }}; }}\n",
+            bird_leaf(
+                "192.0.2.1",
+                "192.0.2.1",
+                65000,
+                &[("sw", "192.0.2.2", 65010)],
+            )
         ),
     );
     let frr = Frr::start(
@@ -90,6 +110,8 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
         "frr defaults datacenter\n\
          router bgp 65001\n bgp router-id 192.0.2.9\n no bgp ebgp-requires-policy\n\
          neighbor 2001:db8:2::2 remote-as 65010\n\
+         neighbor 192.0.2.10 remote-as 65010\n\
+         address-family ipv4 unicast\n  neighbor 192.0.2.10 activate\n exit-address-family\n\
          address-family ipv6 unicast\n  neighbor 2001:db8:2::2 activate\n exit-address-family\n",
     );
     let gobgp = GoBgp::start(
@@ -104,6 +126,10 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
   [neighbors.config]
     neighbor-address = "192.0.2.6"
     peer-as = 65010
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "2001:db8:4::2"
+    peer-as = 65010
 "#,
     );
     let kg = KubeGw::start(
@@ -112,14 +138,25 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
         "kg",
         &switch_config(&[
             ("192.0.2.1", 65000),
+            ("2001:db8:3::1", 65000),
             ("2001:db8:2::1", 65001),
+            ("192.0.2.9", 65001),
             ("192.0.2.5", 65002),
+            ("2001:db8:4::1", 65002),
         ]),
     );
 
     bird.wait_established("sw", ESTABLISH);
+    bird.wait_established("sw6", ESTABLISH);
     frr.wait_established("2001:db8:2::2", ESTABLISH);
+    frr.wait_established("192.0.2.10", ESTABLISH);
     gobgp.wait_established("192.0.2.6", ESTABLISH);
+    gobgp.wait_established("2001:db8:4::2", ESTABLISH);
+    for n in ["2001:db8:3::1", "192.0.2.9", "2001:db8:4::1"] {
+        wait_for(&format!("kube-gw's session with {n}"), ESTABLISH, || {
+            (kube_gw_state(&kg, n) == "established").then_some(())
+        });
+    }
     for n in ["192.0.2.1", "2001:db8:2::1", "192.0.2.5"] {
         wait_for(&format!("kube-gw's session with {n}"), ESTABLISH, || {
             (kube_gw_state(&kg, n) == "established").then_some(())

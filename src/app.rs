@@ -261,7 +261,7 @@ impl Shared {
                 let Some(c) = self.bgp_control.get().filter(|_| self.has_neighbors()) else {
                     return Response::err("no BGP neighbors are configured; nothing to undrain");
                 };
-                let was = *c.paused.borrow();
+                let was = *c.paused.borrow() || *c.drain.borrow();
                 let _ = c.drain.send(false);
                 let _ = c.paused.send(false);
                 tracing::info!("undrain: the BGP sessions start again");
@@ -453,7 +453,7 @@ impl Shared {
         let Some(c) = self.bgp_control.get().filter(|_| self.has_neighbors()) else {
             return Response::err("no BGP neighbors are configured; nothing to drain");
         };
-        if *c.paused.borrow() {
+        if *c.paused.borrow() || *c.drain.borrow() {
             return Response::ok(serde_json::json!({ "state": "drained", "already": true }));
         }
         let secs = self
@@ -468,6 +468,10 @@ impl Shared {
         );
         let _ = c.drain.send(true);
         tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
+        if !*c.drain.borrow() {
+            // `kube-gw undrain` came during the drain time: nothing is withdrawn.
+            return Response::ok(serde_json::json!({ "state": "undrained" }));
+        }
         let _ = c.paused.send(true);
         // The sessions withdraw and close; wait (briefly) until each is down.
         let deadline = Instant::now() + Duration::from_secs(5);

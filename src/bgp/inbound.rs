@@ -212,18 +212,14 @@ pub fn check(body: &[u8], ctx: &Context) -> Result<Checked, Notification> {
                 withdraw_why.get_or_insert_with(|| format!("LARGE_COMMUNITY length {len}"));
             }
             MP_REACH => {
-                let (afi, safi, prefixes) =
+                let (_, _, prefixes) =
                     mp_reach(value).ok_or_else(|| reset(9, &raw_attribute(flags, kind, value)))?;
-                if (afi, safi) == (2, 1) {
-                    announced.extend(prefixes);
-                }
+                announced.extend(prefixes);
             }
             MP_UNREACH => {
-                let (afi, safi, prefixes) = mp_unreach(value)
+                let (_, _, prefixes) = mp_unreach(value)
                     .ok_or_else(|| reset(9, &raw_attribute(flags, kind, value)))?;
-                if (afi, safi) == (2, 1) {
-                    withdrawn.extend(prefixes);
-                }
+                withdrawn.extend(prefixes);
             }
             _ => {}
         }
@@ -338,8 +334,9 @@ fn prefixes_v6(mut b: &[u8]) -> Option<Vec<IpNet>> {
     Some(out)
 }
 
-/// MP_REACH_NLRI: AFI, SAFI and, for IPv6 unicast, the prefixes (other families are not
-/// read: they were not negotiated, and RFC 4760 lets them be ignored).
+/// MP_REACH_NLRI: AFI, SAFI and, for IPv4 and IPv6 unicast, the prefixes (other families
+/// are not read: they were not negotiated, and RFC 4760 lets them be ignored). IPv4 takes
+/// an IPv4 next hop or an IPv6 one (RFC 8950).
 fn mp_reach(b: &[u8]) -> Option<(u16, u8, Vec<IpNet>)> {
     let afi = u16::from_be_bytes([*b.first()?, *b.get(1)?]);
     let safi = *b.get(2)?;
@@ -347,23 +344,28 @@ fn mp_reach(b: &[u8]) -> Option<(u16, u8, Vec<IpNet>)> {
     let nh = b.get(4..4 + nh_len)?;
     // One reserved octet, then the NLRI.
     let nlri = b.get(4 + nh_len + 1..)?;
-    if (afi, safi) != (2, 1) {
-        return Some((afi, safi, Vec::new()));
+    match (afi, safi, nh.len()) {
+        (1, 1, 4 | 16 | 32) => Some((afi, safi, v4_nets(nlri)?)),
+        (2, 1, 16 | 32) => Some((afi, safi, prefixes_v6(nlri)?)),
+        (1 | 2, 1, _) => None,
+        _ => Some((afi, safi, Vec::new())),
     }
-    if nh.len() != 16 && nh.len() != 32 {
-        return None;
-    }
-    Some((afi, safi, prefixes_v6(nlri)?))
 }
 
-/// MP_UNREACH_NLRI: AFI, SAFI and, for IPv6 unicast, the withdrawn prefixes.
+/// MP_UNREACH_NLRI: AFI, SAFI and, for IPv4 and IPv6 unicast, the withdrawn prefixes.
 fn mp_unreach(b: &[u8]) -> Option<(u16, u8, Vec<IpNet>)> {
     let afi = u16::from_be_bytes([*b.first()?, *b.get(1)?]);
     let safi = *b.get(2)?;
-    if (afi, safi) != (2, 1) {
-        return Some((afi, safi, Vec::new()));
+    let nlri = b.get(3..)?;
+    match (afi, safi) {
+        (1, 1) => Some((afi, safi, v4_nets(nlri)?)),
+        (2, 1) => Some((afi, safi, prefixes_v6(nlri)?)),
+        _ => Some((afi, safi, Vec::new())),
     }
-    Some((afi, safi, prefixes_v6(b.get(3..)?)?))
+}
+
+fn v4_nets(b: &[u8]) -> Option<Vec<IpNet>> {
+    Some(prefixes_v4(b)?.into_iter().map(IpNet::V4).collect())
 }
 
 #[cfg(test)]
@@ -431,6 +433,24 @@ mod tests {
         let c = check(&update(&[], &a, &[]), &EBGP).unwrap();
         assert_eq!(c.announced, vec![net("2001:db8:1::/64")]);
         assert_eq!(c.withdrawn, vec![net("2001:db8:2::/48")]);
+    }
+
+    #[test]
+    fn ipv4_routes_in_mp_reach_and_mp_unreach_count_too() {
+        let mut mp = vec![0, 1, 1, 4, 192, 0, 2, 1, 0];
+        mp.extend_from_slice(&[32, 203, 0, 113, 9]);
+        let mut a = good_attrs();
+        a.extend(attr(OPTIONAL, MP_REACH, &mp));
+        a.extend(attr(OPTIONAL, MP_UNREACH, &[0, 1, 1, 24, 10, 0, 0]));
+        let c = check(&update(&[], &a, &[]), &EBGP).unwrap();
+        assert_eq!(c.announced, vec![net("203.0.113.9/32")]);
+        assert_eq!(c.withdrawn, vec![net("10.0.0.0/24")]);
+        // An IPv4 next hop of 3 octets is malformed: 3/9.
+        let bad = attr(OPTIONAL, MP_REACH, &[0, 1, 1, 3, 1, 2, 3, 0]);
+        assert_eq!(
+            check(&update(&[], &bad, &[]), &EBGP).unwrap_err().subcode,
+            9
+        );
     }
 
     #[test]

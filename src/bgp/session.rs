@@ -447,7 +447,12 @@ pub async fn run(
         let hold_down = match ended {
             Ended::Stopped => return,
             Ended::Paused => continue,
-            Ended::Failed => None,
+            Ended::Failed { was_up } => {
+                if was_up {
+                    backoff = Duration::from_secs(1);
+                }
+                None
+            }
             Ended::HoldDown(d) => Some(d),
             Ended::Replaced(c) => {
                 initial = Some(c);
@@ -466,10 +471,11 @@ pub async fn run(
                 None => incoming_open = false,
             },
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-        if status.borrow().up_since.is_some() {
-            backoff = Duration::from_secs(1);
+        if hold_down.is_some() {
+            // Connections that queued up during the hold-down are stale by now.
+            while incoming.try_recv().is_ok() {}
         }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -488,8 +494,8 @@ enum Ended {
     Stopped,
     /// `kube-gw drain`: closed until `kube-gw undrain`.
     Paused,
-    /// Try again after the backoff.
-    Failed,
+    /// Try again after the backoff (from 1 s again if the session had come up).
+    Failed { was_up: bool },
     /// Try again only after this long (the peer sent more prefixes than allowed).
     HoldDown(Duration),
     /// Go on at once with this connection of the peer's (it won a collision, or arrived
@@ -571,6 +577,7 @@ async fn session(
     // The neighbor's routes (Adj-RIB-In), and whether it sent more than allowed.
     let mut received: BTreeSet<IpNet> = BTreeSet::new();
     let mut over_limit = false;
+    let mut was_up = false;
     // Channels whose sender is gone are not polled again (they would be ready forever).
     let (mut exported_open, mut drain_open) = (true, true);
     // A session that starts with the peer's connection does not connect itself.
@@ -598,182 +605,245 @@ async fn session(
         Timer::Keepalive => 2,
     };
     loop {
-        // Feed queued events; carry out the actions.
-        while let Some(ev) = pending.pop_front() {
-            let before = fsm.state();
-            let actions = fsm.handle(ev);
-            for a in actions {
-                match a {
-                    Action::Connect => {
-                        let to = SocketAddr::new(peer.address, peer.port);
-                        match tokio::time::timeout(CONNECT_TIMEOUT, connect(peer, to)).await {
-                            Ok(Ok(s)) => {
-                                let _ = s.set_nodelay(true);
-                                conn = Some(s);
-                                ours = true;
-                                pending.push_back(Event::Connected);
+        // Feed queued events, then the next received message, one at a time: each message is
+        // judged in the state the ones before it left (an UPDATE right behind the KEEPALIVE
+        // that completes the handshake is an Established UPDATE).
+        loop {
+            while let Some(ev) = pending.pop_front() {
+                let before = fsm.state();
+                let actions = fsm.handle(ev);
+                for a in actions {
+                    match a {
+                        Action::Connect => {
+                            let to = SocketAddr::new(peer.address, peer.port);
+                            match tokio::time::timeout(CONNECT_TIMEOUT, connect(peer, to)).await {
+                                Ok(Ok(s)) => {
+                                    let _ = s.set_nodelay(true);
+                                    conn = Some(s);
+                                    ours = true;
+                                    pending.push_back(Event::Connected);
+                                }
+                                Ok(Err(e)) => {
+                                    note_error(status, format!("cannot connect to {to}: {e}"));
+                                    pending.push_back(Event::ConnectionLost);
+                                }
+                                Err(_) => {
+                                    note_error(
+                                        status,
+                                        format!("no answer from {to} within {CONNECT_TIMEOUT:?}"),
+                                    );
+                                    pending.push_back(Event::ConnectionLost);
+                                }
                             }
-                            Ok(Err(e)) => {
-                                note_error(status, format!("cannot connect to {to}: {e}"));
-                                pending.push_back(Event::ConnectionLost);
+                        }
+                        Action::Listen => {}
+                        Action::SendOpen => {
+                            let body = open::encode(&Proposal {
+                                local_as: peer.settings.local_as,
+                                router_id: peer.settings.router_id,
+                                hold_time: peer.settings.hold_time,
+                                ipv4_unicast: peer.ipv4_unicast,
+                                ipv6_unicast: peer.ipv6_unicast,
+                            });
+                            if let Ok(bytes) = wire::frame(Kind::Open, &body) {
+                                send(status, &mut conn, &bytes, &mut pending, send_hold).await;
                             }
-                            Err(_) => {
-                                note_error(
-                                    status,
-                                    format!("no answer from {to} within {CONNECT_TIMEOUT:?}"),
-                                );
-                                pending.push_back(Event::ConnectionLost);
+                        }
+                        Action::SendKeepalive => {
+                            if let Ok(bytes) = wire::frame(Kind::Keepalive, &[]) {
+                                send(status, &mut conn, &bytes, &mut pending, send_hold).await;
                             }
                         }
-                    }
-                    Action::Listen => {}
-                    Action::SendOpen => {
-                        let body = open::encode(&Proposal {
-                            local_as: peer.settings.local_as,
-                            router_id: peer.settings.router_id,
-                            hold_time: peer.settings.hold_time,
-                            ipv4_unicast: peer.ipv4_unicast,
-                            ipv6_unicast: peer.ipv6_unicast,
-                        });
-                        if let Ok(bytes) = wire::frame(Kind::Open, &body) {
-                            send(status, &mut conn, &bytes, &mut pending, send_hold).await;
+                        Action::Send(n) => {
+                            tracing::warn!(neighbor = %peer.address, notification = %n, "sending NOTIFICATION");
+                            let code = n.code.to_u8();
+                            status.send_modify(|s| {
+                                *s.notifications_sent.entry(code).or_default() += 1
+                            });
+                            send(status, &mut conn, &n.encode(), &mut pending, send_hold).await;
                         }
-                    }
-                    Action::SendKeepalive => {
-                        if let Ok(bytes) = wire::frame(Kind::Keepalive, &[]) {
-                            send(status, &mut conn, &bytes, &mut pending, send_hold).await;
+                        Action::Close => {
+                            if let Some(mut c) = conn.take() {
+                                let _ = c.shutdown().await;
+                            }
+                            framer = Framer::default();
                         }
-                    }
-                    Action::Send(n) => {
-                        tracing::warn!(neighbor = %peer.address, notification = %n, "sending NOTIFICATION");
-                        let code = n.code.to_u8();
-                        status.send_modify(|s| *s.notifications_sent.entry(code).or_default() += 1);
-                        send(status, &mut conn, &n.encode(), &mut pending, send_hold).await;
-                    }
-                    Action::Close => {
-                        if let Some(mut c) = conn.take() {
-                            let _ = c.shutdown().await;
+                        Action::Arm(t, d) => timers[idx(t)] = Some(Instant::now() + d),
+                        Action::Disarm(t) => timers[idx(t)] = None,
+                        Action::Up(n) => {
+                            was_up = true;
+                            send_hold = send_hold_time(n.hold_time);
+                            tracing::info!(neighbor = %peer.address, peer_as = n.peer_as, hold_time = n.hold_time, "BGP session established");
+                            let local = conn
+                                .as_ref()
+                                .and_then(|c| c.local_addr().ok())
+                                .map(|a| a.ip());
+                            let a = update::Attrs {
+                                local_as: peer.settings.local_as,
+                                external: n.peer_as != peer.settings.local_as,
+                                next_hop_v4: match local {
+                                    Some(IpAddr::V4(v)) => Some(v),
+                                    _ => None,
+                                },
+                                next_hop_v6: match local {
+                                    Some(IpAddr::V6(v)) => Some(v),
+                                    _ => None,
+                                },
+                                next_hop_v6_local: None,
+                                communities: communities(&peer.export, *drain.borrow()),
+                                large_communities: peer.export.large_communities.clone(),
+                                med: peer.export.med,
+                                prepend: peer.export.prepend,
+                            };
+                            // Everything exported of the session's family (if negotiated), then
+                            // End-of-RIB for each negotiated family.
+                            let (v4, v6) = families;
+                            let all: BTreeMap<IpNet, Communities> = exported
+                                .borrow_and_update()
+                                .iter()
+                                .filter(|(p, _)| same_family(p, local) && negotiated(p, families))
+                                .map(|(p, c)| (*p, c.clone()))
+                                .collect();
+                            let mut bodies = pack_routes(&all, &[], &a);
+                            if v4 {
+                                bodies.push(update::end_of_rib_v4());
+                            }
+                            if v6 {
+                                bodies.push(update::end_of_rib_v6());
+                            }
+                            send_updates(status, &mut conn, bodies, &mut pending, send_hold).await;
+                            sent = all;
+                            attrs = Some(a);
+                            let rib = Arc::new(sent.keys().copied().collect::<BTreeSet<_>>());
+                            status.send_modify(|s| {
+                                s.up_since = Some(Instant::now());
+                                s.peer_as = Some(n.peer_as);
+                                s.hold_time = Some(n.hold_time);
+                                s.last_error = None;
+                                s.prefixes_sent = rib.len();
+                                s.adj_rib_out = rib;
+                            });
                         }
-                        framer = Framer::default();
-                    }
-                    Action::Arm(t, d) => timers[idx(t)] = Some(Instant::now() + d),
-                    Action::Disarm(t) => timers[idx(t)] = None,
-                    Action::Up(n) => {
-                        send_hold = send_hold_time(n.hold_time);
-                        tracing::info!(neighbor = %peer.address, peer_as = n.peer_as, hold_time = n.hold_time, "BGP session established");
-                        let local = conn
-                            .as_ref()
-                            .and_then(|c| c.local_addr().ok())
-                            .map(|a| a.ip());
-                        let a = update::Attrs {
-                            local_as: peer.settings.local_as,
-                            external: n.peer_as != peer.settings.local_as,
-                            next_hop_v4: match local {
-                                Some(IpAddr::V4(v)) => Some(v),
-                                _ => None,
-                            },
-                            next_hop_v6: match local {
-                                Some(IpAddr::V6(v)) => Some(v),
-                                _ => None,
-                            },
-                            next_hop_v6_local: None,
-                            communities: communities(&peer.export, *drain.borrow()),
-                            large_communities: peer.export.large_communities.clone(),
-                            med: peer.export.med,
-                            prepend: peer.export.prepend,
-                        };
-                        // Everything exported of the session's family (if negotiated), then
-                        // End-of-RIB for each negotiated family.
-                        let (v4, v6) = families;
-                        let all: BTreeMap<IpNet, Communities> = exported
-                            .borrow_and_update()
-                            .iter()
-                            .filter(|(p, _)| same_family(p, local) && negotiated(p, families))
-                            .map(|(p, c)| (*p, c.clone()))
-                            .collect();
-                        let mut bodies = pack_routes(&all, &[], &a);
-                        if v4 {
-                            bodies.push(update::end_of_rib_v4());
+                        Action::Down(why) => {
+                            tracing::warn!(neighbor = %peer.address, reason = %why, "BGP session down");
+                            sent.clear();
+                            received.clear();
+                            attrs = None;
+                            status.send_modify(|s| {
+                                s.up_since = None;
+                                s.prefixes_received = 0;
+                                s.adj_rib_in = Arc::default();
+                                s.last_error = Some(why.clone());
+                                s.prefixes_sent = 0;
+                                s.adj_rib_out = Arc::default();
+                            });
                         }
-                        if v6 {
-                            bodies.push(update::end_of_rib_v6());
-                        }
-                        send_updates(status, &mut conn, bodies, &mut pending, send_hold).await;
-                        sent = all;
-                        attrs = Some(a);
-                        let rib = Arc::new(sent.keys().copied().collect::<BTreeSet<_>>());
-                        status.send_modify(|s| {
-                            s.up_since = Some(Instant::now());
-                            s.peer_as = Some(n.peer_as);
-                            s.hold_time = Some(n.hold_time);
-                            s.last_error = None;
-                            s.prefixes_sent = rib.len();
-                            s.adj_rib_out = rib;
-                        });
+                        Action::Deliver => status.send_modify(|s| s.updates_received += 1),
                     }
-                    Action::Down(why) => {
-                        tracing::warn!(neighbor = %peer.address, reason = %why, "BGP session down");
-                        sent.clear();
-                        received.clear();
-                        attrs = None;
-                        status.send_modify(|s| {
-                            s.up_since = None;
-                            s.prefixes_received = 0;
-                            s.adj_rib_in = Arc::default();
-                            s.last_error = Some(why.clone());
-                            s.prefixes_sent = 0;
-                            s.adj_rib_out = Arc::default();
-                        });
+                }
+                let after = fsm.state();
+                if before != after {
+                    tracing::debug!(neighbor = %peer.address, from = ?before, to = ?after, "BGP state");
+                    status.send_modify(|s| {
+                        s.state = after;
+                        s.transitions += 1;
+                    });
+                }
+                // A ROUTE-REFRESH: the peer gets everything again.
+                if std::mem::take(&mut refresh) {
+                    if let Some(a) = &attrs {
+                        send_updates(
+                            status,
+                            &mut conn,
+                            pack_routes(&sent, &[], a),
+                            &mut pending,
+                            send_hold,
+                        )
+                        .await;
                     }
-                    Action::Deliver => status.send_modify(|s| s.updates_received += 1),
+                }
+                if after == State::Idle && before != State::Idle {
+                    // Back to Idle: this session is over; `run` restarts it after a delay, or
+                    // at once with the peer's connection if one is waiting.
+                    if let Some(h) = held.take() {
+                        return Ended::Replaced(h);
+                    }
+                    return if over_limit {
+                        Ended::HoldDown(MAX_PREFIX_HOLD_DOWN)
+                    } else {
+                        Ended::Failed { was_up }
+                    };
                 }
             }
-            let after = fsm.state();
-            if before != after {
-                tracing::debug!(neighbor = %peer.address, from = ?before, to = ?after, "BGP state");
-                status.send_modify(|s| {
-                    s.state = after;
-                    s.transitions += 1;
-                });
-            }
-            // A ROUTE-REFRESH: the peer gets everything again.
-            if std::mem::take(&mut refresh) {
-                if let Some(a) = &attrs {
-                    send_updates(
-                        status,
-                        &mut conn,
-                        pack_routes(&sent, &[], a),
-                        &mut pending,
-                        send_hold,
-                    )
-                    .await;
+            // A held connection of the peer's, now that its identifier is known.
+            if fsm.state() == State::OpenConfirm {
+                if let (Some(h), Some(n)) = (held.take(), fsm.negotiated()) {
+                    if new_connection_wins(peer.settings.router_id, n.peer_id, ours) {
+                        tracing::info!(neighbor = %peer.address, "connection collision: the peer's connection stays");
+                        if let Some(c) = conn.take() {
+                            close_collision(c, status).await;
+                        }
+                        return Ended::Replaced(h);
+                    }
+                    tracing::info!(neighbor = %peer.address, "connection collision: kube-gw's connection stays");
+                    close_collision(h, status).await;
                 }
-            }
-            if after == State::Idle && before != State::Idle {
-                // Back to Idle: this session is over; `run` restarts it after a delay, or
-                // at once with the peer's connection if one is waiting.
+            } else if fsm.state() == State::Established {
+                // Established before the held one could be judged: the session stays.
                 if let Some(h) = held.take() {
-                    return Ended::Replaced(h);
+                    close_collision(h, status).await;
                 }
-                return if over_limit {
-                    Ended::HoldDown(MAX_PREFIX_HOLD_DOWN)
-                } else {
-                    Ended::Failed
-                };
             }
-        }
-        // A held connection of the peer's, now that its identifier is known.
-        if fsm.state() == State::OpenConfirm {
-            if let (Some(h), Some(n)) = (held.take(), fsm.negotiated()) {
-                if new_connection_wins(peer.settings.router_id, n.peer_id, ours) {
-                    tracing::info!(neighbor = %peer.address, "connection collision: the peer's connection stays");
-                    if let Some(c) = conn.take() {
-                        close_collision(c, status).await;
+            // The next whole message, if one has arrived.
+            if conn.is_none() {
+                break;
+            }
+            match framer.next_frame() {
+                Ok(Some(f)) => {
+                    let code = usize::from(f.kind.code()).saturating_sub(1);
+                    status.send_modify(|s| {
+                        if let Some(n) = s.messages_received.get_mut(code) {
+                            *n += 1;
+                        }
+                    });
+                    refresh |= f.kind == Kind::RouteRefresh;
+                    if f.kind == Kind::Update && fsm.state() == State::Established {
+                        let ctx = inbound::Context {
+                            local_as: peer.settings.local_as,
+                            four_octet,
+                            external: status.borrow().peer_as != Some(peer.settings.local_as),
+                        };
+                        match inbound::check(&f.body, &ctx) {
+                            Err(n) => {
+                                tracing::warn!(neighbor = %peer.address, notification = %n, "malformed UPDATE");
+                                pending.push_back(Event::Malformed(n));
+                                continue;
+                            }
+                            Ok(c) => {
+                                if let Some(n) = receive(peer, status, &mut received, c) {
+                                    over_limit = true;
+                                    pending.push_back(Event::Malformed(n));
+                                    continue;
+                                }
+                            }
+                        }
                     }
-                    return Ended::Replaced(h);
+                    let ev = to_event(f, &mut families, &mut four_octet);
+                    if let Event::Notification(n) = &ev {
+                        tracing::warn!(neighbor = %peer.address, notification = %n, "NOTIFICATION received");
+                        let code = n.code.to_u8();
+                        status.send_modify(|s| {
+                            *s.notifications_received.entry(code).or_default() += 1;
+                        });
+                    }
+                    pending.push_back(ev);
                 }
-                tracing::info!(neighbor = %peer.address, "connection collision: kube-gw's connection stays");
-                close_collision(h, status).await;
+                Ok(None) => break,
+                Err(n) => {
+                    // The stream cannot be framed any more: nothing after this is read.
+                    framer = Framer::default();
+                    pending.push_back(Event::Malformed(n));
+                }
             }
         }
         // Wait for the next event.
@@ -804,6 +874,13 @@ async fn session(
                         framer = Framer::default();
                         pending.push_back(Event::Connected);
                     }
+                    // Two of the peer's own: the newer is the peer's present.
+                    State::OpenSent if !ours => {
+                        if let Some(c) = conn.take() {
+                            close_collision(c, status).await;
+                        }
+                        return Ended::Replaced(new);
+                    }
                     // Decided once the peer's OPEN on the current connection names it.
                     State::OpenSent => {
                         if let Some(old) = held.replace(new) {
@@ -820,11 +897,16 @@ async fn session(
                 drain_open = r.is_ok();
                 // RFC 8326: everything again with GRACEFUL_SHUTDOWN, so the peer prefers
                 // the other switches' paths before this one withdraws.
-                if drain_open && *drain.borrow_and_update() {
+                // Turned off again (`undrain` during the drain time): everything without it.
+                if drain_open {
+                    let draining = *drain.borrow_and_update();
                     if let Some(a) = attrs.as_mut() {
-                        a.communities = communities(&peer.export, true);
-                        send_updates(status, &mut conn, pack_routes(&sent, &[], a), &mut pending, send_hold).await;
-                        tracing::info!(neighbor = %peer.address, routes = sent.len(), "routes re-announced with GRACEFUL_SHUTDOWN");
+                        let c = communities(&peer.export, draining);
+                        if a.communities != c {
+                            a.communities = c;
+                            send_updates(status, &mut conn, pack_routes(&sent, &[], a), &mut pending, send_hold).await;
+                            tracing::info!(neighbor = %peer.address, routes = sent.len(), graceful_shutdown = draining, "routes re-announced");
+                        }
                     }
                 }
             }
@@ -844,7 +926,29 @@ async fn session(
                 if let Some((i, _)) = next_timer {
                     timers[i] = None;
                     let t = [Timer::ConnectRetry, Timer::Hold, Timer::Keepalive][i];
-                    pending.push_back(Event::Expired(t));
+                    // After a long write the peer's KEEPALIVEs may be waiting unread: the hold
+                    // timer expires only if nothing has arrived.
+                    let unread = match (t, conn.as_ref()) {
+                        (Timer::Hold, Some(c)) => match c.try_read(&mut buf) {
+                            Ok(0) => {
+                                conn = None;
+                                framer = Framer::default();
+                                pending.push_back(Event::ConnectionLost);
+                                true
+                            }
+                            Ok(n) => {
+                                framer.push(&buf[..n]);
+                                // Re-armed for real by the messages these bytes complete.
+                                timers[i] = Some(Instant::now() + Duration::from_secs(1));
+                                true
+                            }
+                            Err(_) => false,
+                        },
+                        _ => false,
+                    };
+                    if !unread {
+                        pending.push_back(Event::Expired(t));
+                    }
                 }
             }
             r = exported.changed(), if exported_open => {
@@ -881,59 +985,11 @@ async fn session(
             r = read => match r {
                 Ok(0) | Err(_) => {
                     conn = None;
+                    framer = Framer::default();
                     pending.push_back(Event::ConnectionLost);
                 }
-                Ok(n) => {
-                    framer.push(&buf[..n]);
-                    loop {
-                        match framer.next_frame() {
-                            Ok(Some(f)) => {
-                                let code = usize::from(f.kind.code()).saturating_sub(1);
-                                status.send_modify(|s| {
-                                    if let Some(n) = s.messages_received.get_mut(code) {
-                                        *n += 1;
-                                    }
-                                });
-                                refresh |= f.kind == Kind::RouteRefresh;
-                                if f.kind == Kind::Update && fsm.state() == State::Established {
-                                    let ctx = inbound::Context {
-                                        local_as: peer.settings.local_as,
-                                        four_octet,
-                                        external: status.borrow().peer_as != Some(peer.settings.local_as),
-                                    };
-                                    match inbound::check(&f.body, &ctx) {
-                                        Err(n) => {
-                                            tracing::warn!(neighbor = %peer.address, notification = %n, "malformed UPDATE");
-                                            pending.push_back(Event::Malformed(n));
-                                            break;
-                                        }
-                                        Ok(c) => {
-                                            if let Some(n) = receive(peer, status, &mut received, c) {
-                                                over_limit = true;
-                                                pending.push_back(Event::Malformed(n));
-                                                break;
-                                            }
-                                        }
-                                    }
-                                }
-                                let ev = to_event(f, &mut families, &mut four_octet);
-                                if let Event::Notification(n) = &ev {
-                                    tracing::warn!(neighbor = %peer.address, notification = %n, "NOTIFICATION received");
-                                    let code = n.code.to_u8();
-                                    status.send_modify(|s| {
-                                        *s.notifications_received.entry(code).or_default() += 1;
-                                    });
-                                }
-                                pending.push_back(ev);
-                            }
-                            Ok(None) => break,
-                            Err(n) => {
-                                pending.push_back(Event::Malformed(n));
-                                break;
-                            }
-                        }
-                    }
-                }
+                // Decoded one message at a time at the top of the loop.
+                Ok(n) => framer.push(&buf[..n]),
             },
         }
     }
@@ -1056,10 +1112,15 @@ async fn close(
         let _ = c.shutdown().await;
     }
     status.send_modify(|s| {
+        if s.state != State::Idle {
+            s.transitions += 1;
+        }
         s.state = State::Idle;
         s.up_since = None;
         s.prefixes_sent = 0;
         s.adj_rib_out = Arc::default();
+        s.prefixes_received = 0;
+        s.adj_rib_in = Arc::default();
     });
 }
 

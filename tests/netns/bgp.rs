@@ -1237,4 +1237,30 @@ fn drain_withdraws_gracefully_and_undrain_brings_the_routes_back() {
         r.contains("via 192.0.2.2").then_some(r)
     });
     assert!(!back.contains("(65535,0)"), "{back}");
+
+    // An undrain during the drain time cancels it: nothing is withdrawn, the community goes.
+    let bin = KubeGw::bin();
+    let socket = sw.kg.socket.clone();
+    let draining = std::thread::spawn(move || {
+        let out = std::process::Command::new(bin)
+            .arg("drain")
+            .arg("--socket")
+            .arg(&socket)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    });
+    wait_for("GRACEFUL_SHUTDOWN again", Duration::from_secs(10), || {
+        bird_route(&bird, "198.51.100.65/32")
+            .contains("(65535,0)")
+            .then_some(())
+    });
+    assert!(sw.kg.cli(&["undrain"]).starts_with("undrained"));
+    wait_for("the community to go", Duration::from_secs(10), || {
+        let r = bird_route(&bird, "198.51.100.65/32");
+        (r.contains("via 192.0.2.2") && !r.contains("(65535,0)")).then_some(())
+    });
+    let said = draining.join().unwrap();
+    assert!(said.starts_with("undrained"), "{said}");
+    assert!(bird.protocol_info("sw").contains("Established"));
 }

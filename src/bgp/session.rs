@@ -521,14 +521,15 @@ const DRAINED: &str =
     "drained (kube-gw drain): routes withdrawn, session closed; `kube-gw undrain` resumes";
 
 /// RFC 4271 §6.8: which connection stays when both sides connected. The one opened by the
-/// side with the higher BGP identifier; two of the peer's own: the newer (the old one is
-/// from before the peer restarted).
+/// side with the higher BGP identifier — with equal identifiers (RFC 6286 allows them
+/// between ASes), the side with the larger AS; two of the peer's own: the newer (the old one
+/// is from before the peer restarted).
 fn new_connection_wins(
-    local_id: std::net::Ipv4Addr,
-    peer_id: std::net::Ipv4Addr,
+    (local_id, local_as): (std::net::Ipv4Addr, u32),
+    (peer_id, peer_as): (std::net::Ipv4Addr, u32),
     current_is_ours: bool,
 ) -> bool {
-    !current_is_ours || u32::from(local_id) < u32::from(peer_id)
+    !current_is_ours || (u32::from(local_id), local_as) < (u32::from(peer_id), peer_as)
 }
 
 /// Closes a connection with Cease / Connection Collision Resolution.
@@ -778,7 +779,11 @@ async fn session(
             // A held connection of the peer's, now that its identifier is known.
             if fsm.state() == State::OpenConfirm {
                 if let (Some(h), Some(n)) = (held.take(), fsm.negotiated()) {
-                    if new_connection_wins(peer.settings.router_id, n.peer_id, ours) {
+                    if new_connection_wins(
+                        (peer.settings.router_id, peer.settings.local_as),
+                        (n.peer_id, n.peer_as),
+                        ours,
+                    ) {
                         tracing::info!(neighbor = %peer.address, "connection collision: the peer's connection stays");
                         if let Some(c) = conn.take() {
                             close_collision(c, status).await;
@@ -1307,12 +1312,16 @@ mod tests {
         let ours: std::net::Ipv4Addr = "192.0.2.20".parse().unwrap();
         let lower = "10.9.9.9".parse().unwrap();
         let higher = "203.0.113.250".parse().unwrap();
+        let me = (ours, 65010);
         // kube-gw opened the current connection: the peer's new one wins only if the
         // peer's identifier is higher.
-        assert!(!new_connection_wins(ours, lower, true));
-        assert!(new_connection_wins(ours, higher, true));
+        assert!(!new_connection_wins(me, (lower, 65000), true));
+        assert!(new_connection_wins(me, (higher, 65000), true));
+        // Equal identifiers (RFC 6286): the larger AS's connection stays.
+        assert!(new_connection_wins(me, (ours, 65020), true));
+        assert!(!new_connection_wins(me, (ours, 65000), true));
         // The current one is the peer's own too: the newer one is the peer's present.
-        assert!(new_connection_wins(ours, lower, false));
+        assert!(new_connection_wins(me, (lower, 65000), false));
     }
 
     #[test]

@@ -205,6 +205,16 @@ fn bird_sender_config(n: usize) -> String {
     c
 }
 
+/// GoBGP's feeder: the BIRD sender's configuration from 192.0.2.5 (AS 65020) to GoBGP.
+fn feeder_config(n: usize) -> String {
+    bird_sender_config(n)
+        .replace("router id 192.0.2.2", "router id 192.0.2.5")
+        .replace(
+            &format!("local 192.0.2.2 as {SENDER_AS}; neighbor 192.0.2.1 as {RECEIVER_AS}"),
+            &format!("local 192.0.2.5 as 65020; neighbor 192.0.2.6 as {SENDER_AS}"),
+        )
+}
+
 fn bird(n: usize) -> Run {
     let (mut lab, send, recv, log) = lab();
     let sender = Bird::start(&mut lab, &send, "sender", &bird_sender_config(n));
@@ -213,10 +223,8 @@ fn bird(n: usize) -> Run {
     let (announce, cpu) = measure_announce(&recv, &log, n, pid);
     let rss = peak_rss_mb(pid);
     std::fs::write(lab.path("sender.conf"), bird_sender_config(0)).unwrap();
-    let t0 = Instant::now();
     sender.birdc(&["configure"]);
     let withdraw = measure_withdraw(&recv);
-    let _ = t0;
     assert!(established(&recv), "the session stayed up");
     Run {
         announce,
@@ -233,17 +241,7 @@ fn gobgp(n: usize) -> Run {
     // take most of an hour); the receiver is enabled once GoBGP holds all of them.
     let feed = lab.node("feed");
     lab.link(&send, &["192.0.2.6/30"], &feed, &["192.0.2.5/30"]);
-    let feeder = Bird::start(
-        &mut lab,
-        &feed,
-        "feeder",
-        &bird_sender_config(n)
-            .replace("router id 192.0.2.2", "router id 192.0.2.5")
-            .replace(
-                &format!("local 192.0.2.2 as {SENDER_AS}; neighbor 192.0.2.1 as {RECEIVER_AS}"),
-                &format!("local 192.0.2.5 as 65020; neighbor 192.0.2.6 as {SENDER_AS}"),
-            ),
-    );
+    let feeder = Bird::start(&mut lab, &feed, "feeder", &feeder_config(n));
     let g = GoBgp::start(
         &mut lab,
         &send,
@@ -262,15 +260,7 @@ fn gobgp(n: usize) -> Run {
     std::thread::sleep(Duration::from_secs(1));
     let (announce, cpu) = measure_announce(&recv, &log, n, pid);
     let rss = peak_rss_mb(pid);
-    std::fs::write(lab.path("feeder.conf"), {
-        bird_sender_config(0)
-            .replace("router id 192.0.2.2", "router id 192.0.2.5")
-            .replace(
-                &format!("local 192.0.2.2 as {SENDER_AS}; neighbor 192.0.2.1 as {RECEIVER_AS}"),
-                &format!("local 192.0.2.5 as 65020; neighbor 192.0.2.6 as {SENDER_AS}"),
-            )
-    })
-    .unwrap();
+    std::fs::write(lab.path("feeder.conf"), feeder_config(0)).unwrap();
     feeder.birdc(&["configure"]);
     let withdraw = measure_withdraw(&recv);
     assert!(established(&recv), "the session stayed up");

@@ -303,6 +303,11 @@ fn socket_path(cli: &Cli) -> PathBuf {
 }
 
 fn request(cli: &Cli, req: &Request) -> Result<Response, u8> {
+    request_within(cli, req, Duration::from_secs(35))
+}
+
+/// Sends one request to the daemon and waits at most `timeout` for the answer.
+fn request_within(cli: &Cli, req: &Request, timeout: Duration) -> Result<Response, u8> {
     let path = socket_path(cli);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -311,15 +316,11 @@ fn request(cli: &Cli, req: &Request) -> Result<Response, u8> {
             eprintln!("kube-gw: cannot start the async runtime: {e}");
             exit::FAILURE
         })?;
-    rt.block_on(crate::admin::socket::request(
-        &path,
-        req,
-        Duration::from_secs(35),
-    ))
-    .map_err(|e| {
-        eprintln!("kube-gw: {e}");
-        exit::UNAVAILABLE
-    })
+    rt.block_on(crate::admin::socket::request(&path, req, timeout))
+        .map_err(|e| {
+            eprintln!("kube-gw: {e}");
+            exit::UNAVAILABLE
+        })
 }
 
 fn simple_request(cli: &Cli, req: &Request, show: impl Fn(&serde_json::Value) -> String) -> u8 {
@@ -344,24 +345,11 @@ fn simple_request(cli: &Cli, req: &Request, show: impl Fn(&serde_json::Value) ->
 
 /// `kube-gw drain` / `undrain`: the drain waits as long as the daemon's drain time.
 fn drain(cli: &Cli, req: &Request) -> u8 {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("kube-gw: cannot start the async runtime: {e}");
-            return exit::FAILURE;
-        }
-    };
     // The drain time is at most 65535 s; the answer comes after it.
     let wait = Duration::from_secs(u64::from(u16::MAX) + 35);
-    let r = match rt.block_on(crate::admin::socket::request(&socket_path(cli), req, wait)) {
+    let r = match request_within(cli, req, wait) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("kube-gw: {e}");
-            return exit::UNAVAILABLE;
-        }
+        Err(code) => return code,
     };
     if !r.ok {
         eprintln!("kube-gw: {}", r.error.unwrap_or_default());

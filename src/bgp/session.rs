@@ -699,12 +699,7 @@ async fn session(
                             // Everything exported of the session's family (if negotiated), then
                             // End-of-RIB for each negotiated family.
                             let (v4, v6) = families;
-                            let all: BTreeMap<IpNet, Communities> = exported
-                                .borrow_and_update()
-                                .iter()
-                                .filter(|(p, _)| same_family(p, local) && negotiated(p, families))
-                                .map(|(p, c)| (*p, c.clone()))
-                                .collect();
+                            let all = for_session(&exported.borrow_and_update(), local, families);
                             let mut bodies = pack_routes(&all, &[], &a);
                             if v4 {
                                 bodies.push(update::end_of_rib_v4());
@@ -715,7 +710,7 @@ async fn session(
                             send_updates(status, &mut conn, bodies, &mut pending, send_hold).await;
                             sent = all;
                             attrs = Some(a);
-                            let rib = Arc::new(sent.keys().copied().collect::<BTreeSet<_>>());
+                            let rib = adj_rib_out(&sent);
                             status.send_modify(|s| {
                                 s.up_since = Some(Instant::now());
                                 s.peer_as = Some(n.peer_as);
@@ -961,12 +956,7 @@ async fn session(
                 exported_open = r.is_ok();
                 if let (true, Some(a)) = (exported_open, &attrs) {
                     let local = a.next_hop_v4.map(IpAddr::V4).or(a.next_hop_v6.map(IpAddr::V6));
-                    let now: BTreeMap<IpNet, Communities> = exported
-                        .borrow_and_update()
-                        .iter()
-                        .filter(|(p, _)| same_family(p, local) && negotiated(p, families))
-                        .map(|(p, c)| (*p, c.clone()))
-                        .collect();
+                    let now = for_session(&exported.borrow_and_update(), local, families);
                     // New prefixes, and those whose communities changed, are announced.
                     let announce: BTreeMap<IpNet, Communities> = now
                         .iter()
@@ -980,7 +970,7 @@ async fn session(
                         tracing::info!(neighbor = %peer.address, announced = announce.len(), withdrawn = withdraw.len(), "routes sent");
                     }
                     sent = now;
-                    let rib = Arc::new(sent.keys().copied().collect::<BTreeSet<_>>());
+                    let rib = adj_rib_out(&sent);
                     status.send_modify(|s| {
                         s.prefixes_sent = rib.len();
                         s.adj_rib_out = rib;
@@ -1173,6 +1163,25 @@ fn communities(export: &ExportPolicy, draining: bool) -> Vec<u32> {
         c.push(GRACEFUL_SHUTDOWN);
     }
     c
+}
+
+/// The exported routes this session carries: of its own address family (the local address
+/// of the connection), and negotiated.
+fn for_session(
+    exported: &BTreeMap<IpNet, Communities>,
+    local: Option<IpAddr>,
+    families: (bool, bool),
+) -> BTreeMap<IpNet, Communities> {
+    exported
+        .iter()
+        .filter(|(p, _)| same_family(p, local) && negotiated(p, families))
+        .map(|(p, c)| (*p, c.clone()))
+        .collect()
+}
+
+/// The Adj-RIB-Out as status shows it.
+fn adj_rib_out(sent: &BTreeMap<IpNet, Communities>) -> Arc<BTreeSet<IpNet>> {
+    Arc::new(sent.keys().copied().collect())
 }
 
 /// Whether a prefix's family was negotiated (IPv4, IPv6).

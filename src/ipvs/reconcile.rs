@@ -323,7 +323,8 @@ pub async fn run(
     loop {
         passes += 1;
         let started = Instant::now();
-        if !cfg.enabled {
+        let disabled = !cfg.enabled;
+        if disabled {
             // Switched off: nothing is touched (what is in the kernel stays as it is).
             kernel = None;
             full = true;
@@ -333,21 +334,6 @@ pub async fn run(
                 passes,
                 ..IpvsReport::default()
             });
-            tokio::select! {
-                r = desired.changed() => {
-                    if r.is_err() {
-                        return;
-                    }
-                    if let Some(d) = desired.borrow_and_update().clone() {
-                        current = d;
-                    }
-                }
-                r = config.changed(), if config_open => {
-                    config_open = r.is_ok();
-                    (cfg, pools) = settings(&config.borrow_and_update());
-                }
-            }
-            continue;
         }
         // What to look at: everything after a (re)load, else what changed since the last
         // applied state, plus services with draining destinations.
@@ -364,13 +350,15 @@ pub async fn run(
             }
         }
         let drain_keys: BTreeSet<ServiceKey> = draining.keys().map(|(k, _)| *k).collect();
-        // Without IPVS in the kernel and nothing to program, there is nothing to do (and no
-        // leftover of kube-gw's could be in a table that does not exist).
-        if kernel.is_none() && current.is_empty() && !opened_once {
-            report.send_modify(|r| {
-                r.in_sync = true;
-                r.passes = passes;
-            });
+        // Switched off, or without IPVS in the kernel and nothing to program: nothing to do
+        // (and no leftover of kube-gw's could be in a table that does not exist).
+        if disabled || (kernel.is_none() && current.is_empty() && !opened_once) {
+            if !disabled {
+                report.send_modify(|r| {
+                    r.in_sync = true;
+                    r.passes = passes;
+                });
+            }
             tokio::select! {
                 r = desired.changed() => {
                     if r.is_err() {

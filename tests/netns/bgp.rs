@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::harness::peers::{Bird, Frr, GoBgp, KubeGw};
 use crate::harness::{require_root, wait_for, Lab};
-use crate::vips::Switch;
+use crate::vips::{lo_addresses, Switch};
 use crate::{bird_leaf, ESTABLISH};
 
 /// kube-gw's config for a switch with these neighbors (address, AS).
@@ -33,6 +33,52 @@ fn bird_route(bird: &Bird, prefix: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A switch (kube-gw joined to the shared control plane) and a BIRD leaf on 192.0.2.1/30
+/// (AS 65000) with the session up: `extra_vip` and `bgp` as for [`Switch::start_with`]
+/// (`bgp` holds the leaf's `[[bgp.neighbors]]` entry). Returns the switch, its node, the
+/// leaf's node and its BIRD.
+fn switch_and_leaf(
+    extra_vip: &str,
+    bgp: &str,
+) -> (Switch, crate::harness::Node, crate::harness::Node, Bird) {
+    let mut sw = Switch::start_with(extra_vip, bgp);
+    let leaf = sw.lab.node("leaf");
+    let node = sw.node.clone();
+    sw.lab
+        .link(&node, &["192.0.2.2/30"], &leaf, &["192.0.2.1/30"]);
+    let bird = Bird::start(
+        &mut sw.lab,
+        &leaf,
+        "leaf",
+        &bird_leaf(
+            "192.0.2.1",
+            "192.0.2.1",
+            65000,
+            &[("sw", "192.0.2.2", 65010)],
+        ),
+    );
+    bird.wait_established("sw", ESTABLISH);
+    (sw, node, leaf, bird)
+}
+
+/// `kube-gw drain` run in a thread (it answers after the drain time): (succeeded, stdout).
+fn drain_in_background(kg: &KubeGw) -> std::thread::JoinHandle<(bool, String)> {
+    let bin = KubeGw::bin();
+    let socket = kg.socket.clone();
+    std::thread::spawn(move || {
+        let out = std::process::Command::new(bin)
+            .arg("drain")
+            .arg("--socket")
+            .arg(&socket)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    })
 }
 
 /// kube-gw's Prometheus metrics, fetched inside its namespace.
@@ -273,27 +319,11 @@ fn a_service_s_external_ip_is_announced_and_withdrawn() {
     if !require_root("a_service_s_external_ip_is_announced_and_withdrawn") {
         return;
     }
-    let mut sw = Switch::start_with(
+    let (sw, node, leaf, bird) = switch_and_leaf(
         "",
         "[[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n\
          communities = [\"65010:100\"]\nlarge-communities = [\"65010:1:2\"]\nmed = 50\nprepend = 1\n",
     );
-    let leaf = sw.lab.node("leaf");
-    let node = sw.node.clone();
-    sw.lab
-        .link(&node, &["192.0.2.2/30"], &leaf, &["192.0.2.1/30"]);
-    let bird = Bird::start(
-        &mut sw.lab,
-        &leaf,
-        "leaf",
-        &bird_leaf(
-            "192.0.2.1",
-            "192.0.2.1",
-            65000,
-            &[("sw", "192.0.2.2", 65010)],
-        ),
-    );
-    bird.wait_established("sw", ESTABLISH);
     sw.service("web", &["198.51.100.61"], Some("10.0.0.5"));
     let route = wait_for("the leaf to learn 198.51.100.61/32", ESTABLISH, || {
         let r = bird_route(&bird, "198.51.100.61/32");
@@ -388,14 +418,12 @@ fn a_service_s_external_ip_is_announced_and_withdrawn() {
     });
     // Break after make: when the leaf has lost the route, the address is still on the
     // switch (it goes WITHDRAW_LEAD later), so traffic in flight is still answered.
-    let lo = node.exec("ip", &["-o", "addr", "show", "dev", "lo"]);
     assert!(
-        String::from_utf8_lossy(&lo.stdout).contains("198.51.100.61/32"),
+        lo_addresses(&node).contains("198.51.100.61/32"),
         "the address went before the withdrawal reached the leaf"
     );
     wait_for("the address to go after the withdrawal", ESTABLISH, || {
-        let lo = node.exec("ip", &["-o", "addr", "show", "dev", "lo"]);
-        (!String::from_utf8_lossy(&lo.stdout).contains("198.51.100.61/32")).then_some(())
+        (!lo_addresses(&node).contains("198.51.100.61/32")).then_some(())
     });
 }
 
@@ -1079,30 +1107,13 @@ fn a_vip_is_announced_only_once_its_ipvs_service_is_in_the_kernel() {
     if !require_root("a_vip_is_announced_only_once_its_ipvs_service_is_in_the_kernel") {
         return;
     }
-    let mut sw = Switch::start_with(
+    let (sw, node, _leaf, bird) = switch_and_leaf(
         "\n[ipvs]\nenabled = true\n",
         "[[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n",
     );
-    let leaf = sw.lab.node("leaf");
-    let node = sw.node.clone();
-    sw.lab
-        .link(&node, &["192.0.2.2/30"], &leaf, &["192.0.2.1/30"]);
-    let bird = Bird::start(
-        &mut sw.lab,
-        &leaf,
-        "leaf",
-        &bird_leaf(
-            "192.0.2.1",
-            "192.0.2.1",
-            65000,
-            &[("sw", "192.0.2.2", 65010)],
-        ),
-    );
-    bird.wait_established("sw", ESTABLISH);
     sw.service("gated", &["198.51.100.64"], Some("10.0.0.8"));
     wait_for("198.51.100.64 on lo", ESTABLISH, || {
-        let out = node.exec("ip", &["-o", "addr", "show", "dev", "lo"]);
-        String::from_utf8_lossy(&out.stdout)
+        lo_addresses(&node)
             .contains("198.51.100.64/32")
             .then_some(())
     });
@@ -1156,26 +1167,10 @@ fn drain_withdraws_gracefully_and_undrain_brings_the_routes_back() {
     if !require_root("drain_withdraws_gracefully_and_undrain_brings_the_routes_back") {
         return;
     }
-    let mut sw = Switch::start_with(
+    let (sw, node, _leaf, bird) = switch_and_leaf(
         "",
         "drain-time = 3\n[[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n",
     );
-    let leaf = sw.lab.node("leaf");
-    let node = sw.node.clone();
-    sw.lab
-        .link(&node, &["192.0.2.2/30"], &leaf, &["192.0.2.1/30"]);
-    let bird = Bird::start(
-        &mut sw.lab,
-        &leaf,
-        "leaf",
-        &bird_leaf(
-            "192.0.2.1",
-            "192.0.2.1",
-            65000,
-            &[("sw", "192.0.2.2", 65010)],
-        ),
-    );
-    bird.wait_established("sw", ESTABLISH);
     sw.service("maint", &["198.51.100.65"], Some("10.0.0.9"));
     wait_for("the route at the leaf", ESTABLISH, || {
         bird_route(&bird, "198.51.100.65/32")
@@ -1183,20 +1178,7 @@ fn drain_withdraws_gracefully_and_undrain_brings_the_routes_back() {
             .then_some(())
     });
 
-    let bin = KubeGw::bin();
-    let socket = sw.kg.socket.clone();
-    let draining = std::thread::spawn(move || {
-        let out = std::process::Command::new(bin)
-            .arg("drain")
-            .arg("--socket")
-            .arg(&socket)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-        )
-    });
+    let draining = drain_in_background(&sw.kg);
     let shut = wait_for(
         "the leaf to see GRACEFUL_SHUTDOWN",
         Duration::from_secs(10),
@@ -1225,8 +1207,7 @@ fn drain_withdraws_gracefully_and_undrain_brings_the_routes_back() {
             .contains("undrain"),
         "{neighbors}"
     );
-    let lo = node.exec("ip", &["-o", "addr", "show", "dev", "lo"]);
-    assert!(String::from_utf8_lossy(&lo.stdout).contains("198.51.100.65/32"));
+    assert!(lo_addresses(&node).contains("198.51.100.65/32"));
     // BIRD keeps trying to connect: the drained switch does not take it.
     std::thread::sleep(Duration::from_secs(3));
     assert!(!bird.protocol_info("sw").contains("Established"));
@@ -1239,17 +1220,7 @@ fn drain_withdraws_gracefully_and_undrain_brings_the_routes_back() {
     assert!(!back.contains("(65535,0)"), "{back}");
 
     // An undrain during the drain time cancels it: nothing is withdrawn, the community goes.
-    let bin = KubeGw::bin();
-    let socket = sw.kg.socket.clone();
-    let draining = std::thread::spawn(move || {
-        let out = std::process::Command::new(bin)
-            .arg("drain")
-            .arg("--socket")
-            .arg(&socket)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
-    });
+    let draining = drain_in_background(&sw.kg);
     wait_for("GRACEFUL_SHUTDOWN again", Duration::from_secs(10), || {
         bird_route(&bird, "198.51.100.65/32")
             .contains("(65535,0)")
@@ -1260,7 +1231,7 @@ fn drain_withdraws_gracefully_and_undrain_brings_the_routes_back() {
         let r = bird_route(&bird, "198.51.100.65/32");
         (r.contains("via 192.0.2.2") && !r.contains("(65535,0)")).then_some(())
     });
-    let said = draining.join().unwrap();
+    let (_, said) = draining.join().unwrap();
     assert!(said.starts_with("undrained"), "{said}");
     assert!(bird.protocol_info("sw").contains("Established"));
 }

@@ -21,7 +21,7 @@ fn unique(prefix: &str) -> String {
 }
 
 /// Addresses on `lo` in `node`, as `addr/prefix`.
-fn lo_addresses(node: &Node) -> BTreeSet<String> {
+pub(crate) fn lo_addresses(node: &Node) -> BTreeSet<String> {
     let out = node.exec("ip", &["-j", "addr", "show", "dev", "lo"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v[0]["addr_info"]

@@ -123,9 +123,8 @@ def read_msg(sock):
     return kind, body
 
 
-def serve(addr, scenario, results, deadline):
-    plan = SCENARIOS[scenario]
-    out = {"scenario": scenario, "notification": None, "keepalives_after": 0, "established": False}
+def accept(addr, deadline):
+    """kube-gw's connection to ADDR:179 (reads time out after 1 s), or None by the deadline."""
     lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lst.bind((addr, 179))
@@ -134,10 +133,21 @@ def serve(addr, scenario, results, deadline):
     try:
         conn, _ = lst.accept()
     except socket.timeout:
+        return None
+    finally:
+        lst.close()
+    conn.settimeout(1.0)
+    return conn
+
+
+def serve(addr, scenario, results, deadline):
+    plan = SCENARIOS[scenario]
+    out = {"scenario": scenario, "notification": None, "keepalives_after": 0, "established": False}
+    conn = accept(addr, deadline)
+    if conn is None:
         out["error"] = "kube-gw never connected"
         write(results, addr, out)
         return
-    conn.settimeout(1.0)
     sent_then = False
     last_keepalive = 0.0
     try:
@@ -179,7 +189,6 @@ def serve(addr, scenario, results, deadline):
     except OSError as e:
         out["error"] = str(e)
     conn.close()
-    lst.close()
     write(results, addr, out)
 
 
@@ -189,18 +198,11 @@ def serve_collision(addr, scenario, switch, results, deadline):
     ident = "203.0.113.250" if scenario == "collision-higher-id" else "10.9.9.9"
     out = {"scenario": scenario, "a_notification": None, "b_notification": None,
            "b_open": False, "b_established": False, "b_keepalives_after": 0}
-    lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lst.bind((addr, 179))
-    lst.listen(1)
-    lst.settimeout(max(1.0, deadline - time.time()))
-    try:
-        a, _ = lst.accept()
-    except socket.timeout:
+    a = accept(addr, deadline)
+    if a is None:
         out["error"] = "kube-gw never connected"
         write(results, addr, out)
         return
-    a.settimeout(1.0)
     b = None
     last_keepalive = 0.0
     try:

@@ -213,7 +213,7 @@ impl Shared {
             Request::BgpRoutes { neighbor } => {
                 let all = self.bgp_neighbors_status();
                 if let Some(n) = &neighbor {
-                    if !all.iter().any(|s| s.address.to_string() == *n) {
+                    if !all.iter().any(|s| s.name() == *n) {
                         return Response::err(format!(
                             "{n} is not a configured BGP neighbor; `kube-gw bgp neighbors` lists them"
                         ));
@@ -222,13 +222,9 @@ impl Shared {
                 let routes = crate::admin::protocol::BgpRoutes {
                     neighbors: all
                         .iter()
-                        .filter(|s| {
-                            neighbor
-                                .as_ref()
-                                .is_none_or(|n| s.address.to_string() == *n)
-                        })
+                        .filter(|s| neighbor.as_ref().is_none_or(|n| s.name() == *n))
                         .map(|s| crate::admin::protocol::BgpRoutesOf {
-                            neighbor: s.address.to_string(),
+                            neighbor: s.name(),
                             sent: s.adj_rib_out.iter().map(ToString::to_string).collect(),
                             received: s.adj_rib_in.iter().map(ToString::to_string).collect(),
                         })
@@ -390,7 +386,7 @@ impl Shared {
                 info.push_str(&format!("last: {e}"));
             }
             components.push(Component {
-                name: format!("bgp/{}", n.address),
+                name: format!("bgp/{}", n.name()),
                 kind: "bgp".into(),
                 state,
                 since_seconds: n.up_since.map_or(0, |t| t.elapsed().as_secs()),
@@ -492,7 +488,7 @@ impl Shared {
         self.bgp_neighbors_status()
             .into_iter()
             .map(|n| crate::admin::protocol::BgpNeighborRow {
-                address: n.address.to_string(),
+                address: n.name(),
                 state: format!("{:?}", n.state).to_lowercase(),
                 peer_as: n.peer_as,
                 hold_time: n.hold_time,
@@ -745,9 +741,10 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         let peers = crate::bgp::session::peers(&cfg);
         let mut routes = std::collections::HashMap::new();
         for (peer, problem) in peers {
-            let mut st = crate::bgp::session::NeighborStatus::new(peer.address);
+            let mut st =
+                crate::bgp::session::NeighborStatus::new(peer.address, peer.interface.clone());
             if let Some(p) = problem {
-                tracing::warn!(neighbor = %peer.address, "{p}");
+                tracing::warn!(neighbor = %peer.name, "{p}");
                 st.last_error = Some(p);
                 let (_tx, rx) = watch::channel(st);
                 statuses.push(rx);
@@ -756,8 +753,20 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
             let (tx, rx) = watch::channel(st);
             statuses.push(rx);
             let (conn_tx, conn_rx) = mpsc::channel(2);
+            // A link-local neighbor's connections are recognised by their interface, known
+            // if it exists now; kube-gw still connects to it once the interface appears.
+            let scope = match &peer.interface {
+                None => Some(0),
+                Some(i) => match crate::bgp::link::resolve(i) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!(neighbor = %peer.name, "{e}; its own connections are refused until kube-gw restarts");
+                        None
+                    }
+                },
+            };
             routes.insert(
-                peer.address,
+                (peer.address, scope.unwrap_or(u32::MAX)),
                 (
                     crate::bgp::listen::Route {
                         sessions: conn_tx,
@@ -776,7 +785,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
                     conn_rx,
                     bgp_pause_rx.clone(),
                 ),
-                tracing::info_span!("bgp", neighbor = %peer.address),
+                tracing::info_span!("bgp", neighbor = %peer.name),
             )));
         }
         let _ = shared.bgp.set(statuses);
@@ -785,6 +794,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         if listen && !routes.is_empty() {
             let keys: Vec<_> = routes
                 .iter()
+                .filter(|((_, scope), _)| *scope != u32::MAX)
                 .filter_map(|(a, (_, p))| Some((*a, p.as_ref()?)))
                 .collect();
             let gtsm = routes.values().any(|(r, _)| r.ttl_security);

@@ -85,6 +85,24 @@ address = "192.0.2.1"
 remote-asn = 65000
 "#;
 
+/// An unnumbered neighbor on swp1.
+const LL_SWP1: &str =
+    "[[bgp.neighbors]]\naddress = \"fe80::1\"\ninterface = \"swp1\"\nremote-asn = 65000\n";
+
+#[test]
+fn one_link_local_address_on_two_interfaces_is_two_neighbors() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{GOOD}{LL_SWP1}{}", LL_SWP1.replace("swp1", "swp2"));
+    let cfg = write(dir.path(), "config.toml", &text, 0o644);
+    let out = kube_gw(&["check-config", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_minimal_config_is_valid_and_defaults_fill_the_rest() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,6 +235,12 @@ fn bad_cases(dir: &Path) -> Vec<(&'static str, String, &'static str, &'static st
             GOOD.replace("address = \"192.0.2.1\"", "address = \"fe80::1\""),
             "12:11",
             "link-local",
+        ),
+        (
+            "link-local neighbor twice on one interface",
+            format!("{GOOD}{LL_SWP1}{LL_SWP1}"),
+            "19:11",
+            "configured twice",
         ),
         (
             "pool overlaps service CIDR",

@@ -9,6 +9,13 @@
 //!  [::]:179  ───┘        (else: close)      └─► …
 //! ```
 //!
+//! Neighbors are told apart by address and, for link-local ones, by the interface the
+//! connection came in on (its scope): `fe80::1` on swp1 and `fe80::1` on swp2 are two
+//! neighbors. Their MD5 keys cannot be told apart on the listener, though: the kernel keys
+//! them by address (an interface index may only name a VRF), so two link-local neighbors with
+//! the same address need the same password to connect to kube-gw (kube-gw's own connections
+//! are not affected); a difference is reported.
+//!
 //! Two sockets, IPv4 and IPv6-only, so each neighbor's TCP MD5 key is set in its own family
 //! on the listener (the kernel checks the SYN against it; a SYN without the right signature
 //! never becomes a connection). GTSM is set on each accepted connection of a neighbor that
@@ -24,6 +31,20 @@ use tokio::sync::{mpsc, watch};
 
 use super::session::Password;
 
+/// A neighbor as the listener knows it: its address and, when link-local, the index of its
+/// interface (0 otherwise).
+pub type Key = (IpAddr, u32);
+
+/// The key of a connection from `from`.
+pub fn key_of(from: SocketAddr) -> Key {
+    match from {
+        SocketAddr::V6(a) if (a.ip().segments()[0] & 0xffc0) == 0xfe80 => {
+            (IpAddr::V6(*a.ip()), a.scope_id())
+        }
+        _ => (from.ip().to_canonical(), 0),
+    }
+}
+
 /// Where a neighbor's accepted connections go.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -35,18 +56,28 @@ pub struct Route {
 /// (some neighbor uses it) they answer SYNs with TTL 255, or that neighbor's minimum TTL
 /// would drop the SYN-ACK. Returns the listeners that could be bound, and what went wrong
 /// with the others.
-pub fn bind(
-    port: u16,
-    keys: &[(IpAddr, &Password)],
-    gtsm: bool,
-) -> (Vec<TcpListener>, Vec<String>) {
+pub fn bind(port: u16, keys: &[(Key, &Password)], gtsm: bool) -> (Vec<TcpListener>, Vec<String>) {
     let mut listeners = Vec::new();
     let mut problems = Vec::new();
+    // One key per address (the kernel's rule): the first neighbor's, and a problem for a
+    // different one.
+    let mut by_addr: Vec<(IpAddr, &Password)> = Vec::new();
+    for ((addr, _), password) in keys {
+        match by_addr.iter().find(|(a, _)| a == addr) {
+            None => by_addr.push((*addr, password)),
+            Some((_, p)) if p == password => {}
+            Some(_) => problems.push(format!(
+                "two link-local neighbors {addr} have different passwords; the kernel keeps one \
+                 TCP MD5 key per address, so the second one's connections to kube-gw fail \
+                 (kube-gw's own connections to it work): give them the same password"
+            )),
+        }
+    }
     for any in [
         SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
         SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
     ] {
-        match bind_one(any, keys, gtsm) {
+        match bind_one(any, &by_addr, gtsm) {
             Ok(l) => listeners.push(l),
             Err(e) => problems.push(format!("cannot listen on {any}: {e}")),
         }
@@ -87,7 +118,7 @@ fn bind_one(
 /// Accepts until `stop`; each neighbor's connections go to its session.
 pub async fn run(
     listeners: Vec<TcpListener>,
-    routes: HashMap<IpAddr, Route>,
+    routes: HashMap<Key, Route>,
     mut stop: watch::Receiver<bool>,
 ) {
     let (tx, mut rx) = mpsc::channel::<(TcpStream, SocketAddr)>(16);
@@ -125,9 +156,9 @@ pub async fn run(
     }
 }
 
-fn hand_over(routes: &HashMap<IpAddr, Route>, stream: TcpStream, from: SocketAddr) {
+fn hand_over(routes: &HashMap<Key, Route>, stream: TcpStream, from: SocketAddr) {
     let peer = from.ip().to_canonical();
-    let Some(route) = routes.get(&peer) else {
+    let Some(route) = routes.get(&key_of(from)) else {
         tracing::debug!(%from, "BGP connection from an address that is not a neighbor; closed");
         return;
     };
@@ -146,5 +177,20 @@ fn hand_over(routes: &HashMap<IpAddr, Route>, stream: TcpStream, from: SocketAdd
     let _ = stream.set_nodelay(true);
     if route.sessions.try_send(stream).is_err() {
         tracing::debug!(neighbor = %peer, "the session has connections waiting; this one is closed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_peers_are_known_by_address_and_interface() {
+        let ll: SocketAddr = "[fe80::1%7]:40000".parse().unwrap();
+        assert_eq!(key_of(ll), ("fe80::1".parse().unwrap(), 7));
+        let global: SocketAddr = "[2001:db8::1]:40000".parse().unwrap();
+        assert_eq!(key_of(global), ("2001:db8::1".parse().unwrap(), 0));
+        let v4: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+        assert_eq!(key_of(v4), ("192.0.2.1".parse().unwrap(), 0));
     }
 }

@@ -6,6 +6,8 @@
 //! - [`inbound`]: received UPDATEs checked the RFC 7606 way, reduced to Adj-RIB-In changes;
 //! - [`fsm`]: the RFC 4271 FSM as a pure state machine (events and timer expiries in,
 //!   actions out);
+//! - [`link`]: the interface of a link-local neighbor and the IPv6 next hops of a session
+//!   (global, and link-local on a shared link), from the kernel's address table;
 //! - [`listen`]: accepts the neighbors' connections on port 179 and hands them to their
 //!   sessions;
 //! - [`session`]: one task per neighbor, the thin TCP shell around the FSM, owning that
@@ -14,6 +16,7 @@
 
 pub mod fsm;
 pub mod inbound;
+pub mod link;
 pub mod listen;
 pub mod open;
 pub mod session;

@@ -3,19 +3,21 @@
 //!
 //! kube-gw proposes: version 4, its AS (AS_TRANS 23456 in the 2-octet field when it does not
 //! fit, RFC 6793), hold time, identifier, and the capabilities multiprotocol IPv4 and IPv6
-//! unicast (RFC 4760), route refresh (RFC 2918), enhanced route refresh (RFC 7313) and
-//! 4-octet AS (RFC 6793). Unknown capabilities of the peer are ignored (RFC 5492).
+//! unicast (RFC 4760), route refresh (RFC 2918), enhanced route refresh (RFC 7313),
+//! 4-octet AS (RFC 6793) and, on IPv6 sessions that ask for it, extended next hop for IPv4
+//! unicast (RFC 8950). Unknown capabilities of the peer are ignored (RFC 5492).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use netgauze_bgp_pkt::capabilities::{
-    BgpCapability, FourOctetAsCapability, MultiProtocolExtensionsCapability,
+    BgpCapability, ExtendedNextHopEncoding, ExtendedNextHopEncodingCapability,
+    FourOctetAsCapability, MultiProtocolExtensionsCapability,
 };
 use netgauze_bgp_pkt::open::{BgpOpenMessage, BgpOpenMessageParameter};
 use netgauze_bgp_pkt::wire::deserializer::open::BgpOpenMessageParsingError;
 use netgauze_bgp_pkt::wire::deserializer::BgpParsingContext;
-use netgauze_iana::address_family::AddressType;
+use netgauze_iana::address_family::{AddressFamily, AddressType};
 use netgauze_parse_utils::reader::SliceReader;
 use netgauze_parse_utils::traits::ParseFromWithOneInput;
 use netgauze_parse_utils::WritablePdu;
@@ -34,6 +36,8 @@ pub struct Proposal {
     pub hold_time: u16,
     pub ipv4_unicast: bool,
     pub ipv6_unicast: bool,
+    /// RFC 8950: IPv4 unicast routes with an IPv6 next hop.
+    pub extended_next_hop: bool,
 }
 
 /// The capabilities kube-gw cares about in the peer's OPEN.
@@ -44,6 +48,8 @@ pub struct PeerCapabilities {
     pub ipv6_unicast: bool,
     pub route_refresh: bool,
     pub enhanced_route_refresh: bool,
+    /// RFC 8950: the peer takes IPv4 unicast routes with an IPv6 next hop.
+    pub extended_next_hop: bool,
     /// Capabilities kube-gw does not use (codes), for `kube-gw bgp neighbors`.
     pub others: Vec<String>,
 }
@@ -66,6 +72,14 @@ pub fn encode(p: &Proposal) -> Vec<u8> {
     if p.ipv6_unicast {
         caps.push(BgpCapability::MultiProtocolExtensions(
             MultiProtocolExtensionsCapability::new(AddressType::Ipv6Unicast),
+        ));
+    }
+    if p.extended_next_hop {
+        caps.push(BgpCapability::ExtendedNextHopEncoding(
+            ExtendedNextHopEncodingCapability::new(vec![ExtendedNextHopEncoding::new(
+                AddressType::Ipv4Unicast,
+                AddressFamily::IPv6,
+            )]),
         ));
     }
     caps.push(BgpCapability::RouteRefresh);
@@ -126,6 +140,12 @@ pub fn decode(body: &[u8]) -> Result<Received, Notification> {
             },
             BgpCapability::RouteRefresh => caps.route_refresh = true,
             BgpCapability::EnhancedRouteRefresh => caps.enhanced_route_refresh = true,
+            BgpCapability::ExtendedNextHopEncoding(e) => {
+                caps.extended_next_hop |= e.encodings().iter().any(|x| {
+                    x.address_type() == AddressType::Ipv4Unicast
+                        && x.next_hop_afi() == AddressFamily::IPv6
+                });
+            }
             other => caps.others.push(capability_name(other)),
         }
     }
@@ -188,6 +208,7 @@ mod tests {
             hold_time: 9,
             ipv4_unicast: true,
             ipv6_unicast: true,
+            extended_next_hop: true,
         };
         let body = encode(&p);
         assert_eq!(body[0], 4);
@@ -197,7 +218,13 @@ mod tests {
         assert_eq!(r.open.asn, 4_200_000_010);
         assert_eq!(r.open.router_id, p.router_id);
         assert!(r.capabilities.ipv4_unicast && r.capabilities.ipv6_unicast);
+        assert!(r.capabilities.extended_next_hop);
         assert!(r.capabilities.others.is_empty());
+        // Capability 5, length 6: AFI 1, SAFI 1, next hop AFI 2 (RFC 8950 §3).
+        assert!(
+            body.windows(8).any(|w| w == [5, 6, 0, 1, 0, 1, 0, 2]),
+            "{body:02x?}"
+        );
     }
 
     #[test]
@@ -208,6 +235,7 @@ mod tests {
             hold_time: 9,
             ipv4_unicast: true,
             ipv6_unicast: false,
+            extended_next_hop: false,
         });
         let mut v3 = body.clone();
         v3[0] = 3;

@@ -32,8 +32,13 @@
 //! Resolution); an Established session keeps its connection. A passive neighbor only
 //! waits for them.
 //!
-//! Not yet here (the BGP issue): link-local neighbors, and IPv4 routes over IPv6 sessions or the
-//! reverse (RFC 8950).
+//! Link-local neighbors (`address = "fe80::…"` with `interface`): the connection is scoped
+//! to the interface (its index read from the kernel at each attempt, so an interface that
+//! appears later is found), and the listener tells the same address on two links apart. IPv6 routes carry the
+//! session's next hops from [`super::link`]: a global one and, when the peer shares the link,
+//! our link-local one. With extended next hop (RFC 8950, default on link-local neighbors)
+//! IPv4 routes go over the IPv6 session with those IPv6 next hops. IPv6 routes over an IPv4
+//! session are not sent.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -60,6 +65,8 @@ use super::wire::{self, Framer, Kind, Notification};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NeighborStatus {
     pub address: IpAddr,
+    /// The interface of a link-local neighbor.
+    pub interface: Option<String>,
     pub state: State,
     /// Seconds since the session came up (0 when down).
     #[serde(skip)]
@@ -139,7 +146,7 @@ impl prometheus_client::collector::Collector for BgpCollector {
         for (name, help, get) in gauges {
             let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for n in &all {
-                let a = n.address.to_string();
+                let a = n.name();
                 ConstGauge::new(get(n)).encode(m.encode_family(&[("neighbor", a.as_str())])?)?;
             }
         }
@@ -164,7 +171,7 @@ impl prometheus_client::collector::Collector for BgpCollector {
         for (name, help, get) in counters {
             let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for n in &all {
-                let a = n.address.to_string();
+                let a = n.name();
                 ConstCounter::new(get(n)).encode(m.encode_family(&[("neighbor", a.as_str())])?)?;
             }
         }
@@ -182,7 +189,7 @@ impl prometheus_client::collector::Collector for BgpCollector {
             "route_refresh",
         ];
         for n in &all {
-            let a = n.address.to_string();
+            let a = n.name();
             for (dir, counts) in [
                 ("sent", &n.messages_sent),
                 ("received", &n.messages_received),
@@ -200,7 +207,7 @@ impl prometheus_client::collector::Collector for BgpCollector {
             MetricType::Counter,
         )?;
         for n in &all {
-            let a = n.address.to_string();
+            let a = n.name();
             for (dir, map) in [
                 ("sent", &n.notifications_sent),
                 ("received", &n.notifications_received),
@@ -221,9 +228,10 @@ impl prometheus_client::collector::Collector for BgpCollector {
 }
 
 impl NeighborStatus {
-    pub fn new(address: IpAddr) -> Self {
+    pub fn new(address: IpAddr, interface: Option<String>) -> Self {
         Self {
             address,
+            interface,
             state: State::Idle,
             up_since: None,
             peer_as: None,
@@ -243,12 +251,24 @@ impl NeighborStatus {
             notifications_received: std::collections::BTreeMap::new(),
         }
     }
+
+    /// How the neighbor is named in status, metrics and the CLI: `fe80::1%swp1` for a
+    /// link-local one.
+    pub fn name(&self) -> String {
+        super::link::neighbor_name(self.address, self.interface.as_deref())
+    }
 }
 
 /// How to reach the neighbor and what to propose.
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub address: IpAddr,
+    /// The interface of a link-local neighbor.
+    pub interface: Option<String>,
+    /// How logs and status name it (`fe80::1%swp1` for a link-local one).
+    pub name: String,
+    /// RFC 8950: offer IPv4 routes over this IPv6 session.
+    pub extended_next_hop: bool,
     pub port: u16,
     pub settings: Settings,
     pub ipv4_unicast: bool,
@@ -341,14 +361,16 @@ pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
             let password = n.password_file.as_deref().map(Password::read);
             let problem = if let Some(Err(e)) = &password {
                 Some(format!("{e}; this neighbor is not started"))
-            } else if n.interface.is_some() {
-                Some("link-local neighbors (interface) are not implemented yet; this neighbor is not started".to_string())
             } else {
                 None
             };
             (
                 Peer {
                     address: n.address,
+                    interface: n.interface.clone(),
+                    name: super::link::neighbor_name(n.address, n.interface.as_deref()),
+                    extended_next_hop: n.address.is_ipv6()
+                        && n.extended_next_hop.unwrap_or(n.interface.is_some()),
                     port: 179,
                     settings: Settings {
                         local_as: b.asn,
@@ -575,6 +597,8 @@ async fn session(
     // The families both sides announced in their OPENs (RFC 4760: none means IPv4 unicast).
     let mut families = (false, false);
     let mut four_octet = false;
+    // The peer offered extended next hop for IPv4 (RFC 8950).
+    let mut peer_extended_next_hop = false;
     // The neighbor's routes (Adj-RIB-In), and whether it sent more than allowed.
     let mut received: BTreeSet<IpNet> = BTreeSet::new();
     let mut over_limit = false;
@@ -616,7 +640,14 @@ async fn session(
                 for a in actions {
                     match a {
                         Action::Connect => {
-                            let to = SocketAddr::new(peer.address, peer.port);
+                            let to = match peer_socket(peer) {
+                                Ok(to) => to,
+                                Err(e) => {
+                                    note_error(status, e);
+                                    pending.push_back(Event::ConnectionLost);
+                                    continue;
+                                }
+                            };
                             match tokio::time::timeout(CONNECT_TIMEOUT, connect(peer, to)).await {
                                 Ok(Ok(s)) => {
                                     let _ = s.set_nodelay(true);
@@ -645,6 +676,7 @@ async fn session(
                                 hold_time: peer.settings.hold_time,
                                 ipv4_unicast: peer.ipv4_unicast,
                                 ipv6_unicast: peer.ipv6_unicast,
+                                extended_next_hop: peer.extended_next_hop,
                             });
                             if let Ok(bytes) = wire::frame(Kind::Open, &body) {
                                 send(status, &mut conn, &bytes, &mut pending, send_hold).await;
@@ -656,7 +688,7 @@ async fn session(
                             }
                         }
                         Action::Send(n) => {
-                            tracing::warn!(neighbor = %peer.address, notification = %n, "sending NOTIFICATION");
+                            tracing::warn!(neighbor = %peer.name, notification = %n, "sending NOTIFICATION");
                             let code = n.code.to_u8();
                             status.send_modify(|s| {
                                 *s.notifications_sent.entry(code).or_default() += 1
@@ -674,23 +706,27 @@ async fn session(
                         Action::Up(n) => {
                             was_up = true;
                             send_hold = send_hold_time(n.hold_time);
-                            tracing::info!(neighbor = %peer.address, peer_as = n.peer_as, hold_time = n.hold_time, "BGP session established");
-                            let local = conn
+                            tracing::info!(neighbor = %peer.name, peer_as = n.peer_as, hold_time = n.hold_time, "BGP session established");
+                            let ends = conn
                                 .as_ref()
-                                .and_then(|c| c.local_addr().ok())
-                                .map(|a| a.ip());
+                                .and_then(|c| Some((c.local_addr().ok()?, c.peer_addr().ok()?)));
+                            let six = ends.and_then(|(l, p)| {
+                                super::link::next_hops(&super::link::read(), l, p)
+                            });
                             let a = update::Attrs {
                                 local_as: peer.settings.local_as,
                                 external: n.peer_as != peer.settings.local_as,
-                                next_hop_v4: match local {
+                                next_hop_v4: match ends.map(|(l, _)| l.ip().to_canonical()) {
                                     Some(IpAddr::V4(v)) => Some(v),
                                     _ => None,
                                 },
-                                next_hop_v6: match local {
-                                    Some(IpAddr::V6(v)) => Some(v),
-                                    _ => None,
-                                },
-                                next_hop_v6_local: None,
+                                next_hop_v6: six.map(|(g, _)| g),
+                                next_hop_v6_local: six.and_then(|(_, l)| l),
+                                // RFC 8950 when both sides offered it and IPv4 is negotiated.
+                                ipv4_via_ipv6: six.is_some()
+                                    && peer.extended_next_hop
+                                    && peer_extended_next_hop
+                                    && families.0,
                                 communities: communities(&peer.export, *drain.borrow()),
                                 large_communities: peer.export.large_communities.clone(),
                                 med: peer.export.med,
@@ -699,7 +735,7 @@ async fn session(
                             // Everything exported of the session's family (if negotiated), then
                             // End-of-RIB for each negotiated family.
                             let (v4, v6) = families;
-                            let all = for_session(&exported.borrow_and_update(), local, families);
+                            let all = for_session(&exported.borrow_and_update(), &a, families);
                             let mut bodies = pack_routes(&all, &[], &a);
                             if v4 {
                                 bodies.push(update::end_of_rib_v4());
@@ -721,7 +757,7 @@ async fn session(
                             });
                         }
                         Action::Down(why) => {
-                            tracing::warn!(neighbor = %peer.address, reason = %why, "BGP session down");
+                            tracing::warn!(neighbor = %peer.name, reason = %why, "BGP session down");
                             sent.clear();
                             received.clear();
                             attrs = None;
@@ -739,7 +775,7 @@ async fn session(
                 }
                 let after = fsm.state();
                 if before != after {
-                    tracing::debug!(neighbor = %peer.address, from = ?before, to = ?after, "BGP state");
+                    tracing::debug!(neighbor = %peer.name, from = ?before, to = ?after, "BGP state");
                     status.send_modify(|s| {
                         s.state = after;
                         s.transitions += 1;
@@ -779,13 +815,13 @@ async fn session(
                         (n.peer_id, n.peer_as),
                         ours,
                     ) {
-                        tracing::info!(neighbor = %peer.address, "connection collision: the peer's connection stays");
+                        tracing::info!(neighbor = %peer.name, "connection collision: the peer's connection stays");
                         if let Some(c) = conn.take() {
                             close_collision(c, status).await;
                         }
                         return Ended::Replaced(h);
                     }
-                    tracing::info!(neighbor = %peer.address, "connection collision: kube-gw's connection stays");
+                    tracing::info!(neighbor = %peer.name, "connection collision: kube-gw's connection stays");
                     close_collision(h, status).await;
                 }
             } else if fsm.state() == State::Established {
@@ -815,7 +851,7 @@ async fn session(
                         };
                         match inbound::check(&f.body, &ctx) {
                             Err(n) => {
-                                tracing::warn!(neighbor = %peer.address, notification = %n, "malformed UPDATE");
+                                tracing::warn!(neighbor = %peer.name, notification = %n, "malformed UPDATE");
                                 pending.push_back(Event::Malformed(n));
                                 continue;
                             }
@@ -828,9 +864,11 @@ async fn session(
                             }
                         }
                     }
-                    let ev = to_event(f, &mut families, &mut four_octet);
+                    let mut caps = (four_octet, peer_extended_next_hop);
+                    let ev = to_event(f, &mut families, &mut caps);
+                    (four_octet, peer_extended_next_hop) = caps;
                     if let Event::Notification(n) = &ev {
-                        tracing::warn!(neighbor = %peer.address, notification = %n, "NOTIFICATION received");
+                        tracing::warn!(neighbor = %peer.name, notification = %n, "NOTIFICATION received");
                         let code = n.code.to_u8();
                         status.send_modify(|s| {
                             *s.notifications_received.entry(code).or_default() += 1;
@@ -905,7 +943,7 @@ async fn session(
                         if a.communities != c {
                             a.communities = c;
                             send_updates(status, &mut conn, pack_routes(&sent, &[], a), &mut pending, send_hold).await;
-                            tracing::info!(neighbor = %peer.address, routes = sent.len(), graceful_shutdown = draining, "routes re-announced");
+                            tracing::info!(neighbor = %peer.name, routes = sent.len(), graceful_shutdown = draining, "routes re-announced");
                         }
                     }
                 }
@@ -917,7 +955,7 @@ async fn session(
             r = paused.changed(), if *paused_open => {
                 *paused_open = r.is_ok();
                 if *paused_open && *paused.borrow_and_update() {
-                    tracing::info!(neighbor = %peer.address, routes = sent.len(), "drained: routes withdrawn, session closed");
+                    tracing::info!(neighbor = %peer.name, routes = sent.len(), "drained: routes withdrawn, session closed");
                     close(status, &mut fsm, &mut conn, &mut held, attrs.as_ref(), &sent, "maintenance: kube-gw drain").await;
                     return Ended::Paused;
                 }
@@ -955,8 +993,7 @@ async fn session(
                 // A closed channel: the daemon is going away; the stop signal follows.
                 exported_open = r.is_ok();
                 if let (true, Some(a)) = (exported_open, &attrs) {
-                    let local = a.next_hop_v4.map(IpAddr::V4).or(a.next_hop_v6.map(IpAddr::V6));
-                    let now = for_session(&exported.borrow_and_update(), local, families);
+                    let now = for_session(&exported.borrow_and_update(), a, families);
                     // New prefixes, and those whose communities changed, are announced.
                     let announce: BTreeMap<IpNet, Communities> = now
                         .iter()
@@ -967,7 +1004,7 @@ async fn session(
                         sent.keys().filter(|p| !now.contains_key(p)).copied().collect();
                     send_updates(status, &mut conn, pack_routes(&announce, &withdraw, a), &mut pending, send_hold).await;
                     if !announce.is_empty() || !withdraw.is_empty() {
-                        tracing::info!(neighbor = %peer.address, announced = announce.len(), withdrawn = withdraw.len(), "routes sent");
+                        tracing::info!(neighbor = %peer.name, announced = announce.len(), withdrawn = withdraw.len(), "routes sent");
                     }
                     sent = now;
                     let rib = adj_rib_out(&sent);
@@ -990,6 +1027,20 @@ async fn session(
     }
 }
 
+/// Where to connect: the neighbor's address on port 179, scoped to its interface when it is
+/// link-local.
+fn peer_socket(peer: &Peer) -> Result<SocketAddr, String> {
+    match (peer.address, &peer.interface) {
+        (IpAddr::V6(a), Some(i)) => {
+            let scope = super::link::resolve(i)?;
+            Ok(SocketAddr::V6(std::net::SocketAddrV6::new(
+                a, peer.port, 0, scope,
+            )))
+        }
+        (a, _) => Ok(SocketAddr::new(a, peer.port)),
+    }
+}
+
 /// Connects to the peer with the neighbor's TCP MD5 key and GTSM settings in place before
 /// the SYN goes out.
 async fn connect(peer: &Peer, to: SocketAddr) -> std::io::Result<TcpStream> {
@@ -998,6 +1049,8 @@ async fn connect(peer: &Peer, to: SocketAddr) -> std::io::Result<TcpStream> {
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     if let Some(p) = &peer.password {
+        // By address only, also for a link-local peer: the key's interface index may only
+        // name a VRF (crates/sockopt), and this socket talks to one peer anyway.
         kube_gw_sockopt::set_md5(&sock, to.ip(), &p.0, None).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
@@ -1030,7 +1083,7 @@ fn receive(
     let last_family = c.announced.last().copied();
     rib.extend(c.announced);
     if let Some(p) = &c.problem {
-        tracing::warn!(neighbor = %peer.address, problem = %p, "UPDATE with errors");
+        tracing::warn!(neighbor = %peer.name, problem = %p, "UPDATE with errors");
     }
     let snapshot = Arc::new(rib.clone());
     status.send_modify(|s| {
@@ -1058,7 +1111,7 @@ fn receive(
         rib.len(),
         MAX_PREFIX_HOLD_DOWN.as_secs()
     );
-    tracing::warn!(neighbor = %peer.address, "{msg}");
+    tracing::warn!(neighbor = %peer.name, "{msg}");
     status.send_modify(|s| s.last_update_error = Some(msg));
     Some(Notification::new(wire::Code::Cease, 1, data))
 }
@@ -1165,16 +1218,16 @@ fn communities(export: &ExportPolicy, draining: bool) -> Vec<u32> {
     c
 }
 
-/// The exported routes this session carries: of its own address family (the local address
-/// of the connection), and negotiated.
+/// The exported routes this session carries: those of a family it has a next hop for (its
+/// own, and IPv4 over IPv6 with extended next hop), and negotiated.
 fn for_session(
     exported: &BTreeMap<IpNet, Communities>,
-    local: Option<IpAddr>,
+    a: &update::Attrs,
     families: (bool, bool),
 ) -> BTreeMap<IpNet, Communities> {
     exported
         .iter()
-        .filter(|(p, _)| same_family(p, local) && negotiated(p, families))
+        .filter(|(p, _)| has_next_hop(p, a) && negotiated(p, families))
         .map(|(p, c)| (*p, c.clone()))
         .collect()
 }
@@ -1192,24 +1245,24 @@ fn negotiated(p: &IpNet, (v4, v6): (bool, bool)) -> bool {
     }
 }
 
-/// Whether a prefix is of the session's address family.
-fn same_family(p: &IpNet, local: Option<IpAddr>) -> bool {
-    matches!(
-        (p, local),
-        (IpNet::V4(_), Some(IpAddr::V4(_))) | (IpNet::V6(_), Some(IpAddr::V6(_)))
-    )
+/// Whether the session has a next hop for the prefix's family.
+fn has_next_hop(p: &IpNet, a: &update::Attrs) -> bool {
+    match p {
+        IpNet::V4(_) => a.next_hop_v4.is_some() || (a.ipv4_via_ipv6 && a.next_hop_v6.is_some()),
+        IpNet::V6(_) => a.next_hop_v6.is_some(),
+    }
 }
 
 /// The FSM event for a message; an OPEN also records the families the peer supports
 /// (kube-gw announces both).
-fn to_event(f: wire::Frame, families: &mut (bool, bool), four_octet: &mut bool) -> Event {
+fn to_event(f: wire::Frame, families: &mut (bool, bool), caps: &mut (bool, bool)) -> Event {
     match f.kind {
         Kind::Open => match open::decode(&f.body) {
             Ok(r) => {
                 let c = &r.capabilities;
                 let any_mp = c.ipv4_unicast || c.ipv6_unicast;
                 *families = (c.ipv4_unicast || !any_mp, c.ipv6_unicast);
-                *four_octet = c.four_octet_as;
+                *caps = (c.four_octet_as, c.extended_next_hop);
                 Event::Open(r.open)
             }
             Err(n) => Event::Malformed(n),
@@ -1293,7 +1346,7 @@ mod tests {
         let (_peer, _) = l.accept().await.unwrap();
         let mut pending = VecDeque::new();
         let big = vec![0u8; 64 << 20];
-        let (status, _) = watch::channel(NeighborStatus::new("192.0.2.1".parse().unwrap()));
+        let (status, _) = watch::channel(NeighborStatus::new("192.0.2.1".parse().unwrap(), None));
         send(
             &status,
             &mut conn,

@@ -4,7 +4,8 @@
 //!
 //! IPv4 routes travel in the classic fields (NLRI, withdrawn routes, NEXT_HOP); IPv6 routes
 //! in MP_REACH_NLRI / MP_UNREACH_NLRI (RFC 4760) with a global and, when known, a link-local
-//! next hop. Attributes: ORIGIN IGP, AS_PATH (our AS for external peers, empty for
+//! next hop. On an IPv6 session with extended next hop (RFC 8950), IPv4 routes travel in
+//! MP_REACH_NLRI / MP_UNREACH_NLRI too, with the IPv6 next hops. Attributes: ORIGIN IGP, AS_PATH (our AS for external peers, empty for
 //! internal ones, 4-octet), and the communities given.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -35,6 +36,8 @@ pub struct Attrs {
     /// Our global address for IPv6 routes, and the link-local one when on a shared link.
     pub next_hop_v6: Option<Ipv6Addr>,
     pub next_hop_v6_local: Option<Ipv6Addr>,
+    /// RFC 8950: IPv4 routes with the IPv6 next hops (no IPv4 next hop on this session).
+    pub ipv4_via_ipv6: bool,
     /// RFC 1997 communities (`asn << 16 | value`).
     pub communities: Vec<u32>,
     /// RFC 8092 large communities.
@@ -162,11 +165,28 @@ pub fn pack(announce: &[IpNet], withdraw: &[IpNet], attrs: &Attrs) -> Vec<Vec<u8
     let mut out = Vec::new();
     let (w4, w6) = split(withdraw);
     let (a4, a6) = split(announce);
-    fit(
-        &w4,
-        &|w| BgpUpdateMessage::new(w.to_vec(), Vec::new(), Vec::new()),
-        &mut out,
-    );
+    if attrs.ipv4_via_ipv6 {
+        fit(
+            &w4,
+            &|w| {
+                let mut attrs = Vec::new();
+                attrs.extend(attr(
+                    true,
+                    false,
+                    true,
+                    PathAttributeValue::MpUnreach(MpUnreach::Ipv4Unicast { nlri: w.into() }),
+                ));
+                BgpUpdateMessage::new(Vec::new(), attrs, Vec::new())
+            },
+            &mut out,
+        );
+    } else {
+        fit(
+            &w4,
+            &|w| BgpUpdateMessage::new(w.to_vec(), Vec::new(), Vec::new()),
+            &mut out,
+        );
+    }
     fit(
         &w6,
         &|w| {
@@ -193,6 +213,26 @@ pub fn pack(announce: &[IpNet], withdraw: &[IpNet], attrs: &Attrs) -> Vec<Vec<u8
                     PathAttributeValue::NextHop(NextHop::new(nh)),
                 ));
                 BgpUpdateMessage::new(Vec::new(), pa, n.to_vec())
+            },
+            &mut out,
+        );
+    }
+    if let (true, None, Some(nh)) = (attrs.ipv4_via_ipv6, attrs.next_hop_v4, attrs.next_hop_v6) {
+        fit(
+            &a4,
+            &|n| {
+                let mut pa = common(attrs);
+                pa.extend(attr(
+                    true,
+                    false,
+                    true,
+                    PathAttributeValue::MpReach(MpReach::Ipv4Unicast {
+                        next_hop: nh.into(),
+                        next_hop_local: attrs.next_hop_v6_local,
+                        nlri: n.into(),
+                    }),
+                ));
+                BgpUpdateMessage::new(Vec::new(), pa, Vec::new())
             },
             &mut out,
         );
@@ -251,6 +291,7 @@ mod tests {
             next_hop_v4: Some("192.0.2.2".parse().unwrap()),
             next_hop_v6: Some("2001:db8:2::2".parse().unwrap()),
             next_hop_v6_local: None,
+            ipv4_via_ipv6: false,
             communities: vec![],
             large_communities: vec![],
             med: None,
@@ -315,6 +356,53 @@ mod tests {
             has(&[0xc0, 32, 12, 0, 0, 0xfd, 0xf2, 0, 0, 0, 1, 0, 0, 0, 2]),
             "{b:02x?}"
         );
+    }
+
+    /// RFC 8950 over a link-local session: an IPv4 /32 in MP_REACH_NLRI (AFI 1, SAFI 1) with
+    /// a 32-byte next hop (no global: ::, then the link-local), and withdrawn in
+    /// MP_UNREACH_NLRI.
+    #[test]
+    fn ipv4_routes_over_ipv6_carry_the_ipv6_next_hops() {
+        let mut a = attrs();
+        a.next_hop_v4 = None;
+        a.next_hop_v6 = Some(Ipv6Addr::UNSPECIFIED);
+        a.next_hop_v6_local = Some("fe80::2".parse().unwrap());
+        a.ipv4_via_ipv6 = true;
+        let b = pack(&["198.51.100.10/32".parse().unwrap()], &[], &a);
+        assert_eq!(b.len(), 1);
+        let mut ll = [0u8; 16];
+        ll[0] = 0xfe;
+        ll[1] = 0x80;
+        ll[15] = 2;
+        let want: Vec<u8> = [
+            &[0x90u8, 14, 0, 42][..], // MP_REACH_NLRI, optional, extended length 42
+            &[0, 1, 1, 32],           // AFI 1, SAFI 1, next hop length 32
+            &[0; 16],                 // global ::
+            &ll,                      // link-local fe80::2
+            &[0],                     // reserved
+            &[32, 198, 51, 100, 10],  // 198.51.100.10/32
+        ]
+        .concat();
+        assert!(b[0].ends_with(&want), "{:02x?}", b[0]);
+        // No classic NEXT_HOP or NLRI.
+        assert!(!b[0].windows(3).any(|w| w == [0x40, 3, 4]));
+        let w = pack(&[], &["198.51.100.10/32".parse().unwrap()], &a);
+        let want = [0x90u8, 15, 0, 8, 0, 1, 1, 32, 198, 51, 100, 10];
+        assert_eq!(&w[0][..4], &[0, 0, 0, 12]);
+        assert_eq!(&w[0][4..], &want);
+    }
+
+    /// A global IPv6 session on a shared link: 32-byte next hop, global then link-local.
+    #[test]
+    fn ipv6_routes_carry_the_link_local_next_hop_on_a_shared_link() {
+        let mut a = attrs();
+        a.next_hop_v6_local = Some("fe80::2".parse().unwrap());
+        let b = &pack(&["2001:db8:100::a/128".parse().unwrap()], &[], &a)[0];
+        let mut want = vec![0, 2, 1, 32];
+        want.extend("2001:db8:2::2".parse::<Ipv6Addr>().unwrap().octets());
+        want.extend("fe80::2".parse::<Ipv6Addr>().unwrap().octets());
+        want.push(0);
+        assert!(b.windows(want.len()).any(|w| w == want), "{b:02x?}");
     }
 
     #[test]

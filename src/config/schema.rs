@@ -312,8 +312,13 @@ pub struct NeighborConfig {
     /// Never connect; wait for the neighbor to connect (needs `[bgp] listen`).
     #[serde(default)]
     pub passive: bool,
-    /// Interface for a link-local (unnumbered) peer.
+    /// The interface of a link-local peer (`address = "fe80::…"`): the session runs over it
+    /// and the routes get our link-local address there as next hop.
     pub interface: Option<String>,
+    /// RFC 8950: IPv4 routes over this IPv6 session with an IPv6 next hop, when the peer
+    /// agrees (capability Extended Next Hop Encoding). Default: on for link-local neighbors
+    /// (an unnumbered link has no IPv4 session), off for the others.
+    pub extended_next_hop: Option<bool>,
     /// Free text shown in status output.
     pub description: Option<String>,
     /// RFC 1997 communities added to every route sent to this neighbor, `"ASN:VALUE"`.

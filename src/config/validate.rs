@@ -318,6 +318,15 @@ fn bgp_rules(bgp: &BgpConfig, file_index: &[usize], out: &mut Findings) {
             ),
             _ => {}
         }
+        if n.extended_next_hop == Some(true) && addr.is_ipv4() {
+            out.warn(
+                path().key("extended-next-hop"),
+                format!(
+                    "{addr} is an IPv4 neighbor; extended next hop (RFC 8950) is for IPv6 sessions"
+                ),
+                "remove it",
+            );
+        }
         if let Some(ifname) = &n.interface {
             if ifname.is_empty() || ifname.len() > 15 {
                 out.error(
@@ -359,7 +368,8 @@ fn bgp_rules(bgp: &BgpConfig, file_index: &[usize], out: &mut Findings) {
             );
         }
         for (j, m) in bgp.neighbors.iter().enumerate().take(i) {
-            if m.address == n.address {
+            // A link-local address may be used again on another interface.
+            if m.address == n.address && m.interface == n.interface {
                 out.error(
                     path().key("address"),
                     format!(

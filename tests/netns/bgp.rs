@@ -996,7 +996,9 @@ fn each_peer_gets_the_routes_is_found_dead_by_the_hold_timer_and_gets_them_again
 "#;
     let start_peers = |lab: &mut crate::harness::Lab, gen: u32| {
         let bird = Bird::start(lab, &bird_node, &format!("bird{gen}"), &bird_conf);
-        let frr = Frr::start(lab, &frr_node, &format!("frr{gen}"), frr_conf);
+        // With zebra: FRR takes a link-local next hop only when it knows the interfaces
+        // (bgpd alone treats such an UPDATE as an invalid network field).
+        let frr = Frr::start_with_zebra(lab, &frr_node, &format!("frr{gen}"), frr_conf);
         let gobgp = GoBgp::start(lab, &gobgp_node, &format!("gobgp{gen}"), gobgp_conf);
         bird.wait_established("sw", ESTABLISH);
         frr.wait_established("2001:db8:2::2", ESTABLISH);
@@ -1072,7 +1074,7 @@ fn each_peer_gets_the_routes_is_found_dead_by_the_hold_timer_and_gets_them_again
     }
 
     // The frozen peers are killed and start again: everything is announced again.
-    for p in ["bird1", "frr1", "gobgp1"] {
+    for p in ["bird1", "frr1", "frr1-zebra", "gobgp1"] {
         sw.lab.stop(p, Duration::from_millis(200));
     }
     let (bird, frr, gobgp) = start_peers(&mut sw.lab, 2);
@@ -1234,4 +1236,174 @@ fn drain_withdraws_gracefully_and_undrain_brings_the_routes_back() {
     let (_, said) = draining.join().unwrap();
     assert!(said.starts_with("undrained"), "{said}");
     assert!(bird.protocol_info("sw").contains("Established"));
+}
+
+/// Unnumbered peering: a BIRD leaf and an FRR leaf, each reached only by link-local
+/// addresses (no IPv4, no global IPv6 on the link; both are fe80::1, on two interfaces), get
+/// the IPv6 route with our link-local next hop and the IPv4 route over the same IPv6 session
+/// (RFC 8950), both into their kernels via fe80::2, with TCP MD5. A numbered IPv6 session on
+/// a shared link carries the global and the link-local next hop (RFC 2545). An IPv4 prefix
+/// leaving is withdrawn over the IPv6 sessions while they stay up.
+#[test]
+fn a_link_local_neighbor_gets_ipv6_and_ipv4_routes_with_our_link_local_next_hop() {
+    if !require_root("a_link_local_neighbor_gets_ipv6_and_ipv4_routes_with_our_link_local_next_hop")
+    {
+        return;
+    }
+    let mut lab = Lab::new();
+    let sw = lab.node("sw");
+    let leaf = lab.node("leaf");
+    let frr_node = lab.node("frr");
+    let (sw_if, leaf_if) = lab.link(&sw, &["fe80::2/64"], &leaf, &["fe80::1/64"]);
+    let (sw_if3, frr_if) = lab.link(&sw, &["fe80::2/64"], &frr_node, &["fe80::1/64"]);
+    lab.link(
+        &sw,
+        &["2001:db8:5::2/64", "fe80::5:2/64"],
+        &leaf,
+        &["2001:db8:5::1/64", "fe80::5:1/64"],
+    );
+    let pw = lab.write("leaf.pw", "unnumbered-secret\n");
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let bird = Bird::start(
+        &mut lab,
+        &leaf,
+        "leaf",
+        &format!(
+            "router id 192.0.2.1;\nprotocol device {{}}\n\
+             protocol kernel {{ ipv4 {{ export all; }}; merge paths on; }}\n\
+             protocol kernel {{ ipv6 {{ export all; }}; merge paths on; }}\n\
+             protocol bgp sw {{ local as 65000; neighbor fe80::2%{leaf_if} as 65010; \
+             password \"unnumbered-secret\"; hold time 9; connect retry time 1; \
+             ipv6 {{ import all; export none; }}; \
+             ipv4 {{ import all; export none; extended next hop on; }}; }}\n\
+             protocol bgp swg {{ local 2001:db8:5::1 as 65000; neighbor 2001:db8:5::2 as 65010; \
+             hold time 9; connect retry time 1; ipv6 {{ import all; export none; preference 50; }}; }}\n"
+        ),
+    );
+    let frr = Frr::start_with_zebra(
+        &mut lab,
+        &frr_node,
+        "frr",
+        &format!(
+            "frr defaults datacenter\n\
+             router bgp 65001\n bgp router-id 192.0.2.9\n no bgp ebgp-requires-policy\n\
+             neighbor fe80::2 remote-as 65010\n neighbor fe80::2 interface {frr_if}\n\
+             neighbor fe80::2 password unnumbered-secret\n\
+             neighbor fe80::2 capability extended-nexthop\n neighbor fe80::2 timers connect 1\n\
+             address-family ipv4 unicast\n  neighbor fe80::2 activate\n exit-address-family\n\
+             address-family ipv6 unicast\n  neighbor fe80::2 activate\n exit-address-family\n"
+        ),
+    );
+    let kg = KubeGw::start(
+        &mut lab,
+        &sw,
+        "kg",
+        &format!(
+            "[node]\nname = \"sw\"\n[vip]\npools = [\"198.51.100.0/24\"]\n[ipvs]\nenabled = false\n\
+             [bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\nhold-time = 9\ndrain-time = 1\n\
+             static-prefixes = [\"198.51.100.10/32\", \"2001:db8:100::10/128\"]\n\
+             [[bgp.neighbors]]\naddress = \"fe80::1\"\ninterface = \"{sw_if}\"\nremote-asn = 65000\n\
+             password-file = \"{pw}\"\n\
+             [[bgp.neighbors]]\naddress = \"fe80::1\"\ninterface = \"{sw_if3}\"\nremote-asn = 65001\n\
+             password-file = \"{pw}\"\n\
+             [[bgp.neighbors]]\naddress = \"2001:db8:5::1\"\nremote-asn = 65000\n",
+            pw = pw.display()
+        ),
+    );
+    bird.wait_established("sw", ESTABLISH);
+    bird.wait_established("swg", ESTABLISH);
+    let ll = format!("fe80::1%{sw_if}");
+    wait_for("kube-gw's link-local session", ESTABLISH, || {
+        (kube_gw_state(&kg, &ll) == "established").then_some(())
+    });
+    frr.wait_established("fe80::2", ESTABLISH);
+    let ll3 = format!("fe80::1%{sw_if3}");
+    assert_eq!(kube_gw_state(&kg, &ll3), "established");
+    let neighbors = kg.cli(&["bgp", "neighbors"]);
+    assert!(
+        neighbors.contains(&ll) && neighbors.contains(&ll3),
+        "{neighbors}"
+    );
+
+    // IPv6 over the unnumbered session: our link-local as next hop (no global there: ::).
+    let six = wait_for(
+        "the IPv6 route over the link-local session",
+        ESTABLISH,
+        || {
+            let r = bird_route(&bird, "2001:db8:100::10/128");
+            r.contains(&format!("via fe80::2 on {leaf_if}"))
+                .then_some(r)
+        },
+    );
+    assert!(six.contains("BGP.next_hop: :: fe80::2"), "{six}");
+    // The numbered session on a shared link (its route less preferred at the leaf, so the
+    // kernel check below sees the unnumbered one): global and link-local next hop.
+    assert!(
+        six.contains("BGP.next_hop: 2001:db8:5::2 fe80::5:2"),
+        "{six}"
+    );
+    // IPv4 over the IPv6 session (RFC 8950): an IPv4 route with an IPv6 next hop.
+    let four = wait_for("the IPv4 route over the IPv6 session", ESTABLISH, || {
+        let r = bird_route(&bird, "198.51.100.10/32");
+        r.contains(&format!("via fe80::2 on {leaf_if}"))
+            .then_some(r)
+    });
+    assert!(four.contains("BGP.next_hop: :: fe80::2"), "{four}");
+    // Into the leaves' kernels: forwarding works over the unnumbered links.
+    let routes = |node: &crate::harness::Node, prefix: &str| {
+        let family = if prefix.contains(':') { "-6" } else { "-4" };
+        let out = node.exec("ip", &[family, "route", "show", prefix]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    for (node, prefix, want) in [
+        (
+            &leaf,
+            "198.51.100.10",
+            format!("via inet6 fe80::2 dev {leaf_if}"),
+        ),
+        (&leaf, "2001:db8:100::10", format!("fe80::2 dev {leaf_if}")),
+        (
+            &frr_node,
+            "198.51.100.10",
+            format!("via inet6 fe80::2 dev {frr_if}"),
+        ),
+        (
+            &frr_node,
+            "2001:db8:100::10",
+            format!("via fe80::2 dev {frr_if}"),
+        ),
+    ] {
+        let deadline = std::time::Instant::now() + ESTABLISH;
+        loop {
+            let have = routes(node, prefix);
+            if have.contains(&want) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{prefix} in {}: want {want}, have {have}",
+                node.ns
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    // The IPv4 prefix leaves the configuration (a reload): withdrawn over the IPv6 session
+    // (MP_UNREACH_NLRI for IPv4) while the session and the IPv6 route stay.
+    let text = std::fs::read_to_string(&kg.config).unwrap();
+    let text = text.replace("\"198.51.100.10/32\", ", "");
+    std::fs::write(&kg.config, text).unwrap();
+    lab.signal("kg", "HUP");
+    wait_for("the IPv4 route withdrawn", ESTABLISH, || {
+        (!bird_route(&bird, "198.51.100.10/32").contains("198.51.100.10")
+            && routes(&frr_node, "198.51.100.10").is_empty())
+        .then_some(())
+    });
+    assert!(routes(&frr_node, "2001:db8:100::10").contains("fe80::2"));
+    assert_eq!(kube_gw_state(&kg, &ll3), "established");
+    assert!(
+        bird_route(&bird, "2001:db8:100::10/128").contains(&format!("via fe80::2 on {leaf_if}"))
+    );
+    assert!(bird.protocol_info("sw").contains("Established"));
+    assert_eq!(kube_gw_state(&kg, &ll), "established");
 }

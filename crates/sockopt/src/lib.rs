@@ -1,7 +1,8 @@
 //! The socket options kube-gw's BGP sessions need and no safe wrapper offers:
 //!
-//! - TCP MD5 signatures (RFC 2385) through `TCP_MD5SIG_EXT`, with the interface index for a
-//!   link-local peer (the kernel keys MD5 by address, and `fe80::1` on two ports is two peers);
+//! - TCP MD5 signatures (RFC 2385) through `TCP_MD5SIG_EXT`. Its interface index names a VRF
+//!   (an L3 master device): the kernel refuses any other interface with EINVAL, so a
+//!   link-local peer's key is set by address alone (measured on Linux 6.x);
 //! - GTSM (RFC 5082): the lowest TTL / hop limit accepted on a socket (`IP_MINTTL`,
 //!   `IPV6_MINHOPCOUNT`).
 //!

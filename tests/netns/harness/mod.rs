@@ -205,7 +205,8 @@ impl Lab {
     }
 
     /// A veth pair between `a` and `b`, up, with the given addresses (CIDR notation; IPv6
-    /// ones without duplicate address detection). Returns the two interface names.
+    /// ones without duplicate address detection; a side given a link-local address gets
+    /// only that one, none made up from its MAC). Returns the two interface names.
     pub fn link(
         &mut self,
         a: &Node,
@@ -223,6 +224,9 @@ impl Lab {
             "link", "add", &ia, "netns", &a.ns, "type", "veth", "peer", "name", &ib, "netns", &b.ns,
         ]));
         for (node, ifname, addrs) in [(a, &ia, a_addrs), (b, &ib, b_addrs)] {
+            if addrs.iter().any(|a| a.starts_with("fe80:")) {
+                node.exec("ip", &["link", "set", ifname, "addrgenmode", "none"]);
+            }
             for addr in addrs {
                 let mut args = vec!["addr", "add", addr, "dev", ifname.as_str()];
                 if addr.contains(':') {

@@ -101,20 +101,29 @@ pub struct Frr {
 impl Frr {
     /// Starts `bgpd` in `node` with `config`; returns once `vtysh` answers.
     pub fn start(lab: &mut Lab, node: &Node, name: &str, config: &str) -> Self {
+        Self::start_in(lab, node, name, config, false)
+    }
+
+    /// Starts `zebra` and `bgpd` in `node`: bgpd learns the interfaces (needed for
+    /// link-local neighbors) and installs its routes into the namespace's kernel.
+    pub fn start_with_zebra(lab: &mut Lab, node: &Node, name: &str, config: &str) -> Self {
+        Self::start_in(lab, node, name, config, true)
+    }
+
+    fn start_in(lab: &mut Lab, node: &Node, name: &str, config: &str, zebra: bool) -> Self {
         let conf = lab.write(&format!("{name}.conf"), config);
         let vty_dir = lab.path(&format!("{name}-vty"));
         std::fs::create_dir_all(&vty_dir).expect("vty dir");
         run(Command::new("chown").arg("frr:frr").arg(&vty_dir));
         run(Command::new("chown").arg("frr:frr").arg(&conf));
-        let pid = vty_dir.join("bgpd.pid");
-        lab.spawn(
-            node,
-            name,
-            "/usr/lib/frr/bgpd",
-            &[
-                "-Z",
-                "-f",
-                conf.to_str().unwrap_or_default(),
+        let zserv = vty_dir.join("zserv.api");
+        let (zserv, vty) = (
+            zserv.to_str().unwrap_or_default(),
+            vty_dir.to_str().unwrap_or_default(),
+        );
+        let ids = |daemon: &str| -> Vec<String> {
+            let pid = vty_dir.join(format!("{daemon}.pid"));
+            [
                 "-u",
                 "frr",
                 "-g",
@@ -122,9 +131,34 @@ impl Frr {
                 "-i",
                 pid.to_str().unwrap_or_default(),
                 "--vty_socket",
-                vty_dir.to_str().unwrap_or_default(),
-            ],
-        );
+                vty,
+            ]
+            .map(String::from)
+            .to_vec()
+        };
+        let mut bgpd: Vec<String> = vec!["-f".into(), conf.to_str().unwrap_or_default().into()];
+        bgpd.extend(ids("bgpd"));
+        if zebra {
+            let mut z: Vec<String> =
+                vec!["-f".into(), "/dev/null".into(), "-z".into(), zserv.into()];
+            z.extend(ids("zebra"));
+            let z: Vec<&str> = z.iter().map(String::as_str).collect();
+            let zname = format!("{name}-zebra");
+            lab.spawn(node, &zname, "/usr/lib/frr/zebra", &z);
+            wait_for(&format!("{zname} to listen"), START_TIMEOUT, || {
+                assert!(
+                    lab.running(&zname),
+                    "zebra {zname} exited:\n{}",
+                    lab.log(&zname)
+                );
+                std::path::Path::new(zserv).exists().then_some(())
+            });
+            bgpd.extend(["-z".into(), zserv.into()]);
+        } else {
+            bgpd.push("-Z".into());
+        }
+        let bgpd: Vec<&str> = bgpd.iter().map(String::as_str).collect();
+        lab.spawn(node, name, "/usr/lib/frr/bgpd", &bgpd);
         let frr = Frr {
             name: name.to_string(),
             vty_dir,

@@ -1277,7 +1277,9 @@ fn to_event(f: wire::Frame, families: &mut (bool, bool), caps: &mut (bool, bool)
     }
 }
 
-/// Frames each UPDATE body and sends it.
+/// Frames each UPDATE body and sends them, many messages per write (up to 64 KiB): a
+/// full table is ~125 UPDATEs per 100 000 routes, and one write each would cost a system
+/// call and a TCP segment apiece on both sides.
 async fn send_updates(
     status: &watch::Sender<NeighborStatus>,
     conn: &mut Option<TcpStream>,
@@ -1285,10 +1287,23 @@ async fn send_updates(
     pending: &mut VecDeque<Event>,
     send_hold: Duration,
 ) {
+    const CHUNK: usize = 64 * 1024;
+    let mut buf = Vec::with_capacity(CHUNK);
+    let mut n = 0;
     for b in bodies {
-        if let Ok(bytes) = wire::frame(Kind::Update, &b) {
-            send(status, conn, &bytes, pending, send_hold).await;
+        let Ok(bytes) = wire::frame(Kind::Update, &b) else {
+            continue;
+        };
+        if buf.len() + bytes.len() > CHUNK && !buf.is_empty() {
+            write(status, conn, &buf, Kind::Update, n, pending, send_hold).await;
+            buf.clear();
+            n = 0;
         }
+        buf.extend_from_slice(&bytes);
+        n += 1;
+    }
+    if !buf.is_empty() {
+        write(status, conn, &buf, Kind::Update, n, pending, send_hold).await;
     }
 }
 
@@ -1302,19 +1317,34 @@ async fn send(
     pending: &mut VecDeque<Event>,
     send_hold: Duration,
 ) {
+    // One framed message: its type is octet 18.
+    let Some(kind) = bytes.get(18).and_then(|t| Kind::from_code(*t)) else {
+        return;
+    };
+    write(status, conn, bytes, kind, 1, pending, send_hold).await;
+}
+
+/// Writes `count` framed messages of one kind.
+async fn write(
+    status: &watch::Sender<NeighborStatus>,
+    conn: &mut Option<TcpStream>,
+    bytes: &[u8],
+    kind: Kind,
+    count: u64,
+    pending: &mut VecDeque<Event>,
+    send_hold: Duration,
+) {
     let Some(c) = conn.as_mut() else {
         return;
     };
     match tokio::time::timeout(send_hold, c.write_all(bytes)).await {
         Ok(Ok(())) => {
-            // One framed message per call: its type is octet 18.
-            if let Some(i) = bytes.get(18).and_then(|t| usize::from(*t).checked_sub(1)) {
-                status.send_modify(|s| {
-                    if let Some(n) = s.messages_sent.get_mut(i) {
-                        *n += 1;
-                    }
-                });
-            }
+            let i = usize::from(kind.code()).saturating_sub(1);
+            status.send_modify(|s| {
+                if let Some(n) = s.messages_sent.get_mut(i) {
+                    *n += count;
+                }
+            });
         }
         Ok(Err(_)) => {
             *conn = None;
@@ -1347,10 +1377,12 @@ mod tests {
         let mut pending = VecDeque::new();
         let big = vec![0u8; 64 << 20];
         let (status, _) = watch::channel(NeighborStatus::new("192.0.2.1".parse().unwrap(), None));
-        send(
+        write(
             &status,
             &mut conn,
             &big,
+            Kind::Update,
+            1,
             &mut pending,
             Duration::from_millis(300),
         )

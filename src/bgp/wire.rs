@@ -29,7 +29,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn from_u8(t: u8) -> Option<Self> {
+    /// The type of a type octet, if it is one.
+    pub fn from_code(t: u8) -> Option<Self> {
         Some(match t {
             1 => Self::Open,
             2 => Self::Update,
@@ -120,7 +121,7 @@ impl Framer {
                 self.buf[16..18].to_vec(),
             ));
         }
-        let Some(kind) = Kind::from_u8(t) else {
+        let Some(kind) = Kind::from_code(t) else {
             return Err(Notification::new(Code::MessageHeader, 3, vec![t]));
         };
         if !kind.length_ok(len) {

@@ -14,8 +14,9 @@
 //! desired state marks announceable and the address reconciler reports on `lo`) of the
 //! session's own address family with next hop self, then End-of-RIB; afterwards every change
 //! of the exported set becomes withdrawals and announcements of the difference. A
-//! ROUTE-REFRESH from the peer gets everything again. Received UPDATEs are counted, not read
-//! (import is deny-all).
+//! ROUTE-REFRESH from the peer gets that family's routes again, between BoRR and EoRR when
+//! enhanced route refresh is negotiated (RFC 7313). Received UPDATEs are checked (RFC 7606),
+//! kept as the Adj-RIB-In, counted and shown, never installed (import is deny-all).
 //!
 //! Security per neighbor: a TCP MD5 key (RFC 2385, read from the neighbor's password file
 //! at start; a neighbor whose file cannot be read is not started rather than connected
@@ -593,12 +594,15 @@ async fn session(
     // What the peer has from us on this session, and how to announce to it.
     let mut sent: BTreeMap<IpNet, Communities> = BTreeMap::new();
     let mut attrs: Option<update::Attrs> = None;
-    let mut refresh = false;
+    // Families the peer asked to have again (ROUTE-REFRESH), as (AFI, SAFI).
+    let mut refresh: Vec<(u16, u8)> = Vec::new();
     // The families both sides announced in their OPENs (RFC 4760: none means IPv4 unicast).
     let mut families = (false, false);
     let mut four_octet = false;
-    // The peer offered extended next hop for IPv4 (RFC 8950).
+    // The peer offered extended next hop for IPv4 (RFC 8950), enhanced route refresh
+    // (RFC 7313; kube-gw always offers it).
     let mut peer_extended_next_hop = false;
+    let mut peer_enhanced_refresh = false;
     // The neighbor's routes (Adj-RIB-In), and whether it sent more than allowed.
     let mut received: BTreeSet<IpNet> = BTreeSet::new();
     let mut over_limit = false;
@@ -781,18 +785,51 @@ async fn session(
                         s.transitions += 1;
                     });
                 }
-                // A ROUTE-REFRESH: the peer gets everything again.
-                if std::mem::take(&mut refresh) {
-                    if let Some(a) = &attrs {
-                        send_updates(
+                // A ROUTE-REFRESH: the peer gets that family's routes again, between BoRR and
+                // EoRR when enhanced route refresh was negotiated (RFC 7313), so it can drop
+                // what was not re-advertised.
+                for (afi, safi) in std::mem::take(&mut refresh) {
+                    let Some(a) = &attrs else { break };
+                    let four = afi == 1 && families.0;
+                    if safi != 1 || !(four || (afi == 2 && families.1)) {
+                        // Not a family of this session: ignored (RFC 2918 §4).
+                        continue;
+                    }
+                    let routes: BTreeMap<IpNet, Communities> = sent
+                        .iter()
+                        .filter(|(p, _)| p.addr().is_ipv4() == four)
+                        .map(|(p, c)| (*p, c.clone()))
+                        .collect();
+                    let mark = |subtype| wire::RouteRefresh { afi, subtype, safi }.encode();
+                    if peer_enhanced_refresh {
+                        send(
                             status,
                             &mut conn,
-                            pack_routes(&sent, &[], a),
+                            &mark(wire::RouteRefresh::BEGIN),
                             &mut pending,
                             send_hold,
                         )
                         .await;
                     }
+                    send_updates(
+                        status,
+                        &mut conn,
+                        pack_routes(&routes, &[], a),
+                        &mut pending,
+                        send_hold,
+                    )
+                    .await;
+                    if peer_enhanced_refresh {
+                        send(
+                            status,
+                            &mut conn,
+                            &mark(wire::RouteRefresh::END),
+                            &mut pending,
+                            send_hold,
+                        )
+                        .await;
+                    }
+                    tracing::info!(neighbor = %peer.name, afi, routes = routes.len(), "routes sent again (route refresh)");
                 }
                 if after == State::Idle && before != State::Idle {
                     // Back to Idle: this session is over; `run` restarts it after a delay, or
@@ -842,7 +879,20 @@ async fn session(
                             *n += 1;
                         }
                     });
-                    refresh |= f.kind == Kind::RouteRefresh;
+                    if f.kind == Kind::RouteRefresh && fsm.state() == State::Established {
+                        match wire::RouteRefresh::decode(&f.body) {
+                            Err(n) => {
+                                pending.push_back(Event::Malformed(n));
+                                continue;
+                            }
+                            Ok(r) if r.subtype == wire::RouteRefresh::REQUEST => {
+                                refresh.push((r.afi, r.safi));
+                            }
+                            // BoRR/EoRR (kube-gw never asks for a refresh) and unknown
+                            // subtypes are ignored (RFC 7313 §4).
+                            Ok(_) => {}
+                        }
+                    }
                     if f.kind == Kind::Update && fsm.state() == State::Established {
                         let ctx = inbound::Context {
                             local_as: peer.settings.local_as,
@@ -864,9 +914,9 @@ async fn session(
                             }
                         }
                     }
-                    let mut caps = (four_octet, peer_extended_next_hop);
+                    let mut caps = (four_octet, peer_extended_next_hop, peer_enhanced_refresh);
                     let ev = to_event(f, &mut families, &mut caps);
-                    (four_octet, peer_extended_next_hop) = caps;
+                    (four_octet, peer_extended_next_hop, peer_enhanced_refresh) = caps;
                     if let Event::Notification(n) = &ev {
                         tracing::warn!(neighbor = %peer.name, notification = %n, "NOTIFICATION received");
                         let code = n.code.to_u8();
@@ -1255,14 +1305,19 @@ fn has_next_hop(p: &IpNet, a: &update::Attrs) -> bool {
 
 /// The FSM event for a message; an OPEN also records the families the peer supports
 /// (kube-gw announces both).
-fn to_event(f: wire::Frame, families: &mut (bool, bool), caps: &mut (bool, bool)) -> Event {
+/// `caps`: 4-octet AS, extended next hop, enhanced route refresh.
+fn to_event(f: wire::Frame, families: &mut (bool, bool), caps: &mut (bool, bool, bool)) -> Event {
     match f.kind {
         Kind::Open => match open::decode(&f.body) {
             Ok(r) => {
                 let c = &r.capabilities;
                 let any_mp = c.ipv4_unicast || c.ipv6_unicast;
                 *families = (c.ipv4_unicast || !any_mp, c.ipv6_unicast);
-                *caps = (c.four_octet_as, c.extended_next_hop);
+                *caps = (
+                    c.four_octet_as,
+                    c.extended_next_hop,
+                    c.enhanced_route_refresh,
+                );
                 Event::Open(r.open)
             }
             Err(n) => Event::Malformed(n),

@@ -145,6 +145,45 @@ impl Framer {
     }
 }
 
+/// A ROUTE-REFRESH message (RFC 2918) with its RFC 7313 subtype: 0 asks for the routes of
+/// one AFI/SAFI again, 1 and 2 (BoRR, EoRR) bracket such a re-advertisement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteRefresh {
+    pub afi: u16,
+    pub subtype: u8,
+    pub safi: u8,
+}
+
+impl RouteRefresh {
+    pub const REQUEST: u8 = 0;
+    pub const BEGIN: u8 = 1;
+    pub const END: u8 = 2;
+
+    /// Reads a body (the framer guarantees at least 4 bytes). A BoRR or EoRR of another
+    /// length is ROUTE-REFRESH Message Error / Invalid Message Length with the whole
+    /// message as data (RFC 7313 §5).
+    pub fn decode(body: &[u8]) -> Result<Self, Notification> {
+        let [a0, a1, subtype, safi, ..] = *body else {
+            return Err(Notification::new(Code::MessageHeader, 2, Vec::new()));
+        };
+        if matches!(subtype, Self::BEGIN | Self::END) && body.len() != 4 {
+            let whole = frame(Kind::RouteRefresh, body).unwrap_or_default();
+            return Err(Notification::new(Code::RouteRefresh, 1, whole));
+        }
+        Ok(Self {
+            afi: u16::from_be_bytes([a0, a1]),
+            subtype,
+            safi,
+        })
+    }
+
+    /// The framed message.
+    pub fn encode(&self) -> Vec<u8> {
+        let [a0, a1] = self.afi.to_be_bytes();
+        frame(Kind::RouteRefresh, &[a0, a1, self.subtype, self.safi]).unwrap_or_default()
+    }
+}
+
 /// NOTIFICATION error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Code {
@@ -360,6 +399,29 @@ impl fmt::Display for Notification {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 2918/7313 layout: AFI, subtype, SAFI; a BoRR of the wrong length is 7/1 with the
+    /// whole message as data.
+    #[test]
+    fn route_refresh_messages() {
+        let borr = RouteRefresh {
+            afi: 2,
+            subtype: RouteRefresh::BEGIN,
+            safi: 1,
+        };
+        let bytes = borr.encode();
+        assert_eq!(&bytes[16..], &[0, 23, 5, 0, 2, 1, 1]);
+        assert_eq!(RouteRefresh::decode(&bytes[19..]), Ok(borr));
+        let ask = RouteRefresh::decode(&[0, 1, 0, 1]).unwrap();
+        assert_eq!(
+            (ask.afi, ask.subtype, ask.safi),
+            (1, RouteRefresh::REQUEST, 1)
+        );
+        let long = RouteRefresh::decode(&[0, 1, 2, 1, 9]).unwrap_err();
+        assert_eq!((long.code, long.subcode), (Code::RouteRefresh, 1));
+        assert_eq!(long.data.len(), 24);
+        assert_eq!(long.data[18], 5);
+    }
 
     fn header(len: u16, t: u8) -> Vec<u8> {
         let mut h = vec![0xff; 16];

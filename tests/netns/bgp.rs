@@ -1080,6 +1080,27 @@ fn each_peer_gets_the_routes_is_found_dead_by_the_hold_timer_and_gets_them_again
     let (bird, frr, gobgp) = start_peers(&mut sw.lab, 2);
     all_there(&bird, &frr, &gobgp);
 
+    // FRR asks for its routes again (ROUTE-REFRESH; enhanced route refresh is negotiated):
+    // kube-gw re-advertises them between BoRR and EoRR (RFC 7313), so FRR, which drops what
+    // does not come again after EoRR, still holds the route.
+    frr.vtysh("clear bgp ipv6 unicast 2001:db8:2::2 soft in");
+    let series = |dir: &str| {
+        format!(
+            "kube_gw_bgp_messages_total{{neighbor=\"2001:db8:2::1\",direction=\"{dir}\",type=\"route_refresh\"}}"
+        )
+    };
+    wait_for("kube-gw to answer the route refresh", ESTABLISH, || {
+        let m = metrics(&node);
+        (sample(&m, &series("received")) >= Some(1.0) && sample(&m, &series("sent")) == Some(2.0))
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        at_frr(&frr).is_some(),
+        "FRR lost the route after the refresh"
+    );
+    assert_eq!(frr.peer_state("2001:db8:2::2"), "Established");
+
     // The Service goes: so do the routes, everywhere.
     sw.delete_service("web");
     wait_for("BIRD to lose the route", ESTABLISH, || {

@@ -740,6 +740,8 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         let mut tasks = Vec::new();
         let peers = crate::bgp::session::peers(&cfg);
         let mut routes = std::collections::HashMap::new();
+        // Every started neighbor's MD5 key (or none), in configuration order.
+        let mut keys = Vec::new();
         for (peer, problem) in peers {
             let mut st =
                 crate::bgp::session::NeighborStatus::new(peer.address, peer.interface.clone());
@@ -753,27 +755,15 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
             let (tx, rx) = watch::channel(st);
             statuses.push(rx);
             let (conn_tx, conn_rx) = mpsc::channel(2);
-            // A link-local neighbor's connections are recognised by their interface, known
-            // if it exists now; kube-gw still connects to it once the interface appears.
-            let scope = match &peer.interface {
-                None => Some(0),
-                Some(i) => match crate::bgp::link::resolve(i) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        tracing::warn!(neighbor = %peer.name, "{e}; its own connections are refused until kube-gw restarts");
-                        None
-                    }
-                },
-            };
+            // A link-local neighbor's connections are recognised by the interface they come
+            // in on (looked up when they arrive); the others by address.
+            keys.push((peer.address, peer.password.clone()));
             routes.insert(
-                (peer.address, scope.unwrap_or(u32::MAX)),
-                (
-                    crate::bgp::listen::Route {
-                        sessions: conn_tx,
-                        ttl_security: peer.ttl_security,
-                    },
-                    peer.password.clone(),
-                ),
+                (peer.address, peer.interface.clone()),
+                crate::bgp::listen::Route {
+                    sessions: conn_tx,
+                    ttl_security: peer.ttl_security,
+                },
             );
             tasks.push(tokio::spawn(tracing::Instrument::instrument(
                 crate::bgp::session::run(
@@ -792,12 +782,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         // The neighbors' own connections, on port 179.
         let listen = cfg.bgp.as_ref().is_some_and(|b| b.listen);
         if listen && !routes.is_empty() {
-            let keys: Vec<_> = routes
-                .iter()
-                .filter(|((_, scope), _)| *scope != u32::MAX)
-                .filter_map(|(a, (_, p))| Some((*a, p.as_ref()?)))
-                .collect();
-            let gtsm = routes.values().any(|(r, _)| r.ttl_security);
+            let gtsm = routes.values().any(|r| r.ttl_security);
             let (listeners, problems) = crate::bgp::listen::bind(179, &keys, gtsm);
             let info = if problems.is_empty() {
                 "port 179, IPv4 and IPv6".to_string()
@@ -817,7 +802,6 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
                 tracing::warn!("BGP listener: {p}");
             }
             shared.set_component("bgp-listener", "bgp", state, info);
-            let routes = routes.into_iter().map(|(a, (r, _))| (a, r)).collect();
             tasks.push(tokio::spawn(crate::bgp::listen::run(
                 listeners,
                 routes,

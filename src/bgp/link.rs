@@ -6,14 +6,15 @@
 //! namespace, read through `/proc/self/net`; every interface a link-local session can run
 //! over has a link-local address, so it is there). Parsing and the choice of next hops are
 //! pure; [`read`] is the only I/O. Read when a session connects and when it comes up, so an
-//! interface created or renumbered later is seen on the next session.
+//! interface created or renumbered later is seen on the next session (the next hops are fixed
+//! for the life of a session).
 //!
 //! Next hops for a session whose local end is `local` and peer `peer`:
 //! - the interface is the one holding `local` (for a link-local session, the socket's
 //!   scope);
 //! - global: `local` itself when it is global; on a link-local session, a global address of
-//!   that interface, or `::` when it has none (what BIRD sends; FRR and BIRD then use the
-//!   link-local one);
+//!   that interface (not deprecated, not temporary), or `::` when it has none (what BIRD
+//!   sends; BIRD 2.0.12 and FRR 8.4 — FRR from 7.4 on — then use the link-local one, tested);
 //! - link-local: our link-local address on that interface, when the peer is on the link (a
 //!   link-local peer, or one inside a prefix of the interface); never for a peer reached
 //!   through a router (a loopback-to-loopback session), where it would be unreachable.
@@ -28,12 +29,17 @@ pub struct Addr6 {
     pub prefix_len: u8,
     /// Link-local scope (`IFA_RT_SCOPE` 0x20 in the table).
     pub link_local: bool,
+    /// Global scope, neither deprecated nor temporary: fit to be a next hop.
+    pub global: bool,
     /// Still in duplicate address detection, or failed it: not usable yet.
     pub tentative: bool,
     pub interface: String,
 }
 
 const SCOPE_LINK: u32 = 0x20;
+const SCOPE_GLOBAL: u32 = 0;
+const IFA_F_TEMPORARY: u32 = 0x01;
+const IFA_F_DEPRECATED: u32 = 0x20;
 const IFA_F_DADFAILED: u32 = 0x08;
 const IFA_F_TENTATIVE: u32 = 0x40;
 
@@ -47,11 +53,13 @@ pub fn parse(text: &str) -> Vec<Addr6> {
             };
             let address = Ipv6Addr::from(u128::from_str_radix(addr, 16).ok()?);
             let flags = u32::from_str_radix(flags, 16).ok()?;
+            let scope = u32::from_str_radix(scope, 16).ok()?;
             Some(Addr6 {
                 address,
                 ifindex: u32::from_str_radix(ifindex, 16).ok()?,
                 prefix_len: u8::from_str_radix(plen, 16).ok()?,
-                link_local: u32::from_str_radix(scope, 16).ok()? == SCOPE_LINK,
+                link_local: scope == SCOPE_LINK,
+                global: scope == SCOPE_GLOBAL && flags & (IFA_F_TEMPORARY | IFA_F_DEPRECATED) == 0,
                 tentative: flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED) != 0,
                 interface: name.to_string(),
             })
@@ -84,7 +92,8 @@ pub fn resolve(interface: &str) -> Result<u32, String> {
     })
 }
 
-fn is_link_local(a: &Ipv6Addr) -> bool {
+/// Whether an IPv6 address is link-local (fe80::/10).
+pub fn is_link_local(a: &Ipv6Addr) -> bool {
     (a.segments()[0] & 0xffc0) == 0xfe80
 }
 
@@ -122,7 +131,7 @@ pub fn next_hops(
         addrs
             .iter()
             .filter(on_if)
-            .find(|a| !a.link_local)
+            .find(|a| a.global)
             .map_or(Ipv6Addr::UNSPECIFIED, |a| a.address)
     } else {
         *local.ip()
@@ -131,7 +140,7 @@ pub fn next_hops(
         || addrs
             .iter()
             .filter(on_if)
-            .any(|a| !a.link_local && in_prefix(a, peer.ip()));
+            .any(|a| a.global && in_prefix(a, peer.ip()));
     let ll = if link_local_session {
         Some(*local.ip())
     } else if on_link {
@@ -160,12 +169,14 @@ mod tests {
     use std::net::SocketAddrV6;
 
     /// A switch with a numbered uplink (swp1: global /64 and link-local), an unnumbered one
-    /// (swp2: link-local only), one still in DAD (swp3) and services on lo.
+    /// (swp2: link-local, and a deprecated global that must not be used), one still in DAD
+    /// (swp3) and services on lo.
     const TABLE: &str = "\
 20010db8000200000000000000000002 03 40 00 80     swp1
 fe800000000000000000000000000002 03 40 20 80     swp1
 fe800000000000000000000000000022 04 40 20 80     swp2
 fe800000000000000000000000000033 05 40 20 c0     swp3
+20010db8000400000000000000000004 04 40 00 a0     swp2
 20010db8010000000000000000000014 01 80 00 80       lo
 00000000000000000000000000000001 01 80 10 80       lo
 ";
@@ -177,12 +188,16 @@ fe800000000000000000000000000033 05 40 20 c0     swp3
     #[test]
     fn the_table_is_read_with_scope_and_state() {
         let t = parse(TABLE);
-        assert_eq!(t.len(), 6);
+        assert_eq!(t.len(), 7);
+        assert!(
+            t[0].global && !t[1].global && !t[4].global,
+            "deprecated is not usable"
+        );
         assert_eq!(t[0].address, "2001:db8:2::2".parse::<Ipv6Addr>().unwrap());
         assert_eq!((t[0].ifindex, t[0].prefix_len), (3, 64));
         assert!(!t[0].link_local && t[1].link_local);
         assert!(t[3].tentative && !t[2].tentative);
-        assert_eq!(t[4].interface, "lo");
+        assert_eq!(t[5].interface, "lo");
         assert_eq!(ifindex(&t, "swp2"), Some(4));
         assert_eq!(ifindex(&t, "swp9"), None);
         assert!(parse("garbage\n1 2 3\n").is_empty());

@@ -9,12 +9,13 @@
 //!  [::]:179  ───┘        (else: close)      └─► …
 //! ```
 //!
-//! Neighbors are told apart by address and, for link-local ones, by the interface the
-//! connection came in on (its scope): `fe80::1` on swp1 and `fe80::1` on swp2 are two
-//! neighbors. Their MD5 keys cannot be told apart on the listener, though: the kernel keys
-//! them by address (an interface index may only name a VRF), so two link-local neighbors with
-//! the same address need the same password to connect to kube-gw (kube-gw's own connections
-//! are not affected); a difference is reported.
+//! Neighbors are told apart by address and, for IPv6 link-local ones, by the interface the
+//! connection came in on (its scope id, named when the connection arrives, so an interface
+//! created or re-created after the start is found): `fe80::1` on swp1 and `fe80::1` on swp2
+//! are two neighbors. Their MD5 keys cannot be told apart on the listener, though: the kernel
+//! keys them by address (an interface index may only name a VRF), so neighbors sharing an
+//! address need the same password (or none) to connect to kube-gw — kube-gw's own
+//! connections are not affected — and a difference is reported.
 //!
 //! Two sockets, IPv4 and IPv6-only, so each neighbor's TCP MD5 key is set in its own family
 //! on the listener (the kernel checks the SYN against it; a SYN without the right signature
@@ -31,17 +32,17 @@ use tokio::sync::{mpsc, watch};
 
 use super::session::Password;
 
-/// A neighbor as the listener knows it: its address and, when link-local, the index of its
-/// interface (0 otherwise).
-pub type Key = (IpAddr, u32);
+/// A neighbor as the listener knows it: its address and, for an IPv6 link-local one, its
+/// interface.
+pub type Key = (IpAddr, Option<String>);
 
-/// The key of a connection from `from`.
-pub fn key_of(from: SocketAddr) -> Key {
+/// The key of a connection from `from`; `interface` names a scope id.
+pub fn key_of(from: SocketAddr, interface: impl Fn(u32) -> Option<String>) -> Key {
     match from {
-        SocketAddr::V6(a) if (a.ip().segments()[0] & 0xffc0) == 0xfe80 => {
-            (IpAddr::V6(*a.ip()), a.scope_id())
+        SocketAddr::V6(a) if super::link::is_link_local(a.ip()) => {
+            (IpAddr::V6(*a.ip()), interface(a.scope_id()))
         }
-        _ => (from.ip().to_canonical(), 0),
+        _ => (from.ip().to_canonical(), None),
     }
 }
 
@@ -56,23 +57,13 @@ pub struct Route {
 /// (some neighbor uses it) they answer SYNs with TTL 255, or that neighbor's minimum TTL
 /// would drop the SYN-ACK. Returns the listeners that could be bound, and what went wrong
 /// with the others.
-pub fn bind(port: u16, keys: &[(Key, &Password)], gtsm: bool) -> (Vec<TcpListener>, Vec<String>) {
+pub fn bind(
+    port: u16,
+    keys: &[(IpAddr, Option<Password>)],
+    gtsm: bool,
+) -> (Vec<TcpListener>, Vec<String>) {
     let mut listeners = Vec::new();
-    let mut problems = Vec::new();
-    // One key per address (the kernel's rule): the first neighbor's, and a problem for a
-    // different one.
-    let mut by_addr: Vec<(IpAddr, &Password)> = Vec::new();
-    for ((addr, _), password) in keys {
-        match by_addr.iter().find(|(a, _)| a == addr) {
-            None => by_addr.push((*addr, password)),
-            Some((_, p)) if p == password => {}
-            Some(_) => problems.push(format!(
-                "two link-local neighbors {addr} have different passwords; the kernel keeps one \
-                 TCP MD5 key per address, so the second one's connections to kube-gw fail \
-                 (kube-gw's own connections to it work): give them the same password"
-            )),
-        }
-    }
+    let (by_addr, mut problems) = one_key_per_address(keys);
     for any in [
         SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
         SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
@@ -83,6 +74,33 @@ pub fn bind(port: u16, keys: &[(Key, &Password)], gtsm: bool) -> (Vec<TcpListene
         }
     }
     (listeners, problems)
+}
+
+/// The kernel keeps one MD5 key per address on a socket: the first neighbor's (in
+/// configuration order) is set, and a neighbor with the same address and another password,
+/// or none, is a problem.
+fn one_key_per_address(
+    keys: &[(IpAddr, Option<Password>)],
+) -> (Vec<(IpAddr, &Password)>, Vec<String>) {
+    let mut first: Vec<(IpAddr, Option<&Password>)> = Vec::new();
+    let mut problems = Vec::new();
+    for (addr, password) in keys {
+        match first.iter().find(|(a, _)| a == addr) {
+            None => first.push((*addr, password.as_ref())),
+            Some((_, p)) if *p == password.as_ref() => {}
+            Some(_) => problems.push(format!(
+                "neighbors at {addr} (on different interfaces) do not share one TCP MD5 password; \
+                 the kernel keeps one key per address, so only the first one's connections to \
+                 kube-gw work (kube-gw's own connections to each work): give them the same \
+                 password, or none"
+            )),
+        }
+    }
+    let keyed = first
+        .into_iter()
+        .filter_map(|(a, p)| Some((a, p?)))
+        .collect();
+    (keyed, problems)
 }
 
 fn bind_one(
@@ -158,7 +176,14 @@ pub async fn run(
 
 fn hand_over(routes: &HashMap<Key, Route>, stream: TcpStream, from: SocketAddr) {
     let peer = from.ip().to_canonical();
-    let Some(route) = routes.get(&key_of(from)) else {
+    let key = key_of(from, |scope| {
+        let addrs = super::link::read();
+        addrs
+            .iter()
+            .find(|a| a.ifindex == scope)
+            .map(|a| a.interface.clone())
+    });
+    let Some(route) = routes.get(&key) else {
         tracing::debug!(%from, "BGP connection from an address that is not a neighbor; closed");
         return;
     };
@@ -186,11 +211,35 @@ mod tests {
 
     #[test]
     fn link_local_peers_are_known_by_address_and_interface() {
+        let name = |i: u32| (i == 7).then(|| "swp1".to_string());
         let ll: SocketAddr = "[fe80::1%7]:40000".parse().unwrap();
-        assert_eq!(key_of(ll), ("fe80::1".parse().unwrap(), 7));
+        let want = ("fe80::1".parse().unwrap(), Some("swp1".to_string()));
+        assert_eq!(key_of(ll, name), want);
+        let gone: SocketAddr = "[fe80::1%9]:40000".parse().unwrap();
+        assert_eq!(key_of(gone, name), ("fe80::1".parse().unwrap(), None));
         let global: SocketAddr = "[2001:db8::1]:40000".parse().unwrap();
-        assert_eq!(key_of(global), ("2001:db8::1".parse().unwrap(), 0));
+        assert_eq!(key_of(global, name), ("2001:db8::1".parse().unwrap(), None));
         let v4: SocketAddr = "192.0.2.1:40000".parse().unwrap();
-        assert_eq!(key_of(v4), ("192.0.2.1".parse().unwrap(), 0));
+        assert_eq!(key_of(v4, name), ("192.0.2.1".parse().unwrap(), None));
+        let mapped: SocketAddr = "[::ffff:192.0.2.1]:40000".parse().unwrap();
+        assert_eq!(key_of(mapped, name), ("192.0.2.1".parse().unwrap(), None));
+    }
+
+    #[test]
+    fn one_md5_key_per_address_and_a_problem_for_a_different_one() {
+        let a: IpAddr = "fe80::1".parse().unwrap();
+        let b: IpAddr = "192.0.2.1".parse().unwrap();
+        let pw = |s: &str| Some(Password::from_bytes(s.as_bytes()));
+        let keys = vec![(a, pw("one")), (a, pw("one")), (b, None)];
+        let (keyed, problems) = one_key_per_address(&keys);
+        assert_eq!(keyed.len(), 1);
+        assert!(problems.is_empty());
+        for other in [pw("two"), None] {
+            let keys = vec![(a, pw("one")), (a, other)];
+            let (keyed, problems) = one_key_per_address(&keys);
+            assert_eq!(keyed.len(), 1);
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].contains("fe80::1"));
+        }
     }
 }

@@ -296,6 +296,11 @@ impl std::fmt::Debug for Password {
 }
 
 impl Password {
+    #[cfg(test)]
+    pub(crate) fn from_bytes(b: &[u8]) -> Self {
+        Self(b.into())
+    }
+
     /// The key, for the socket option only.
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.0
@@ -352,6 +357,13 @@ pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
     b.neighbors
         .iter()
         .map(|n| {
+            // The interface scopes only an IPv6 link-local neighbor (an IPv4 link-local one
+            // is reached through the kernel's on-link route; for others it is ignored, and
+            // the configuration check warns).
+            let interface = match n.address {
+                IpAddr::V6(a) if super::link::is_link_local(&a) => n.interface.clone(),
+                _ => None,
+            };
             let remote_as = match n.remote_asn {
                 RemoteAsn::Number(a) => super::fsm::RemoteAs::Exact(a),
                 RemoteAsn::Kind(PeerKind::External) => super::fsm::RemoteAs::External,
@@ -368,10 +380,10 @@ pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
             (
                 Peer {
                     address: n.address,
-                    interface: n.interface.clone(),
-                    name: super::link::neighbor_name(n.address, n.interface.as_deref()),
+                    name: super::link::neighbor_name(n.address, interface.as_deref()),
                     extended_next_hop: n.address.is_ipv6()
-                        && n.extended_next_hop.unwrap_or(n.interface.is_some()),
+                        && n.extended_next_hop.unwrap_or(interface.is_some()),
+                    interface,
                     port: 179,
                     settings: Settings {
                         local_as: b.asn,
@@ -795,11 +807,7 @@ async fn session(
                         // Not a family of this session: ignored (RFC 2918 §4).
                         continue;
                     }
-                    let routes: BTreeMap<IpNet, Communities> = sent
-                        .iter()
-                        .filter(|(p, _)| p.addr().is_ipv4() == four)
-                        .map(|(p, c)| (*p, c.clone()))
-                        .collect();
+                    let routes = of_family(&sent, four);
                     let mark = |subtype| wire::RouteRefresh { afi, subtype, safi }.encode();
                     if peer_enhanced_refresh {
                         send(
@@ -1282,6 +1290,14 @@ fn for_session(
         .collect()
 }
 
+/// The routes of one family (IPv4 or IPv6) of those sent: what a ROUTE-REFRESH for it gets.
+fn of_family(sent: &BTreeMap<IpNet, Communities>, ipv4: bool) -> BTreeMap<IpNet, Communities> {
+    sent.iter()
+        .filter(|(p, _)| p.addr().is_ipv4() == ipv4)
+        .map(|(p, c)| (*p, c.clone()))
+        .collect()
+}
+
 /// The Adj-RIB-Out as status shows it.
 fn adj_rib_out(sent: &BTreeMap<IpNet, Communities>) -> Arc<BTreeSet<IpNet>> {
     Arc::new(sent.keys().copied().collect())
@@ -1447,6 +1463,24 @@ mod tests {
             matches!(pending.front(), Some(Event::Malformed(n)) if n.code == wire::Code::SendHoldTimerExpired),
             "{pending:?}"
         );
+    }
+
+    #[test]
+    fn a_route_refresh_gets_only_its_family_again() {
+        let sent: BTreeMap<IpNet, Communities> = ["198.51.100.1/32", "2001:db8:100::1/128"]
+            .iter()
+            .map(|p| (p.parse().unwrap(), Communities::default()))
+            .collect();
+        let four: Vec<String> = of_family(&sent, true)
+            .keys()
+            .map(ToString::to_string)
+            .collect();
+        let six: Vec<String> = of_family(&sent, false)
+            .keys()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(four, ["198.51.100.1/32"]);
+        assert_eq!(six, ["2001:db8:100::1/128"]);
     }
 
     #[test]

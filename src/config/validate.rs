@@ -368,8 +368,9 @@ fn bgp_rules(bgp: &BgpConfig, file_index: &[usize], out: &mut Findings) {
             );
         }
         for (j, m) in bgp.neighbors.iter().enumerate().take(i) {
-            // A link-local address may be used again on another interface.
-            if m.address == n.address && m.interface == n.interface {
+            // An IPv6 link-local address may be used again on another interface.
+            let scoped = n.address.is_ipv6() && is_link_local(n.address);
+            if m.address == n.address && (!scoped || m.interface == n.interface) {
                 out.error(
                     path().key("address"),
                     format!(

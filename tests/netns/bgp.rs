@@ -1262,7 +1262,11 @@ fn drain_withdraws_gracefully_and_undrain_brings_the_routes_back() {
 /// Unnumbered peering: a BIRD leaf and an FRR leaf, each reached only by link-local
 /// addresses (no IPv4, no global IPv6 on the link; both are fe80::1, on two interfaces), get
 /// the IPv6 route with our link-local next hop and the IPv4 route over the same IPv6 session
-/// (RFC 8950), both into their kernels via fe80::2, with TCP MD5. A numbered IPv6 session on
+/// (RFC 8950), both into their kernels via fe80::2, with TCP MD5. BIRD's is a passive
+/// neighbor: its session comes through the listener, which must tell the two fe80::1 apart
+/// by interface (handed to FRR's session, the OPEN would carry the wrong AS). (FRR 8.4 itself
+/// does not connect to a numbered link-local neighbor — "Waiting for NHT" — so kube-gw
+/// connects to it.) A numbered IPv6 session on
 /// a shared link carries the global and the link-local next hop (RFC 2545). An IPv4 prefix
 /// leaving is withdrawn over the IPv6 sessions while they stay up.
 #[test]
@@ -1324,6 +1328,7 @@ fn a_link_local_neighbor_gets_ipv6_and_ipv4_routes_with_our_link_local_next_hop(
              [bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\nhold-time = 9\ndrain-time = 1\n\
              static-prefixes = [\"198.51.100.10/32\", \"2001:db8:100::10/128\"]\n\
              [[bgp.neighbors]]\naddress = \"fe80::1\"\ninterface = \"{sw_if}\"\nremote-asn = 65000\n\
+             passive = true\n\
              password-file = \"{pw}\"\n\
              [[bgp.neighbors]]\naddress = \"fe80::1\"\ninterface = \"{sw_if3}\"\nremote-asn = 65001\n\
              password-file = \"{pw}\"\n\

@@ -138,11 +138,8 @@ async fn supervise(
             let url = creds.config.cluster_url.to_string();
             let client = Client::try_from(creds.config.clone())
                 .map_err(|e| credentials::explain(&e, &url))?;
-            let who = whoami(&client)
-                .await
-                .map_err(|e| credentials::explain(&e, &url))?;
-            let missing = access::missing(&client, &name)
-                .await
+            // Both checks at once: one round trip less before the watches start.
+            let (who, missing) = tokio::try_join!(whoami(&client), access::missing(&client, &name))
                 .map_err(|e| credentials::explain(&e, &url))?;
             if !missing.is_empty() {
                 return Err(access::describe(&missing, &who));

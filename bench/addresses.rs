@@ -5,6 +5,12 @@
 //!   sudo KUBE_GW_BENCH_N=2000 cargo bench --bench addresses
 //!   sudo KUBE_GW_BENCH_LOG=/tmp/kg.log cargo bench --bench addresses   # keep kube-gw's log
 //!   sudo KUBE_GW_BENCH_ROUNDS=9 cargo bench --bench addresses        # more rounds
+//!   sudo KUBE_GW_BENCH_PIN=1 cargo bench --bench addresses   # control plane on its own core
+//!
+//! By default everything shares the machine's cores, as in CI. With `KUBE_GW_BENCH_PIN=1`
+//! the API server, etcd and the controller manager run on CPU 1 and everything measured
+//! (`ip -batch`, kube-gw, the `ip monitor` observers, the API forwarders) on CPU 0: on a
+//! switch the control plane is another machine, and this keeps its cost out of both sides.
 //!
 //! 1. N Services with one externalIP each (IPv6 /128s in 2001:db8:100::/112) are created in
 //!    the real API server while kube-gw is not running.
@@ -163,6 +169,38 @@ fn cold_start(
     (took, (name, sw, kg))
 }
 
+/// Puts the control plane (children of this process) on CPU 1 and this process — and so
+/// every process it starts from now on — on CPU 0.
+fn pin_control_plane_away() {
+    let me = std::process::id();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        let ppid: u32 = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if ppid == me && ["kube-apiserver", "etcd", "kube-controller"].contains(&comm) {
+            harness::run(std::process::Command::new("taskset").args([
+                "-a",
+                "-p",
+                "0x2",
+                &pid.to_string(),
+            ]));
+            eprintln!("pinned {comm} ({pid}) to CPU 1");
+        }
+    }
+    harness::run(std::process::Command::new("taskset").args(["-a", "-p", "0x1", &me.to_string()]));
+    eprintln!("this benchmark and what it starts: CPU 0");
+}
+
 fn main() {
     // `cargo test --all-targets` runs bench binaries as smoke tests without `--bench`;
     // this one takes minutes and measures nothing in a debug build, so it only runs
@@ -181,6 +219,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let cp = ControlPlane::shared();
+    let pinned = std::env::var("KUBE_GW_BENCH_PIN").is_ok_and(|v| v == "1")
+        && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    if pinned {
+        pin_control_plane_away();
+    }
     let ns = format!("bench-{}", std::process::id());
     cp.create_namespace(&ns);
     let t = Instant::now();
@@ -358,6 +401,9 @@ fn main() {
 
     println!();
     println!("addresses onto lo, N = {n}, median of {rounds} rounds (one run, this machine)");
+    if pinned {
+        println!("control plane on CPU 1; ip -batch, kube-gw and the observers on CPU 0");
+    }
     println!("{:<46} {:>10} {:>8}   rounds", "", "seconds", "ratio");
     println!(
         "{:<46} {:>10.3} {:>8}   {ip_batch_all}",

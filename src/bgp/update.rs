@@ -159,6 +159,13 @@ fn split(nets: &[IpNet]) -> (Vec<Ipv4UnicastAddress>, Vec<Ipv6UnicastAddress>) {
     (four, six)
 }
 
+/// An UPDATE whose prefixes are all in one MP_REACH_NLRI or MP_UNREACH_NLRI (optional,
+/// non-transitive, 2-octet length) after the attributes `pa`.
+fn mp_only(mut pa: Vec<PathAttribute>, mp: PathAttributeValue) -> BgpUpdateMessage {
+    pa.extend(attr(true, false, true, mp));
+    BgpUpdateMessage::new(Vec::new(), pa, Vec::new())
+}
+
 /// UPDATE bodies that withdraw `withdraw` and announce `announce` with `attrs`. Prefixes of a
 /// family without a next hop in `attrs` are left out (the caller decides the families).
 pub fn pack(announce: &[IpNet], withdraw: &[IpNet], attrs: &Attrs) -> Vec<Vec<u8>> {
@@ -169,14 +176,11 @@ pub fn pack(announce: &[IpNet], withdraw: &[IpNet], attrs: &Attrs) -> Vec<Vec<u8
         fit(
             &w4,
             &|w| {
-                let mut attrs = Vec::new();
-                attrs.extend(attr(
-                    true,
-                    false,
-                    true,
-                    PathAttributeValue::MpUnreach(MpUnreach::Ipv4Unicast { nlri: w.into() }),
-                ));
-                BgpUpdateMessage::new(Vec::new(), attrs, Vec::new())
+                let nlri = w.into();
+                mp_only(
+                    Vec::new(),
+                    PathAttributeValue::MpUnreach(MpUnreach::Ipv4Unicast { nlri }),
+                )
             },
             &mut out,
         );
@@ -190,14 +194,11 @@ pub fn pack(announce: &[IpNet], withdraw: &[IpNet], attrs: &Attrs) -> Vec<Vec<u8
     fit(
         &w6,
         &|w| {
-            let mut attrs = Vec::new();
-            attrs.extend(attr(
-                true,
-                false,
-                true,
-                PathAttributeValue::MpUnreach(MpUnreach::Ipv6Unicast { nlri: w.into() }),
-            ));
-            BgpUpdateMessage::new(Vec::new(), attrs, Vec::new())
+            let nlri = w.into();
+            mp_only(
+                Vec::new(),
+                PathAttributeValue::MpUnreach(MpUnreach::Ipv6Unicast { nlri }),
+            )
         },
         &mut out,
     );
@@ -221,18 +222,12 @@ pub fn pack(announce: &[IpNet], withdraw: &[IpNet], attrs: &Attrs) -> Vec<Vec<u8
         fit(
             &a4,
             &|n| {
-                let mut pa = common(attrs);
-                pa.extend(attr(
-                    true,
-                    false,
-                    true,
-                    PathAttributeValue::MpReach(MpReach::Ipv4Unicast {
-                        next_hop: nh.into(),
-                        next_hop_local: attrs.next_hop_v6_local,
-                        nlri: n.into(),
-                    }),
-                ));
-                BgpUpdateMessage::new(Vec::new(), pa, Vec::new())
+                let reach = MpReach::Ipv4Unicast {
+                    next_hop: nh.into(),
+                    next_hop_local: attrs.next_hop_v6_local,
+                    nlri: n.into(),
+                };
+                mp_only(common(attrs), PathAttributeValue::MpReach(reach))
             },
             &mut out,
         );
@@ -241,18 +236,12 @@ pub fn pack(announce: &[IpNet], withdraw: &[IpNet], attrs: &Attrs) -> Vec<Vec<u8
         fit(
             &a6,
             &|n| {
-                let mut pa = common(attrs);
-                pa.extend(attr(
-                    true,
-                    false,
-                    true,
-                    PathAttributeValue::MpReach(MpReach::Ipv6Unicast {
-                        next_hop_global: nh,
-                        next_hop_local: attrs.next_hop_v6_local,
-                        nlri: n.into(),
-                    }),
-                ));
-                BgpUpdateMessage::new(Vec::new(), pa, Vec::new())
+                let reach = MpReach::Ipv6Unicast {
+                    next_hop_global: nh,
+                    next_hop_local: attrs.next_hop_v6_local,
+                    nlri: n.into(),
+                };
+                mp_only(common(attrs), PathAttributeValue::MpReach(reach))
             },
             &mut out,
         );
@@ -267,17 +256,11 @@ pub fn end_of_rib_v4() -> Vec<u8> {
 
 /// End-of-RIB for IPv6 unicast: an UPDATE with an empty MP_UNREACH_NLRI.
 pub fn end_of_rib_v6() -> Vec<u8> {
-    let attrs: Vec<PathAttribute> = attr(
-        true,
-        false,
-        true,
-        PathAttributeValue::MpUnreach(MpUnreach::Ipv6Unicast {
-            nlri: Vec::new().into(),
-        }),
-    )
-    .into_iter()
-    .collect();
-    body(&BgpUpdateMessage::new(Vec::new(), attrs, Vec::new()))
+    let nlri = Vec::new().into();
+    body(&mp_only(
+        Vec::new(),
+        PathAttributeValue::MpUnreach(MpUnreach::Ipv6Unicast { nlri }),
+    ))
 }
 
 #[cfg(test)]

@@ -82,6 +82,14 @@ pub fn ifindex(addrs: &[Addr6], interface: &str) -> Option<u32> {
         .map(|a| a.ifindex)
 }
 
+/// The name of the interface with index `ifindex`, if it has an IPv6 address.
+pub fn interface_name(addrs: &[Addr6], ifindex: u32) -> Option<String> {
+    addrs
+        .iter()
+        .find(|a| a.ifindex == ifindex)
+        .map(|a| a.interface.clone())
+}
+
 /// The index of `interface` from this namespace's table, or what to do about it.
 pub fn resolve(interface: &str) -> Result<u32, String> {
     ifindex(&read(), interface).ok_or_else(|| {
@@ -200,6 +208,8 @@ fe800000000000000000000000000033 05 40 20 c0     swp3
         assert_eq!(t[5].interface, "lo");
         assert_eq!(ifindex(&t, "swp2"), Some(4));
         assert_eq!(ifindex(&t, "swp9"), None);
+        assert_eq!(interface_name(&t, 4).as_deref(), Some("swp2"));
+        assert_eq!(interface_name(&t, 9), None);
         assert!(parse("garbage\n1 2 3\n").is_empty());
     }
 

@@ -177,11 +177,7 @@ pub async fn run(
 fn hand_over(routes: &HashMap<Key, Route>, stream: TcpStream, from: SocketAddr) {
     let peer = from.ip().to_canonical();
     let key = key_of(from, |scope| {
-        let addrs = super::link::read();
-        addrs
-            .iter()
-            .find(|a| a.ifindex == scope)
-            .map(|a| a.interface.clone())
+        super::link::interface_name(&super::link::read(), scope)
     });
     let Some(route) = routes.get(&key) else {
         tracing::debug!(%from, "BGP connection from an address that is not a neighbor; closed");

@@ -35,9 +35,9 @@
 //!
 //! Link-local neighbors (`address = "fe80::…"` with `interface`): the connection is scoped
 //! to the interface (its index read from the kernel at each attempt, so an interface that
-//! appears later is found), and the listener tells the same address on two links apart. IPv6 routes carry the
-//! session's next hops from [`super::link`]: a global one and, when the peer shares the link,
-//! our link-local one. With extended next hop (RFC 8950, default on link-local neighbors)
+//! appears later is found), and the listener tells the same address on two links apart.
+//! IPv6 routes carry the session's next hops from [`super::link`]: a global one and, when the
+//! peer shares the link, our link-local one. With extended next hop (RFC 8950, default on link-local neighbors)
 //! IPv4 routes go over the IPv6 session with those IPv6 next hops. IPv6 routes over an IPv4
 //! session are not sent.
 
@@ -610,11 +610,8 @@ async fn session(
     let mut refresh: Vec<(u16, u8)> = Vec::new();
     // The families both sides announced in their OPENs (RFC 4760: none means IPv4 unicast).
     let mut families = (false, false);
-    let mut four_octet = false;
-    // The peer offered extended next hop for IPv4 (RFC 8950), enhanced route refresh
-    // (RFC 7313; kube-gw always offers it).
-    let mut peer_extended_next_hop = false;
-    let mut peer_enhanced_refresh = false;
+    // What the peer's OPEN offered (4-octet AS, extended next hop, enhanced route refresh).
+    let mut peer_caps = open::PeerCapabilities::default();
     // The neighbor's routes (Adj-RIB-In), and whether it sent more than allowed.
     let mut received: BTreeSet<IpNet> = BTreeSet::new();
     let mut over_limit = false;
@@ -741,7 +738,7 @@ async fn session(
                                 // RFC 8950 when both sides offered it and IPv4 is negotiated.
                                 ipv4_via_ipv6: six.is_some()
                                     && peer.extended_next_hop
-                                    && peer_extended_next_hop
+                                    && peer_caps.extended_next_hop
                                     && families.0,
                                 communities: communities(&peer.export, *drain.borrow()),
                                 large_communities: peer.export.large_communities.clone(),
@@ -809,7 +806,7 @@ async fn session(
                     }
                     let routes = of_family(&sent, four);
                     let mark = |subtype| wire::RouteRefresh { afi, subtype, safi }.encode();
-                    if peer_enhanced_refresh {
+                    if peer_caps.enhanced_route_refresh {
                         send(
                             status,
                             &mut conn,
@@ -827,7 +824,7 @@ async fn session(
                         send_hold,
                     )
                     .await;
-                    if peer_enhanced_refresh {
+                    if peer_caps.enhanced_route_refresh {
                         send(
                             status,
                             &mut conn,
@@ -904,7 +901,7 @@ async fn session(
                     if f.kind == Kind::Update && fsm.state() == State::Established {
                         let ctx = inbound::Context {
                             local_as: peer.settings.local_as,
-                            four_octet,
+                            four_octet: peer_caps.four_octet_as,
                             external: status.borrow().peer_as != Some(peer.settings.local_as),
                         };
                         match inbound::check(&f.body, &ctx) {
@@ -922,9 +919,7 @@ async fn session(
                             }
                         }
                     }
-                    let mut caps = (four_octet, peer_extended_next_hop, peer_enhanced_refresh);
-                    let ev = to_event(f, &mut families, &mut caps);
-                    (four_octet, peer_extended_next_hop, peer_enhanced_refresh) = caps;
+                    let ev = to_event(f, &mut families, &mut peer_caps);
                     if let Event::Notification(n) = &ev {
                         tracing::warn!(neighbor = %peer.name, notification = %n, "NOTIFICATION received");
                         let code = n.code.to_u8();
@@ -1320,20 +1315,19 @@ fn has_next_hop(p: &IpNet, a: &update::Attrs) -> bool {
 }
 
 /// The FSM event for a message; an OPEN also records the families the peer supports
-/// (kube-gw announces both).
-/// `caps`: 4-octet AS, extended next hop, enhanced route refresh.
-fn to_event(f: wire::Frame, families: &mut (bool, bool), caps: &mut (bool, bool, bool)) -> Event {
+/// (kube-gw announces both) and its capabilities.
+fn to_event(
+    f: wire::Frame,
+    families: &mut (bool, bool),
+    caps: &mut open::PeerCapabilities,
+) -> Event {
     match f.kind {
         Kind::Open => match open::decode(&f.body) {
             Ok(r) => {
                 let c = &r.capabilities;
                 let any_mp = c.ipv4_unicast || c.ipv6_unicast;
                 *families = (c.ipv4_unicast || !any_mp, c.ipv6_unicast);
-                *caps = (
-                    c.four_octet_as,
-                    c.extended_next_hop,
-                    c.enhanced_route_refresh,
-                );
+                *caps = r.capabilities;
                 Event::Open(r.open)
             }
             Err(n) => Event::Malformed(n),

@@ -5,8 +5,9 @@
 //! IPv4 routes travel in the classic fields (NLRI, withdrawn routes, NEXT_HOP); IPv6 routes
 //! in MP_REACH_NLRI / MP_UNREACH_NLRI (RFC 4760) with a global and, when known, a link-local
 //! next hop. On an IPv6 session with extended next hop (RFC 8950), IPv4 routes travel in
-//! MP_REACH_NLRI / MP_UNREACH_NLRI too, with the IPv6 next hops. Attributes: ORIGIN IGP, AS_PATH (our AS for external peers, empty for
-//! internal ones, 4-octet), and the communities given.
+//! MP_REACH_NLRI / MP_UNREACH_NLRI too, with the IPv6 next hops. Attributes: ORIGIN IGP,
+//! AS_PATH (our AS for external peers, empty for internal ones, 4-octet), and the
+//! communities given.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -71,6 +71,12 @@ where
     const NAME: &'static str;
     /// Objects may enter partial views during the first list.
     const PARTIAL: bool;
+    /// Listed as a stream (`sendInitialEvents`): for resources that can be large, so that
+    /// their objects are used while the rest arrives. The others are listed in one
+    /// request from the API server's cache, which answers at once: a streaming list ends
+    /// with a bookmark that the API server sometimes sends only tens of milliseconds
+    /// later, and the Nodes hold back the first view.
+    const STREAM: bool;
     type View: Clone;
     fn view(&self) -> Option<Self::View>;
     fn upsert(snap: &mut ClusterSnapshot, view: Self::View) -> bool;
@@ -91,6 +97,7 @@ fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta)
 impl Tracked for Service {
     const NAME: &'static str = "services";
     const PARTIAL: bool = true;
+    const STREAM: bool = true;
     type View = snapshot::Service;
     fn view(&self) -> Option<Self::View> {
         snapshot::service_view(self)
@@ -115,6 +122,7 @@ impl Tracked for Service {
 impl Tracked for EndpointSlice {
     const NAME: &'static str = "endpointslices";
     const PARTIAL: bool = true;
+    const STREAM: bool = true;
     type View = snapshot::EndpointSlice;
     fn view(&self) -> Option<Self::View> {
         snapshot::endpoint_slice_view(self)
@@ -139,6 +147,7 @@ impl Tracked for EndpointSlice {
 impl Tracked for Node {
     const NAME: &'static str = "nodes";
     const PARTIAL: bool = false;
+    const STREAM: bool = false;
     type View = snapshot::Node;
     fn view(&self) -> Option<Self::View> {
         snapshot::node_view(self)
@@ -237,12 +246,16 @@ where
     // Streaming lists (`sendInitialEvents`, Kubernetes ≥ 1.32) let the API server send the
     // objects while kube-gw converts them, instead of one page after the other. An API
     // server that refuses them fails the first list; kube-gw then lists in pages.
-    let mut streaming = true;
+    let mut streaming = K::STREAM;
     loop {
         let config = if streaming {
             watcher::Config::default().streaming_lists()
-        } else {
+        } else if K::STREAM {
             watcher::Config::default()
+        } else {
+            // From the watch cache (resourceVersion=0): no wait for a quorum read; the
+            // watch that follows brings anything newer.
+            watcher::Config::default().any_semantic()
         };
         let stream = watcher(api.clone(), config).default_backoff();
         let fell_back = drive(stream, |item| {

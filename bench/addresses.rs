@@ -20,8 +20,11 @@
 //!    start to N addresses on `lo` (join, list, compute, program) — the "all objects in the
 //!    API server" to "all addresses on the interface" time.
 //!
-//!    Steps 2 and 3 alternate for `KUBE_GW_BENCH_ROUNDS` rounds (default 5); the table
-//!    shows each round and the ratio of the medians.
+//!    Steps 2 and 3 alternate for `KUBE_GW_BENCH_ROUNDS` rounds (default 7); the table
+//!    shows each round and the ratio of the medians. Each round also times the API
+//!    server's own pace — a streaming list of every Service to a client that only decodes
+//!    them — and prints kube-gw's start timeline and CPU time, so a slow round can be told
+//!    apart: a slow list, a slow kernel, or kube-gw.
 //! 4. With N in place, one more Service, several times: the time from kube-gw's watch event
 //!    to the netlink acknowledgement of its address (both from kube-gw's own log
 //!    timestamps), and the time from the API's answer until `ip` shows the address.
@@ -76,6 +79,28 @@ fn create_services(cp: &ControlPlane, ns: &str, range: std::ops::Range<usize>) {
     });
 }
 
+/// The API server's own pace: a streaming list of every Service to a client that only
+/// decodes them (kube-rs, the same types kube-gw reads), from the host, without the
+/// forwarders. What kube-gw cannot go below for "all Services known".
+fn list_pace(cp: &ControlPlane) -> (Duration, usize) {
+    block_on(async {
+        use futures::StreamExt;
+        use kube::runtime::watcher::{self, watcher, Event};
+        let api: Api<Service> = Api::all(cp.admin().await);
+        let t = Instant::now();
+        let mut events = watcher(api, watcher::Config::default().streaming_lists()).boxed();
+        let mut count = 0;
+        while let Some(e) = events.next().await {
+            match e.unwrap() {
+                Event::InitApply(_) => count += 1,
+                Event::InitDone => break,
+                _ => {}
+            }
+        }
+        (t.elapsed(), count)
+    })
+}
+
 /// `ip -batch` adding the N addresses in a fresh namespace, watched by `ip monitor` as
 /// kube-gw is below.
 fn baseline(lab: &mut Lab, role: &str, batch: &str, n: usize) -> Duration {
@@ -104,7 +129,7 @@ fn cold_start(
     port: u16,
     n: usize,
     round: usize,
-) -> (Duration, (String, Node, KubeGw)) {
+) -> (Duration, (f64, f64), (String, Node, KubeGw)) {
     let name = format!("bench-{}-{round}", std::process::id());
     cp.bind_switch(&name);
     let sw = lab.node(&format!("switch{round}"));
@@ -166,7 +191,69 @@ fn cold_start(
     let took = t.elapsed();
     assert_eq!(count_lo(&sw), n, "ip addr show disagrees with ip monitor");
     lab.stop(&monitor_name, Duration::from_secs(5));
-    (took, (name, sw, kg))
+    let cpu = cpu_seconds(kg.status()["pid"].as_u64().unwrap());
+    eprintln!(
+        "  start, ms after kube-gw's first log line: {}",
+        timeline(&lab.log(&name))
+    );
+    (took, cpu, (name, sw, kg))
+}
+
+/// A log line's timestamp in milliseconds.
+fn ts(line: &str) -> Option<f64> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let t = v["timestamp"].as_str()?;
+    let ts: jiff::Timestamp = t.parse().ok()?;
+    Some(ts.as_millisecond() as f64 + f64::from(ts.subsec_microsecond() % 1000) / 1000.0)
+}
+
+/// Where a start goes: milliseconds after the daemon's first log line until it joined, had
+/// the Nodes (needed before any view), published its first view, had its first addresses
+/// acknowledged, had all Services, and had its last addresses acknowledged.
+fn timeline(log: &str) -> String {
+    let first_ts = log.lines().find_map(ts);
+    let at = |pred: &dyn Fn(&str) -> bool, last: bool| -> String {
+        let mut hits = log.lines().filter(|l| pred(l)).filter_map(ts);
+        let t = if last { hits.next_back() } else { hits.next() };
+        match (first_ts, t) {
+            (Some(a), Some(b)) => format!("{:.0}", b - a),
+            _ => "?".into(),
+        }
+    };
+    let listed = |what: &'static str| {
+        move |l: &str| l.contains("\"listed\"") && l.contains(&format!("\"{what}\""))
+    };
+    [
+        ("joined", at(&|l| l.contains("joined the cluster"), false)),
+        ("nodes listed", at(&listed("nodes"), false)),
+        (
+            "first view",
+            at(&|l| l.contains("cluster snapshot published"), false),
+        ),
+        (
+            "first addresses",
+            at(&|l| l.contains("addresses changed"), false),
+        ),
+        ("services listed", at(&listed("services"), false)),
+        (
+            "last addresses",
+            at(&|l| l.contains("addresses changed"), true),
+        ),
+    ]
+    .iter()
+    .map(|(k, v)| format!("{k} {v}"))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+/// User and system CPU seconds a process has used so far (`/proc/PID/stat`, clock ticks).
+fn cpu_seconds(pid: u64) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based, man proc).
+    let tick = |i: usize| f[i - 3].parse::<f64>().unwrap() / 100.0;
+    (tick(14), tick(15))
 }
 
 /// Puts the control plane (children of this process) on CPU 1 and this process — and so
@@ -237,7 +324,7 @@ fn main() {
     let rounds: usize = std::env::var("KUBE_GW_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
+        .unwrap_or(7)
         .max(1);
     let mut lab = Lab::new();
     let batch: String = (0..n)
@@ -246,6 +333,8 @@ fn main() {
     let batch_npr: String = batch.replace(" nodad\n", " nodad noprefixroute\n");
     let port: u16 = cp.server.rsplit(':').next().unwrap().parse().unwrap();
     let (mut ip_batch, mut ip_batch_npr, mut kube_gw) = (Vec::new(), Vec::new(), Vec::new());
+    let mut kube_gw_cpu: Vec<(f64, f64)> = Vec::new();
+    let mut list: Vec<Duration> = Vec::new();
     let mut running: Option<(String, Node, KubeGw)> = None;
     for round in 0..rounds {
         ip_batch.push(baseline(&mut lab, &format!("ipbatch{round}"), &batch, n));
@@ -255,18 +344,31 @@ fn main() {
             &batch_npr,
             n,
         ));
-        // Only the last round's kube-gw stays up, for the change latency below.
+        // Only the last round's kube-gw stays up, for the change latency below. Its
+        // removal of N addresses leaves kernel work behind (route cleanup, freeing): let
+        // it settle before the next round, which it would otherwise slow down.
         if let Some((name, _, _)) = running.take() {
-            lab.stop(&name, Duration::from_secs(10));
+            lab.stop(&name, Duration::from_secs(60));
+            std::thread::sleep(Duration::from_secs(2));
         }
-        let (took, started) = cold_start(cp, &mut lab, port, n, round);
+        let (took, listed) = list_pace(cp);
+        assert!(
+            listed >= n,
+            "the API server listed {listed} Services, not {n}"
+        );
+        list.push(took);
+        let (took, cpu, started) = cold_start(cp, &mut lab, port, n, round);
         kube_gw.push(took);
+        kube_gw_cpu.push(cpu);
         eprintln!(
-            "round {}: ip -batch {:.3} s, noprefixroute {:.3} s, kube-gw {:.3} s",
+            "round {}: ip -batch {:.3} s, noprefixroute {:.3} s, Services list alone {:.3} s, kube-gw {:.3} s (CPU user {:.2} s, system {:.2} s)",
             round + 1,
             ip_batch[round].as_secs_f64(),
             ip_batch_npr[round].as_secs_f64(),
-            took.as_secs_f64()
+            list[round].as_secs_f64(),
+            took.as_secs_f64(),
+            cpu.0,
+            cpu.1
         );
         running = Some(started);
     }
@@ -282,11 +384,13 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let (ip_batch_all, ip_batch_npr_all, kube_gw_all) = (
+    let (ip_batch_all, ip_batch_npr_all, kube_gw_all, list_all) = (
         rounds_line(&ip_batch),
         rounds_line(&ip_batch_npr),
         rounds_line(&kube_gw),
+        rounds_line(&list),
     );
+    let list = median_of(&list);
     let (ip_batch, ip_batch_npr, kube_gw) = (
         median_of(&ip_batch),
         median_of(&ip_batch_npr),
@@ -324,12 +428,6 @@ fn main() {
         std::fs::write(&path, &log).unwrap();
         eprintln!("kube-gw's log: {path}");
     }
-    let ts = |l: &str| -> Option<f64> {
-        let v: serde_json::Value = serde_json::from_str(l).ok()?;
-        let t = v["timestamp"].as_str()?;
-        let ts: jiff::Timestamp = t.parse().ok()?;
-        Some(ts.as_millisecond() as f64 + f64::from(ts.subsec_microsecond() % 1000) / 1000.0)
-    };
     let mut internal = Vec::new();
     for k in 0..7 {
         let want = vip(n + k);
@@ -373,24 +471,6 @@ fn main() {
         .copied()
         .unwrap_or(f64::NAN);
 
-    // Where the start goes: milliseconds after the daemon's first log line.
-    let first_ts = log.lines().find_map(ts);
-    let at = |msg: &str, last: bool| -> String {
-        let mut hits = log.lines().filter(|l| l.contains(msg)).filter_map(ts);
-        let t = if last { hits.next_back() } else { hits.next() };
-        match (first_ts, t) {
-            (Some(a), Some(b)) => format!("{:.0}", b - a),
-            _ => "?".into(),
-        }
-    };
-    let timeline = [
-        ("joined", at("joined the cluster", false)),
-        ("services listed", at("\"listed\"", true)),
-        ("first snapshot", at("cluster snapshot published", false)),
-        ("first desired state", at("desired state computed", false)),
-        ("addresses programmed", at("addresses changed", false)),
-    ];
-
     let pid = kg.status()["pid"].as_u64().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let hwm = status
@@ -428,6 +508,12 @@ fn main() {
         kube_gw.as_secs_f64() / ip_batch_npr.as_secs_f64()
     );
     println!(
+        "{:<46} {:>10.3} {:>8}   {list_all}",
+        "for scale: the Services' list alone (no kube-gw)",
+        list.as_secs_f64(),
+        ""
+    );
+    println!(
         "one Service change with {n} present: watch event -> netlink ack median {internal_median:.1} ms (of {}); \
          API answer -> address visible to ip: median {:.1} ms (of {})",
         internal.len(),
@@ -440,12 +526,18 @@ fn main() {
         med(&compute_us)
     );
     println!(
-        "  kube-gw's start, ms after its first log line: {}",
-        timeline
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "  kube-gw's start (last round), ms after its first log line: {}",
+        timeline(&log)
+    );
+    let mut user: Vec<f64> = kube_gw_cpu.iter().map(|c| c.0).collect();
+    let mut system: Vec<f64> = kube_gw_cpu.iter().map(|c| c.1).collect();
+    user.sort_by(f64::total_cmp);
+    system.sort_by(f64::total_cmp);
+    println!(
+        "  kube-gw's CPU from start to all addresses on lo, median: user {:.2} s, system {:.2} s \
+         (system includes the kernel's address work, done in kube-gw's netlink requests)",
+        user[user.len() / 2],
+        system[system.len() / 2]
     );
     println!(
         "kube-gw peak RSS: {}",

@@ -266,7 +266,11 @@ impl Lab {
     pub fn forward_host_port(&mut self, node: &Node, port: u16) {
         let sock = self.path(&format!("fwd-{port}.sock"));
         let log = std::fs::File::create(self.path(&format!("fwd-{port}-host.log"))).expect("log");
+        // 256 KiB buffers: a list of 10 000 Services passes through both hops in large
+        // reads instead of 8 KiB ones (socat's default), so the forwarders cost little of
+        // what the benchmark measures.
         let host = Command::new("socat")
+            .args(["-b", "262144"])
             .arg(format!("UNIX-LISTEN:{},fork", sock.display()))
             .arg(format!("TCP:127.0.0.1:{port}"))
             .stdin(Stdio::null())
@@ -286,6 +290,8 @@ impl Lab {
             &format!("fwd-{port}-ns"),
             "socat",
             &[
+                "-b",
+                "262144",
                 &format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"),
                 &format!("UNIX-CONNECT:{}", sock.display()),
             ],

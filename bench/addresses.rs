@@ -199,6 +199,12 @@ fn cold_start(
     (took, cpu, (name, sw, kg))
 }
 
+/// The middle value (NaN when there is none).
+fn middle(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// A log line's timestamp in milliseconds.
 fn ts(line: &str) -> Option<f64> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
@@ -448,28 +454,21 @@ fn main() {
             internal.push(a.max(b) - a);
         }
     }
-    internal.sort_by(f64::total_cmp);
     // Where a change's time goes, from the same log: snapshot build and desired-state
     // compute, on complete views (the partial ones belong to the start).
     let micros = |msg: &str| -> Vec<f64> {
-        let mut v: Vec<f64> = log
-            .lines()
+        log.lines()
             .filter(|l| l.contains(msg) && l.contains("\"complete\":true"))
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter_map(|v| v["fields"]["micros"].as_f64())
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v
+            .collect()
     };
     let (snap_us, compute_us) = (
         micros("cluster snapshot published"),
         micros("desired state computed"),
     );
-    let med = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(f64::NAN) / 1000.0;
-    let internal_median = internal
-        .get(internal.len() / 2)
-        .copied()
-        .unwrap_or(f64::NAN);
+    let internal_count = internal.len();
+    let internal_median = middle(internal);
 
     let pid = kg.status()["pid"].as_u64().unwrap();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -516,28 +515,24 @@ fn main() {
     println!(
         "one Service change with {n} present: watch event -> netlink ack median {internal_median:.1} ms (of {}); \
          API answer -> address visible to ip: median {:.1} ms (of {})",
-        internal.len(),
+        internal_count,
         median.as_secs_f64() * 1000.0,
         lat.len()
     );
     println!(
         "  of which: snapshot rebuild median {:.1} ms, desired-state compute median {:.1} ms",
-        med(&snap_us),
-        med(&compute_us)
+        middle(snap_us) / 1000.0,
+        middle(compute_us) / 1000.0
     );
     println!(
         "  kube-gw's start (last round), ms after its first log line: {}",
         timeline(&log)
     );
-    let mut user: Vec<f64> = kube_gw_cpu.iter().map(|c| c.0).collect();
-    let mut system: Vec<f64> = kube_gw_cpu.iter().map(|c| c.1).collect();
-    user.sort_by(f64::total_cmp);
-    system.sort_by(f64::total_cmp);
     println!(
         "  kube-gw's CPU from start to all addresses on lo, median: user {:.2} s, system {:.2} s \
          (system includes the kernel's address work, done in kube-gw's netlink requests)",
-        user[user.len() / 2],
-        system[system.len() / 2]
+        middle(kube_gw_cpu.iter().map(|c| c.0).collect()),
+        middle(kube_gw_cpu.iter().map(|c| c.1).collect())
     );
     println!(
         "kube-gw peak RSS: {}",

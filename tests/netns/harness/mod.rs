@@ -269,8 +269,9 @@ impl Lab {
         // 256 KiB buffers: a list of 10 000 Services passes through both hops in large
         // reads instead of 8 KiB ones (socat's default), so the forwarders cost little of
         // what the benchmark measures.
+        const BUFFER: &str = "262144";
         let host = Command::new("socat")
-            .args(["-b", "262144"])
+            .args(["-b", BUFFER])
             .arg(format!("UNIX-LISTEN:{},fork", sock.display()))
             .arg(format!("TCP:127.0.0.1:{port}"))
             .stdin(Stdio::null())
@@ -291,7 +292,7 @@ impl Lab {
             "socat",
             &[
                 "-b",
-                "262144",
+                BUFFER,
                 &format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"),
                 &format!("UNIX-CONNECT:{}", sock.display()),
             ],

@@ -26,7 +26,7 @@ use imbl::OrdMap;
 use kube_gw::config::IpvsConfig;
 use kube_gw::desired::{DestState, Destination, VirtualService, VsKey};
 use kube_gw::ipvs::{client::Client, reconcile};
-use kube_gw::kube::snapshot::{ObjectKey, Protocol};
+use kube_gw::model::{ObjectKey, Protocol};
 
 const DESTS: usize = 10;
 

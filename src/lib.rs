@@ -1,22 +1,36 @@
 //! kube-gw: brings Kubernetes Services onto a datacenter fabric from the switch itself.
 //!
-//! The binary (`src/main.rs`) is a thin entry into [`cli`]. The daemon's wiring and
-//! lifecycle are in [`app`]; the configuration contract in [`config`]; the admin socket,
-//! metrics and health endpoints in [`admin`]; systemd integration and ordered shutdown in
-//! [`lifecycle`]; logging in [`telemetry`]; joining and watching the cluster in [`kube`]. See DESIGN.md for how data flows between the
-//! subsystems that build on these.
+//! The binary (`src/main.rs`) is a thin entry into [`cli`]. ARCHITECTURE.md has the map;
+//! in short, from the bottom of the module graph up:
+//!
+//! - leaves: [`model`] (the shared vocabulary), [`config`] (the configuration contract),
+//!   [`api`] (the admin API's typed requests and answers), [`backoff`], [`lifecycle`]
+//!   (heartbeats, watchdog, systemd notify, ordered shutdown), [`telemetry`] (logging);
+//! - pure computation: [`desired`] (cluster view + config → desired state);
+//! - subsystems, each owning its state: [`kube`] (join, watch, Node, Events), [`netlink`]
+//!   (VIP addresses on `lo`), [`ipvs`] (the data path), [`bgp`] (the speaker), driven by
+//!   [`reconcile`] where they reconcile kernel state;
+//! - wiring: [`pipeline`] (cluster view → desired state → reconcilers → export gate),
+//!   [`control`] (configuration, reloads, the main loop), [`metrics`], [`admin`] (socket,
+//!   HTTP, views over the subsystems' handles), [`app`] (the composition root), [`cli`].
 
 pub mod admin;
+pub mod api;
 pub mod app;
+pub mod backoff;
 pub mod bgp;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod desired;
 pub mod ipvs;
 pub mod kube;
 pub mod lifecycle;
+pub mod metrics;
+pub mod model;
 pub mod netlink;
-pub mod serve;
+pub mod pipeline;
+pub mod reconcile;
 pub mod telemetry;
 
 /// Exit codes, from sysexits(3) where one fits.

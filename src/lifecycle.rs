@@ -20,76 +20,141 @@ use std::time::{Duration, Instant};
 use sd_notify::NotifyState;
 use serde::Serialize;
 
+/// How often an idle loop turns anyway, so that its heartbeat stays fresh.
+pub const IDLE_TURN: Duration = Duration::from_secs(1);
+
 /// Heartbeats of the loops that must keep turning.
 #[derive(Debug, Clone)]
 pub struct Liveness {
-    epoch: Instant,
-    loops: Arc<Mutex<BTreeMap<&'static str, Arc<AtomicU64>>>>,
+    /// tokio's clock (the real one, except in tests that pause it).
+    epoch: tokio::time::Instant,
+    loops: Arc<Mutex<BTreeMap<String, Arc<Beat>>>>,
+}
+
+/// One loop's shared state: when it last turned, and a test freeze waiting for it.
+#[derive(Debug, Default)]
+struct Beat {
+    last_ms: AtomicU64,
+    /// Test hook: the next turn stops for this many milliseconds.
+    freeze_ms: AtomicU64,
 }
 
 impl Default for Liveness {
     fn default() -> Self {
         Self {
-            epoch: Instant::now(),
+            epoch: tokio::time::Instant::now(),
             loops: Arc::default(),
         }
     }
 }
 
-/// One loop's heartbeat.
+/// One loop's heartbeat. The loop calls [`Heartbeat::turn`] once per iteration (and waits
+/// at most [`IDLE_TURN`] for anything else, so an idle loop still turns); a bounded wait on a
+/// peer goes through [`Heartbeat::during`], which keeps beating while the peer is slow.
 #[derive(Debug, Clone)]
 pub struct Heartbeat {
-    epoch: Instant,
-    last_ms: Arc<AtomicU64>,
+    epoch: tokio::time::Instant,
+    beat: Arc<Beat>,
 }
 
 impl Heartbeat {
     /// Records that the loop is turning.
     pub fn beat(&self) {
         let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.beat.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// One turn of the loop: a beat, and — only when a test asked for it
+    /// (`kube-gw debug-freeze`, refused unless `KUBE_GW_TEST_HOOKS=1`) — a stop of the
+    /// asked length without beating, which is what a stuck loop looks like from outside.
+    pub async fn turn(&self) {
+        let freeze = self.beat.freeze_ms.swap(0, Ordering::Relaxed);
+        if freeze > 0 {
+            tracing::warn!(millis = freeze, "test hook: this loop stops turning");
+            tokio::time::sleep(Duration::from_millis(freeze)).await;
+            tracing::warn!("test hook: the loop turns again");
+        }
+        self.beat();
+    }
+
+    /// Awaits `fut`, beating every [`IDLE_TURN`] while it is pending: for waits that are
+    /// bounded by their own timeout (a write to a slow peer, a kernel request), which are
+    /// not a stuck loop.
+    pub async fn during<F: Future>(&self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            match tokio::time::timeout(IDLE_TURN, &mut fut).await {
+                Ok(out) => return out,
+                Err(_) => self.beat(),
+            }
+        }
+    }
+
+    /// Resolves after [`IDLE_TURN`]: a loop selects on it so that it turns while idle.
+    pub async fn idle(&self) {
+        tokio::time::sleep(IDLE_TURN).await;
     }
 }
 
 impl Liveness {
-    /// Registers a loop (fresh as of now) and returns its heartbeat.
-    pub fn register(&self, name: &'static str) -> Heartbeat {
+    /// Registers a loop (fresh as of now) and returns its heartbeat. A name registered
+    /// again (a restarted loop) gets a fresh heartbeat.
+    pub fn register(&self, name: impl Into<String>) -> Heartbeat {
         let hb = Heartbeat {
             epoch: self.epoch,
-            last_ms: Arc::new(AtomicU64::new(0)),
+            beat: Arc::default(),
         };
         hb.beat();
-        self.loops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name, hb.last_ms.clone());
+        self.lock().insert(name.into(), hb.beat.clone());
         hb
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Beat>>> {
+        self.loops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Stops watching a loop (it ended on purpose, e.g. at shutdown).
-    pub fn unregister(&self, name: &'static str) {
-        self.loops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+    pub fn unregister(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    /// The daemon is stopping: its loops end one after another, bounded by the shutdown
+    /// plan's timeouts, so only the watchdog's own heartbeat is watched from now on.
+    pub fn retire(&self) {
+        self.lock().retain(|name, _| name == "watchdog");
+    }
+
+    /// Test hook: the named loop's next turn stops for `d`. Errs with the known loops if
+    /// there is no such loop.
+    pub fn freeze(&self, name: &str, d: Duration) -> Result<(), String> {
+        let loops = self.lock();
+        match loops.get(name) {
+            Some(b) => {
+                let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+                b.freeze_ms.store(ms, Ordering::Relaxed);
+                Ok(())
+            }
+            None => Err(format!(
+                "no loop named {name}; the loops are: {}",
+                loops.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+        }
     }
 
     /// Ages of every loop's last heartbeat.
-    pub fn ages(&self) -> BTreeMap<&'static str, Duration> {
+    pub fn ages(&self) -> BTreeMap<String, Duration> {
         let now = self.epoch.elapsed();
-        self.loops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.lock()
             .iter()
             .map(|(k, v)| {
-                let last = Duration::from_millis(v.load(Ordering::Relaxed));
-                (*k, now.saturating_sub(last))
+                let last = Duration::from_millis(v.last_ms.load(Ordering::Relaxed));
+                (k.clone(), now.saturating_sub(last))
             })
             .collect()
     }
 
     /// Loops whose heartbeat is older than `max_age`.
-    pub fn stale(&self, max_age: Duration) -> Vec<&'static str> {
+    pub fn stale(&self, max_age: Duration) -> Vec<String> {
         self.ages()
             .into_iter()
             .filter(|(_, age)| *age > max_age)
@@ -127,6 +192,78 @@ pub fn watchdog_interval() -> Option<Duration> {
     }
     (usec > 0).then(|| Duration::from_micros(usec))
 }
+
+/// What the watchdog task is doing, for status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchdogState {
+    /// `off` (systemd asked for none), `pinging`, or `withholding` (a loop is stuck).
+    pub state: &'static str,
+    pub info: String,
+}
+
+impl Default for WatchdogState {
+    fn default() -> Self {
+        Self {
+            state: "off",
+            info: "systemd did not ask for a watchdog (WatchdogSec=)".into(),
+        }
+    }
+}
+
+/// Pings systemd's watchdog (`WATCHDOG=1`) while every registered loop is turning; a stuck
+/// loop withholds the pings, so systemd restarts kube-gw. Runs until `stop`.
+pub async fn watchdog(
+    liveness: Liveness,
+    pings: prometheus_client::metrics::counter::Counter,
+    report: tokio::sync::watch::Sender<WatchdogState>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(interval) = watchdog_interval() else {
+        report.send_replace(WatchdogState::default());
+        return;
+    };
+    let every = (interval / 2).max(Duration::from_millis(100));
+    let max_age = every.clamp(Duration::from_secs(1), LIVENESS_MAX_AGE);
+    let hb = liveness.register("watchdog");
+    let info = format!("WATCHDOG=1 every {every:?} while loops turn within {max_age:?}");
+    report.send_replace(WatchdogState {
+        state: "pinging",
+        info: info.clone(),
+    });
+    let mut tick = tokio::time::interval(every);
+    let mut withholding = false;
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            _ = tick.tick() => {}
+        }
+        hb.beat();
+        let stale = liveness.stale(max_age);
+        if stale.is_empty() {
+            notify(&[NotifyState::Watchdog]);
+            pings.inc();
+            if withholding {
+                tracing::info!("all loops turn again; watchdog pings resumed");
+                report.send_replace(WatchdogState {
+                    state: "pinging",
+                    info: info.clone(),
+                });
+                withholding = false;
+            }
+        } else if !withholding {
+            tracing::error!(loops = ?stale, "loops are stuck; withholding watchdog pings so systemd restarts kube-gw");
+            report.send_replace(WatchdogState {
+                state: "withholding",
+                info: format!("stuck: {}", stale.join(", ")),
+            });
+            withholding = true;
+        }
+    }
+    liveness.unregister("watchdog");
+}
+
+/// A loop whose heartbeat is older than this makes `/livez` fail.
+pub const LIVENESS_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// The phases of a graceful stop, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -293,6 +430,37 @@ mod tests {
         assert!(!out[0].completed);
         assert!(out[1].completed);
         assert_eq!(*log.lock().unwrap(), vec!["admin"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frozen_loop_goes_stale_and_a_slow_peer_does_not() {
+        let l = Liveness::default();
+        let hb = l.register("ipvs");
+        assert!(l
+            .freeze("nope", Duration::from_secs(1))
+            .unwrap_err()
+            .contains("ipvs"));
+        // A bounded wait on a peer keeps the heartbeat fresh.
+        let slow = hb.during(tokio::time::sleep(Duration::from_secs(10)));
+        let watch = async {
+            for _ in 0..9 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                assert!(l.stale(Duration::from_millis(1500)).is_empty());
+            }
+        };
+        tokio::join!(slow, watch);
+        // A frozen turn does not beat.
+        l.freeze("ipvs", Duration::from_secs(3)).unwrap();
+        let frozen = hb.turn();
+        let watch = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert_eq!(l.stale(Duration::from_millis(1500)), vec!["ipvs"]);
+        };
+        tokio::join!(frozen, watch);
+        assert!(
+            l.stale(Duration::from_millis(1500)).is_empty(),
+            "fresh after the turn"
+        );
     }
 
     #[test]

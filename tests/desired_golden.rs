@@ -12,7 +12,8 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube_gw::desired::{compute, NodeId};
-use kube_gw::kube::snapshot::ClusterSnapshot;
+use kube_gw::kube::convert;
+use kube_gw::model::ClusterSnapshot;
 
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -47,7 +48,7 @@ fn run_case(path: &Path) -> String {
             k => panic!("{}: unexpected kind {k}", path.display()),
         }
     }
-    let snap = ClusterSnapshot::from_objects(&services, &slices, &nodes);
+    let snap = convert::snapshot(&services, &slices, &nodes);
     let me = NodeId {
         name: case.node.name,
         own_addresses: case.node.own_addresses,
@@ -57,7 +58,7 @@ fn run_case(path: &Path) -> String {
     services.reverse();
     slices.reverse();
     let again = compute(
-        &ClusterSnapshot::from_objects(&services, &slices, &nodes),
+        &convert::snapshot(&services, &slices, &nodes),
         &loaded.config,
         &me,
     );
@@ -127,7 +128,9 @@ impl Lcg {
 fn incremental_updates_end_where_a_fresh_computation_does() {
     use kube_gw::desired::Engine;
     use kube_gw::kube::events;
-    use kube_gw::kube::snapshot::{self, Endpoint, EndpointPort, ObjectKey, Protocol, ServicePort};
+    use kube_gw::model::cluster::{
+        self as snapshot, Endpoint, EndpointPort, ObjectKey, Protocol, ServicePort,
+    };
 
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("kubeconfig");

@@ -12,13 +12,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::app::Shared;
-
-/// A loop whose heartbeat is older than this makes `/livez` fail.
-pub const LIVENESS_MAX_AGE: Duration = Duration::from_secs(5);
+use super::Admin;
+use crate::lifecycle::LIVENESS_MAX_AGE;
 
 /// Serves until `stop` turns true.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             () = crate::lifecycle::stopped(&mut stop) => break,
@@ -31,11 +29,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
                         continue;
                     }
                 };
-                let shared = shared.clone();
+                let admin = admin.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(route(&shared, &req)) }
+                        let admin = admin.clone();
+                        async move { Ok::<_, Infallible>(route(&admin, &req)) }
                     });
                     if let Err(e) = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -55,9 +53,9 @@ fn text(code: StatusCode, body: String) -> Response<Full<Bytes>> {
     r
 }
 
-fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
+fn route<B>(admin: &Admin, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
-        "/metrics" => match shared.metrics.encode(&shared.liveness) {
+        "/metrics" => match admin.metrics().encode(admin.liveness()) {
             Ok(body) => {
                 let mut r = text(StatusCode::OK, body);
                 if let Ok(v) = "application/openmetrics-text; version=1.0.0; charset=utf-8".parse()
@@ -72,7 +70,7 @@ fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
             ),
         },
         "/livez" => {
-            let stale = shared.liveness.stale(LIVENESS_MAX_AGE);
+            let stale = admin.liveness().stale(LIVENESS_MAX_AGE);
             if stale.is_empty() {
                 text(StatusCode::OK, "ok\n".into())
             } else {
@@ -82,7 +80,7 @@ fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
                 )
             }
         }
-        "/readyz" => match shared.not_ready_reason() {
+        "/readyz" => match admin.not_ready_reason() {
             None => text(StatusCode::OK, "ok\n".into()),
             Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
         },

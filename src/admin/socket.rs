@@ -1,4 +1,5 @@
-//! The admin Unix socket: server side (in the daemon) and client side (in the CLI).
+//! The admin Unix socket, daemon side: one JSON request line in, one JSON response line out
+//! per connection ([`crate::api`]). The CLI's side is `cli/client.rs`.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -11,8 +12,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::protocol::{Request, Response};
-use crate::app::Shared;
+use super::Admin;
+use crate::api::{Request, Response};
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -58,7 +59,7 @@ pub async fn bind(path: &Path) -> Result<UnixListener, BindError> {
 pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
-    shared: Arc<Shared>,
+    admin: Arc<Admin>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -66,9 +67,9 @@ pub async fn serve(
             () = crate::lifecycle::stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let shared = shared.clone();
+                    let admin = admin.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = handle(stream, &shared).await {
+                        if let Err(e) = handle(stream, &admin).await {
                             tracing::debug!(error = %e, "admin: connection failed");
                         }
                     });
@@ -85,7 +86,7 @@ pub async fn serve(
     }
 }
 
-async fn handle(stream: UnixStream, shared: &Shared) -> io::Result<()> {
+async fn handle(stream: UnixStream, admin: &Admin) -> io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(r).take(MAX_REQUEST);
@@ -96,7 +97,7 @@ async fn handle(stream: UnixStream, shared: &Shared) -> io::Result<()> {
         Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
             Ok(req) => {
                 let span = tracing::debug_span!("admin", request = ?req);
-                shared.handle_admin(req).instrument(span).await
+                admin.handle(req).instrument(span).await
             }
             Err(e) => Response::err(format!("not a valid request: {e}")),
         },
@@ -105,58 +106,4 @@ async fn handle(stream: UnixStream, shared: &Shared) -> io::Result<()> {
     out.push(b'\n');
     w.write_all(&out).await?;
     w.shutdown().await
-}
-
-/// Client side: why a request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("cannot reach kube-gw at {path}: {source} — is the daemon running (systemctl status kube-gw)? is --socket right? (you need to be root or in the socket's group)")]
-    Connect {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("talking to kube-gw at {path} failed: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("kube-gw at {path} sent an answer that is not understood: {source}")]
-    Decode {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-/// Sends one request and waits (at most `timeout`) for the answer.
-pub async fn request(
-    path: &Path,
-    req: &Request,
-    timeout: Duration,
-) -> Result<Response, ClientError> {
-    let io = |source| ClientError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let stream = UnixStream::connect(path)
-        .await
-        .map_err(|source| ClientError::Connect {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let (r, mut w) = stream.into_split();
-    let mut body = serde_json::to_vec(req).map_err(|e| io(io::Error::other(e)))?;
-    body.push(b'\n');
-    w.write_all(&body).await.map_err(io)?;
-    let mut line = String::new();
-    tokio::time::timeout(timeout, BufReader::new(r).read_line(&mut line))
-        .await
-        .map_err(|_| io(io::Error::new(io::ErrorKind::TimedOut, "no answer in time")))?
-        .map_err(io)?;
-    serde_json::from_str(&line).map_err(|source| ClientError::Decode {
-        path: path.to_path_buf(),
-        source,
-    })
 }

@@ -1,7 +1,7 @@
 //! The BGP finite state machine of one session (RFC 4271 §8), without I/O: events in
 //! (connection changes, decoded messages, timer expiries, operator commands), actions out
-//! (connect, send, arm a timer, report). The session task does the I/O and the clock; this
-//! is what it consults, and what the table tests drive.
+//! (connect, send, arm a timer, adopt or refuse a connection, report). The session task
+//! does the I/O and the clock; this is what it consults, and what the table tests drive.
 //!
 //! ```text
 //!   Idle ─start─► Connect ⇄ Active ─TCP up─► OpenSent ─OPEN ok─► OpenConfirm ─KEEPALIVE─► Established
@@ -10,11 +10,22 @@
 //!              (the session task restarts it after the connect-retry delay)
 //! ```
 //!
-//! OPEN checks (RFC 4271 §6.2): version 4; the peer's AS as configured (or external/internal
-//! as asked); a BGP identifier that is not 0 and, for internal peers, not ours (RFC 6286);
-//! hold time 0 or at least 3. The hold time is the smaller of both; keepalives every third
-//! of it (or the configured keepalive when smaller). Collision detection between two
-//! connections to the same peer is the session task's: it keeps one FSM per connection.
+//! Decided here, as outputs, so that they are table-tested without sockets:
+//!
+//! - **OPEN checks** (RFC 4271 §6.2): version 4; the peer's AS as configured (or
+//!   external/internal as asked); a BGP identifier that is not 0 and, for internal peers, not
+//!   ours (RFC 6286); hold time 0 or at least 3. The hold time is the smaller of both;
+//!   keepalives every third of it (or the configured keepalive when smaller).
+//! - **Capability negotiation**: the families both sides announced (RFC 4760: an OPEN
+//!   without multiprotocol capabilities means IPv4 unicast), 4-octet AS, enhanced route
+//!   refresh, extended next hop (RFC 8950, when both offer it) — handed out in
+//!   [`Negotiated`] with [`Action::Up`].
+//! - **Collision resolution** (RFC 4271 §6.8): a connection of the peer's that arrives
+//!   ([`Event::Incoming`]) is adopted when the session has none, held while kube-gw's own
+//!   connection waits for the peer's OPEN, and then judged by BGP identifier (equal
+//!   identifiers, allowed between ASes by RFC 6286: the larger AS wins). The loser is closed
+//!   with Cease / Connection Collision Resolution; an Established session keeps its
+//!   connection; two connections of the peer's own: the newer is the peer's present.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -42,6 +53,15 @@ pub enum RemoteAs {
     Internal,
 }
 
+/// The address families and options kube-gw offers in its OPEN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offer {
+    pub ipv4_unicast: bool,
+    pub ipv6_unicast: bool,
+    /// RFC 8950: IPv4 unicast routes with an IPv6 next hop.
+    pub extended_next_hop: bool,
+}
+
 /// What the FSM needs to know of the neighbor's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -54,9 +74,24 @@ pub struct Settings {
     pub keepalive: Option<u16>,
     /// Wait for the peer to connect instead of connecting.
     pub passive: bool,
+    pub offer: Offer,
 }
 
-/// The parts of a received OPEN the FSM judges (decoded elsewhere).
+/// The capabilities kube-gw cares about in the peer's OPEN.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerCapabilities {
+    pub four_octet_as: bool,
+    pub ipv4_unicast: bool,
+    pub ipv6_unicast: bool,
+    pub route_refresh: bool,
+    pub enhanced_route_refresh: bool,
+    /// RFC 8950: the peer takes IPv4 unicast routes with an IPv6 next hop.
+    pub extended_next_hop: bool,
+    /// Capabilities kube-gw does not use (codes), for `kube-gw bgp neighbors`.
+    pub others: Vec<String>,
+}
+
+/// A received OPEN, decoded (by `open::decode`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerOpen {
     pub version: u8,
@@ -64,6 +99,14 @@ pub struct PeerOpen {
     pub asn: u32,
     pub hold_time: u16,
     pub router_id: Ipv4Addr,
+    pub capabilities: PeerCapabilities,
+}
+
+/// The unicast families of a session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Families {
+    pub ipv4: bool,
+    pub ipv6: bool,
 }
 
 /// What both sides agreed on, handed out when the session is established.
@@ -73,6 +116,14 @@ pub struct Negotiated {
     pub peer_id: Ipv4Addr,
     pub hold_time: u16,
     pub keepalive: u16,
+    /// Families both sides announced.
+    pub families: Families,
+    /// The peer reads 4-octet AS numbers in AS_PATH.
+    pub four_octet_as: bool,
+    /// Route refreshes are answered between BoRR and EoRR (RFC 7313).
+    pub enhanced_route_refresh: bool,
+    /// IPv4 routes may carry IPv6 next hops (RFC 8950; both sides offered it).
+    pub extended_next_hop: bool,
 }
 
 /// The FSM's timers (the send-hold timer is the session task's: it sees the socket).
@@ -92,8 +143,10 @@ pub enum Event {
         subcode: u8,
         reason: String,
     },
-    /// A TCP connection is up (ours or the peer's).
+    /// kube-gw's own connection attempt succeeded.
     Connected,
+    /// A connection of the peer's arrived (from the listener).
+    Incoming,
     /// The connection attempt failed or the connection closed.
     ConnectionLost,
     Expired(Timer),
@@ -124,6 +177,19 @@ pub enum Action {
     Down(String),
     /// Let the speaker handle the message (an UPDATE or ROUTE-REFRESH in Established).
     Deliver,
+    /// The incoming connection becomes the session's connection (it had none, or the
+    /// current one was just closed).
+    Adopt,
+    /// Keep the incoming connection aside until the collision can be judged.
+    Hold,
+    /// Close the incoming connection with Cease / Connection Collision Resolution.
+    Reject,
+    /// Close the held connection with Cease / Connection Collision Resolution.
+    CloseHeld,
+    /// Close the current connection with Cease / Connection Collision Resolution (it lost).
+    Yield,
+    /// The held connection becomes the session's connection.
+    Promote,
 }
 
 /// Large initial hold time while waiting for the peer's OPEN (RFC 4271 suggests 4 min).
@@ -137,6 +203,22 @@ pub struct Fsm {
     settings: Settings,
     state: State,
     negotiated: Option<Negotiated>,
+    /// The current connection is kube-gw's own (not the peer's).
+    ours: bool,
+    /// A connection of the peer's is held aside.
+    held: bool,
+}
+
+/// RFC 4271 §6.8: whether a new connection of the peer's wins against the current one.
+/// The connection opened by the side with the higher BGP identifier stays — with equal
+/// identifiers (RFC 6286), the side with the larger AS; two of the peer's own: the newer
+/// (the old one is from before the peer restarted).
+pub fn new_connection_wins(
+    (local_id, local_as): (Ipv4Addr, u32),
+    (peer_id, peer_as): (Ipv4Addr, u32),
+    current_is_ours: bool,
+) -> bool {
+    !current_is_ours || (u32::from(local_id), local_as) < (u32::from(peer_id), peer_as)
 }
 
 impl Fsm {
@@ -145,6 +227,8 @@ impl Fsm {
             settings,
             state: State::Idle,
             negotiated: None,
+            ours: false,
+            held: false,
         }
     }
 
@@ -154,6 +238,10 @@ impl Fsm {
 
     pub fn negotiated(&self) -> Option<&Negotiated> {
         self.negotiated.as_ref()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Feeds one event; returns what to do.
@@ -173,6 +261,7 @@ impl Fsm {
                     ]
                 }
             }
+            (S::Idle, E::Incoming) => vec![Action::Reject],
             (S::Idle, _) => Vec::new(),
             (_, E::Stop { subcode, reason }) => {
                 let connected = matches!(self.state, S::OpenSent | S::OpenConfirm | S::Established);
@@ -180,16 +269,20 @@ impl Fsm {
                 if connected {
                     out.push(Action::Send(Notification::cease(subcode, &reason)));
                 }
+                if self.held {
+                    self.held = false;
+                    out.push(Action::CloseHeld);
+                }
                 out.extend(self.reset(format!("stopped: {reason}")));
                 out
             }
             (S::Connect | S::Active, E::Connected) => {
-                self.state = S::OpenSent;
-                vec![
-                    Action::Disarm(Timer::ConnectRetry),
-                    Action::SendOpen,
-                    Action::Arm(Timer::Hold, OPEN_HOLD),
-                ]
+                self.ours = true;
+                self.open_sent(Vec::new())
+            }
+            (S::Connect | S::Active, E::Incoming) => {
+                self.ours = false;
+                self.open_sent(vec![Action::Adopt])
             }
             (S::Connect, E::ConnectionLost) => {
                 self.state = S::Active;
@@ -208,13 +301,44 @@ impl Fsm {
             }
             (S::Active, E::ConnectionLost) => Vec::new(),
             (S::Connect | S::Active, _) => Vec::new(),
+            // Two connections of the peer's own: the newer is the peer's present.
+            (S::OpenSent, E::Incoming) if !self.ours => {
+                self.open_sent(vec![Action::Yield, Action::Adopt])
+            }
+            // Judged once the peer's OPEN on the current connection names it.
+            (S::OpenSent, E::Incoming) => {
+                let mut out = Vec::new();
+                if self.held {
+                    out.push(Action::CloseHeld);
+                }
+                self.held = true;
+                out.push(Action::Hold);
+                out
+            }
+            (S::OpenConfirm, E::Incoming) => {
+                if self.new_wins() {
+                    self.open_sent(vec![Action::Yield, Action::Adopt])
+                } else {
+                    vec![Action::Reject]
+                }
+            }
+            // RFC 4271 §6.8: an Established session stays.
+            (S::Established, E::Incoming) => vec![Action::Reject],
             (S::OpenSent, E::Open(o)) => match self.check_open(&o) {
                 Ok(n) => {
-                    self.state = S::OpenConfirm;
-                    let mut out = vec![Action::SendKeepalive];
-                    out.extend(self.arm_timers(&n));
-                    self.negotiated = Some(n);
-                    out
+                    self.negotiated = Some(n.clone());
+                    if self.held {
+                        self.held = false;
+                        if self.new_wins() {
+                            self.negotiated = None;
+                            self.ours = false;
+                            return self.open_sent(vec![Action::Yield, Action::Promote]);
+                        }
+                        let mut out = vec![Action::CloseHeld];
+                        out.extend(self.open_confirm(&n));
+                        return out;
+                    }
+                    self.open_confirm(&n)
                 }
                 Err(notification) => self.fail(notification),
             },
@@ -271,7 +395,41 @@ impl Fsm {
         }
     }
 
-    /// Judges a received OPEN (RFC 4271 §6.2, RFC 6286).
+    /// A connection is up (after `first`): send our OPEN and wait for the peer's.
+    fn open_sent(&mut self, first: Vec<Action>) -> Vec<Action> {
+        self.state = State::OpenSent;
+        self.negotiated = None;
+        let mut out = first;
+        out.extend([
+            Action::Disarm(Timer::ConnectRetry),
+            Action::SendOpen,
+            Action::Arm(Timer::Hold, OPEN_HOLD),
+        ]);
+        out
+    }
+
+    /// The peer's OPEN was accepted: confirm it and run the negotiated timers.
+    fn open_confirm(&mut self, n: &Negotiated) -> Vec<Action> {
+        self.state = State::OpenConfirm;
+        let mut out = vec![Action::SendKeepalive];
+        out.extend(self.arm_timers(n));
+        out
+    }
+
+    /// Whether a connection of the peer's wins against the current one, now that the
+    /// peer's identifier is known (OpenConfirm) — see [`new_connection_wins`].
+    fn new_wins(&self) -> bool {
+        let Some(n) = &self.negotiated else {
+            return !self.ours;
+        };
+        new_connection_wins(
+            (self.settings.router_id, self.settings.local_as),
+            (n.peer_id, n.peer_as),
+            self.ours,
+        )
+    }
+
+    /// Judges a received OPEN (RFC 4271 §6.2, RFC 6286) and negotiates the capabilities.
     fn check_open(&self, o: &PeerOpen) -> Result<Negotiated, Notification> {
         let s = &self.settings;
         if o.version != 4 {
@@ -300,11 +458,21 @@ impl Fsm {
             let third = (hold / 3).max(1);
             s.keepalive.map_or(third, |k| k.min(third).max(1))
         };
+        let c = &o.capabilities;
+        // RFC 4760: a peer that announces no multiprotocol capability speaks IPv4 unicast.
+        let any_mp = c.ipv4_unicast || c.ipv6_unicast;
         Ok(Negotiated {
             peer_as: o.asn,
             peer_id: o.router_id,
             hold_time: hold,
             keepalive,
+            families: Families {
+                ipv4: s.offer.ipv4_unicast && (c.ipv4_unicast || !any_mp),
+                ipv6: s.offer.ipv6_unicast && c.ipv6_unicast,
+            },
+            four_octet_as: c.four_octet_as,
+            enhanced_route_refresh: c.enhanced_route_refresh,
+            extended_next_hop: s.offer.extended_next_hop && c.extended_next_hop,
         })
     }
 
@@ -339,17 +507,24 @@ impl Fsm {
         out
     }
 
-    /// Closes and goes back to Idle.
+    /// Closes and goes back to Idle — or, when a connection of the peer's is held, goes on
+    /// with that one at once (the peer is there and connecting).
     fn reset(&mut self, why: String) -> Vec<Action> {
         self.state = State::Idle;
         self.negotiated = None;
-        vec![
+        let mut out = vec![
             Action::Close,
             Action::Disarm(Timer::ConnectRetry),
             Action::Disarm(Timer::Hold),
             Action::Disarm(Timer::Keepalive),
             Action::Down(why),
-        ]
+        ];
+        if self.held {
+            self.held = false;
+            self.ours = false;
+            out.extend(self.open_sent(vec![Action::Promote]));
+        }
+        out
     }
 }
 
@@ -365,6 +540,23 @@ mod tests {
             hold_time: 9,
             keepalive: None,
             passive: false,
+            offer: Offer {
+                ipv4_unicast: true,
+                ipv6_unicast: true,
+                extended_next_hop: false,
+            },
+        }
+    }
+
+    fn caps(ipv4: bool, ipv6: bool) -> PeerCapabilities {
+        PeerCapabilities {
+            four_octet_as: true,
+            ipv4_unicast: ipv4,
+            ipv6_unicast: ipv6,
+            route_refresh: true,
+            enhanced_route_refresh: true,
+            extended_next_hop: false,
+            others: Vec::new(),
         }
     }
 
@@ -374,6 +566,14 @@ mod tests {
             asn,
             hold_time: hold,
             router_id: "192.0.2.1".parse().unwrap(),
+            capabilities: caps(true, false),
+        }
+    }
+
+    fn open_from(id: &str, asn: u32) -> PeerOpen {
+        PeerOpen {
+            router_id: id.parse().unwrap(),
+            ..open(asn, 9)
         }
     }
 
@@ -420,7 +620,14 @@ mod tests {
             peer_as: 65000,
             peer_id: "192.0.2.1".parse().unwrap(),
             hold_time: 9,
-            keepalive: 3
+            keepalive: 3,
+            families: Families {
+                ipv4: true,
+                ipv6: false
+            },
+            four_octet_as: true,
+            enhanced_route_refresh: true,
+            extended_next_hop: false,
         })));
         // Traffic keeps the hold timer going; updates go to the speaker.
         assert_eq!(
@@ -586,5 +793,236 @@ mod tests {
         let out = f.handle(Event::Notification(Notification::cease(2, "bye")));
         assert!(!out.iter().any(|a| matches!(a, Action::Send(_))));
         assert!(matches!(out.last(), Some(Action::Down(w)) if w.contains("bye")));
+    }
+
+    /// Families and options: what both sides announced, and RFC 4760's default.
+    #[test]
+    fn capabilities_are_negotiated_from_both_opens() {
+        let cases: Vec<(&str, Offer, PeerCapabilities, Families, bool)> = vec![
+            (
+                "both families on both sides",
+                settings().offer,
+                caps(true, true),
+                Families {
+                    ipv4: true,
+                    ipv6: true,
+                },
+                false,
+            ),
+            (
+                "no multiprotocol capability means IPv4 unicast",
+                settings().offer,
+                caps(false, false),
+                Families {
+                    ipv4: true,
+                    ipv6: false,
+                },
+                false,
+            ),
+            (
+                "an IPv6-only peer gets no IPv4",
+                settings().offer,
+                caps(false, true),
+                Families {
+                    ipv4: false,
+                    ipv6: true,
+                },
+                false,
+            ),
+            (
+                "extended next hop needs both sides",
+                Offer {
+                    extended_next_hop: true,
+                    ..settings().offer
+                },
+                PeerCapabilities {
+                    extended_next_hop: true,
+                    ..caps(true, true)
+                },
+                Families {
+                    ipv4: true,
+                    ipv6: true,
+                },
+                true,
+            ),
+            (
+                "offered by us only",
+                Offer {
+                    extended_next_hop: true,
+                    ..settings().offer
+                },
+                caps(true, true),
+                Families {
+                    ipv4: true,
+                    ipv6: true,
+                },
+                false,
+            ),
+            (
+                "offered by the peer only",
+                settings().offer,
+                PeerCapabilities {
+                    extended_next_hop: true,
+                    ..caps(true, true)
+                },
+                Families {
+                    ipv4: true,
+                    ipv6: true,
+                },
+                false,
+            ),
+        ];
+        for (name, offer, peer, families, enh) in cases {
+            let mut f = open_sent(Settings {
+                offer,
+                ..settings()
+            });
+            f.handle(Event::Open(PeerOpen {
+                capabilities: peer,
+                ..open(65000, 9)
+            }));
+            let n = f.negotiated().unwrap();
+            assert_eq!(n.families, families, "{name}");
+            assert_eq!(n.extended_next_hop, enh, "{name}");
+        }
+        // Enhanced route refresh and 4-octet AS follow the peer.
+        let mut f = open_sent(settings());
+        let old = PeerCapabilities {
+            enhanced_route_refresh: false,
+            four_octet_as: false,
+            ..caps(true, false)
+        };
+        f.handle(Event::Open(PeerOpen {
+            capabilities: old,
+            ..open(65000, 9)
+        }));
+        let n = f.negotiated().unwrap();
+        assert!(!n.enhanced_route_refresh && !n.four_octet_as);
+    }
+
+    #[test]
+    fn a_collision_keeps_the_connection_of_the_higher_identifier() {
+        let ours: Ipv4Addr = "192.0.2.20".parse().unwrap();
+        let lower = "10.9.9.9".parse().unwrap();
+        let higher = "203.0.113.250".parse().unwrap();
+        let me = (ours, 65010);
+        // kube-gw opened the current connection: the peer's new one wins only if the
+        // peer's identifier is higher.
+        assert!(!new_connection_wins(me, (lower, 65000), true));
+        assert!(new_connection_wins(me, (higher, 65000), true));
+        // Equal identifiers (RFC 6286): the larger AS's connection stays.
+        assert!(new_connection_wins(me, (ours, 65020), true));
+        assert!(!new_connection_wins(me, (ours, 65000), true));
+        // The current one is the peer's own too: the newer one is the peer's present.
+        assert!(new_connection_wins(me, (lower, 65000), false));
+    }
+
+    /// RFC 4271 §6.8 as the session sees it: a connection of the peer's arrives in each
+    /// state; what happens to it and to the current one.
+    #[test]
+    fn a_peer_connection_is_adopted_held_or_refused_by_state() {
+        let opened = [
+            Action::Disarm(Timer::ConnectRetry),
+            Action::SendOpen,
+            Action::Arm(Timer::Hold, OPEN_HOLD),
+        ];
+        let with = |first: &[Action]| -> Vec<Action> {
+            first
+                .iter()
+                .cloned()
+                .chain(opened.iter().cloned())
+                .collect()
+        };
+        // No connection yet (waiting between attempts, or passive): adopted.
+        let mut f = Fsm::new(Settings {
+            passive: true,
+            ..settings()
+        });
+        f.handle(Event::Start);
+        assert_eq!(f.handle(Event::Incoming), with(&[Action::Adopt]));
+        assert_eq!(f.state(), State::OpenSent);
+        // The current connection is the peer's too: the newer replaces it.
+        assert_eq!(
+            f.handle(Event::Incoming),
+            with(&[Action::Yield, Action::Adopt])
+        );
+        // Our own connection waits for the peer's OPEN: the new one is held; a second one
+        // replaces the first held one.
+        let mut f = open_sent(settings());
+        assert_eq!(f.handle(Event::Incoming), vec![Action::Hold]);
+        assert_eq!(
+            f.handle(Event::Incoming),
+            vec![Action::CloseHeld, Action::Hold]
+        );
+        // Established: the session stays, the newcomer is refused.
+        let mut f = open_sent(settings());
+        f.handle(Event::Open(open(65000, 9)));
+        f.handle(Event::Keepalive);
+        assert_eq!(f.handle(Event::Incoming), vec![Action::Reject]);
+        assert_eq!(f.state(), State::Established);
+    }
+
+    #[test]
+    fn a_held_connection_is_judged_when_the_peer_s_open_names_it() {
+        // Our identifier 192.0.2.20. A peer with a higher one: its connection wins, ours
+        // is closed with Cease 6/7 and the session goes on with the peer's.
+        let mut f = open_sent(settings());
+        f.handle(Event::Incoming);
+        let out = f.handle(Event::Open(open_from("203.0.113.250", 65000)));
+        assert_eq!(
+            out,
+            vec![
+                Action::Yield,
+                Action::Promote,
+                Action::Disarm(Timer::ConnectRetry),
+                Action::SendOpen,
+                Action::Arm(Timer::Hold, OPEN_HOLD)
+            ]
+        );
+        assert_eq!(f.state(), State::OpenSent);
+        assert!(
+            f.negotiated().is_none(),
+            "the OPEN on the closed connection counts no more"
+        );
+        // The promoted connection is the peer's: its OPEN brings the session up.
+        f.handle(Event::Open(open_from("203.0.113.250", 65000)));
+        assert_eq!(f.state(), State::OpenConfirm);
+        // A peer with a lower identifier: ours stays, the held one is closed.
+        let mut f = open_sent(settings());
+        f.handle(Event::Incoming);
+        let out = f.handle(Event::Open(open_from("10.9.9.9", 65000)));
+        assert_eq!(out.first(), Some(&Action::CloseHeld));
+        assert!(out.contains(&Action::SendKeepalive));
+        assert_eq!(f.state(), State::OpenConfirm);
+        // In OpenConfirm the identifier is known: judged at once.
+        let mut f = open_sent(settings());
+        f.handle(Event::Open(open_from("10.9.9.9", 65000)));
+        assert_eq!(f.handle(Event::Incoming), vec![Action::Reject]);
+        let mut f = open_sent(settings());
+        f.handle(Event::Open(open_from("203.0.113.250", 65000)));
+        let out = f.handle(Event::Incoming);
+        assert_eq!(&out[..2], &[Action::Yield, Action::Adopt]);
+        assert_eq!(f.state(), State::OpenSent);
+    }
+
+    #[test]
+    fn a_failure_with_a_held_connection_goes_on_with_it_and_a_stop_closes_both() {
+        let mut f = open_sent(settings());
+        f.handle(Event::Incoming);
+        let out = f.handle(Event::ConnectionLost);
+        assert!(matches!(out.get(4), Some(Action::Down(_))), "{out:?}");
+        assert_eq!(out.get(5), Some(&Action::Promote));
+        assert_eq!(f.state(), State::OpenSent);
+        let mut f = open_sent(settings());
+        f.handle(Event::Incoming);
+        let out = f.handle(Event::Stop {
+            subcode: 2,
+            reason: "bye".into(),
+        });
+        assert!(
+            out.contains(&Action::CloseHeld) && !out.contains(&Action::Promote),
+            "{out:?}"
+        );
+        assert_eq!(f.state(), State::Idle);
     }
 }

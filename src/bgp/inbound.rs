@@ -124,6 +124,9 @@ pub fn check(body: &[u8], ctx: &Context) -> Result<Checked, Notification> {
         .into_iter()
         .map(IpNet::V4)
         .collect();
+    // NEXT_HOP is mandatory only for routes in the NLRI field; IPv4 routes in MP_REACH_NLRI
+    // (RFC 8950) carry their next hop there (RFC 4760 §3).
+    let classic_nlri = !announced.is_empty();
 
     let mut seen = [false; 256];
     let mut withdraw_why: Option<String> = None;
@@ -226,10 +229,9 @@ pub fn check(body: &[u8], ctx: &Context) -> Result<Checked, Notification> {
     }
     // Mandatory attributes, when there is something to announce (RFC 7606 §3 d).
     if withdraw_why.is_none() && !announced.is_empty() {
-        let v4 = announced.iter().any(|p| matches!(p, IpNet::V4(_)));
         let missing = [(ORIGIN, "ORIGIN"), (AS_PATH, "AS_PATH")]
             .into_iter()
-            .chain(v4.then_some((NEXT_HOP, "NEXT_HOP")))
+            .chain(classic_nlri.then_some((NEXT_HOP, "NEXT_HOP")))
             .find(|(k, _)| !seen[usize::from(*k)]);
         if let Some((_, name)) = missing {
             withdraw_why = Some(format!("{name} is missing"));
@@ -450,6 +452,33 @@ mod tests {
         assert_eq!(
             check(&update(&[], &bad, &[]), &EBGP).unwrap_err().subcode,
             9
+        );
+    }
+
+    /// RFC 8950: IPv4 routes in MP_REACH_NLRI with an IPv6 next hop need no NEXT_HOP
+    /// attribute (RFC 4760 §3); routes in the NLRI field still do.
+    #[test]
+    fn ipv4_routes_with_an_ipv6_next_hop_need_no_next_hop_attribute() {
+        let origin_and_path = || {
+            let mut a = attr(TRANSITIVE, ORIGIN, &[0]);
+            a.extend(attr(TRANSITIVE, AS_PATH, &[2, 1, 0, 0, 0xfd, 0xe8]));
+            a
+        };
+        let mut mp = vec![0, 1, 1, 16];
+        mp.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        mp.push(0);
+        mp.extend_from_slice(&[32, 203, 0, 113, 9]);
+        let mut a = origin_and_path();
+        a.extend(attr(OPTIONAL, MP_REACH, &mp));
+        let c = check(&update(&[], &a, &[]), &EBGP).unwrap();
+        assert_eq!(
+            (c.announced, c.problem),
+            (vec![net("203.0.113.9/32")], None)
+        );
+        let c = check(&update(&[], &origin_and_path(), NLRI), &EBGP).unwrap();
+        assert_eq!(
+            c.problem,
+            Some(Problem::TreatAsWithdraw("NEXT_HOP is missing".into()))
         );
     }
 

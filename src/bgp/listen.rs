@@ -30,7 +30,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use super::session::Password;
+use super::peer::Password;
 
 /// A neighbor as the listener knows it: its address and, for an IPv6 link-local one, its
 /// interface.
@@ -138,6 +138,7 @@ pub async fn run(
     listeners: Vec<TcpListener>,
     routes: HashMap<Key, Route>,
     mut stop: watch::Receiver<bool>,
+    hb: crate::lifecycle::Heartbeat,
 ) {
     let (tx, mut rx) = mpsc::channel::<(TcpStream, SocketAddr)>(16);
     let mut tasks = Vec::new();
@@ -161,12 +162,14 @@ pub async fn run(
     }
     drop(tx);
     loop {
+        hb.turn().await;
         tokio::select! {
             () = crate::lifecycle::stopped(&mut stop) => break,
             c = rx.recv() => {
                 let Some((stream, from)) = c else { break };
                 hand_over(&routes, stream, from);
             }
+            () = hb.idle() => {}
         }
     }
     for t in tasks {

@@ -1,24 +1,47 @@
-//! kube-gw's BGP speaker (DESIGN.md, "BGP codec notes"):
+//! kube-gw's BGP speaker, split the way holo-bgp and rustybgp split theirs: the protocol is
+//! pure (values in, values out, table-tested without sockets), the I/O is a thin shell.
 //!
-//! - [`wire`]: message framing and the NOTIFICATION codec, ours (pure, golden-tested);
+//! Pure parts:
+//! - [`wire`]: message framing and the NOTIFICATION and ROUTE-REFRESH codecs, ours
+//!   (golden-tested);
 //! - [`open`] and [`update`]: OPEN and UPDATE bodies through `netgauze-bgp-pkt`, behind our
 //!   own types, and UPDATE packing;
 //! - [`inbound`]: received UPDATEs checked the RFC 7606 way, reduced to Adj-RIB-In changes;
-//! - [`fsm`]: the RFC 4271 FSM as a pure state machine (events and timer expiries in,
-//!   actions out);
+//! - [`fsm`]: the RFC 4271 FSM — OPEN checks, capability negotiation and collision
+//!   resolution included — events and timer expiries in, actions out;
+//! - [`rib_out`]: a neighbor's Adj-RIB-Out — session up, export change, route refresh
+//!   (BoRR/EoRR), drain (GRACEFUL_SHUTDOWN), close → UPDATE bodies and markers;
+//! - [`rib_in`]: a neighbor's Adj-RIB-In with max-prefix;
+//! - [`peer`]: configuration → neighbors (passwords included, never shown);
+//! - [`status`] and [`metrics`]: what a session reports, and its Prometheus collector.
+//!
+//! I/O:
 //! - [`link`]: the interface of a link-local neighbor and the IPv6 next hops of a session
 //!   (global, and link-local on a shared link), from the kernel's address table;
+//! - [`session`]: one task per neighbor — sockets, timers, framing — carrying out what the
+//!   pure parts decide;
 //! - [`listen`]: accepts the neighbors' connections on port 179 and hands them to their
 //!   sessions;
-//! - [`session`]: one task per neighbor, the thin TCP shell around the FSM, owning that
-//!   neighbor's Adj-RIB-Out and Adj-RIB-In, fed the exported prefixes (the desired state's
-//!   announcements that the address reconciler reports on `lo`).
+//! - [`speaker`]: owns the sessions and the listener; the daemon's one handle on BGP
+//!   (status, drain/undrain, graceful shutdown, stop).
+//!
+//! The routes come from the pipeline's export gate as [`crate::model::Exported`]: the
+//! announceable VIPs whose address is on `lo` and whose IPVS services are programmed.
 
 pub mod fsm;
 pub mod inbound;
 pub mod link;
 pub mod listen;
+pub mod metrics;
+pub mod neighbor;
 pub mod open;
+pub mod peer;
+pub mod receive;
+pub mod rib_in;
+pub mod rib_out;
 pub mod session;
+pub mod speaker;
+pub mod status;
+pub mod transport;
 pub mod update;
 pub mod wire;

@@ -22,7 +22,7 @@ use netgauze_parse_utils::reader::SliceReader;
 use netgauze_parse_utils::traits::ParseFromWithOneInput;
 use netgauze_parse_utils::WritablePdu;
 
-use super::fsm::PeerOpen;
+use super::fsm::{PeerCapabilities, PeerOpen, Settings};
 use super::wire::{Code, Notification};
 
 /// `AS_TRANS` (RFC 6793).
@@ -40,25 +40,17 @@ pub struct Proposal {
     pub extended_next_hop: bool,
 }
 
-/// The capabilities kube-gw cares about in the peer's OPEN.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerCapabilities {
-    pub four_octet_as: bool,
-    pub ipv4_unicast: bool,
-    pub ipv6_unicast: bool,
-    pub route_refresh: bool,
-    pub enhanced_route_refresh: bool,
-    /// RFC 8950: the peer takes IPv4 unicast routes with an IPv6 next hop.
-    pub extended_next_hop: bool,
-    /// Capabilities kube-gw does not use (codes), for `kube-gw bgp neighbors`.
-    pub others: Vec<String>,
-}
-
-/// A decoded OPEN.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Received {
-    pub open: PeerOpen,
-    pub capabilities: PeerCapabilities,
+impl From<&Settings> for Proposal {
+    fn from(s: &Settings) -> Self {
+        Self {
+            local_as: s.local_as,
+            router_id: s.router_id,
+            hold_time: s.hold_time,
+            ipv4_unicast: s.offer.ipv4_unicast,
+            ipv6_unicast: s.offer.ipv6_unicast,
+            extended_next_hop: s.offer.extended_next_hop,
+        }
+    }
 }
 
 /// The OPEN body (after the header).
@@ -101,7 +93,7 @@ pub fn encode(p: &Proposal) -> Vec<u8> {
 }
 
 /// Reads the peer's OPEN body; a malformed one gives the NOTIFICATION to answer with.
-pub fn decode(body: &[u8]) -> Result<Received, Notification> {
+pub fn decode(body: &[u8]) -> Result<PeerOpen, Notification> {
     // Unknown or malformed optional capabilities are not a reason to refuse a peer.
     let mut ctx = BgpParsingContext::new(
         true,
@@ -149,13 +141,11 @@ pub fn decode(body: &[u8]) -> Result<Received, Notification> {
             other => caps.others.push(capability_name(other)),
         }
     }
-    Ok(Received {
-        open: PeerOpen {
-            version: msg.version(),
-            asn: msg.my_asn4(),
-            hold_time: msg.hold_time(),
-            router_id: msg.bgp_id(),
-        },
+    Ok(PeerOpen {
+        version: msg.version(),
+        asn: msg.my_asn4(),
+        hold_time: msg.hold_time(),
+        router_id: msg.bgp_id(),
         capabilities: caps,
     })
 }
@@ -183,13 +173,8 @@ mod tests {
         assert_eq!(open.kind, Kind::Open);
         let r = decode(&open.body).unwrap();
         assert_eq!(
-            r.open,
-            PeerOpen {
-                version: 4,
-                asn: 65000,
-                hold_time: 240,
-                router_id: "192.0.2.1".parse().unwrap()
-            }
+            (r.version, r.asn, r.hold_time, r.router_id),
+            (4, 65000, 240, "192.0.2.1".parse().unwrap())
         );
         let c = &r.capabilities;
         assert!(c.four_octet_as && c.ipv4_unicast && c.ipv6_unicast);
@@ -215,8 +200,8 @@ mod tests {
         assert_eq!(u16::from_be_bytes([body[1], body[2]]), AS_TRANS);
         assert_eq!(u16::from_be_bytes([body[3], body[4]]), 9);
         let r = decode(&body).unwrap();
-        assert_eq!(r.open.asn, 4_200_000_010);
-        assert_eq!(r.open.router_id, p.router_id);
+        assert_eq!(r.asn, 4_200_000_010);
+        assert_eq!(r.router_id, p.router_id);
         assert!(r.capabilities.ipv4_unicast && r.capabilities.ipv6_unicast);
         assert!(r.capabilities.extended_next_hop);
         assert!(r.capabilities.others.is_empty());

@@ -23,6 +23,17 @@ pub struct Config {
     pub log: LogConfig,
 }
 
+impl Config {
+    /// The Node name: `[node] name`, else the host name.
+    pub fn node_name(&self) -> String {
+        self.node.name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into())
+        })
+    }
+}
+
 /// `[node]`: how this switch appears in the cluster.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

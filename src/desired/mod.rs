@@ -35,7 +35,9 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::config::{AnnouncePolicy, Config};
-use crate::kube::snapshot::{ClusterSnapshot, Endpoint, ObjectKey, Protocol, Service};
+use crate::model::cluster::{ClusterSnapshot, Endpoint, ObjectKey, Protocol, Service};
+pub use crate::model::dataplane::{DestState, Destination, VirtualService, VsKey};
+pub use crate::model::route::Communities;
 
 /// Annotation that opts a Service out (`"false"`).
 pub const ANNOUNCE_ANNOTATION: &str = "kube-gw.io/announce";
@@ -44,25 +46,6 @@ pub const ANNOUNCE_ANNOTATION: &str = "kube-gw.io/announce";
 /// (`ASN:DATA1:DATA2`) or well-known by name (`no-export`, `no-advertise`,
 /// `no-export-subconfed`, `no-peer`), separated by commas or spaces.
 pub const COMMUNITIES_ANNOTATION: &str = "kube-gw.io/bgp-communities";
-
-/// BGP communities a VIP's routes carry (the union over the Services served on it), on top
-/// of each neighbor's own.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Communities {
-    pub standard: BTreeSet<u32>,
-    pub large: BTreeSet<(u32, u32, u32)>,
-}
-
-impl Communities {
-    pub fn is_empty(&self) -> bool {
-        self.standard.is_empty() && self.large.is_empty()
-    }
-
-    fn extend(&mut self, other: Communities) {
-        self.standard.extend(other.standard);
-        self.large.extend(other.large);
-    }
-}
 
 /// Parses the communities annotation; returns what it gives and each refused token with
 /// why. Reserved standard communities (0:x, 65535:x) are refused except the four
@@ -146,65 +129,6 @@ pub struct Vip {
     /// Communities its routes carry (from the Services' `kube-gw.io/bgp-communities`).
     #[serde(skip_serializing_if = "Communities::is_empty")]
     pub communities: Communities,
-}
-
-/// Key of a virtual service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct VsKey {
-    pub vip: IpAddr,
-    pub port: u16,
-    pub protocol: Protocol,
-}
-
-impl Serialize for VsKey {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl std::fmt::Display for VsKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let proto = match self.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        };
-        match self.vip {
-            IpAddr::V4(a) => write!(f, "{a}:{}/{proto}", self.port),
-            IpAddr::V6(a) => write!(f, "[{a}]:{}/{proto}", self.port),
-        }
-    }
-}
-
-/// One (VIP, port, protocol) and where its traffic goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct VirtualService {
-    pub service: ObjectKey,
-    pub port_name: String,
-    /// Sorted by (address, port): every switch programs them in the same order.
-    pub destinations: Vec<Destination>,
-    /// `sessionAffinity: ClientIP` timeout in seconds.
-    pub persistence: Option<i32>,
-    /// `externalTrafficPolicy: Local`.
-    pub external_traffic_local: bool,
-}
-
-/// A backend of a virtual service.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Destination {
-    pub address: IpAddr,
-    pub port: u16,
-    /// `ready`, or `terminating` when only serving-terminating endpoints are left (as
-    /// kube-proxy falls back to them).
-    pub state: DestState,
-}
-
-/// Why a destination is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DestState {
-    Ready,
-    Terminating,
 }
 
 /// An address that was asked for and is not served.

@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::kube::snapshot::Protocol;
+use crate::model::Protocol;
 
 // netlink (linux/netlink.h)
 const NLMSG_ERROR: u16 = 2;
@@ -91,7 +91,7 @@ pub const FWD_MASQ: u32 = 0;
 const FWD_MASK: u32 = 0x7;
 
 /// A virtual service's identity: the desired state's key.
-pub type ServiceKey = crate::desired::VsKey;
+pub type ServiceKey = crate::model::VsKey;
 
 /// A virtual service's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,8 +26,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
-use crate::desired::VsKey;
-use crate::kube::snapshot::Protocol;
+use crate::model::{Protocol, VsKey};
 
 /// nftables table family and name kube-gw owns.
 pub const TABLE: &str = "inet kube-gw";

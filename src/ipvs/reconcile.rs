@@ -30,8 +30,11 @@ use tokio::sync::watch;
 
 use super::client::{Client, IpvsError};
 use super::codec::{flags, DestInfo, DestSpec, Request, ServiceKey, ServiceSpec};
+use crate::backoff::Backoff;
 use crate::config::{IpvsConfig, Scheduler};
-use crate::desired::{VirtualService, VsKey};
+use crate::lifecycle::Heartbeat;
+use crate::model::{VirtualService, VsKey};
+use crate::reconcile::{drive, Pacing, Reconciler, Wake};
 
 /// Periodic full pass (re-dump), whatever changed.
 pub const RESYNC: Duration = Duration::from_secs(30);
@@ -194,7 +197,7 @@ pub fn plan(
     out
 }
 
-fn dest(d: &crate::desired::Destination) -> DestSpec {
+fn dest(d: &crate::model::Destination) -> DestSpec {
     DestSpec {
         addr: d.address,
         port: d.port,
@@ -291,97 +294,78 @@ struct Kernel {
     settings: Vec<String>,
 }
 
-/// Runs the reconciler until `desired` closes. `desired` is `None` until the first complete
-/// desired state: nothing is touched before (a restart adopts what is there). `[ipvs]` and
-/// the pools are read from `config` on every pass; a reload that changes them makes the next
-/// pass look at everything (a new scheduler is set on each service in place).
-pub async fn run(
-    mut config: watch::Receiver<std::sync::Arc<crate::config::Config>>,
-    mut desired: watch::Receiver<Option<OrdMap<VsKey, VirtualService>>>,
+/// The IPVS reconciler, as the driver ([`crate::reconcile`]) runs it.
+struct IpvsReconciler {
+    config: watch::Receiver<std::sync::Arc<crate::config::Config>>,
+    config_open: bool,
+    cfg: IpvsConfig,
+    pools: Vec<IpNet>,
+    kernel: Option<Kernel>,
+    /// The desired state the last complete pass applied.
+    applied: Option<OrdMap<VsKey, VirtualService>>,
+    draining: Draining,
+    drain_tick: tokio::time::Interval,
+    passes: u64,
+    opened_once: bool,
     report: watch::Sender<IpvsReport>,
-) {
-    let settings = |c: &crate::config::Config| (c.ipvs.clone(), c.vip.pools.clone());
-    let (mut cfg, mut pools) = settings(&config.borrow_and_update());
-    // Wait for the first complete desired state.
-    let first = desired.wait_for(Option::is_some).await.map(|d| d.clone());
-    let Ok(Some(mut current)) = first else {
-        return;
-    };
-    let mut kernel: Option<Kernel> = None;
-    let mut applied: Option<OrdMap<VsKey, VirtualService>> = None;
-    let mut draining = Draining::new();
-    let mut passes = 0u64;
-    let mut backoff = Duration::from_millis(200);
-    let mut resync = tokio::time::interval(RESYNC);
-    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    resync.tick().await;
-    let mut drain_tick = tokio::time::interval(DRAIN_CHECK);
-    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut full = true;
-    let mut opened_once = false;
-    let mut config_open = true;
-    loop {
-        passes += 1;
+}
+
+fn settings(c: &crate::config::Config) -> (IpvsConfig, Vec<IpNet>) {
+    (c.ipvs.clone(), c.vip.pools.clone())
+}
+
+impl Reconciler for IpvsReconciler {
+    /// `None` until the first complete desired state: nothing is touched before (a restart
+    /// adopts what is there).
+    type Want = Option<OrdMap<VsKey, VirtualService>>;
+
+    async fn pass(&mut self, want: &Self::Want, full: bool) -> Result<(), String> {
+        let Some(current) = want else {
+            return Ok(());
+        };
+        self.passes += 1;
+        let passes = self.passes;
         let started = Instant::now();
-        let disabled = !cfg.enabled;
-        if disabled {
+        if !self.cfg.enabled {
             // Switched off: nothing is touched (what is in the kernel stays as it is).
-            kernel = None;
-            full = true;
-            report.send_replace(IpvsReport {
+            self.kernel = None;
+            self.applied = None;
+            self.report.send_replace(IpvsReport {
                 disabled: true,
                 in_sync: true,
                 passes,
                 ..IpvsReport::default()
             });
+            return Ok(());
         }
+        // Without IPVS in the kernel and nothing to program: nothing to do (and no leftover
+        // of kube-gw's could be in a table that does not exist).
+        if self.kernel.is_none() && current.is_empty() && !self.opened_once {
+            self.report.send_modify(|r| {
+                r.in_sync = true;
+                r.passes = passes;
+            });
+            return Ok(());
+        }
+        let full = full || self.kernel.is_none() || self.applied.is_none();
         // What to look at: everything after a (re)load, else what changed since the last
         // applied state, plus services with draining destinations.
         let mut look_at: BTreeSet<ServiceKey> = BTreeSet::new();
-        if !full {
-            if let Some(prev) = &applied {
-                for d in prev.diff(&current) {
-                    let k = match d {
-                        DiffItem::Add(k, _) | DiffItem::Remove(k, _) => *k,
-                        DiffItem::Update { new: (k, _), .. } => *k,
-                    };
-                    look_at.insert(k);
-                }
+        if let (false, Some(prev)) = (full, &self.applied) {
+            for d in prev.diff(current) {
+                let k = match d {
+                    DiffItem::Add(k, _) | DiffItem::Remove(k, _) => *k,
+                    DiffItem::Update { new: (k, _), .. } => *k,
+                };
+                look_at.insert(k);
             }
         }
-        let drain_keys: BTreeSet<ServiceKey> = draining.keys().map(|(k, _)| *k).collect();
-        // Switched off, or without IPVS in the kernel and nothing to program: nothing to do
-        // (and no leftover of kube-gw's could be in a table that does not exist).
-        if disabled || (kernel.is_none() && current.is_empty() && !opened_once) {
-            if !disabled {
-                report.send_modify(|r| {
-                    r.in_sync = true;
-                    r.passes = passes;
-                });
-            }
-            tokio::select! {
-                r = desired.changed() => {
-                    if r.is_err() {
-                        return;
-                    }
-                    if let Some(d) = desired.borrow_and_update().clone() {
-                        current = d;
-                    }
-                }
-                _ = resync.tick() => {}
-                r = config.changed(), if config_open => {
-                    config_open = r.is_ok();
-                    (cfg, pools) = settings(&config.borrow_and_update());
-                }
-            }
-            continue;
-        }
-        let k = kernel.take();
+        let drain_keys: BTreeSet<ServiceKey> = self.draining.keys().map(|(k, _)| *k).collect();
+        let k = self.kernel.take();
         let want = current.clone();
-        let cfg2 = cfg.clone();
-        let pools2 = pools.clone();
-        let drain2 = draining.clone();
-        let reload = full;
+        let cfg = self.cfg.clone();
+        let pools = self.pools.clone();
+        let drain = self.draining.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut k = match k {
                 Some(k) => k,
@@ -400,8 +384,8 @@ pub async fn run(
                     }
                 }
             };
-            if reload {
-                k.model = load(&mut k.client, &pools2)?;
+            if full {
+                k.model = load(&mut k.client, &pools)?;
                 look_at.extend(k.model.services.keys().copied());
                 look_at.extend(want.keys().copied());
             }
@@ -421,8 +405,8 @@ pub async fn run(
                 look_at.insert(*key);
             }
             let look_at: BTreeSet<ServiceKey> =
-                look_at.into_iter().filter(|k| owned(k, &pools2)).collect();
-            let reqs = plan(&look_at, &want, &cfg2, &k.model, &drain2, Instant::now());
+                look_at.into_iter().filter(|k| owned(k, &pools)).collect();
+            let reqs = plan(&look_at, &want, &cfg, &k.model, &drain, Instant::now());
             let results = k.client.apply(&reqs)?;
             let mut failed = Vec::new();
             // The return path: rewritten only when the set of Cluster-policy services changed.
@@ -445,117 +429,137 @@ pub async fn run(
             Ok::<_, IpvsError>((k, reqs, failed))
         })
         .await;
-        let outcome = match result {
-            Ok(Ok((k, reqs, failed))) => {
-                let now = Instant::now();
-                // Drain bookkeeping: destinations at weight 0 that kube-gw does not want.
-                let mut still = Draining::new();
-                for (key, (_, dests)) in &k.model.services {
-                    let want: BTreeSet<DestKey> = current
-                        .get(key)
-                        .map(|vs| {
-                            vs.destinations
-                                .iter()
-                                .map(|d| (d.address, d.port))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    for dk in dests.keys() {
-                        if !want.contains(dk) {
-                            let since = draining.get(&(*key, *dk)).copied().unwrap_or(now);
-                            still.insert((*key, *dk), since);
-                        }
-                    }
-                }
-                draining = still;
-                if !reqs.is_empty() {
-                    tracing::info!(
-                        requests = reqs.len(),
-                        failed = failed.len(),
-                        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-                        "IPVS changed"
-                    );
-                }
-                let error = (!failed.is_empty())
-                    .then(|| format!("{} IPVS changes failed, first: {}", failed.len(), failed[0]));
-                if let Some(e) = &error {
-                    tracing::warn!(error = %e, "IPVS pass incomplete; retrying");
-                }
-                opened_once = true;
-                let r = IpvsReport {
-                    ready: std::sync::Arc::new(ready_vips(&k.model, &current)),
-                    disabled: false,
-                    settings: k.settings.clone(),
-                    services: k.model.services.len(),
-                    destinations: k.model.destinations(),
-                    draining: draining.len(),
-                    in_sync: error.is_none(),
-                    passes,
-                    error: error.clone(),
-                };
-                kernel = Some(k);
-                report.send_replace(r);
-                if error.is_none() {
-                    applied = Some(current.clone());
-                    full = false;
-                    backoff = Duration::from_millis(200);
-                    None
-                } else {
-                    full = true;
-                    Some(())
-                }
-            }
+        let (k, reqs, failed) = match result {
+            Ok(Ok(x)) => x,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "IPVS pass failed; retrying");
-                report.send_modify(|r| {
-                    r.error = Some(e.to_string());
+                let e = e.to_string();
+                self.report.send_modify(|r| {
+                    r.error = Some(e.clone());
                     r.in_sync = false;
                     r.passes = passes;
                 });
-                full = true;
-                Some(())
+                return Err(e);
             }
             Err(e) => {
                 tracing::error!(error = %e, "IPVS pass panicked; retrying");
-                full = true;
-                Some(())
+                return Err(format!("the IPVS pass panicked: {e}"));
             }
         };
-        let retry = outcome.is_some();
-        tokio::select! {
-            r = desired.changed() => {
-                if r.is_err() {
-                    return;
+        let now = Instant::now();
+        // Drain bookkeeping: destinations at weight 0 that kube-gw does not want.
+        let mut still = Draining::new();
+        for (key, (_, dests)) in &k.model.services {
+            let want: BTreeSet<DestKey> = current
+                .get(key)
+                .map(|vs| {
+                    vs.destinations
+                        .iter()
+                        .map(|d| (d.address, d.port))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for dk in dests.keys() {
+                if !want.contains(dk) {
+                    let since = self.draining.get(&(*key, *dk)).copied().unwrap_or(now);
+                    still.insert((*key, *dk), since);
                 }
-                if let Some(d) = desired.borrow_and_update().clone() {
-                    current = d;
-                }
-            }
-            _ = resync.tick() => full = true,
-            r = config.changed(), if config_open => {
-                config_open = r.is_ok();
-                if r.is_ok() {
-                    let next = settings(&config.borrow_and_update());
-                    if next != (cfg.clone(), pools.clone()) {
-                        tracing::info!("the [ipvs] settings or the pools changed; looking at every service");
-                        (cfg, pools) = next;
-                        full = true;
-                    }
-                }
-            }
-            _ = drain_tick.tick(), if !draining.is_empty() => {}
-            () = tokio::time::sleep(backoff), if retry => {
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
+        self.draining = still;
+        if !reqs.is_empty() {
+            tracing::info!(
+                requests = reqs.len(),
+                failed = failed.len(),
+                micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "IPVS changed"
+            );
+        }
+        let error = (!failed.is_empty())
+            .then(|| format!("{} IPVS changes failed, first: {}", failed.len(), failed[0]));
+        self.opened_once = true;
+        let r = IpvsReport {
+            ready: std::sync::Arc::new(ready_vips(&k.model, current)),
+            disabled: false,
+            settings: k.settings.clone(),
+            services: k.model.services.len(),
+            destinations: k.model.destinations(),
+            draining: self.draining.len(),
+            in_sync: error.is_none(),
+            passes,
+            error: error.clone(),
+        };
+        self.kernel = Some(k);
+        self.report.send_replace(r);
+        match error {
+            None => {
+                self.applied = Some(current.clone());
+                Ok(())
+            }
+            Some(e) => Err(e),
+        }
     }
+
+    async fn wake(&mut self) -> Wake {
+        let draining = !self.draining.is_empty();
+        tokio::select! {
+            r = self.config.changed(), if self.config_open => {
+                self.config_open = r.is_ok();
+                if !self.config_open {
+                    return std::future::pending().await;
+                }
+                let next = settings(&self.config.borrow_and_update());
+                if next != (self.cfg.clone(), self.pools.clone()) {
+                    tracing::info!("the [ipvs] settings or the pools changed; looking at every service");
+                    (self.cfg, self.pools) = next;
+                    return Wake::Full;
+                }
+                Wake::Pass
+            }
+            _ = self.drain_tick.tick(), if draining => Wake::Pass,
+        }
+    }
+}
+
+/// Runs the reconciler until `desired` closes. `[ipvs]` and the pools are read from
+/// `config`; a reload that changes them makes the next pass look at everything (a new
+/// scheduler is set on each service in place).
+pub async fn run(
+    config: watch::Receiver<std::sync::Arc<crate::config::Config>>,
+    mut desired: watch::Receiver<Option<OrdMap<VsKey, VirtualService>>>,
+    report: watch::Sender<IpvsReport>,
+    hb: Heartbeat,
+) {
+    let (cfg, pools) = settings(&config.borrow());
+    let mut drain_tick = tokio::time::interval(DRAIN_CHECK);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut r = IpvsReconciler {
+        config,
+        config_open: true,
+        cfg,
+        pools,
+        kernel: None,
+        applied: None,
+        draining: Draining::new(),
+        drain_tick,
+        passes: 0,
+        opened_once: false,
+        report,
+    };
+    let pacing = Pacing {
+        name: "ipvs",
+        resync: RESYNC,
+        backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
+    };
+    // Never stopped from outside: the daemon keeps kube-gw's IPVS services on stop
+    // (established flows are not cut, and the next start adopts them).
+    let (_never, mut stop) = watch::channel(false);
+    drive(&mut r, &mut desired, pacing, &hb, &mut stop).await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::{DestState, Destination};
-    use crate::kube::snapshot::{ObjectKey, Protocol};
+    use crate::model::{DestState, Destination, ObjectKey, Protocol};
 
     fn key(vip: &str, port: u16) -> VsKey {
         VsKey {

@@ -10,6 +10,7 @@
 //!
 //! The token is never logged or shown; errors say what to check instead.
 
+use crate::backoff::Backoff;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -383,10 +384,9 @@ async fn request_certificate(
         JoinState::Joining,
         format!("waiting for certificate signing request {name} to be approved and signed"),
     );
-    let mut delay = Duration::from_millis(250);
+    let mut poll = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     loop {
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        poll.wait().await;
         let csr = match api.get(&name).await {
             Ok(c) => c,
             Err(e) => {

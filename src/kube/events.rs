@@ -23,8 +23,8 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
 use tokio::sync::watch;
 
-use super::snapshot::{ClusterSnapshot, ObjectKey};
 use crate::desired::{DesiredState, Vip};
+use crate::model::{ClusterSnapshot, ObjectKey};
 
 /// What one Service got from this switch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -12,17 +12,17 @@
 //! Who owns what: the supervisor owns the client and the lifetimes of the watch and the
 //! Node agent; the watch owns the stores and publishes snapshots; the Node agent owns the
 //! Node object (when kube-gw created it) and its Lease. Kubernetes API types do not leave
-//! this module: downstream sees [`snapshot::ClusterSnapshot`].
+//! this module: downstream sees the model's [`ClusterSnapshot`] (converted in [`convert`]).
 //!
 //! Losing the API server changes nothing downstream: the last snapshot stays published,
 //! the report says degraded, and the watches relist when it returns.
 
 pub mod access;
+pub mod convert;
 pub mod credentials;
 pub mod events;
 pub mod node;
 pub mod report;
-pub mod snapshot;
 pub mod watch;
 
 use std::net::IpAddr;
@@ -35,21 +35,14 @@ use kube::Client;
 use tokio::sync::watch as channel;
 use tracing::Instrument;
 
+use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::lifecycle::Heartbeat;
+use crate::model::ClusterSnapshot;
 use report::{JoinState, KubeReport};
-use snapshot::ClusterSnapshot;
 
 /// The longest wait between attempts to join.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// The Node name: `[node] name`, else the host name.
-pub fn node_name(cfg: &Config) -> String {
-    cfg.node.name.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into())
-    })
-}
 
 /// Addresses registered on the Node: the BGP router ID, the switch's stable address.
 pub fn node_addresses(cfg: &Config) -> Vec<IpAddr> {
@@ -70,7 +63,7 @@ pub struct KubeHandle {
 #[derive(Debug, Clone)]
 pub struct Serving {
     pub desired: channel::Receiver<Arc<crate::desired::DesiredState>>,
-    pub programmed: channel::Receiver<crate::netlink::addr::Programmed>,
+    pub programmed: channel::Receiver<crate::model::Programmed>,
 }
 
 /// Health of the daemon as the Node's Ready condition should reflect it.
@@ -83,9 +76,18 @@ pub fn spawn(
     health: HealthFn,
     serving: Serving,
     stop: channel::Receiver<bool>,
+    hb: Heartbeat,
 ) -> (KubeHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = channel::channel(Arc::new(ClusterSnapshot::default()));
-    let task = tokio::spawn(supervise(config, health, report.clone(), tx, serving, stop));
+    let task = tokio::spawn(supervise(
+        config,
+        health,
+        report.clone(),
+        tx,
+        serving,
+        stop,
+        hb,
+    ));
     (
         KubeHandle {
             report,
@@ -113,19 +115,22 @@ async fn supervise(
     out: channel::Sender<Arc<ClusterSnapshot>>,
     serving: Serving,
     mut stop: channel::Receiver<bool>,
+    hb: Heartbeat,
 ) {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF).with_jitter();
     let mut renew = false;
     loop {
+        hb.turn().await;
         let cfg = config.borrow_and_update().clone();
         let Some(k) = cfg.kubernetes.clone() else {
             report.join(JoinState::Off, "no [kubernetes] section");
             tokio::select! {
                 () = crate::lifecycle::stopped(&mut stop) => return,
                 r = config.changed() => if r.is_err() { return } else { continue },
+                () = hb.idle() => continue,
             }
         };
-        let name = node_name(&cfg);
+        let name = cfg.node_name();
         let server = k
             .server
             .clone()
@@ -148,21 +153,20 @@ async fn supervise(
         };
         let (client, creds, who) = tokio::select! {
             () = crate::lifecycle::stopped(&mut stop) => return,
-            r = attempt => match r {
+            r = hb.during(attempt) => match r {
                 Ok(x) => x,
                 Err(msg) => {
-                    tracing::error!(node = %name, server = %server, error = %msg, retry_in = ?backoff, "cannot join the cluster");
+                    tracing::error!(node = %name, server = %server, error = %msg, retry_in = ?backoff.peek(), "cannot join the cluster");
                     report.join(JoinState::Failing, msg);
                     tokio::select! {
                         () = crate::lifecycle::stopped(&mut stop) => return,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = hb.during(backoff.wait()) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             }
         };
-        backoff = Duration::from_secs(1);
+        backoff.reset();
         renew = false;
         tracing::info!(node = %name, identity = %who, credentials = %creds.source, "joined the cluster");
         report.join(JoinState::Joined, format!("as {who}; {}", creds.source));
@@ -184,7 +188,7 @@ async fn supervise(
         let before = relevant(&cfg);
         tokio::select! {
             () = crate::lifecycle::stopped(&mut stop) => return,
-            () = watch::run(client.clone(), out.clone(), report.clone()) => {}
+            () = watch::run(client.clone(), out.clone(), report.clone(), hb.clone()) => {}
             () = agent.run().instrument(tracing::info_span!("node", name = %name)) => {}
             () = events::run(client.clone(), name.clone(), serving.clone(), out.subscribe()) => {}
             () = async {

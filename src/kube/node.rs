@@ -12,6 +12,7 @@
 //!   False with reason `KubeGwDegraded` and the problem as message otherwise. It is written
 //!   when it changes and at least every minute.
 
+use crate::backoff::Backoff;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -241,7 +242,7 @@ impl NodeAgent {
     pub async fn run(self) {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), LEASE_RENEW);
         let (ownership, mut node) = loop {
             match self.register(&nodes).await {
                 Ok(x) => break x,
@@ -249,8 +250,7 @@ impl NodeAgent {
                     let msg = super::credentials::explain(&e, "");
                     tracing::warn!(node = %self.name, error = %msg, "cannot register the Node; retrying");
                     self.report.node("failing", format!("registration: {msg}"));
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(LEASE_RENEW);
+                    backoff.wait().await;
                 }
             }
         };
@@ -259,6 +259,8 @@ impl NodeAgent {
         }
         let mut last_status = tokio::time::Instant::now();
         let mut last_ready = (self.health)().is_none();
+        // After a failure: 0.5 s, doubling up to the renewal period.
+        let mut retry = Backoff::new(Duration::from_millis(500), LEASE_RENEW);
         let mut delay = Duration::ZERO;
         loop {
             tokio::time::sleep(delay).await;
@@ -284,16 +286,13 @@ impl NodeAgent {
                         format!("lease renewed every {}s", LEASE_RENEW.as_secs()),
                     );
                     delay = LEASE_RENEW;
+                    retry.reset();
                 }
                 Err(e) => {
                     let msg = super::credentials::explain(&e, "");
                     tracing::warn!(node = %self.name, error = %msg, "cannot renew the Node lease; backing off");
                     self.report.node("failing", format!("lease: {msg}"));
-                    delay = if delay >= LEASE_RENEW || delay.is_zero() {
-                        Duration::from_millis(500)
-                    } else {
-                        (delay * 2).min(LEASE_RENEW)
-                    };
+                    delay = retry.next_delay();
                 }
             }
         }

@@ -39,8 +39,10 @@ use kube::{Api, Client, Resource};
 use tokio::sync::{watch, Notify};
 use tracing::Instrument;
 
+use super::convert;
 use super::report::{KubeReport, WatchState};
-use super::snapshot::{self, ClusterSnapshot, ObjectKey};
+use crate::model::cluster as snapshot;
+use crate::model::{ClusterSnapshot, ObjectKey};
 
 /// Objects between two partial views during the first list.
 const PARTIAL_EVERY: usize = 500;
@@ -100,7 +102,7 @@ impl Tracked for Service {
     const STREAM: bool = true;
     type View = snapshot::Service;
     fn view(&self) -> Option<Self::View> {
-        snapshot::service_view(self)
+        convert::service_view(self)
     }
     fn upsert(snap: &mut ClusterSnapshot, view: Self::View) -> bool {
         snap.upsert_service(view)
@@ -125,7 +127,7 @@ impl Tracked for EndpointSlice {
     const STREAM: bool = true;
     type View = snapshot::EndpointSlice;
     fn view(&self) -> Option<Self::View> {
-        snapshot::endpoint_slice_view(self)
+        convert::endpoint_slice_view(self)
     }
     fn upsert(snap: &mut ClusterSnapshot, view: Self::View) -> bool {
         snap.upsert_slice(view)
@@ -150,7 +152,7 @@ impl Tracked for Node {
     const STREAM: bool = false;
     type View = snapshot::Node;
     fn view(&self) -> Option<Self::View> {
-        snapshot::node_view(self)
+        convert::node_view(self)
     }
     fn upsert(snap: &mut ClusterSnapshot, view: Self::View) -> bool {
         snap.upsert_node(view)
@@ -174,6 +176,7 @@ pub async fn run(
     client: Client,
     out: watch::Sender<Arc<ClusterSnapshot>>,
     report: Arc<KubeReport>,
+    hb: crate::lifecycle::Heartbeat,
 ) {
     let changed = Arc::new(Notify::new());
     let snap = (**out.borrow()).clone();
@@ -189,7 +192,11 @@ pub async fn run(
     let publish = async {
         let mut first = true;
         loop {
-            changed.notified().await;
+            hb.turn().await;
+            tokio::select! {
+                () = changed.notified() => {}
+                () = hb.idle() => continue,
+            }
             // Let events that arrived in the same instant land in this snapshot too.
             tokio::task::yield_now().await;
             let started = std::time::Instant::now();

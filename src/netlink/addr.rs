@@ -45,8 +45,12 @@ use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::sys::{self as netlink_sys, AsyncSocket};
 use rtnetlink::Handle;
-use serde::Serialize;
 use tokio::sync::watch;
+
+use crate::backoff::Backoff;
+use crate::lifecycle::Heartbeat;
+pub use crate::model::Programmed;
+use crate::reconcile::{drive, Pacing, Reconciler, Wake};
 
 /// `IFA_PROTO` value that marks kube-gw's addresses (ASCII `k`).
 pub const PROTO: u8 = 0x6b;
@@ -156,22 +160,6 @@ pub fn plan<'a>(
     });
     ops.dedup();
     ops
-}
-
-/// What is on the interface after a pass.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Programmed {
-    /// Wanted VIPs that are on the interface as kube-gw's.
-    pub vips: OrdSet<IpAddr>,
-    /// Wanted VIPs present as someone else's address (left alone).
-    pub foreign: OrdSet<IpAddr>,
-    /// The last failure, if the last pass had one.
-    pub error: Option<String>,
-    /// Passes made.
-    pub passes: u64,
-    /// A pass has applied a complete wanted set (`Wanted::Exactly`): what is on the
-    /// interface is what the cluster asks for, not just the part listed so far.
-    pub complete: bool,
 }
 
 /// Why the reconciler cannot work.
@@ -578,11 +566,179 @@ impl Dirty {
     }
 }
 
-/// Runs the reconciler on `ifname` until teardown.
-pub async fn run(ifname: String, own: Ownership, mut ch: AddrChannels, keep_on_teardown: bool) {
-    let mut delay = Duration::from_millis(200);
+/// The address reconciler, as the driver ([`crate::reconcile`]) runs it.
+struct AddrReconciler {
+    nl: Netlink,
+    ifindex: u32,
+    events: futures::channel::mpsc::UnboundedReceiver<(
+        NetlinkMessage<RouteNetlinkMessage>,
+        netlink_sys::SocketAddr,
+    )>,
+    model: Model,
+    passes: u64,
+    /// The switch's own addresses changed since they were last published.
+    own_changed: bool,
+    dirty: Dirty,
+    /// The wanted set the last successful pass applied.
+    applied: Wanted,
+    programmed: Programmed,
+    programmed_tx: watch::Sender<Programmed>,
+    own_tx: watch::Sender<Option<BTreeSet<IpAddr>>>,
+}
+
+impl AddrReconciler {
+    /// One pass over the addresses that changed (all of them after a dump).
+    async fn apply_pass(&mut self, wanted: &Wanted, full: bool) -> Result<(), AddrError> {
+        if full {
+            self.model.load(self.nl.dump().await?);
+            self.own_changed = true;
+            self.dirty = Dirty::All;
+        }
+        if self.own_changed {
+            let own_addrs = self.model.own_addresses();
+            self.own_tx.send_if_modified(|cur| {
+                let changed = cur.as_ref() != Some(&own_addrs);
+                if changed {
+                    *cur = Some(own_addrs);
+                }
+                changed
+            });
+            self.own_changed = false;
+        }
+        // What changed in the wanted set since the last pass. Becoming exact makes every
+        // address a candidate for removal: look at everything once.
+        match (&self.applied, wanted) {
+            (Wanted::AtLeast(a), Wanted::AtLeast(w)) | (Wanted::Exactly(a), Wanted::Exactly(w)) => {
+                for d in a.diff(w) {
+                    let (imbl::ordset::DiffItem::Add(x) | imbl::ordset::DiffItem::Remove(x)) = d;
+                    self.dirty.add(*x);
+                }
+            }
+            (Wanted::Unknown, Wanted::Unknown) => {}
+            _ => self.dirty = Dirty::All,
+        }
+        let look_at: Vec<IpAddr> = match std::mem::take(&mut self.dirty) {
+            Dirty::None => Vec::new(),
+            Dirty::Some(s) => s.into_iter().collect(),
+            Dirty::All => {
+                let mut all: BTreeSet<IpAddr> = self.model.on_if.keys().copied().collect();
+                all.extend(wanted.set().into_iter().flatten().copied());
+                self.programmed.vips = OrdSet::new();
+                self.programmed.foreign = OrdSet::new();
+                all.into_iter().collect()
+            }
+        };
+        let ops = plan(&look_at, wanted, &self.model.on_if, &self.model.own);
+        if let Err(e) = apply(&self.nl, &mut self.model, ops).await {
+            // What was not looked at successfully is looked at again.
+            for a in &look_at {
+                self.dirty.add(*a);
+            }
+            return Err(e);
+        }
+        // Until the set is complete, what is ours is what was adopted or added.
+        for a in &look_at {
+            let (ours, foreign) = self.model.standing(a);
+            let listed = wanted.set().is_some_and(|w| w.contains(a));
+            let want = listed || !wanted.exact();
+            if want && ours {
+                self.programmed.vips.insert(*a);
+            } else {
+                self.programmed.vips.remove(a);
+            }
+            if listed && foreign {
+                if !self.programmed.foreign.contains(a) {
+                    tracing::warn!(vip = %a, "the address is already on the interface and is not kube-gw's; leaving it alone");
+                }
+                self.programmed.foreign.insert(*a);
+            } else {
+                self.programmed.foreign.remove(a);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Reconciler for AddrReconciler {
+    type Want = Wanted;
+
+    async fn pass(&mut self, wanted: &Wanted, full: bool) -> Result<(), String> {
+        self.passes += 1;
+        match self.apply_pass(wanted, full).await {
+            Ok(()) => {
+                self.programmed.complete |= wanted.exact();
+                self.applied = wanted.clone();
+                self.programmed.passes = self.passes;
+                // `programmed` never carries an error: errors go to the channel only.
+                let snapshot = self.programmed.clone();
+                self.programmed_tx.send_if_modified(|cur| {
+                    let changed = cur.vips != snapshot.vips
+                        || cur.foreign != snapshot.foreign
+                        || cur.complete != snapshot.complete
+                        || cur.error.is_some();
+                    *cur = snapshot;
+                    changed
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let e = e.to_string();
+                self.programmed_tx
+                    .send_modify(|p| p.error = Some(e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    async fn wake(&mut self) -> Wake {
+        let Some((msg, _)) = self.events.next().await else {
+            // The notification socket is gone: the periodic resync still repairs drift.
+            return std::future::pending().await;
+        };
+        // Take the whole burst that is already queued.
+        let mut wake = Wake::Pass;
+        let mut next = Some(msg);
+        while let Some(msg) = next {
+            match notification(&msg) {
+                Notified::Added(p) => {
+                    let a = p.address;
+                    let on_if = p.ifindex == self.ifindex;
+                    self.own_changed |= self.model.added(p);
+                    if on_if {
+                        self.dirty.add(a);
+                    }
+                }
+                Notified::Removed(a, i) => {
+                    self.own_changed |= self.model.removed(a, i);
+                    if i == self.ifindex {
+                        self.dirty.add(a);
+                    }
+                }
+                Notified::Overrun => {
+                    tracing::warn!("netlink notifications were lost; reading the addresses again");
+                    wake = Wake::Full;
+                }
+                Notified::Other => {}
+            }
+            next = self.events.next().now_or_never().flatten().map(|(m, _)| m);
+        }
+        wake
+    }
+}
+
+/// Runs the reconciler on `ifname` until teardown; then removes kube-gw's addresses unless
+/// `keep_on_teardown`.
+pub async fn run(
+    ifname: String,
+    own: Ownership,
+    mut ch: AddrChannels,
+    keep_on_teardown: bool,
+    hb: Heartbeat,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), RESYNC);
     // Set up: a netlink handle, the interface, and a notification stream.
-    let (nl, ifindex, mut events) = loop {
+    let (nl, ifindex, events) = loop {
+        hb.turn().await;
         let setup = async {
             let nl = Netlink::connect()?;
             let ifindex = nl.ifindex(&ifname).await?;
@@ -599,181 +755,49 @@ pub async fn run(ifname: String, own: Ownership, mut ch: AddrChannels, keep_on_t
             tokio::spawn(conn);
             Ok::<_, AddrError>((nl, ifindex, msgs))
         };
-        match setup.await {
+        match hb.during(setup).await {
             Ok(x) => break x,
             Err(e) => {
                 tracing::error!(interface = %ifname, error = %e, "address reconciler cannot start; retrying");
                 ch.programmed.send_modify(|p| p.error = Some(e.to_string()));
                 tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
+                    () = hb.during(backoff.wait()) => {}
                     () = crate::lifecycle::stopped(&mut ch.teardown) => return,
                 }
-                delay = (delay * 2).min(RESYNC);
             }
         }
     };
     tracing::info!(interface = %ifname, ifindex, proto_marking = own.proto_supported, "address reconciler started");
-    let mut model = Model {
+    let mut r = AddrReconciler {
+        nl,
         ifindex,
-        own,
-        on_if: BTreeMap::new(),
-        elsewhere: BTreeSet::new(),
+        events,
+        model: Model {
+            ifindex,
+            own,
+            on_if: BTreeMap::new(),
+            elsewhere: BTreeSet::new(),
+        },
+        passes: 0,
+        own_changed: false,
+        dirty: Dirty::All,
+        applied: Wanted::Unknown,
+        programmed: Programmed::default(),
+        programmed_tx: ch.programmed.clone(),
+        own_tx: ch.own,
     };
-    let mut passes = 0u64;
-    let mut resync = tokio::time::interval(RESYNC);
-    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut backoff = Duration::from_millis(100);
-    let mut need_dump = true;
-    let mut own_changed = false;
-    let mut dirty = Dirty::All;
-    // The wanted set the last successful pass applied.
-    let mut applied = Wanted::Unknown;
-    let mut programmed = Programmed::default();
-    loop {
-        let wanted = ch.wanted.borrow_and_update().clone();
-        passes += 1;
-        let result = async {
-            if need_dump {
-                model.load(nl.dump().await?);
-                need_dump = false;
-                own_changed = true;
-                dirty = Dirty::All;
-            }
-            if own_changed {
-                let own_addrs = model.own_addresses();
-                ch.own.send_if_modified(|cur| {
-                    let changed = cur.as_ref() != Some(&own_addrs);
-                    if changed {
-                        *cur = Some(own_addrs);
-                    }
-                    changed
-                });
-                own_changed = false;
-            }
-            // What changed in the wanted set since the last pass. Becoming exact makes
-            // every address a candidate for removal: look at everything once.
-            match (&applied, &wanted) {
-                (Wanted::AtLeast(a), Wanted::AtLeast(w)) | (Wanted::Exactly(a), Wanted::Exactly(w)) => {
-                    for d in a.diff(w) {
-                        let (imbl::ordset::DiffItem::Add(x) | imbl::ordset::DiffItem::Remove(x)) =
-                            d;
-                        dirty.add(*x);
-                    }
-                }
-                (Wanted::Unknown, Wanted::Unknown) => {}
-                _ => dirty = Dirty::All,
-            }
-            let look_at: Vec<IpAddr> = match std::mem::take(&mut dirty) {
-                Dirty::None => Vec::new(),
-                Dirty::Some(s) => s.into_iter().collect(),
-                Dirty::All => {
-                    let mut all: BTreeSet<IpAddr> = model.on_if.keys().copied().collect();
-                    all.extend(wanted.set().into_iter().flatten().copied());
-                    programmed.vips = OrdSet::new();
-                    programmed.foreign = OrdSet::new();
-                    all.into_iter().collect()
-                }
-            };
-            let ops = plan(&look_at, &wanted, &model.on_if, &model.own);
-            apply(&nl, &mut model, ops).await?;
-            // Until the set is complete, what is ours is what was adopted or added.
-            for a in &look_at {
-                let (ours, foreign) = model.standing(a);
-                let listed = wanted.set().is_some_and(|w| w.contains(a));
-                let want = listed || !wanted.exact();
-                if want && ours {
-                    programmed.vips.insert(*a);
-                } else {
-                    programmed.vips.remove(a);
-                }
-                if listed && foreign {
-                    if !programmed.foreign.contains(a) {
-                        tracing::warn!(vip = %a, "the address is already on the interface and is not kube-gw's; leaving it alone");
-                    }
-                    programmed.foreign.insert(*a);
-                } else {
-                    programmed.foreign.remove(a);
-                }
-            }
-            Ok::<_, AddrError>(())
-        }
-        .await;
-        let retry = match result {
-            Ok(()) => {
-                programmed.complete |= wanted.exact();
-                applied = wanted;
-                programmed.passes = passes;
-                // `programmed` never carries an error: errors go to the channel only.
-                let snapshot = programmed.clone();
-                ch.programmed.send_if_modified(|cur| {
-                    let changed = cur.vips != snapshot.vips
-                        || cur.foreign != snapshot.foreign
-                        || cur.complete != snapshot.complete
-                        || cur.error.is_some();
-                    *cur = snapshot;
-                    changed
-                });
-                backoff = Duration::from_millis(100);
-                false
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "address pass failed; retrying");
-                ch.programmed.send_modify(|p| p.error = Some(e.to_string()));
-                // Start over from what the kernel says.
-                need_dump = true;
-                true
-            }
-        };
-        // Wait for something to do.
-        let teardown = tokio::select! {
-            r = ch.wanted.changed() => r.is_err(),
-            _ = resync.tick() => { need_dump = true; false }
-            () = async {
-                if retry {
-                    tokio::time::sleep(backoff).await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
-            } => { backoff = (backoff * 2).min(Duration::from_secs(5)); false }
-            Some((msg, _)) = events.next() => {
-                // Take the whole burst that is already queued.
-                let mut next = Some(msg);
-                while let Some(msg) = next {
-                    match notification(&msg) {
-                        Notified::Added(p) => {
-                            let a = p.address;
-                            let on_if = p.ifindex == ifindex;
-                            own_changed |= model.added(p);
-                            if on_if {
-                                dirty.add(a);
-                            }
-                        }
-                        Notified::Removed(a, i) => {
-                            own_changed |= model.removed(a, i);
-                            if i == ifindex {
-                                dirty.add(a);
-                            }
-                        }
-                        Notified::Overrun => {
-                            tracing::warn!("netlink notifications were lost; reading the addresses again");
-                            need_dump = true;
-                        }
-                        Notified::Other => {}
-                    }
-                    next = events.next().now_or_never().flatten().map(|(m, _)| m);
-                }
-                false
-            }
-            () = crate::lifecycle::stopped(&mut ch.teardown) => true,
-        };
-        if teardown || *ch.teardown.borrow() {
-            break;
-        }
-    }
+    let pacing = Pacing {
+        name: "addresses",
+        resync: RESYNC,
+        backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+    };
+    // Teardown, or the desired task is gone (it is stopped first at teardown).
+    drive(&mut r, &mut ch.wanted, pacing, &hb, &mut ch.teardown).await;
     if keep_on_teardown {
         tracing::info!("keeping the VIP addresses on the interface ([vip] on-shutdown = \"keep\")");
         return;
     }
+    let AddrReconciler { nl, mut model, .. } = r;
     let result = async {
         model.load(nl.dump().await?);
         let all: Vec<IpAddr> = model.on_if.keys().copied().collect();

@@ -29,7 +29,7 @@ use imbl::OrdMap;
 use kube_gw::config::{IpvsConfig, Scheduler};
 use kube_gw::desired::{DestState, Destination, VirtualService, VsKey};
 use kube_gw::ipvs::{client::Client, codec::Request, reconcile};
-use kube_gw::kube::snapshot::{ObjectKey, Protocol};
+use kube_gw::model::{ObjectKey, Protocol};
 
 const VIP: &str = "198.51.100.10";
 const POOLS: &str = "198.51.100.0/24,2001:db8:100::/64";

@@ -1,16 +1,25 @@
-//! The serving pipeline: cluster view + configuration + this switch's own addresses →
-//! the desired state (kept by a `desired::Engine`, which recomputes only what changed) →
-//! the reconcilers.
+//! The pipeline from cluster view to kernel and fabric: cluster view + configuration +
+//! this switch's own addresses → the desired state (kept by a `desired::Engine`, which
+//! recomputes only what changed) → the reconcilers → the export gate that tells BGP what
+//! it may announce.
 //!
 //! ```text
 //!  watch<Arc<ClusterSnapshot>> ─┐
-//!  watch<Arc<Config>> ──────────┼─► desired task ──► watch<Arc<DesiredState>> ──► Events (kube), status, `kube-gw vips`
-//!  watch<own addresses> ────────┘        │                                      (later: IPVS, BGP)
+//!  watch<Arc<Config>> ──────────┼─► desired task ──► watch<Arc<DesiredState>> ──► Events (kube), `kube-gw vips`
+//!  watch<own addresses> ────────┘        │
 //!          ▲                             ├─► watch<Wanted> (VIP set) ──► address reconciler (netlink::addr)
-//!          └──────────────── own addresses ◄──────────────────────────────┘   └─► watch<Programmed>
-//!                                        └─► watch<Option<virtual services>> ──► IPVS reconciler (ipvs)
-//!                                                                                └─► watch<IpvsReport>
+//!          └──────────────── own addresses ◄──────────────────────────────┘   └─► watch<Programmed> ─┐
+//!                                        └─► watch<Option<virtual services>> ──► IPVS reconciler (ipvs) │
+//!                                                                                └─► watch<IpvsReport> ─┤
+//!                              export gate: announceable ∧ on lo ∧ IPVS ready ◄─────────────────────────┘
+//!                                  └─► watch<Exported> ──► BGP speaker
 //! ```
+//!
+//! Who owns what: the desired task owns the engine and the order of publication (break
+//! after make: the desired state, and with it the withdrawal, goes out before the
+//! reconcilers' inputs); each reconciler owns its kernel objects; the export gate owns the
+//! exported map (one persistent map, changed in place so that sessions diff it in
+//! O(change)). Each task keeps a heartbeat: `pipeline`, `export`, `addresses`, `ipvs`.
 //!
 //! Nothing is computed until the reconciler has read the switch's own addresses. Until the
 //! first complete cluster view is in, the wanted VIP set is `Unknown` and then `AtLeast`
@@ -29,33 +38,34 @@ use tokio::sync::watch;
 
 use crate::config::{Config, OnShutdown};
 use crate::desired::{DesiredState, Engine, NodeId};
-use crate::desired::{VirtualService, VsKey};
 use crate::ipvs::reconcile::IpvsReport;
-use crate::kube::snapshot::ClusterSnapshot;
-use crate::netlink::addr::{self, AddrChannels, Ownership, Programmed, Wanted};
+use crate::lifecycle::{Heartbeat, Liveness};
+use crate::model::{ClusterSnapshot, Communities, Exported, Programmed, VirtualService, VsKey};
+use crate::netlink::addr::{self, AddrChannels, Ownership, Wanted};
 
 /// Handles to the pipeline.
 #[derive(Debug)]
-pub struct Serve {
+pub struct Pipeline {
     pub desired: watch::Receiver<Arc<DesiredState>>,
     pub programmed: watch::Receiver<Programmed>,
     pub ipvs: watch::Receiver<IpvsReport>,
     /// What BGP may announce: the desired state's announcements whose address is on the
     /// interface (make before break).
-    pub exported: watch::Receiver<crate::bgp::session::Exported>,
+    pub exported: watch::Receiver<Exported>,
     pub teardown: watch::Sender<bool>,
     pub addr_task: tokio::task::JoinHandle<()>,
     pub ipvs_task: tokio::task::JoinHandle<()>,
     pub desired_task: tokio::task::JoinHandle<()>,
 }
 
-/// Starts the desired-state task and the address reconciler.
+/// Starts the desired-state task, the reconcilers and the export gate.
 pub fn spawn(
     config: watch::Receiver<Arc<Config>>,
     snapshot: watch::Receiver<Arc<ClusterSnapshot>>,
     desired_tx: watch::Sender<Arc<DesiredState>>,
     programmed_tx: watch::Sender<Programmed>,
-) -> Serve {
+    liveness: &Liveness,
+) -> Pipeline {
     let cfg = config.borrow().clone();
     let (wanted_tx, wanted_rx) = watch::channel(Wanted::Unknown);
     let programmed_rx = programmed_tx.subscribe();
@@ -77,23 +87,25 @@ pub fn spawn(
                 teardown: teardown_rx,
             },
             cfg.vip.on_shutdown == OnShutdown::Keep,
+            liveness.register("addresses"),
         ),
         span,
     ));
     let (vs_tx, vs_rx) = watch::channel(None);
     let (ipvs_tx, ipvs_rx) = watch::channel(IpvsReport::default());
     let ipvs_task = tokio::spawn(tracing::Instrument::instrument(
-        crate::ipvs::reconcile::run(config.clone(), vs_rx, ipvs_tx),
+        crate::ipvs::reconcile::run(config.clone(), vs_rx, ipvs_tx, liveness.register("ipvs")),
         tracing::info_span!("ipvs"),
     ));
     let desired = desired_tx.subscribe();
-    let (exported_tx, exported) = watch::channel(crate::bgp::session::Exported::default());
+    let (exported_tx, exported) = watch::channel(Exported::default());
     tokio::spawn(export_loop(
         desired_tx.subscribe(),
         programmed_rx.clone(),
         ipvs_rx.clone(),
         config.clone(),
         exported_tx,
+        liveness.register("export"),
     ));
     let desired_task = tokio::spawn(desired_loop(
         config,
@@ -104,8 +116,9 @@ pub fn spawn(
             wanted: wanted_tx,
             virtual_services: vs_tx,
         },
+        liveness.register("pipeline"),
     ));
-    Serve {
+    Pipeline {
         desired,
         programmed: programmed_rx,
         ipvs: ipvs_rx,
@@ -127,10 +140,13 @@ async fn export_loop(
     mut programmed: watch::Receiver<Programmed>,
     mut ipvs: watch::Receiver<IpvsReport>,
     mut config: watch::Receiver<Arc<Config>>,
-    out: watch::Sender<crate::bgp::session::Exported>,
+    out: watch::Sender<Exported>,
+    hb: Heartbeat,
 ) {
     let (mut ipvs_open, mut config_open) = (true, true);
+    let mut current = Exported::default();
     loop {
+        hb.turn().await;
         let d = desired.borrow_and_update().clone();
         let gate = config.borrow_and_update().ipvs.enabled;
         let ready = ipvs.borrow_and_update().ready.clone();
@@ -140,36 +156,59 @@ async fn export_loop(
             .as_ref()
             .map(|b| b.static_prefixes.clone())
             .unwrap_or_default();
-        let mut set: std::collections::BTreeMap<ipnet::IpNet, crate::desired::Communities> = {
+        let mut next: std::collections::BTreeMap<ipnet::IpNet, Option<&Communities>> = {
             let p = programmed.borrow_and_update();
             d.announcements
                 .iter()
                 .filter(|n| p.vips.contains(&n.addr()))
                 .filter(|n| !gate || ready.contains(&n.addr()))
                 .map(|n| {
-                    let c = d.vips.get(&n.addr()).map(|v| v.communities.clone());
-                    (*n, c.unwrap_or_default())
+                    let c = d.vips.get(&n.addr()).map(|v| &v.communities);
+                    (*n, c.filter(|c| !c.is_empty()))
                 })
                 .collect()
         };
         // The configuration's static prefixes: announced while kube-gw runs.
         for p in statics {
-            set.entry(p).or_default();
+            next.entry(p).or_insert(None);
         }
-        out.send_if_modified(|cur| {
-            let changed = **cur != set;
-            if changed {
-                *cur = Arc::new(set);
-            }
-            changed
-        });
+        if let Some(changed) = apply_export(&current, &next) {
+            current = changed;
+            out.send_replace(current.clone());
+        }
         tokio::select! {
             r = desired.changed() => if r.is_err() { return },
             r = programmed.changed() => if r.is_err() { return },
             r = ipvs.changed(), if ipvs_open => ipvs_open = r.is_ok(),
             r = config.changed(), if config_open => config_open = r.is_ok(),
+            () = hb.idle() => {}
         }
     }
+}
+
+/// The exported map made equal to `next` by changing `current` in place (so the new version
+/// shares structure with the old one and sessions diff them in O(change)); `None` if
+/// nothing differs.
+fn apply_export(
+    current: &Exported,
+    next: &std::collections::BTreeMap<ipnet::IpNet, Option<&Communities>>,
+) -> Option<Exported> {
+    let mut updated = current.clone();
+    let mut changed = false;
+    for p in current.keys() {
+        if !next.contains_key(p) {
+            updated.remove(p);
+            changed = true;
+        }
+    }
+    for (p, c) in next {
+        let same = current.get(p).is_some_and(|have| have.as_deref() == *c);
+        if !same {
+            updated.insert(*p, c.map(|c| Arc::new(c.clone())));
+            changed = true;
+        }
+    }
+    changed.then_some(updated)
 }
 
 /// How long a withdrawn VIP keeps its virtual services and address after the withdrawal
@@ -191,6 +230,7 @@ async fn desired_loop(
     mut snapshot: watch::Receiver<Arc<ClusterSnapshot>>,
     mut own: watch::Receiver<Option<BTreeSet<IpAddr>>>,
     out: Outputs,
+    hb: Heartbeat,
 ) {
     let Outputs {
         desired: desired_tx,
@@ -200,6 +240,7 @@ async fn desired_loop(
     let mut engine = Engine::default();
     let mut wanted: OrdSet<IpAddr> = OrdSet::new();
     loop {
+        hb.turn().await;
         let cfg = config.borrow_and_update().clone();
         let snap = snapshot.borrow_and_update().clone();
         // Nothing is computed before the switch's own addresses are known: a VIP must
@@ -207,7 +248,7 @@ async fn desired_loop(
         let own_addresses = own.borrow_and_update().clone();
         if let Some(own_addresses) = own_addresses {
             let me = NodeId {
-                name: crate::kube::node_name(&cfg),
+                name: cfg.node_name(),
                 own_addresses,
             };
             let complete = cfg.kubernetes.is_none() || snap.complete;
@@ -280,6 +321,28 @@ async fn desired_loop(
             r = config.changed() => if r.is_err() { return },
             r = snapshot.changed() => if r.is_err() { return },
             r = own.changed() => if r.is_err() { return },
+            () = hb.idle() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_export_changes_in_place_and_only_when_something_differs() {
+        let a: ipnet::IpNet = "198.51.100.1/32".parse().unwrap();
+        let b: ipnet::IpNet = "198.51.100.2/32".parse().unwrap();
+        let tagged = crate::desired::parse_communities("65010:7").0;
+        let next = std::collections::BTreeMap::from([(a, None), (b, Some(&tagged))]);
+        let v1 = apply_export(&Exported::default(), &next).unwrap();
+        assert_eq!(v1.len(), 2);
+        assert_eq!(v1.get(&b).cloned().flatten().as_deref(), Some(&tagged));
+        assert!(apply_export(&v1, &next).is_none(), "nothing differs");
+        let next = std::collections::BTreeMap::from([(b, None)]);
+        let v2 = apply_export(&v1, &next).unwrap();
+        assert_eq!(v2.keys().collect::<Vec<_>>(), vec![&b]);
+        assert_eq!(v2.get(&b), Some(&None), "communities dropped");
     }
 }

@@ -1,5 +1,7 @@
-//! Prometheus metrics of the daemon. Every family is created here, registered once, and
-//! handed to the code that updates it; `/metrics` encodes the registry.
+//! Prometheus metrics of the daemon: the registry, the daemon-wide families (created here,
+//! registered once, handed to the code that updates them), and the subsystems' collectors
+//! (Kubernetes watches, BGP sessions), which read their state at scrape time. `/metrics`
+//! (admin/http.rs) encodes it.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -46,11 +48,11 @@ impl Metrics {
         version: &str,
         start_unix_seconds: i64,
         kube: std::sync::Arc<crate::kube::report::KubeReport>,
-        bgp: crate::bgp::session::Statuses,
+        bgp: crate::bgp::status::Statuses,
     ) -> Self {
         let mut registry = Registry::with_prefix("kube_gw");
         registry.register_collector(Box::new(crate::kube::report::KubeCollector(kube)));
-        registry.register_collector(Box::new(crate::bgp::session::BgpCollector(bgp)));
+        registry.register_collector(Box::new(crate::bgp::metrics::BgpCollector(bgp)));
         let info = Info::new(vec![("version".to_string(), version.to_string())]);
         registry.register("build", "Build information", info);
         let start = Gauge::<i64>::default();
@@ -104,9 +106,7 @@ impl Metrics {
     pub fn encode(&self, liveness: &Liveness) -> Result<String, std::fmt::Error> {
         for (name, age) in liveness.ages() {
             self.loop_heartbeat_age_ms
-                .get_or_create(&LoopLabel {
-                    loop_name: name.to_string(),
-                })
+                .get_or_create(&LoopLabel { loop_name: name })
                 .set(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
         }
         let mut out = String::new();

@@ -1,0 +1,399 @@
+//! The admin answers, built from the subsystems' handles: `status` (the daemon, its loops
+//! and every component), `vips`, `bgp neighbors`, `bgp routes` and `cluster`. Pure reads:
+//! watch receivers, reports and atomics; nothing here waits on a subsystem.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::{Handles, PipelineView};
+use crate::api::{
+    BgpNeighborRow, BgpNeighbors, BgpRoutes, BgpRoutesOf, ClusterCounts, ClusterView, Component,
+    ConfigStatus, EndpointView, NodeView, PortView, RefusedAddress, ServiceView, SliceView, Status,
+    VipRow, Vips,
+};
+use crate::bgp::speaker::Speaker;
+use crate::lifecycle::LIVENESS_MAX_AGE;
+use crate::model::ClusterSnapshot;
+
+/// When each component entered its current state (for the `Since` column of components
+/// that do not keep it themselves).
+#[derive(Debug, Default)]
+pub struct Since(Mutex<BTreeMap<String, (String, Instant)>>);
+
+impl Since {
+    /// Seconds `name` has been in `state`.
+    fn seconds(&self, name: &str, state: &str) -> u64 {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let e = m
+            .entry(name.to_string())
+            .or_insert_with(|| (state.to_string(), Instant::now()));
+        if e.0 != state {
+            *e = (state.to_string(), Instant::now());
+        }
+        e.1.elapsed().as_secs()
+    }
+}
+
+/// A reconciler's state in status: failing (its last pass had an error), programmed (the
+/// kernel has what is wanted) or pending.
+fn reconciler_state(error: bool, done: bool) -> &'static str {
+    if error {
+        "failing"
+    } else if done {
+        "programmed"
+    } else {
+        "pending"
+    }
+}
+
+/// `status`.
+pub fn status(h: &Handles, since: &Since) -> Status {
+    let mut components = Vec::new();
+    let mut timed = |name: &str, kind: &str, state: &str, info: String| {
+        components.push(Component {
+            name: name.into(),
+            kind: kind.into(),
+            state: state.into(),
+            since_seconds: since.seconds(name, state),
+            info,
+        });
+    };
+    timed("admin", "unix", "up", h.socket.clone());
+    timed("http", "tcp", "up", format!("http://{}/metrics", h.http));
+    let w = h.watchdog.borrow().clone();
+    timed("watchdog", "systemd", w.state, w.info);
+    if let Some(l) = h.bgp.listener() {
+        timed("bgp-listener", "bgp", l.state, l.info.clone());
+    }
+    for (name, age) in h.liveness.ages() {
+        let stuck = age > LIVENESS_MAX_AGE;
+        components.push(Component {
+            name: format!("{name}-loop"),
+            kind: "loop".into(),
+            state: if stuck { "stuck" } else { "up" }.into(),
+            since_seconds: if stuck { age.as_secs() } else { 0 },
+            info: format!("last turn {} ms ago", age.as_millis()),
+        });
+    }
+    components.extend(kube_components(&h.kube.report.view()));
+    components.extend(pipeline_components(&h.pipeline));
+    components.extend(bgp_components(&h.bgp));
+    components.sort_by(|a, b| a.name.cmp(&b.name));
+    let c = &h.control;
+    Status {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        state: c.state(),
+        ready: super::not_ready_reason(c, &h.liveness).is_none(),
+        uptime_seconds: c.uptime().as_secs(),
+        config: ConfigStatus {
+            path: c.config_path().display().to_string(),
+            generation: c.generation(),
+            last_reload: c.last_reload(),
+        },
+        log_filter: c.log().filter(),
+        degraded: h.kube.report.degraded(),
+        cluster: c.config().kubernetes.as_ref().map(|_| {
+            let s = h.kube.snapshot.borrow();
+            ClusterCounts {
+                services: s.services.len(),
+                endpoint_slices: s.endpoint_slices.len(),
+                nodes: s.nodes.len(),
+                snapshots: h.kube.report.snapshots(),
+            }
+        }),
+        components,
+    }
+}
+
+fn pipeline_components(sv: &PipelineView) -> Vec<Component> {
+    let d = sv.desired.borrow().clone();
+    let p = sv.programmed.borrow().clone();
+    let wanted = d.vips.len();
+    let done = d.vips.keys().filter(|a| p.vips.contains(*a)).count();
+    let mut info = format!(
+        "{done}/{wanted} VIPs on {}, {} announceable, {} refused",
+        sv.interface,
+        d.vips.values().filter(|v| v.announceable).count(),
+        d.refusals.len()
+    );
+    if let Some(e) = &p.error {
+        info.push_str(&format!("; {e}"));
+    }
+    let vips = Component {
+        name: "vips".into(),
+        kind: "netlink".into(),
+        state: reconciler_state(p.error.is_some(), done == wanted).into(),
+        since_seconds: 0,
+        info,
+    };
+    let r = sv.ipvs.borrow().clone();
+    let mut info = format!(
+        "{} virtual services ({} wanted), {} destinations, {} draining",
+        r.services,
+        d.virtual_services.len(),
+        r.destinations,
+        r.draining
+    );
+    for s in &r.settings {
+        info.push_str(&format!("; {s}"));
+    }
+    if let Some(e) = &r.error {
+        info.push_str(&format!("; {e}"));
+    }
+    let (state, info) = if r.disabled {
+        (
+            "disabled",
+            "[ipvs] enabled = false: VIPs are announced without kube-gw's data plane".to_string(),
+        )
+    } else {
+        (reconciler_state(r.error.is_some(), r.in_sync), info)
+    };
+    let ipvs = Component {
+        name: "ipvs".into(),
+        kind: "genetlink".into(),
+        state: state.into(),
+        since_seconds: 0,
+        info,
+    };
+    vec![vips, ipvs]
+}
+
+fn bgp_components(bgp: &Speaker) -> Vec<Component> {
+    bgp.neighbors()
+        .into_iter()
+        .map(|n| {
+            let state = format!("{:?}", n.state).to_lowercase();
+            let mut info = match (n.peer_as, n.up_since) {
+                (Some(asn), Some(_)) => format!(
+                    "AS {asn}, hold time {}s, {} UPDATEs received",
+                    n.hold_time.unwrap_or(0),
+                    n.updates_received
+                ),
+                _ => String::new(),
+            };
+            if let Some(e) = &n.last_error {
+                if !info.is_empty() {
+                    info.push_str("; ");
+                }
+                info.push_str(&format!("last: {e}"));
+            }
+            Component {
+                name: format!("bgp/{}", n.name()),
+                kind: "bgp".into(),
+                state,
+                since_seconds: n.up_since.map_or(0, |t| t.elapsed().as_secs()),
+                info,
+            }
+        })
+        .collect()
+}
+
+fn kube_components(v: &crate::kube::report::KubeView) -> Vec<Component> {
+    use crate::kube::report::{JoinState, WatchState};
+    let mut out = Vec::new();
+    if let Some((state, msg, since)) = &v.join {
+        let state = match state {
+            JoinState::Off => "off",
+            JoinState::Joining => "joining",
+            JoinState::Joined => "joined",
+            JoinState::Failing => "failing",
+        };
+        out.push(Component {
+            name: "kubernetes".into(),
+            kind: "api".into(),
+            state: state.into(),
+            since_seconds: *since,
+            info: msg.clone(),
+        });
+    }
+    for (name, w, since) in &v.watches {
+        let state = match w.state {
+            WatchState::Listing => "listing",
+            WatchState::Synced => "synced",
+            WatchState::Failing => "failing",
+        };
+        let mut info = format!(
+            "{} objects, {} relists, {} errors",
+            w.objects, w.relists, w.errors
+        );
+        if let (WatchState::Failing, Some(e)) = (w.state, &w.last_error) {
+            info.push_str(&format!("; {e}"));
+        }
+        out.push(Component {
+            name: format!("watch/{name}"),
+            kind: "watch".into(),
+            state: state.into(),
+            since_seconds: *since,
+            info,
+        });
+    }
+    if let Some((state, info)) = &v.node {
+        out.push(Component {
+            name: "node".into(),
+            kind: "node".into(),
+            state: state.clone(),
+            since_seconds: 0,
+            info: info.clone(),
+        });
+    }
+    out
+}
+
+/// `vips`: the VIPs with their Services and state, and the refused addresses.
+pub fn vips(sv: &PipelineView) -> Vips {
+    let d = sv.desired.borrow().clone();
+    let p = sv.programmed.borrow().clone();
+    let vips = d
+        .vips
+        .values()
+        .map(|v| VipRow {
+            address: v.address.to_string(),
+            services: v.services.iter().map(ToString::to_string).collect(),
+            programmed: p.vips.contains(&v.address),
+            foreign: p.foreign.contains(&v.address),
+            announceable: v.announceable,
+            ready_endpoints: v.ready_endpoints,
+            ports: d
+                .virtual_services
+                .keys()
+                .filter(|k| k.vip == v.address)
+                .map(ToString::to_string)
+                .collect(),
+        })
+        .collect();
+    let refused = d
+        .refusals
+        .iter()
+        .map(|r| RefusedAddress {
+            service: r.service.to_string(),
+            address: r.address.clone(),
+            reason: r.reason.to_string(),
+        })
+        .collect();
+    Vips {
+        interface: sv.interface.clone(),
+        vips,
+        refused,
+        error: p.error.clone(),
+    }
+}
+
+/// `bgp neighbors`.
+pub fn bgp_neighbors(bgp: &Speaker) -> BgpNeighbors {
+    bgp.neighbors()
+        .into_iter()
+        .map(|n| BgpNeighborRow {
+            address: n.name(),
+            state: format!("{:?}", n.state).to_lowercase(),
+            peer_as: n.peer_as,
+            hold_time: n.hold_time,
+            uptime_seconds: n.up_since.map_or(0, |t| t.elapsed().as_secs()),
+            prefixes_sent: n.prefixes_sent,
+            prefixes_received: n.prefixes_received,
+            updates_received: n.updates_received,
+            last_error: n.last_error,
+            last_update_error: n.last_update_error,
+            update_errors: n.update_errors,
+        })
+        .collect()
+}
+
+/// `bgp routes`: what each neighbor (or one) was sent and has announced.
+pub fn bgp_routes(bgp: &Speaker, neighbor: Option<&str>) -> Result<BgpRoutes, String> {
+    let all = bgp.neighbors();
+    if let Some(n) = neighbor {
+        if !all.iter().any(|s| s.name() == n) {
+            return Err(format!(
+                "{n} is not a configured BGP neighbor; `kube-gw bgp neighbors` lists them"
+            ));
+        }
+    }
+    Ok(BgpRoutes {
+        neighbors: all
+            .iter()
+            .filter(|s| neighbor.is_none_or(|n| s.name() == n))
+            .map(|s| BgpRoutesOf {
+                neighbor: s.name(),
+                sent: s.adj_rib_out.iter().map(ToString::to_string).collect(),
+                received: s.adj_rib_in.iter().map(ToString::to_string).collect(),
+            })
+            .collect(),
+    })
+}
+
+/// `cluster`: the cluster view, as the API types it.
+pub fn cluster(s: &ClusterSnapshot) -> ClusterView {
+    let ips = |v: &[std::net::IpAddr]| v.iter().map(ToString::to_string).collect();
+    let port = |name: &str, port: u16, p: crate::model::Protocol| PortView {
+        name: name.into(),
+        port,
+        protocol: p.as_str().into(),
+    };
+    ClusterView {
+        services: s
+            .services
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    ServiceView {
+                        kind: v.type_.clone(),
+                        cluster_ips: ips(&v.cluster_ips),
+                        external_ips: ips(&v.external_ips),
+                        load_balancer_ips: ips(&v.load_balancer_ips),
+                        ports: v
+                            .ports
+                            .iter()
+                            .map(|p| port(&p.name, p.port, p.protocol))
+                            .collect(),
+                        external_traffic_local: v.external_traffic_local,
+                        annotations: v.annotations.clone(),
+                    },
+                )
+            })
+            .collect(),
+        endpoint_slices: s
+            .endpoint_slices
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    SliceView {
+                        service: v.service_key().map(|k| k.to_string()),
+                        ports: v
+                            .ports
+                            .iter()
+                            .map(|p| port(&p.name, p.port, p.protocol))
+                            .collect(),
+                        endpoints: v
+                            .endpoints
+                            .iter()
+                            .map(|e| EndpointView {
+                                addresses: ips(&e.addresses),
+                                ready: e.ready,
+                                serving: e.serving,
+                                terminating: e.terminating,
+                                node_name: e.node_name.clone(),
+                            })
+                            .collect(),
+                    },
+                )
+            })
+            .collect(),
+        nodes: s
+            .nodes
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    NodeView {
+                        addresses: ips(&v.addresses),
+                    },
+                )
+            })
+            .collect(),
+        complete: s.complete,
+    }
+}

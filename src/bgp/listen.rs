@@ -123,6 +123,9 @@ fn bind_one(
             SocketAddr::V4(_) => s.set_ttl_v4(255)?,
             SocketAddr::V6(_) => s.set_unicast_hops_v6(255)?,
         }
+        // The SYN's TTL is checked at accept (the listener is shared with neighbors that do
+        // not use GTSM, so it cannot drop low-TTL SYNs for all of them).
+        kube_gw_sockopt::save_syn(&sock)?;
     }
     sock.bind(any)?;
     for (peer, password) in keys {
@@ -187,6 +190,19 @@ fn hand_over(routes: &HashMap<Key, Route>, stream: TcpStream, from: SocketAddr) 
         return;
     };
     if route.ttl_security {
+        // RFC 5082: the neighbor is one hop away and sends with 255. A SYN that arrived with
+        // less came from further away: refused before anything of it is read.
+        match kube_gw_sockopt::saved_syn_ttl(&stream) {
+            Ok(255) => {}
+            Ok(ttl) => {
+                tracing::warn!(neighbor = %peer, ttl, "BGP connection refused: GTSM needs TTL 255 and the SYN arrived with less (is the neighbor directly connected, and does it send with TTL 255?)");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(neighbor = %peer, error = %e, "cannot read the connection's SYN to check GTSM; closed");
+                return;
+            }
+        }
         let s = socket2::SockRef::from(&stream);
         let set = match from {
             SocketAddr::V4(_) => s.set_ttl_v4(255),

@@ -4,12 +4,16 @@
 //!   (an L3 master device): the kernel refuses any other interface with EINVAL, so a
 //!   link-local peer's key is set by address alone (measured on Linux 6.x);
 //! - GTSM (RFC 5082): the lowest TTL / hop limit accepted on a socket (`IP_MINTTL`,
-//!   `IPV6_MINHOPCOUNT`).
+//!   `IPV6_MINHOPCOUNT`), and the TTL of an accepted connection's SYN (`TCP_SAVE_SYN` on the
+//!   listener, `TCP_SAVED_SYN` on the connection), so a listener shared with other
+//!   neighbors can refuse a GTSM neighbor's connection that came from too far before any of
+//!   its data is read.
 //!
-//! This crate holds the only `unsafe` code of kube-gw: two `setsockopt(2)` calls, each on a
-//! borrowed descriptor with a pointer and length of a value that lives across the call. The
-//! daemon crate keeps `unsafe_code = "forbid"`. Everything else (building the kernel's
-//! `struct tcp_md5sig` byte by byte) is safe code and unit-tested.
+//! This crate holds the only `unsafe` code of kube-gw: a `setsockopt(2)` and a
+//! `getsockopt(2)` call, each on a borrowed descriptor with a pointer and length of a buffer
+//! that lives across the call. The daemon crate keeps `unsafe_code = "forbid"`. Everything
+//! else (building the kernel's `struct tcp_md5sig` byte by byte, reading the TTL out of the
+//! saved headers) is safe code and unit-tested.
 //!
 //! Inputs: a socket (any `AsFd`: a tokio `TcpSocket` or `TcpListener`, a std socket), the
 //! peer's address, the key bytes. Outputs: `io::Result<()>` with the kernel's errno; the key
@@ -98,6 +102,62 @@ pub fn set_min_ttl(sock: &impl AsFd, family: SocketAddr, min: u8) -> io::Result<
     }
 }
 
+/// Keep the SYN's headers of every connection this listener accepts (`TCP_SAVE_SYN`), for
+/// [`saved_syn_ttl`].
+pub fn save_syn(listener: &impl AsFd) -> io::Result<()> {
+    setsockopt(
+        listener,
+        libc::IPPROTO_TCP,
+        libc::TCP_SAVE_SYN,
+        &1i32.to_ne_bytes(),
+    )
+}
+
+/// The TTL (IPv4) or hop limit (IPv6) the SYN of an accepted connection arrived with, from
+/// the headers its listener saved ([`save_syn`]). The kernel hands them out once.
+pub fn saved_syn_ttl(conn: &impl AsFd) -> io::Result<u8> {
+    let mut buf = [0u8; 512];
+    let n = getsockopt(conn, libc::IPPROTO_TCP, libc::TCP_SAVED_SYN, &mut buf)?;
+    ttl_of(&buf[..n]).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no saved SYN (was TCP_SAVE_SYN set on the listener?)",
+        )
+    })
+}
+
+/// The TTL / hop limit of an IP packet's header: byte 8 of IPv4, byte 7 of IPv6.
+pub fn ttl_of(ip_header: &[u8]) -> Option<u8> {
+    match ip_header.first()? >> 4 {
+        4 => ip_header.get(8).copied(),
+        6 => ip_header.get(7).copied(),
+        _ => None,
+    }
+}
+
+fn getsockopt(sock: &impl AsFd, level: i32, name: i32, buf: &mut [u8]) -> io::Result<usize> {
+    let fd = sock.as_fd();
+    let mut len = libc::socklen_t::try_from(buf.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "option buffer too long"))?;
+    // SAFETY: `fd` is a descriptor borrowed for the duration of the call; `buf` is a live,
+    // writable slice of `len` bytes, and the kernel writes at most `len` bytes into it and
+    // the length it wrote into `len`, which also lives across the call.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast::<libc::c_void>(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        Ok(usize::try_from(len).unwrap_or(0).min(buf.len()))
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn setsockopt(sock: &impl AsFd, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
     let fd = sock.as_fd();
     let len = libc::socklen_t::try_from(value.len())
@@ -122,6 +182,7 @@ fn setsockopt(sock: &impl AsFd, level: i32, name: i32, value: &[u8]) -> io::Resu
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
 
@@ -154,6 +215,26 @@ mod tests {
             md5sig(IpAddr::V4(Ipv4Addr::LOCALHOST), &long, None),
             Err(KeyError::TooLong(81))
         );
+    }
+
+    #[test]
+    fn a_saved_syn_tells_the_ttl_it_arrived_with() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        save_syn(&l).unwrap();
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        // The SYN went out with the default TTL; over loopback it arrives unchanged.
+        let default: u8 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_default_ttl")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let (accepted, _) = l.accept().unwrap();
+        assert_eq!(saved_syn_ttl(&accepted).unwrap(), default);
+        // Handed out once.
+        assert!(saved_syn_ttl(&accepted).is_err());
+        assert_eq!(ttl_of(&[0x45, 0, 0, 0, 0, 0, 0, 0, 253]), Some(253));
+        assert_eq!(ttl_of(&[0x60, 0, 0, 0, 0, 0, 0, 254]), Some(254));
+        assert_eq!(ttl_of(&[0x10]), None);
     }
 
     #[test]

@@ -24,6 +24,61 @@ fn switch_config(neighbors: &[(&str, u32)]) -> String {
     c
 }
 
+/// FRR's next hops for a prefix, read from the path's own field
+/// (`show bgp <afi> unicast <prefix> json` → `paths[].nexthops[].ip`), global and
+/// link-local; empty when FRR does not hold it.
+fn frr_next_hops(frr: &Frr, afi: &str, prefix: &str) -> Vec<String> {
+    let j: serde_json::Value =
+        serde_json::from_str(&frr.vtysh(&format!("show bgp {afi} unicast {prefix} json")))
+            .unwrap_or_default();
+    j["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["nexthops"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| n["ip"].as_str().map(String::from))
+        .collect()
+}
+
+/// FRR's communities of a prefix's paths (`paths[].community.string`).
+fn frr_communities(frr: &Frr, afi: &str, prefix: &str) -> Vec<String> {
+    let j: serde_json::Value =
+        serde_json::from_str(&frr.vtysh(&format!("show bgp {afi} unicast {prefix} json")))
+            .unwrap_or_default();
+    j["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["community"]["string"].as_str().map(String::from))
+        .collect()
+}
+
+/// GoBGP's view of a prefix in its global RIB: each path's next hop (the NEXT_HOP
+/// attribute, type 3, or MP_REACH_NLRI's, type 14) and its standard communities (type 8).
+fn gobgp_path(g: &GoBgp, afi: &str, prefix: &str) -> (Vec<String>, Vec<u64>) {
+    let j: serde_json::Value =
+        serde_json::from_str(&g.gobgp(&["global", "rib", "-a", afi, prefix, "-j"]))
+            .unwrap_or_default();
+    let mut hops = Vec::new();
+    let mut communities = Vec::new();
+    for path in j[prefix].as_array().into_iter().flatten() {
+        for a in path["attrs"].as_array().into_iter().flatten() {
+            match a["type"].as_u64() {
+                Some(3 | 14) => hops.extend(a["nexthop"].as_str().map(String::from)),
+                Some(8) => communities.extend(
+                    a["communities"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(serde_json::Value::as_u64),
+                ),
+                _ => {}
+            }
+        }
+    }
+    (hops, communities)
+}
+
 /// `birdc show route PREFIX all`, whatever its exit status ("Network not found" fails).
 fn bird_route(bird: &Bird, prefix: &str) -> String {
     let out = std::process::Command::new("birdc")
@@ -189,7 +244,11 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
             ("192.0.2.9", 65001),
             ("192.0.2.5", 65002),
             ("2001:db8:4::1", 65002),
-        ]),
+        ])
+        .replace(
+            "drain-time = 2\n",
+            "drain-time = 2\nstatic-prefixes = [\"198.51.100.90/32\", \"2001:db8:100::90/128\"]\n",
+        ),
     );
 
     bird.wait_established("sw", ESTABLISH);
@@ -216,6 +275,34 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
         info.contains("Hold timer:") && info.contains("/9"),
         "{info}"
     );
+    // Each peer holds both prefixes with kube-gw's address on that session as the next hop,
+    // read from the next hop field itself. Each session has its own address, so a next hop
+    // taken from another session (or a check that finds the peer's own address anywhere in
+    // the output) fails here.
+    let v4 = "198.51.100.90/32";
+    let v6 = "2001:db8:100::90/128";
+    wait_for("FRR to hold both prefixes", ESTABLISH, || {
+        (!frr_next_hops(&frr, "ipv4", v4).is_empty() && !frr_next_hops(&frr, "ipv6", v6).is_empty())
+            .then_some(())
+    });
+    assert_eq!(frr_next_hops(&frr, "ipv4", v4), ["192.0.2.10"]);
+    let six = frr_next_hops(&frr, "ipv6", v6);
+    assert_eq!(
+        six.first().map(String::as_str),
+        Some("2001:db8:2::2"),
+        "{six:?}"
+    );
+    assert!(
+        six.iter().skip(1).all(|h| h.starts_with("fe80:")),
+        "only a link-local next hop besides the global one: {six:?}"
+    );
+    wait_for("GoBGP to hold both prefixes", ESTABLISH, || {
+        (!gobgp_path(&gobgp, "ipv4", v4).0.is_empty()
+            && !gobgp_path(&gobgp, "ipv6", v6).0.is_empty())
+        .then_some(())
+    });
+    assert_eq!(gobgp_path(&gobgp, "ipv4", v4).0, ["192.0.2.6"]);
+    assert_eq!(gobgp_path(&gobgp, "ipv6", v6).0, ["2001:db8:4::2"]);
     let frr_json = frr.vtysh("show bgp neighbors 2001:db8:2::2 json");
     assert!(frr_json.contains("\"remoteAs\":65010"), "{frr_json}");
     assert!(
@@ -693,16 +780,48 @@ fn md5_and_gtsm_sessions_come_up_only_with_the_right_password() {
     let ss = String::from_utf8_lossy(&ss.stdout).to_string();
     assert!(ss.contains("[2001:db8:2::1]:"), "{ss}");
 
-    // The same peers, kube-gw restarted with a wrong password: nothing comes up.
+    // The same peers, kube-gw restarted with a wrong password: nothing comes up. Each
+    // side's kernel counts the segments it refused for a bad signature (TCPMD5Failure):
+    // kube-gw's own attempts refused by BIRD and GoBGP, and the peers' attempts (FRR's,
+    // which only connects) refused by kube-gw's listener. So the attempts were made, and
+    // refused for the signature, not for some other reason.
+    let md5_failures = |n: &crate::harness::Node| tcp_ext(n, "TCPMD5Failure");
+    let before = [&sw, &bird_node, &gobgp_node].map(md5_failures);
     lab.stop("kg", Duration::from_secs(20));
     std::fs::write(&password_file, "not-the-password\n").unwrap();
     kg.restart(&mut lab, &sw);
-    std::thread::sleep(Duration::from_secs(15));
+    wait_for(
+        "each side to refuse the other's wrongly signed segments",
+        Duration::from_secs(30),
+        || {
+            let now = [&sw, &bird_node, &gobgp_node].map(md5_failures);
+            now.iter().zip(before).all(|(n, b)| *n > b).then_some(())
+        },
+    );
     for n in ["192.0.2.1", "2001:db8:2::1", "192.0.2.5"] {
         assert_ne!(
             kube_gw_state(&kg, n),
             "established",
             "{n} with a wrong password"
+        );
+    }
+    // kube-gw did try the active neighbors, and says what became of it.
+    for (n, to) in [
+        ("192.0.2.1", "192.0.2.1:179"),
+        ("192.0.2.5", "192.0.2.5:179"),
+    ] {
+        wait_for(
+            &format!("kube-gw to report its attempt at {n}"),
+            ESTABLISH,
+            || {
+                let rows: serde_json::Value =
+                    serde_json::from_str(&kg.cli(&["bgp", "neighbors", "--json"])).unwrap();
+                let row = rows.as_array()?.iter().find(|r| r["address"] == n)?.clone();
+                row["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(to))
+                    .then_some(())
+            },
         );
     }
     assert!(!bird.protocol_info("sw").contains("Established"));
@@ -719,6 +838,97 @@ fn md5_and_gtsm_sessions_come_up_only_with_the_right_password() {
     for secret in [PASSWORD, "not-the-password"] {
         assert!(!shown.contains(secret), "the password leaked:\n{shown}");
     }
+}
+
+/// A TCP counter of a namespace's kernel (`TcpExt:` in /proc/net/netstat).
+fn tcp_ext(node: &crate::harness::Node, name: &str) -> u64 {
+    let out = node.exec("cat", &["/proc/net/netstat"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let (names, values) = (lines[0], lines[1]);
+    let i = names
+        .split_whitespace()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no {name} in /proc/net/netstat"));
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// GTSM (RFC 5082) on kube-gw's side: a neighbor one router further away connects to
+/// kube-gw's listener; its packets arrive with a TTL below 255. Without `ttl-security` the
+/// session comes up (the path and the peer work); with it, kube-gw reads the TTL the SYN
+/// arrived with and closes the connection before reading anything of it, says so, and the
+/// session never comes up.
+#[test]
+fn gtsm_refuses_a_neighbor_one_hop_too_far() {
+    if !require_root("gtsm_refuses_a_neighbor_one_hop_too_far") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let sw = lab.node("sw");
+    let router = lab.node("r");
+    let far = lab.node("far");
+    lab.link(&sw, &["192.0.2.2/30"], &router, &["192.0.2.1/30"]);
+    lab.link(&router, &["192.0.2.5/30"], &far, &["192.0.2.6/30"]);
+    router.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    sw.exec("ip", &["route", "add", "192.0.2.4/30", "via", "192.0.2.1"]);
+    far.exec("ip", &["route", "add", "192.0.2.0/30", "via", "192.0.2.5"]);
+    // BIRD connects (kube-gw only listens), one router away: its TTL is 64 - 1 = 63 here.
+    let bird = Bird::start(
+        &mut lab,
+        &far,
+        "bird",
+        "router id 192.0.2.6;\nprotocol device {}\n\
+         protocol bgp sw { local 192.0.2.6 as 65000; neighbor 192.0.2.2 as 65010; multihop; \
+         hold time 9; connect retry time 1; ipv4 { import all; export none; }; }\n",
+    );
+    let config = |gtsm: bool| {
+        format!(
+            "[node]\nname = \"sw\"\n[vip]\npools = [\"198.51.100.0/24\"]\n\
+             [bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\nhold-time = 9\ndrain-time = 0\n\
+             [[bgp.neighbors]]\naddress = \"192.0.2.6\"\nremote-asn = 65000\npassive = true\n\
+             ttl-security = {gtsm}\n"
+        )
+    };
+    // Positive control: without GTSM the far neighbor's session comes up.
+    let kg = KubeGw::start(&mut lab, &sw, "kg", &config(false));
+    bird.wait_established("sw", ESTABLISH);
+    wait_for("kube-gw's session with the far neighbor", ESTABLISH, || {
+        (kube_gw_state(&kg, "192.0.2.6") == "established").then_some(())
+    });
+    // With GTSM: refused at accept, with the TTL the neighbor's SYN had (64 - 1).
+    lab.stop("kg", Duration::from_secs(20));
+    let text = std::fs::read_to_string(&kg.config).unwrap();
+    std::fs::write(
+        &kg.config,
+        text.replace("ttl-security = false", "ttl-security = true"),
+    )
+    .unwrap();
+    kg.restart(&mut lab, &sw);
+    let refusals = |lab: &Lab| {
+        lab.log("kg")
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| {
+                r["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("BGP connection refused: GTSM"))
+            })
+            .map(|r| (r["fields"]["neighbor"].clone(), r["fields"]["ttl"].clone()))
+            .collect::<Vec<_>>()
+    };
+    wait_for(
+        "kube-gw to refuse the far neighbor",
+        Duration::from_secs(30),
+        || (refusals(&lab).len() >= 2).then_some(()),
+    );
+    let seen = refusals(&lab);
+    assert!(
+        seen.iter()
+            .all(|(n, ttl)| *n == "192.0.2.6" && *ttl == serde_json::json!(63)),
+        "{seen:?}"
+    );
+    assert_ne!(kube_gw_state(&kg, "192.0.2.6"), "established");
+    assert!(!bird.protocol_info("sw").contains("Established"));
 }
 
 /// A Prometheus sample's value from a scrape, by its full series text.
@@ -1019,13 +1229,17 @@ fn each_peer_gets_the_routes_is_found_dead_by_the_hold_timer_and_gets_them_again
         (r.contains("via 192.0.2.2") && r.contains("BGP.community: (65010,100)")).then_some(r)
     };
     let at_frr = |frr: &Frr| {
-        let j = frr.vtysh("show bgp ipv6 unicast 2001:db8:100::71/128 json");
-        (j.contains("\"2001:db8:2::2\"") && j.contains("65010:100")).then_some(j)
+        let hops = frr_next_hops(frr, "ipv6", "2001:db8:100::71/128");
+        let communities = frr_communities(frr, "ipv6", "2001:db8:100::71/128");
+        (hops.first().map(String::as_str) == Some("2001:db8:2::2")
+            && communities
+                .iter()
+                .any(|c| c.split(' ').any(|x| x == "65010:100")))
+        .then_some((hops, communities))
     };
     let at_gobgp = |g: &GoBgp| {
-        let j = g.gobgp(&["global", "rib", "-a", "ipv4", "198.51.100.71/32", "-j"]);
-        (j.contains("192.0.2.6") && (j.contains("4260495460") || j.contains("65010:100")))
-            .then_some(j)
+        let (hops, communities) = gobgp_path(g, "ipv4", "198.51.100.71/32");
+        (hops == ["192.0.2.6"] && communities.contains(&(65010 << 16 | 100))).then_some(hops)
     };
     let all_there = |bird: &Bird, frr: &Frr, gobgp: &GoBgp| {
         wait_for("BIRD to hold 198.51.100.71/32", ESTABLISH, || at_bird(bird));
@@ -1175,7 +1389,7 @@ fn a_vip_is_announced_only_once_its_ipvs_service_is_in_the_kernel() {
     )
     .unwrap();
     let out = sw.kg.cli(&["reload"]);
-    assert!(!out.contains("error"), "{out}");
+    assert!(out.starts_with("reload: applied"), "{out}");
     wait_for("the route with IPVS off", ESTABLISH, || {
         learned(&bird).then_some(())
     });

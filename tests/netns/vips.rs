@@ -322,7 +322,14 @@ fn a_restart_adopts_the_addresses_without_a_flap() {
     let node = sw.node.clone();
     sw.lab
         .spawn(&node, "monitor", "ip", &["monitor", "address"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Positive control: the monitor is subscribed before the restart starts, and still at
+    // its end — it sees an address the test adds (outside the pools: kube-gw leaves it
+    // alone), and later its removal.
+    const MARK: &str = "203.0.113.250";
+    node.exec("ip", &["addr", "add", &format!("{MARK}/32"), "dev", "lo"]);
+    wait_for("ip monitor to see the marker address", CONVERGE, || {
+        sw.lab.log("monitor").contains(MARK).then_some(())
+    });
     let st = sw.lab.stop(&sw.kg.name, Duration::from_secs(30)).unwrap();
     assert_eq!(st.code(), Some(0));
     assert!(
@@ -346,7 +353,14 @@ fn a_restart_adopts_the_addresses_without_a_flap() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    std::thread::sleep(Duration::from_secs(1));
+    node.exec("ip", &["addr", "del", &format!("{MARK}/32"), "dev", "lo"]);
+    wait_for("ip monitor to see the marker go", CONVERGE, || {
+        sw.lab
+            .log("monitor")
+            .lines()
+            .any(|l| l.starts_with("Deleted") && l.contains(MARK))
+            .then_some(())
+    });
     // ...and the kernel saw no deletion nor a new addition of them.
     let monitor = sw.lab.log("monitor");
     let flaps: Vec<&str> = monitor

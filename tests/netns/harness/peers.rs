@@ -351,13 +351,26 @@ impl KubeGw {
 
     /// Runs a kube-gw CLI command against this instance; returns stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(Self::bin())
+        let out = self.cli_output(args);
+        assert!(
+            out.status.success(),
+            "kube-gw {} failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// The CLI's whole outcome (status, stdout, stderr), for commands that may fail.
+    pub fn cli_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new(Self::bin())
             .args(args)
             .arg("--socket")
             .arg(&self.socket)
             .output()
-            .expect("kube-gw cli");
-        String::from_utf8_lossy(&out.stdout).to_string()
+            .expect("kube-gw cli")
     }
 
     /// Starts it again after a stop, with the same configuration and socket.

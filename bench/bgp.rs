@@ -66,14 +66,20 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-fn peak_rss_mb(pid: u32) -> f64 {
+/// A memory figure of a process in MiB: `VmRSS` (now) or `VmHWM` (peak).
+fn mem_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         .unwrap_or(0.0)
         / 1024.0
+}
+
+/// (RSS holding the routes now, peak RSS so far), MiB.
+fn rss(pid: u32) -> (f64, f64) {
+    (mem_mib(pid, "VmRSS"), mem_mib(pid, "VmHWM"))
 }
 
 fn receiver_config(log: &std::path::Path) -> String {
@@ -107,7 +113,10 @@ struct Run {
     announce: f64,
     withdraw: f64,
     cpu: f64,
-    rss: f64,
+    /// RSS while holding all N routes (right after the receiver has them all), MiB.
+    held: f64,
+    /// Peak RSS up to then, MiB.
+    peak: f64,
 }
 
 /// Enables the receiver's session (the sender has its routes ready by now) and waits for
@@ -169,7 +178,7 @@ fn kube_gw(n: usize) -> Run {
     let pid = lab.pid("kg").unwrap();
     std::thread::sleep(Duration::from_secs(1));
     let (announce, cpu) = measure_announce(&recv, &log, n, pid);
-    let rss = peak_rss_mb(pid);
+    let (held, peak) = rss(pid);
     // Withdraw all with the session up: the static prefixes go in a reload.
     let text = std::fs::read_to_string(&kg.config).unwrap();
     let start = text.find("static-prefixes = [").unwrap();
@@ -188,7 +197,8 @@ fn kube_gw(n: usize) -> Run {
         announce,
         withdraw,
         cpu,
-        rss,
+        held,
+        peak,
     }
 }
 
@@ -221,7 +231,7 @@ fn bird(n: usize) -> Run {
     let pid = lab.pid("sender").unwrap();
     std::thread::sleep(Duration::from_secs(1));
     let (announce, cpu) = measure_announce(&recv, &log, n, pid);
-    let rss = peak_rss_mb(pid);
+    let (held, peak) = rss(pid);
     std::fs::write(lab.path("sender.conf"), bird_sender_config(0)).unwrap();
     sender.birdc(&["configure"]);
     let withdraw = measure_withdraw(&recv);
@@ -230,7 +240,8 @@ fn bird(n: usize) -> Run {
         announce,
         withdraw,
         cpu,
-        rss,
+        held,
+        peak,
     }
 }
 
@@ -259,7 +270,7 @@ fn gobgp(n: usize) -> Run {
     let pid = lab.pid("sender").unwrap();
     std::thread::sleep(Duration::from_secs(1));
     let (announce, cpu) = measure_announce(&recv, &log, n, pid);
-    let rss = peak_rss_mb(pid);
+    let (held, peak) = rss(pid);
     std::fs::write(lab.path("feeder.conf"), feeder_config(0)).unwrap();
     feeder.birdc(&["configure"]);
     let withdraw = measure_withdraw(&recv);
@@ -268,7 +279,8 @@ fn gobgp(n: usize) -> Run {
         announce,
         withdraw,
         cpu,
-        rss,
+        held,
+        peak,
     }
 }
 
@@ -301,12 +313,13 @@ fn main() {
         for (i, (name, f)) in senders.iter().enumerate() {
             let r = f(n);
             eprintln!(
-                "round {}: {name}: announce {:.3}s, withdraw {:.3}s, CPU {:.2}s, peak RSS {:.0} MB",
+                "round {}: {name}: announce {:.3}s, withdraw {:.3}s, CPU {:.2}s, RSS holding {:.1} MiB, peak {:.1} MiB",
                 round + 1,
                 r.announce,
                 r.withdraw,
                 r.cpu,
-                r.rss
+                r.held,
+                r.peak
             );
             runs[i].push(r);
         }
@@ -316,24 +329,23 @@ fn main() {
         "\nBGP announce benchmark: {n} /32 routes to a BIRD 2 receiver, {rounds} rounds, medians"
     );
     println!(
-        "\n| sender | announce s | × kube-gw | withdraw s | × kube-gw | CPU s | × kube-gw | peak RSS MB | × kube-gw |"
+        "\n| sender | announce s | × kube-gw | withdraw s | × kube-gw | CPU s | × kube-gw | RSS holding MiB | × kube-gw | peak RSS MiB | × kube-gw |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let base = [
-        med(0, |r| r.announce),
-        med(0, |r| r.withdraw),
-        med(0, |r| r.cpu),
-        med(0, |r| r.rss),
-    ];
-    for (i, (name, _)) in senders.iter().enumerate() {
-        let v = [
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let row = |i: usize| {
+        [
             med(i, |r| r.announce),
             med(i, |r| r.withdraw),
             med(i, |r| r.cpu),
-            med(i, |r| r.rss),
-        ];
+            med(i, |r| r.held),
+            med(i, |r| r.peak),
+        ]
+    };
+    let base = row(0);
+    for (i, (name, _)) in senders.iter().enumerate() {
+        let v = row(i);
         println!(
-            "| {name} | {:.3} | {:.2} | {:.3} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2} |",
+            "| {name} | {:.3} | {:.2} | {:.3} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} |",
             v[0],
             v[0] / base[0],
             v[1],
@@ -341,7 +353,9 @@ fn main() {
             v[2],
             v[2] / base[2].max(0.01),
             v[3],
-            v[3] / base[3]
+            v[3] / base[3],
+            v[4],
+            v[4] / base[4]
         );
     }
     println!("\n(× kube-gw: the sender's value divided by kube-gw's; above 1 means kube-gw is faster or smaller.)");

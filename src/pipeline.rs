@@ -144,71 +144,77 @@ async fn export_loop(
     hb: Heartbeat,
 ) {
     let (mut ipvs_open, mut config_open) = (true, true);
-    let mut current = Exported::default();
     loop {
         hb.turn().await;
         let d = desired.borrow_and_update().clone();
-        let gate = config.borrow_and_update().ipvs.enabled;
+        let cfg = config.borrow_and_update().clone();
+        let gate = cfg.ipvs.enabled;
         let ready = ipvs.borrow_and_update().ready.clone();
-        let statics = config
-            .borrow()
+        let statics = cfg
             .bgp
             .as_ref()
-            .map(|b| b.static_prefixes.clone())
+            .map(|b| b.static_prefixes.as_slice())
             .unwrap_or_default();
-        let mut next: std::collections::BTreeMap<ipnet::IpNet, Option<&Communities>> = {
+        let next = {
             let p = programmed.borrow_and_update();
-            d.announcements
-                .iter()
-                .filter(|n| p.vips.contains(&n.addr()))
-                .filter(|n| !gate || ready.contains(&n.addr()))
-                .map(|n| {
-                    let c = d.vips.get(&n.addr()).map(|v| &v.communities);
-                    (*n, c.filter(|c| !c.is_empty()))
-                })
-                .collect()
+            let current = out.borrow();
+            export(&d, &p, gate.then_some(&*ready), statics, &current)
         };
-        // The configuration's static prefixes: announced while kube-gw runs.
-        for p in statics {
-            next.entry(p).or_insert(None);
+        if let Some(next) = next {
+            out.send_replace(next);
         }
-        if let Some(changed) = apply_export(&current, &next) {
-            current = changed;
-            out.send_replace(current.clone());
-        }
-        tokio::select! {
-            r = desired.changed() => if r.is_err() { return },
-            r = programmed.changed() => if r.is_err() { return },
-            r = ipvs.changed(), if ipvs_open => ipvs_open = r.is_ok(),
-            r = config.changed(), if config_open => config_open = r.is_ok(),
-            () = hb.idle() => {}
+        // Wait for a change, turning (beating) at least every second.
+        loop {
+            tokio::select! {
+                r = desired.changed() => if r.is_err() { return } else { break },
+                r = programmed.changed() => if r.is_err() { return } else { break },
+                r = ipvs.changed(), if ipvs_open => {
+                    ipvs_open = r.is_ok();
+                    break;
+                }
+                r = config.changed(), if config_open => {
+                    config_open = r.is_ok();
+                    break;
+                }
+                () = hb.idle() => hb.turn().await,
+            }
         }
     }
 }
 
-/// The exported map made equal to `next` by changing `current` in place (so the new version
-/// shares structure with the old one and sessions diff them in O(change)); `None` if
-/// nothing differs.
-fn apply_export(
+/// The exported routes: announceable in the desired state, on the interface and — with the
+/// IPVS gate (`ready`) — with every virtual service in the kernel; plus the configuration's
+/// static prefixes. `None` when that is what `current` already holds. Communities already
+/// in `current` are shared, not copied.
+fn export(
+    d: &DesiredState,
+    programmed: &Programmed,
+    ready: Option<&std::collections::BTreeSet<IpAddr>>,
+    statics: &[ipnet::IpNet],
     current: &Exported,
-    next: &std::collections::BTreeMap<ipnet::IpNet, Option<&Communities>>,
 ) -> Option<Exported> {
-    let mut updated = current.clone();
-    let mut changed = false;
-    for p in current.keys() {
-        if !next.contains_key(p) {
-            updated.remove(p);
-            changed = true;
+    let communities = |n: &ipnet::IpNet| -> Option<Arc<Communities>> {
+        let c = d.vips.get(&n.addr()).map(|v| &v.communities)?;
+        if c.is_empty() {
+            return None;
         }
-    }
-    for (p, c) in next {
-        let same = current.get(p).is_some_and(|have| have.as_deref() == *c);
-        if !same {
-            updated.insert(*p, c.map(|c| Arc::new(c.clone())));
-            changed = true;
+        match current.get(n) {
+            Some(Some(have)) if **have == *c => Some(have.clone()),
+            _ => Some(Arc::new(c.clone())),
         }
+    };
+    let mut next: std::collections::BTreeMap<ipnet::IpNet, Option<Arc<Communities>>> = d
+        .announcements
+        .iter()
+        .filter(|n| programmed.vips.contains(&n.addr()))
+        .filter(|n| ready.is_none_or(|r| r.contains(&n.addr())))
+        .map(|n| (*n, communities(n)))
+        .collect();
+    // The configuration's static prefixes: announced while kube-gw runs.
+    for p in statics {
+        next.entry(*p).or_insert(None);
     }
-    changed.then_some(updated)
+    (**current != next).then(|| Arc::new(next))
 }
 
 /// How long a withdrawn VIP keeps its virtual services and address after the withdrawal
@@ -317,11 +323,14 @@ async fn desired_loop(
                 changed
             });
         }
-        tokio::select! {
-            r = config.changed() => if r.is_err() { return },
-            r = snapshot.changed() => if r.is_err() { return },
-            r = own.changed() => if r.is_err() { return },
-            () = hb.idle() => {}
+        // Wait for a change, turning (beating) at least every second.
+        loop {
+            tokio::select! {
+                r = config.changed() => if r.is_err() { return } else { break },
+                r = snapshot.changed() => if r.is_err() { return } else { break },
+                r = own.changed() => if r.is_err() { return } else { break },
+                () = hb.idle() => hb.turn().await,
+            }
         }
     }
 }
@@ -331,18 +340,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_export_changes_in_place_and_only_when_something_differs() {
+    fn the_export_holds_what_is_announceable_programmed_and_ready_and_shares_communities() {
         let a: ipnet::IpNet = "198.51.100.1/32".parse().unwrap();
         let b: ipnet::IpNet = "198.51.100.2/32".parse().unwrap();
-        let tagged = crate::desired::parse_communities("65010:7").0;
-        let next = std::collections::BTreeMap::from([(a, None), (b, Some(&tagged))]);
-        let v1 = apply_export(&Exported::default(), &next).unwrap();
-        assert_eq!(v1.len(), 2);
-        assert_eq!(v1.get(&b).cloned().flatten().as_deref(), Some(&tagged));
-        assert!(apply_export(&v1, &next).is_none(), "nothing differs");
-        let next = std::collections::BTreeMap::from([(b, None)]);
-        let v2 = apply_export(&v1, &next).unwrap();
-        assert_eq!(v2.keys().collect::<Vec<_>>(), vec![&b]);
-        assert_eq!(v2.get(&b), Some(&None), "communities dropped");
+        let s: ipnet::IpNet = "203.0.113.0/24".parse().unwrap();
+        let mut d = DesiredState::default();
+        for (n, c) in [(a, ""), (b, "65010:7")] {
+            d.announcements.insert(n);
+            d.vips.insert(
+                n.addr(),
+                crate::desired::Vip {
+                    address: n.addr(),
+                    services: Default::default(),
+                    ready_endpoints: 1,
+                    announceable: true,
+                    communities: crate::desired::parse_communities(c).0,
+                },
+            );
+        }
+        let mut p = Programmed::default();
+        p.vips.insert(a.addr());
+        // Only what is on the interface; with the gate, only what IPVS has ready.
+        let none = std::collections::BTreeSet::new();
+        let v = export(&d, &p, Some(&none), &[s], &Exported::default()).unwrap();
+        assert_eq!(
+            v.keys().collect::<Vec<_>>(),
+            vec![&s],
+            "static prefixes always"
+        );
+        let v1 = export(&d, &p, None, &[s], &Exported::default()).unwrap();
+        assert_eq!(v1.keys().collect::<Vec<_>>(), vec![&a, &s]);
+        p.vips.insert(b.addr());
+        let v2 = export(&d, &p, None, &[], &v1).unwrap();
+        assert_eq!(v2.keys().collect::<Vec<_>>(), vec![&a, &b]);
+        assert_eq!(v2[&a], None);
+        let c = v2[&b].clone().unwrap();
+        assert!(c.standard.contains(&(65010 << 16 | 7)));
+        // Nothing differs: nothing new; the same communities are shared, not copied.
+        assert!(export(&d, &p, None, &[], &v2).is_none());
+        let v3 = export(&d, &p, None, &[s], &v2).unwrap();
+        assert!(Arc::ptr_eq(v3[&b].as_ref().unwrap(), &c));
     }
 }

@@ -14,14 +14,14 @@
 //! carry IPv4 routes with extended next hop, RFC 8950). IPv6 routes over an IPv4 session are
 //! not sent.
 //!
-//! Memory: the table is not copied. [`Exported`] is a persistent map shared by every
-//! session; the Adj-RIB-Out keeps the version it last sent (an O(1) clone) and finds what to
-//! send next by diffing it against the new version, which costs the size of the change.
+//! Memory: the table is not copied. [`Exported`] is one map shared by every session and
+//! their status; the Adj-RIB-Out keeps the version it last sent (an `Arc`) and finds what to
+//! send next by walking it and the new version in order ([`diff`]): a comparison per route,
+//! about a millisecond per 100 000, and nothing when the version is the same.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use imbl::ordmap::DiffItem;
 use ipnet::IpNet;
 
 use super::fsm::{Families, Negotiated};
@@ -170,20 +170,18 @@ impl AdjRibOut {
         };
         let mut announce = Vec::new();
         let mut withdraw = Vec::new();
-        for d in up.sent.diff(exported) {
+        let mut added = 0;
+        for d in diff(&up.sent, exported) {
             match d {
-                DiffItem::Add(p, c) if up.carries.prefix(p) => announce.push((p, c)),
-                DiffItem::Update { new: (p, c), .. } if up.carries.prefix(p) => {
-                    announce.push((p, c))
+                Change::Added(p, c) if up.carries.prefix(p) => {
+                    added += 1;
+                    announce.push((p, c));
                 }
-                DiffItem::Remove(p, _) if up.carries.prefix(p) => withdraw.push(*p),
+                Change::Changed(p, c) if up.carries.prefix(p) => announce.push((p, c)),
+                Change::Removed(p) if up.carries.prefix(p) => withdraw.push(*p),
                 _ => {}
             }
         }
-        let added = announce
-            .iter()
-            .filter(|(p, _)| !up.sent.contains_key(*p))
-            .count();
         let out = pack(announce.iter().copied(), &withdraw, &up.attrs);
         let counts = (announce.len(), withdraw.len());
         up.len = up.len + added - withdraw.len();
@@ -280,6 +278,56 @@ impl AdjRibOut {
             len: u.len,
         })
     }
+}
+
+/// How a route differs between two versions of the exported map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    Added(&'a IpNet, &'a Option<std::sync::Arc<Communities>>),
+    /// Still there, with other communities.
+    Changed(&'a IpNet, &'a Option<std::sync::Arc<Communities>>),
+    Removed(&'a IpNet),
+}
+
+/// What differs from `old` to `new`, in prefix order: both are walked once, side by side
+/// (nothing at all when they are the same version).
+pub fn diff<'a>(old: &'a Exported, new: &'a Exported) -> Vec<Change<'a>> {
+    let mut out = Vec::new();
+    if std::sync::Arc::ptr_eq(old, new) {
+        return out;
+    }
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some((p, _)), None) => {
+                out.push(Change::Removed(p));
+                a.next();
+            }
+            (None, Some((p, c))) => {
+                out.push(Change::Added(p, c));
+                b.next();
+            }
+            (Some((pa, ca)), Some((pb, cb))) => match pa.cmp(pb) {
+                std::cmp::Ordering::Less => {
+                    out.push(Change::Removed(pa));
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push(Change::Added(pb, cb));
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if ca != cb {
+                        out.push(Change::Changed(pb, cb));
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
+    out
 }
 
 /// The communities of every route: the neighbor's, plus GRACEFUL_SHUTDOWN while draining.
@@ -382,13 +430,27 @@ mod tests {
     }
 
     fn exported(routes: &[(&str, Option<&str>)]) -> Exported {
-        routes
-            .iter()
-            .map(|(p, c)| {
-                let c = c.map(|c| Arc::new(communities_of(c)));
-                (p.parse::<IpNet>().unwrap(), c)
-            })
-            .collect()
+        Arc::new(
+            routes
+                .iter()
+                .map(|(p, c)| {
+                    let c = c.map(|c| Arc::new(communities_of(c)));
+                    (p.parse::<IpNet>().unwrap(), c)
+                })
+                .collect(),
+        )
+    }
+
+    /// `base` with some routes removed and others set.
+    fn edit(base: &Exported, remove: &[&str], set: &[(&str, Option<Communities>)]) -> Exported {
+        let mut m = (**base).clone();
+        for p in remove {
+            m.remove(&p.parse::<IpNet>().unwrap());
+        }
+        for (p, c) in set {
+            m.insert(p.parse().unwrap(), c.clone().map(Arc::new));
+        }
+        Arc::new(m)
     }
 
     /// What a list of messages does to a peer's table, read back with kube-gw's own
@@ -519,11 +581,11 @@ mod tests {
         let mut rib = AdjRibOut::new(LOCAL_AS, ExportPolicy::default());
         let v1 = exported(&[("198.51.100.1/32", None), ("198.51.100.2/32", None)]);
         rib.up(&negotiated(true, true, true), v4_hops(), &v1);
-        // Derived from v1, as the export gate does: structure shared.
-        let mut v2 = v1.clone();
-        v2.remove(&"198.51.100.1/32".parse::<IpNet>().unwrap());
-        v2.insert("198.51.100.3/32".parse().unwrap(), None);
-        v2.insert("2001:db8:100::9/128".parse().unwrap(), None);
+        let v2 = edit(
+            &v1,
+            &["198.51.100.1/32"],
+            &[("198.51.100.3/32", None), ("2001:db8:100::9/128", None)],
+        );
         let (out, announced, withdrawn) = rib.export_changed(&v2);
         let s = seen(&out);
         assert_eq!(
@@ -534,10 +596,10 @@ mod tests {
         assert_eq!(s.withdrawn, set(&["198.51.100.1/32"]));
         assert_eq!((announced, withdrawn, rib.len()), (1, 1, 2));
         // Communities of a route change: announced again with them.
-        let mut v3 = v2.clone();
-        v3.insert(
-            "198.51.100.2/32".parse().unwrap(),
-            Some(Arc::new(communities_of("65010:7"))),
+        let v3 = edit(
+            &v2,
+            &[],
+            &[("198.51.100.2/32", Some(communities_of("65010:7")))],
         );
         let (out, ..) = rib.export_changed(&v3);
         let s = seen(&out);
@@ -631,5 +693,46 @@ mod tests {
         let s = seen(&rib.withdraw_all());
         assert_eq!(s.withdrawn, set(&["198.51.100.1/32"]));
         assert!(s.announced.is_empty());
+    }
+
+    #[test]
+    fn the_diff_walks_both_versions_in_order() {
+        let old = exported(&[
+            ("10.0.0.1/32", None),
+            ("10.0.0.2/32", None),
+            ("10.0.0.4/32", None),
+        ]);
+        let new = edit(
+            &old,
+            &["10.0.0.1/32", "10.0.0.4/32"],
+            &[
+                ("10.0.0.3/32", None),
+                ("10.0.0.2/32", Some(communities_of("65010:1"))),
+                ("10.0.0.5/32", None),
+            ],
+        );
+        let d: Vec<String> = diff(&old, &new)
+            .into_iter()
+            .map(|c| match c {
+                Change::Added(p, _) => format!("+{p}"),
+                Change::Changed(p, _) => format!("~{p}"),
+                Change::Removed(p) => format!("-{p}"),
+            })
+            .collect();
+        assert_eq!(
+            d,
+            [
+                "-10.0.0.1/32",
+                "~10.0.0.2/32",
+                "+10.0.0.3/32",
+                "-10.0.0.4/32",
+                "+10.0.0.5/32"
+            ]
+        );
+        assert!(diff(&new, &new).is_empty());
+        assert!(
+            diff(&new, &Arc::new((*new).clone())).is_empty(),
+            "equal contents"
+        );
     }
 }

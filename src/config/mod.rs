@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use locate::{Diagnostic, KeyPath, Severity};
 pub use schema::*;
+pub use validate::FileChecks;
 
 use serde::de::DeserializeOwned;
 use toml_edit::ImDocument;
@@ -56,6 +57,11 @@ pub struct Loaded {
 
 /// Reads, parses and validates the configuration at `path`.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    load_with(path, FileChecks::Check)
+}
+
+/// [`load`], looking at the referenced files or not ([`FileChecks`]).
+pub fn load_with(path: &Path, files: FileChecks) -> Result<Loaded, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         diagnostics: vec![Diagnostic::file_level(
             path,
@@ -63,13 +69,18 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
             "create it (see /usr/share/doc/kube-gw/examples/) or pass --config PATH",
         )],
     })?;
-    parse(path, &text)
+    parse_with(path, &text, files)
 }
 
 /// Parses and validates configuration text. `path` names the file in messages, and relative
 /// file references in the configuration (`kubeconfig = "kubeconfig"`) are resolved against
 /// its directory, so `/etc/kube-gw/config.toml` can name its neighbours by file name.
 pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
+    parse_with(path, text, FileChecks::Check)
+}
+
+/// [`parse`], looking at the referenced files or not ([`FileChecks`]).
+pub fn parse_with(path: &Path, text: &str, files: FileChecks) -> Result<Loaded, ConfigError> {
     let source = locate::Source::new(path, text);
     let doc = match ImDocument::parse(text) {
         Ok(doc) => doc,
@@ -98,7 +109,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
             ));
             continue;
         }
-        let item = item.clone();
         match key {
             "node" => raw.node = section(&source, item, &mut diags),
             "kubernetes" => raw.kubernetes = section(&source, item, &mut diags).map(Some),
@@ -118,7 +128,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     }
     let parsed_ok = diags.is_empty();
     raw.resolve_paths(path.parent().unwrap_or(Path::new(".")));
-    let findings = validate::validate(&raw);
+    let findings = validate::validate(&raw, files);
     for f in findings {
         diags.push(source.at_path(&doc, f));
     }
@@ -215,9 +225,23 @@ impl PartialConfig {
     }
 }
 
+/// Deserializes one section (or `[[bgp.neighbors]]` entry) from the document; its errors
+/// go to `diags`. The one copy made is what the deserializer consumes (a configuration can
+/// hold a hundred thousand static prefixes).
 fn section<T: DeserializeOwned>(
     source: &locate::Source<'_>,
-    item: toml_edit::Item,
+    item: &toml_edit::Item,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    section_from(source, item.clone(), item, diags)
+}
+
+/// [`section`] from an owned copy `owned` of the document's `item` (where errors are
+/// located).
+fn section_from<T: DeserializeOwned>(
+    source: &locate::Source<'_>,
+    owned: toml_edit::Item,
+    item: &toml_edit::Item,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<T> {
     let span = item.span();
@@ -226,7 +250,7 @@ fn section<T: DeserializeOwned>(
         let name = msg.strip_prefix("unknown field `")?.split('`').next()?;
         item.as_table_like()?.key(name)?.span()
     };
-    let value = match item.clone().into_value() {
+    let value = match owned.into_value() {
         Ok(v) => v,
         Err(_) => {
             diags.push(source.at_span(
@@ -253,11 +277,27 @@ fn section<T: DeserializeOwned>(
 /// semantic findings name the right entry); the caller learns of failures through `diags`.
 fn bgp_section(
     source: &locate::Source<'_>,
-    mut item: toml_edit::Item,
+    item: &toml_edit::Item,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<(BgpConfig, Vec<usize>)> {
-    let neighbors = item.as_table_like_mut().and_then(|t| t.remove("neighbors"));
-    let common: Option<BgpCommon> = section(source, item, diags);
+    // The common keys: the table without its `neighbors`, and without `static-prefixes` when
+    // that is an array (it can hold a hundred thousand prefixes: read in place below rather
+    // than copied for serde).
+    let table = item.as_table_like();
+    let statics = table
+        .and_then(|t| t.get("static-prefixes"))
+        .and_then(toml_edit::Item::as_array);
+    let mut common_table = toml_edit::Table::new();
+    for (k, v) in table.into_iter().flat_map(|t| t.iter()) {
+        if k == "neighbors" || (k == "static-prefixes" && statics.is_some()) {
+            continue;
+        }
+        common_table.insert(k, v.clone());
+    }
+    let common: Option<BgpCommon> =
+        section_from(source, toml_edit::Item::Table(common_table), item, diags);
+    let static_prefixes = statics.map(|a| static_prefixes(source, a, diags));
+    let neighbors = table.and_then(|t| t.get("neighbors")).cloned();
     let entries: Vec<toml_edit::Item> = match neighbors {
         None => Vec::new(),
         Some(toml_edit::Item::ArrayOfTables(arr)) => {
@@ -279,15 +319,100 @@ fn bgp_section(
     let mut parsed = Vec::new();
     let mut index = Vec::new();
     for (i, entry) in entries.into_iter().enumerate() {
-        if let Some(n) = section::<NeighborConfig>(source, entry, diags) {
+        if let Some(n) = section::<NeighborConfig>(source, &entry, diags) {
             parsed.push(n);
             index.push(i);
         }
     }
-    Some((common?.with_neighbors(parsed), index))
+    let mut common = common?;
+    if let Some(p) = static_prefixes {
+        common.set_static_prefixes(p?);
+    }
+    Some((common.with_neighbors(parsed), index))
+}
+
+/// `[bgp] static-prefixes`, read element by element from the document; each one that is not
+/// a prefix is reported at its place. `None` if any is wrong.
+fn static_prefixes(
+    source: &locate::Source<'_>,
+    arr: &toml_edit::Array,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Vec<ipnet::IpNet>> {
+    let mut out = Vec::with_capacity(arr.len());
+    let mut ok = true;
+    for (i, v) in arr.iter().enumerate() {
+        match v.as_str().map(str::parse::<ipnet::IpNet>) {
+            Some(Ok(p)) => out.push(p),
+            Some(Err(e)) => {
+                ok = false;
+                diags.push(source.at_span(
+                    v.span(),
+                    &format!(
+                        "bgp.static-prefixes[{i}]: `{}` is not a prefix: {e}",
+                        v.as_str().unwrap_or_default()
+                    ),
+                    "write a network such as \"198.51.100.0/24\" or \"2001:db8::/48\"",
+                    Severity::Error,
+                ));
+            }
+            None => {
+                ok = false;
+                diags.push(source.at_span(
+                    v.span(),
+                    &format!("bgp.static-prefixes[{i}]: a static prefix must be a string"),
+                    "write it in quotes, such as \"198.51.100.0/24\"",
+                    Severity::Error,
+                ));
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 /// Resolves the configuration path: the explicit one, else the default.
 pub fn path_or_default(p: Option<PathBuf>) -> PathBuf {
     p.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_prefixes_are_read_in_place_and_each_bad_one_is_located() {
+        let path = Path::new("c.toml");
+        let ok = "[bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\n\
+                  static-prefixes = [\"198.51.100.0/24\", \"2001:db8::/48\"]\n";
+        let c = parse(path, ok).map_err(|e| e.to_string()).unwrap().config;
+        let b = c.bgp.unwrap();
+        assert_eq!(b.static_prefixes.len(), 2);
+        assert_eq!(b.asn, 65010, "the other keys are still read");
+        let bad = "[bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\n\
+                   static-prefixes = [\"198.51.100.0/24\", \"nope\", 5]\n";
+        let e = parse(path, bad).unwrap_err().to_string();
+        assert!(
+            e.contains("c.toml:4:39: bgp.static-prefixes[1]: `nope` is not a prefix"),
+            "{e}"
+        );
+        assert!(
+            e.contains("c.toml:4:47: bgp.static-prefixes[2]: a static prefix must be a string"),
+            "{e}"
+        );
+        // Not an array at all: serde's type error, at the value.
+        let e = parse(
+            path,
+            &bad.replace("[\"198.51.100.0/24\", \"nope\", 5]", "\"x\""),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("c.toml:4:19:") && e.contains("expected a sequence"),
+            "{e}"
+        );
+        // An unknown key next to them is still refused, at its place.
+        let e = parse(path, &ok.replace("asn = 65010", "asn = 65010\nasm = 1"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.toml:3:1:") && e.contains("asm"), "{e}");
+    }
 }

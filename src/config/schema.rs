@@ -266,6 +266,10 @@ fn default_drain_time() -> u16 {
 }
 
 impl BgpCommon {
+    pub(crate) fn set_static_prefixes(&mut self, p: Vec<ipnet::IpNet>) {
+        self.static_prefixes = p;
+    }
+
     pub(crate) fn with_neighbors(self, neighbors: Vec<NeighborConfig>) -> BgpConfig {
         BgpConfig {
             asn: self.asn,

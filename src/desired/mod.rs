@@ -482,11 +482,28 @@ struct Placed {
 #[derive(Debug, Default)]
 pub struct Engine {
     state: DesiredState,
-    /// The inputs of the last update.
-    last: Option<(ClusterSnapshot, Config, NodeId)>,
+    /// The inputs of the last update (of the configuration, only what the computation
+    /// reads: a change elsewhere, BGP say, keeps the state).
+    last: Option<(ClusterSnapshot, ConfigInputs, NodeId)>,
     claims: BTreeMap<ObjectKey, Claims>,
     by_vip: BTreeMap<IpAddr, BTreeSet<Rank>>,
     placed: BTreeMap<IpAddr, Placed>,
+}
+
+/// The parts of the configuration the desired state depends on.
+#[derive(Debug, Clone, PartialEq)]
+struct ConfigInputs {
+    service_cidrs: Option<Vec<IpNet>>,
+    vip: crate::config::VipConfig,
+}
+
+impl ConfigInputs {
+    fn of(cfg: &Config) -> Self {
+        Self {
+            service_cidrs: cfg.kubernetes.as_ref().map(|k| k.service_cidrs.clone()),
+            vip: cfg.vip.clone(),
+        }
+    }
 }
 
 impl Engine {
@@ -498,8 +515,9 @@ impl Engine {
     /// Brings the state up to date with new inputs; returns the number of Services
     /// recomputed.
     pub fn update(&mut self, snap: &ClusterSnapshot, cfg: &Config, me: &NodeId) -> usize {
+        let inputs = ConfigInputs::of(cfg);
         let dirty: BTreeSet<ObjectKey> = match &self.last {
-            Some((s, c, m)) if c == cfg && m == me && s.nodes == snap.nodes => {
+            Some((s, c, m)) if *c == inputs && m == me && s.nodes == snap.nodes => {
                 s.changed_services(snap)
             }
             _ => {
@@ -568,7 +586,7 @@ impl Engine {
             }
             self.placed.insert(addr, placed);
         }
-        self.last = Some((snap.clone(), cfg.clone(), me.clone()));
+        self.last = Some((snap.clone(), inputs, me.clone()));
         dirty.len()
     }
 }

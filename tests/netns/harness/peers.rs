@@ -293,6 +293,24 @@ pub struct KubeGw {
     pub config: PathBuf,
 }
 
+/// The environment the systemd unit gives kube-gw (its `Environment=` lines), so that
+/// tests and benchmarks run it as the package does.
+pub fn unit_environment() -> Vec<String> {
+    include_str!("../../../packaging/systemd/kube-gw.service")
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .map(String::from)
+        .collect()
+}
+
+/// `kube-gw ARGS` as the unit runs it: through `env` with the unit's environment.
+fn unit_command(args: &[&str]) -> Vec<String> {
+    let mut v = unit_environment();
+    v.push(KubeGw::bin());
+    v.extend(args.iter().map(|a| a.to_string()));
+    v
+}
+
 impl KubeGw {
     /// The binary under test: cargo names it for tests and benches; an example finds it
     /// next to its own directory (`target/<profile>/examples/..`).
@@ -317,18 +335,15 @@ impl KubeGw {
             socket.display()
         );
         let config = lab.write(&format!("{name}.toml"), &text);
-        lab.spawn(
-            node,
-            name,
-            &Self::bin(),
-            &[
-                "run",
-                "--log-format",
-                "json",
-                "-c",
-                config.to_str().unwrap_or_default(),
-            ],
-        );
+        let cmd = unit_command(&[
+            "run",
+            "--log-format",
+            "json",
+            "-c",
+            config.to_str().unwrap_or_default(),
+        ]);
+        let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        lab.spawn(node, name, "env", &args);
         let k = KubeGw {
             name: name.to_string(),
             socket,
@@ -375,18 +390,15 @@ impl KubeGw {
 
     /// Starts it again after a stop, with the same configuration and socket.
     pub fn restart(&self, lab: &mut Lab, node: &Node) {
-        lab.spawn(
-            node,
-            &self.name,
-            &Self::bin(),
-            &[
-                "run",
-                "--log-format",
-                "json",
-                "-c",
-                self.config.to_str().unwrap_or_default(),
-            ],
-        );
+        let cmd = unit_command(&[
+            "run",
+            "--log-format",
+            "json",
+            "-c",
+            self.config.to_str().unwrap_or_default(),
+        ]);
+        let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        lab.spawn(node, &self.name, "env", &args);
         wait_for(
             &format!("{} (kube-gw) to answer status again", self.name),
             START_TIMEOUT,

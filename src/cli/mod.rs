@@ -67,6 +67,10 @@ pub enum Command {
         /// Print the findings as JSON.
         #[arg(long)]
         json: bool,
+        /// Do not look at the files the configuration names (kubeconfig, CA, token,
+        /// passwords): for checking a configuration before it reaches the switch.
+        #[arg(long)]
+        skip_files: bool,
     },
     /// Show the running daemon's state.
     Status {
@@ -144,7 +148,14 @@ fn dispatch(cli: Cli) -> u8 {
     let socket = || socket_path(&cli);
     match &cli.command {
         Command::Run => run(&cli, &config_path),
-        Command::CheckConfig { json } => check_config(&config_path, *json),
+        Command::CheckConfig { json, skip_files } => {
+            let files = if *skip_files {
+                config::FileChecks::Skip
+            } else {
+                config::FileChecks::Check
+            };
+            check_config(&config_path, *json, files)
+        }
         Command::Status { json } => {
             show::<Status>(&socket(), &Request::Status, *json, render::status)
         }
@@ -239,8 +250,8 @@ fn show<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn check_config(path: &Path, json: bool) -> u8 {
-    let result = config::load(path);
+fn check_config(path: &Path, json: bool, files: config::FileChecks) -> u8 {
+    let result = config::load_with(path, files);
     let (valid, diags, summary) = match &result {
         Ok(l) => {
             let c = &l.config;

@@ -16,9 +16,23 @@ use super::locate::{KeyPath, Severity};
 use super::schema::*;
 use super::PartialConfig;
 
+/// Whether the files a configuration references (kubeconfig, CA, token, passwords) are
+/// looked at: their existence and, for secrets, their mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FileChecks {
+    /// On the switch: a missing or world-readable file is an error.
+    #[default]
+    Check,
+    /// Elsewhere (a config checked before it is deployed): the files are not looked at.
+    Skip,
+}
+
 /// All findings for `cfg`, errors and warnings, in no particular order.
-pub fn validate(cfg: &PartialConfig) -> Vec<Finding> {
-    let mut out = Findings::default();
+pub fn validate(cfg: &PartialConfig, files: FileChecks) -> Vec<Finding> {
+    let mut out = Findings {
+        found: Vec::new(),
+        files,
+    };
     if let Some(node) = &cfg.node {
         node_rules(node, &mut out);
     }
@@ -59,15 +73,17 @@ pub fn validate(cfg: &PartialConfig) -> Vec<Finding> {
             );
         }
     }
-    out.0
+    out.found
 }
 
-#[derive(Default)]
-struct Findings(Vec<Finding>);
+struct Findings {
+    found: Vec<Finding>,
+    files: FileChecks,
+}
 
 impl Findings {
     fn push(&mut self, path: KeyPath, message: String, hint: &str, severity: Severity) {
-        self.0.push(Finding {
+        self.found.push(Finding {
             path,
             message,
             hint: hint.to_string(),
@@ -420,6 +436,9 @@ fn is_link_local(a: IpAddr) -> bool {
 }
 
 fn existing_file(p: &Path, path: KeyPath, out: &mut Findings) -> Option<std::fs::Metadata> {
+    if out.files == FileChecks::Skip {
+        return None;
+    }
     match std::fs::metadata(p) {
         Ok(m) if m.is_file() => Some(m),
         Ok(_) => {

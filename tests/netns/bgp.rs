@@ -406,7 +406,7 @@ fn a_service_s_external_ip_is_announced_and_withdrawn() {
     if !require_root("a_service_s_external_ip_is_announced_and_withdrawn") {
         return;
     }
-    let (sw, node, leaf, bird) = switch_and_leaf(
+    let (mut sw, node, leaf, bird) = switch_and_leaf(
         "",
         "[[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n\
          communities = [\"65010:100\"]\nlarge-communities = [\"65010:1:2\"]\nmed = 50\nprepend = 1\n",
@@ -498,20 +498,34 @@ fn a_service_s_external_ip_is_announced_and_withdrawn() {
     );
     sw.delete_service("tagged");
 
+    // Break after make: the leaf's kernel loses the route before the switch loses the
+    // address (it goes WITHDRAW_LEAD, 500 ms, later), so traffic in flight is still
+    // answered. Both kernels' own notifications, timestamped as they happen, tell the order
+    // (no polling delay in between).
+    sw.lab
+        .spawn(&leaf, "leafmon", "ip", &["-ts", "monitor", "route"]);
+    sw.lab
+        .spawn(&node, "swmon", "ip", &["-ts", "monitor", "address"]);
+    std::thread::sleep(Duration::from_millis(500));
     sw.delete_service("web");
-    wait_for("the leaf to lose 198.51.100.61/32", ESTABLISH, || {
-        let r = bird_route(&bird, "198.51.100.61/32");
-        (!r.contains("198.51.100.61")).then_some(())
+    let deleted_at = |log: String| {
+        log.lines()
+            .find(|l| l.contains("Deleted") && l.contains("198.51.100.61"))
+            .and_then(|l| l.strip_prefix('[')?.split(']').next().map(String::from))
+    };
+    let route_gone = wait_for("the leaf's kernel to lose the route", ESTABLISH, || {
+        deleted_at(sw.lab.log("leafmon"))
     });
-    // Break after make: when the leaf has lost the route, the address is still on the
-    // switch (it goes WITHDRAW_LEAD later), so traffic in flight is still answered.
+    let address_gone = wait_for("the switch to lose the address", ESTABLISH, || {
+        deleted_at(sw.lab.log("swmon"))
+    });
+    // ISO timestamps with the same precision compare as text.
     assert!(
-        lo_addresses(&node).contains("198.51.100.61/32"),
-        "the address went before the withdrawal reached the leaf"
+        route_gone < address_gone,
+        "the address went ({address_gone}) before the route left the leaf ({route_gone})"
     );
-    wait_for("the address to go after the withdrawal", ESTABLISH, || {
-        (!lo_addresses(&node).contains("198.51.100.61/32")).then_some(())
-    });
+    assert!(!bird_route(&bird, "198.51.100.61/32").contains("198.51.100.61"));
+    assert!(!lo_addresses(&node).contains("198.51.100.61/32"));
 }
 
 /// Anycast: two switches announce the same VIP; the leaf (BIRD, multipath into its kernel)

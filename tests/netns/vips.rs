@@ -279,14 +279,15 @@ fn service_addresses_appear_on_lo_and_refusals_become_events() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(sw.events_of("web").len(), before);
 
-    // Deleted by hand: back within a second.
+    // Deleted by hand: repaired from the kernel's notification, not at the next resync
+    // (every 30 s): well under 10 s even on a busy machine (about 1 ms when idle).
     sw.node
         .exec("ip", &["addr", "del", "198.51.100.10/32", "dev", "lo"]);
     let t = Instant::now();
-    wait_address(&sw.node, "198.51.100.10/32", true, Duration::from_secs(5));
+    wait_address(&sw.node, "198.51.100.10/32", true, Duration::from_secs(15));
     assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "repair took {:?}",
+        t.elapsed() < Duration::from_secs(10),
+        "repair took {:?}: it waited for the resync instead of the notification",
         t.elapsed()
     );
 

@@ -506,7 +506,26 @@ fn a_service_s_external_ip_is_announced_and_withdrawn() {
         .spawn(&leaf, "leafmon", "ip", &["-ts", "monitor", "route"]);
     sw.lab
         .spawn(&node, "swmon", "ip", &["-ts", "monitor", "address"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Both monitors are subscribed before the Service goes: each sees a marker first.
+    wait_for("the leaf's route monitor to subscribe", ESTABLISH, || {
+        let _ = leaf.try_exec("ip", &["route", "del", "blackhole", "203.0.113.251/32"]);
+        leaf.exec("ip", &["route", "add", "blackhole", "203.0.113.251/32"]);
+        std::thread::sleep(Duration::from_millis(300));
+        sw.lab
+            .log("leafmon")
+            .contains("203.0.113.251")
+            .then_some(())
+    });
+    wait_for(
+        "the switch's address monitor to subscribe",
+        ESTABLISH,
+        || {
+            let _ = node.try_exec("ip", &["addr", "del", "203.0.113.252/32", "dev", "lo"]);
+            node.exec("ip", &["addr", "add", "203.0.113.252/32", "dev", "lo"]);
+            std::thread::sleep(Duration::from_millis(300));
+            sw.lab.log("swmon").contains("203.0.113.252").then_some(())
+        },
+    );
     sw.delete_service("web");
     let deleted_at = |log: String| {
         log.lines()

@@ -326,9 +326,12 @@ fn a_restart_adopts_the_addresses_without_a_flap() {
     // Positive control: the monitor is subscribed before the restart starts, and still at
     // its end — it sees an address the test adds (outside the pools: kube-gw leaves it
     // alone), and later its removal.
+    // (It subscribes a moment after it starts: the marker goes on again until it is seen.)
     const MARK: &str = "203.0.113.250";
-    node.exec("ip", &["addr", "add", &format!("{MARK}/32"), "dev", "lo"]);
     wait_for("ip monitor to see the marker address", CONVERGE, || {
+        let _ = node.try_exec("ip", &["addr", "del", &format!("{MARK}/32"), "dev", "lo"]);
+        node.exec("ip", &["addr", "add", &format!("{MARK}/32"), "dev", "lo"]);
+        std::thread::sleep(Duration::from_millis(300));
         sw.lab.log("monitor").contains(MARK).then_some(())
     });
     let st = sw.lab.stop(&sw.kg.name, Duration::from_secs(30)).unwrap();

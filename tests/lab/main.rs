@@ -660,6 +660,279 @@ fn cluster_policy_is_source_natted_and_local_keeps_the_client_address() {
 
 type Test = (&'static str, fn());
 
+// ---------------------------------------------------------------------------------------
+// The daemon itself: the export gate against a real BGP peer, on a kernel with IPVS.
+
+/// The guest's root namespace is the switch: kube-gw runs there (it reaches the test
+/// control plane on the host at 10.0.2.2 through qemu's user network), a BIRD leaf in a
+/// namespace behind a veth. Stopped (by its pid) when dropped.
+struct Daemon {
+    child: std::process::Child,
+    config: std::path::PathBuf,
+    socket: String,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The console is all a lab failure leaves: the daemon's last words.
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            println!("kube-gw's log (last 40 lines):");
+            for l in &lines[lines.len().saturating_sub(40)..] {
+                println!("  {l}");
+            }
+        }
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn bin() -> String {
+        std::env::var("KUBE_GW_LAB_BIN").unwrap_or_else(|_| "/sbin/kube-gw".into())
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = std::process::Command::new(Self::bin())
+            .args(["status", "--json", "--socket", &self.socket])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    fn component(&self, name: &str) -> serde_json::Value {
+        self.status()["components"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// iproute2 in the guest's root namespace (by full path: busybox's shell would run its own
+/// `ip`, which knows no `netns`).
+fn ip(args: &[&str]) {
+    let st = std::process::Command::new("/sbin/ip")
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ip {}", args.join(" "));
+}
+
+fn sh(cmd: &str) {
+    let st = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .unwrap();
+    assert!(st.success(), "{cmd}");
+}
+
+/// Is the service's virtual service in the kernel (`ipvsadm -Ln` in the root namespace)?
+fn ipvs_has(vip: &str) -> bool {
+    std::process::Command::new("ipvsadm")
+        .arg("-Ln")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{vip}:80")))
+        .unwrap_or(false)
+}
+
+/// Does the leaf's BIRD hold the VIP's route from the switch?
+fn leaf_has(bird: &harness::peers::Bird, vip: &str) -> bool {
+    let out = std::process::Command::new("birdc")
+        .arg("-s")
+        .arg(&bird.ctl)
+        .args(["show", "route", &format!("{vip}/32")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("via 192.0.2.2")
+}
+
+/// RFC 8212's spirit, fail-closed: with IPVS enabled, the daemon announces a Service's VIP
+/// only once its virtual service is in the kernel, and withdraws it before the virtual
+/// service goes. Against a BIRD leaf and the test control plane's Service (externalIP
+/// from `scripts/lab-run`):
+/// 1. IPVS not in the kernel: the address goes on `lo`, the session is up, and for 5 s the
+///    leaf has no route; status says why.
+/// 2. IPVS loaded: the reconciler programs the service and then the route comes. Sampled
+///    every ~20 ms, the route first and then `ipvsadm`: never a route without the service.
+/// 3. The Service is no longer selected (a reload with `service-selector`): sampled
+///    `ipvsadm` first, then the route: never the service gone with the route still there,
+///    and a moment with the service still there and the route gone (the 500 ms lead).
+fn the_daemon_announces_only_what_ipvs_has_and_withdraws_before_it_goes() {
+    let kubeconfig = std::path::Path::new("/lab/kubeconfig");
+    assert!(
+        kubeconfig.exists(),
+        "no /lab/kubeconfig: scripts/lab-run starts the test control plane for this test"
+    );
+    let vip = std::fs::read_to_string("/lab/vip")
+        .unwrap()
+        .trim()
+        .to_string();
+    // 1. No IPVS in the kernel. (The earlier tests' namespaces are destroyed in the
+    // background and hold the modules until they are gone: retried for a while.)
+    harness::wait_for(
+        "the IPVS modules to unload",
+        Duration::from_secs(60),
+        || {
+            for m in ["ip_vs_mh", "ip_vs_sh", "ip_vs_rr", "ip_vs"] {
+                let _ = std::process::Command::new("rmmod")
+                    .arg(m)
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            let modules = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+            if modules.lines().any(|l| l.starts_with("ip_vs")) {
+                std::thread::sleep(Duration::from_millis(500));
+                return None;
+            }
+            Some(())
+        },
+    );
+    assert!(
+        !std::path::Path::new("/proc/net/ip_vs").exists(),
+        "ip_vs still loaded"
+    );
+    let mut lab = Lab::new();
+    let leaf = lab.node("leaf");
+    ip(&[
+        "link", "add", "kgw-sw", "type", "veth", "peer", "name", "kgw-leaf",
+    ]);
+    ip(&["link", "set", "kgw-leaf", "netns", &leaf.ns]);
+    ip(&["addr", "add", "192.0.2.2/30", "dev", "kgw-sw"]);
+    ip(&["link", "set", "kgw-sw", "up"]);
+    leaf.exec("ip", &["addr", "add", "192.0.2.1/30", "dev", "kgw-leaf"]);
+    leaf.exec("ip", &["link", "set", "kgw-leaf", "up"]);
+    let bird = harness::peers::Bird::start(
+        &mut lab,
+        &leaf,
+        "leaf",
+        "router id 192.0.2.1;\nprotocol device {}\n\
+         protocol bgp sw { local 192.0.2.1 as 65000; neighbor 192.0.2.2 as 65010; \
+         hold time 9; connect retry time 1; ipv4 { import all; export none; }; }\n",
+    );
+    let socket = lab.path("kg.sock").display().to_string();
+    let config = |vip_extra: &str| {
+        format!(
+            "[node]\nname = \"kube-gw-vm\"\n\
+             [kubernetes]\nkubeconfig = \"/lab/kubeconfig\"\nservice-cidrs = [\"10.96.0.0/12\"]\n\
+             [vip]\npools = [\"198.51.100.0/24\"]\n{vip_extra}[ipvs]\nenabled = true\n\
+             [bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\nhold-time = 9\ndrain-time = 0\n\
+             [[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n\
+             [admin]\nsocket = \"{socket}\"\nmetrics = \"127.0.0.1:9472\"\n"
+        )
+    };
+    let config_path = lab.write("kg.toml", &config(""));
+    let log = std::fs::File::create(lab.path("kg.log")).unwrap();
+    let child = std::process::Command::new(Daemon::bin())
+        .args(["run", "--log-format", "json", "-c"])
+        .arg(&config_path)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let kg = Daemon {
+        child,
+        config: config_path,
+        socket: socket.clone(),
+        log: lab.path("kg.log"),
+    };
+    bird.wait_established("sw", Duration::from_secs(60));
+    harness::wait_for("the VIP on lo", Duration::from_secs(120), || {
+        let out = std::process::Command::new("/sbin/ip")
+            .args(["-4", "addr", "show", "dev", "lo"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("{vip}/32"))
+            .then_some(())
+    });
+    let quiet = std::time::Instant::now();
+    while quiet.elapsed() < Duration::from_secs(5) {
+        assert!(
+            !leaf_has(&bird, &vip),
+            "announced without IPVS in the kernel"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ipvs = kg.component("ipvs");
+    assert_ne!(ipvs["state"], "programmed", "{ipvs}");
+    // 2. IPVS loaded: the service, then the route.
+    for m in ["ip_vs", "ip_vs_rr", "ip_vs_sh", "ip_vs_mh"] {
+        sh(&format!("insmod /m/{m}.ko*"));
+    }
+    let t0 = std::time::Instant::now();
+    let mut first_service = None;
+    let first_route = loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no route after IPVS came: {}",
+            kg.component("ipvs")
+        );
+        let route = leaf_has(&bird, &vip);
+        let service = ipvs_has(&vip);
+        assert!(
+            !route || service,
+            "the leaf has the route while ipvsadm shows no service"
+        );
+        if service && first_service.is_none() {
+            first_service = Some(t0.elapsed());
+        }
+        if route {
+            break t0.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!("IPVS loaded: service after {first_service:?}, route after {first_route:?}");
+    // 3. The Service is no longer selected (a reload with a selector it does not match):
+    // withdrawn before the service goes.
+    std::fs::write(
+        &kg.config,
+        config("service-selector = \"kube-gw.io/fabric=elsewhere\"\n"),
+    )
+    .unwrap();
+    sh(&format!("kill -HUP {}", kg.child.id()));
+    let t0 = std::time::Instant::now();
+    let mut withdrawn_first = false;
+    loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the service never went"
+        );
+        let service = ipvs_has(&vip);
+        let route = leaf_has(&bird, &vip);
+        assert!(
+            service || !route,
+            "the service went while the leaf still had the route"
+        );
+        withdrawn_first |= service && !route;
+        if !service {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        withdrawn_first,
+        "never saw the route gone while the service was still there"
+    );
+    drop(kg);
+    ip(&["link", "del", "kgw-sw"]);
+}
+
 const TESTS: &[Test] = &[
     (
         "programmed_state_is_what_ipvsadm_reads",
@@ -676,6 +949,11 @@ const TESTS: &[Test] = &[
     (
         "cluster_policy_is_source_natted_and_local_keeps_the_client_address",
         cluster_policy_is_source_natted_and_local_keeps_the_client_address,
+    ),
+    // Last: it unloads and reloads the IPVS modules.
+    (
+        "the_daemon_announces_only_what_ipvs_has_and_withdraws_before_it_goes",
+        the_daemon_announces_only_what_ipvs_has_and_withdraws_before_it_goes,
     ),
 ];
 

@@ -351,7 +351,7 @@ fn no_import_cycles_between_modules_or_between_sibling_files() {
 #[test]
 fn the_composition_root_and_the_session_stay_small() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    for (file, most) in [("app.rs", 300), ("bgp/session.rs", 650)] {
+    for (file, most) in [("app.rs", 300), ("bgp/session.rs", 600)] {
         let lines = std::fs::read_to_string(src.join(file))
             .unwrap()
             .lines()

@@ -192,7 +192,7 @@ impl Writer {
     }
 
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
@@ -569,7 +569,7 @@ mod tests {
             want.extend_from_slice(&u16::try_from(4 + v.len()).unwrap().to_ne_bytes());
             want.extend_from_slice(&kind.to_ne_bytes());
             want.extend_from_slice(v);
-            while want.len() % 4 != 0 {
+            while !want.len().is_multiple_of(4) {
                 want.push(0);
             }
         };

@@ -30,6 +30,10 @@ pub enum Request {
     BgpNeighbors,
     /// What each BGP neighbor has been sent (Adj-RIB-Out), or one neighbor's.
     BgpRoutes { neighbor: Option<String> },
+    /// The BFD sessions.
+    Bfd,
+    /// Take a neighbor's BFD session administratively down (`down`), or back up.
+    BfdAdmin { neighbor: String, down: bool },
     /// Take the switch out of the fabric: GRACEFUL_SHUTDOWN, wait `bgp.drain-time`,
     /// withdraw, close the BGP sessions; answered when done.
     Drain,
@@ -59,6 +63,8 @@ impl Request {
             Request::DebugFreeze { .. } => "debug-freeze",
             Request::Drain => "drain",
             Request::Undrain => "undrain",
+            Request::Bfd => "bfd",
+            Request::BfdAdmin { .. } => "bfd-admin",
         }
     }
 }
@@ -266,6 +272,39 @@ pub struct BgpRoutesOf {
     /// Kept and shown only: import is deny-all.
     #[serde(default)]
     pub received: Vec<String>,
+}
+
+/// `bfd`'s answer.
+pub type BfdSessions = Vec<BfdRow>;
+
+/// One BFD session, as `kube-gw bfd` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BfdRow {
+    pub neighbor: String,
+    pub multihop: bool,
+    /// admin-down, down, init, up.
+    pub state: String,
+    pub remote_state: Option<String>,
+    /// Why our side last went down (RFC 5880 diagnostic), and the peer's.
+    pub local_diag: String,
+    pub remote_diag: Option<String>,
+    pub local_discriminator: u32,
+    pub remote_discriminator: Option<u32>,
+    /// The negotiated transmit interval and detection time, milliseconds.
+    pub tx_interval_ms: u64,
+    pub detection_time_ms: Option<u64>,
+    /// What this side asks for, milliseconds, and the multiplier.
+    pub desired_min_tx_ms: u64,
+    pub required_min_rx_ms: u64,
+    pub multiplier: u8,
+    pub uptime_seconds: u64,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub discarded: u64,
+    pub last_discard: Option<String>,
+    /// Up → Down for a failed path (not AdminDown), since start.
+    pub failures: u64,
+    pub last_error: Option<String>,
 }
 
 /// `cluster`'s answer: the cluster view kube-gw computes from, keyed `namespace/name`.

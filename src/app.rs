@@ -76,11 +76,13 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
     let kube_report = Arc::new(KubeReport::default());
     let bgp_statuses = crate::bgp::status::Statuses::default();
+    let bfd_statuses = crate::bfd::service::StatusCell::default();
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
         start_unix,
         kube_report.clone(),
         bgp_statuses.clone(),
+        bfd_statuses.clone(),
     ));
     let liveness = Liveness::default();
     let admin_path = config.admin.socket.clone();
@@ -142,6 +144,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         pipeline.exported.clone(),
         &liveness,
         bgp_statuses,
+        &bfd_statuses,
     ));
 
     let admin = Admin::new(Handles {

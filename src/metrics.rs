@@ -49,10 +49,12 @@ impl Metrics {
         start_unix_seconds: i64,
         kube: std::sync::Arc<crate::kube::report::KubeReport>,
         bgp: crate::bgp::status::Statuses,
+        bfd: crate::bfd::service::StatusCell,
     ) -> Self {
         let mut registry = Registry::with_prefix("kube_gw");
         registry.register_collector(Box::new(crate::kube::report::KubeCollector(kube)));
         registry.register_collector(Box::new(crate::bgp::metrics::BgpCollector(bgp)));
+        registry.register_collector(Box::new(crate::bfd::service::BfdCollector(bfd)));
         let info = Info::new(vec![("version".to_string(), version.to_string())]);
         registry.register("build", "Build information", info);
         let start = Gauge::<i64>::default();

@@ -27,6 +27,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "api",
             "app",
             "backoff",
+            "bfd",
             "bgp",
             "cli",
             "config",
@@ -35,6 +36,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "ipvs",
             "kube",
             "lifecycle",
+            "link",
             "metrics",
             "netlink",
             "pipeline",
@@ -77,6 +79,15 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         "bgp",
         &[
             "kube", "ipvs", "netlink", "desired", "pipeline", "admin", "app", "control",
+        ],
+    ),
+    // BFD serves any client protocol: it knows none of them, nor the configuration file
+    // (`bgp::peer` turns a neighbor's keys into its `PeerSpec`).
+    (
+        "bfd",
+        &[
+            "bgp", "config", "kube", "ipvs", "netlink", "desired", "pipeline", "admin", "app",
+            "control",
         ],
     ),
     // Only the composition root knows every subsystem; the admin side gets handles.

@@ -112,6 +112,17 @@ impl Admin {
                 Err(e) => Response::err(e),
             },
             Request::Cluster => Response::ok(&views::cluster(&h.kube.snapshot.borrow())),
+            Request::Bfd => Response::ok(&views::bfd(&h.bgp)),
+            Request::BfdAdmin { neighbor, down } => {
+                if h.bgp.bfd_admin(&neighbor, down).await {
+                    tracing::info!(%neighbor, down, "BFD session set administratively through the admin socket");
+                    Response::ok(&views::bfd(&h.bgp))
+                } else {
+                    Response::err(format!(
+                        "{neighbor} has no BFD session; `kube-gw bfd` lists them (set bfd = true on the neighbor)"
+                    ))
+                }
+            }
             Request::SetLogLevel { filter } => match h.control.log().set(&filter) {
                 Ok(previous) => {
                     tracing::info!(%filter, %previous, "log filter changed through the admin socket");

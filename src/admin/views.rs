@@ -300,6 +300,42 @@ pub fn bgp_neighbors(bgp: &Speaker) -> BgpNeighbors {
         .collect()
 }
 
+/// `bfd`: every BFD session.
+pub fn bfd(bgp: &Speaker) -> crate::api::BfdSessions {
+    let name = |s: crate::bfd::packet::State| {
+        serde_json::to_value(s)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()
+    };
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    bgp.bfd()
+        .into_values()
+        .map(|s| crate::api::BfdRow {
+            neighbor: s.name,
+            multihop: s.multihop,
+            state: name(s.state),
+            remote_state: s.remote_state.map(name),
+            local_diag: s.local_diag.to_string(),
+            remote_diag: s.remote_diag.map(|d| d.to_string()),
+            local_discriminator: s.local_disc,
+            remote_discriminator: s.remote_disc,
+            tx_interval_ms: ms(s.tx_interval),
+            detection_time_ms: s.detection_time.map(ms),
+            desired_min_tx_ms: ms(s.desired_min_tx),
+            required_min_rx_ms: ms(s.required_min_rx),
+            multiplier: s.detect_mult,
+            uptime_seconds: s.up_since.map_or(0, |t| t.elapsed().as_secs()),
+            packets_sent: s.packets_sent,
+            packets_received: s.packets_received,
+            discarded: s.discarded,
+            last_discard: s.last_discard,
+            failures: s.failures,
+            last_error: s.last_error,
+        })
+        .collect()
+}
+
 /// `bgp routes`: what each neighbor (or one) was sent and has announced.
 pub fn bgp_routes(bgp: &Speaker, neighbor: Option<&str>) -> Result<BgpRoutes, String> {
     let all = bgp.neighbors();

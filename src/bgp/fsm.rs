@@ -157,6 +157,9 @@ pub enum Event {
     Notification(Notification),
     /// A message could not be read: answer with this NOTIFICATION and close.
     Malformed(Notification),
+    /// The path to the peer is dead (BFD): close at once, no NOTIFICATION (it could not
+    /// arrive).
+    PathDown(String),
 }
 
 /// Outputs, in the order to carry them out.
@@ -382,6 +385,7 @@ impl Fsm {
             (S::OpenSent | S::OpenConfirm | S::Established, E::ConnectionLost) => {
                 self.reset("the connection closed".into())
             }
+            (S::OpenSent | S::OpenConfirm | S::Established, E::PathDown(why)) => self.reset(why),
             // RFC 6608: a message that has no place in the state.
             (S::OpenSent, E::Keepalive | E::Update | E::RouteRefresh) => {
                 self.fail(Notification::new(Code::Fsm, 1, Vec::new()))
@@ -1023,6 +1027,20 @@ mod tests {
             out.contains(&Action::CloseHeld) && !out.contains(&Action::Promote),
             "{out:?}"
         );
+        assert_eq!(f.state(), State::Idle);
+    }
+
+    #[test]
+    fn a_dead_path_closes_at_once_without_a_notification() {
+        let mut f = open_sent(settings());
+        f.handle(Event::Open(open(65000, 9)));
+        f.handle(Event::Keepalive);
+        let out = f.handle(Event::PathDown(
+            "BFD: control detection time expired".into(),
+        ));
+        assert!(!out.iter().any(|a| matches!(a, Action::Send(_))), "{out:?}");
+        assert_eq!(out.first(), Some(&Action::Close));
+        assert!(matches!(out.last(), Some(Action::Down(w)) if w.starts_with("BFD")));
         assert_eq!(f.state(), State::Idle);
     }
 }

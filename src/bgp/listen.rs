@@ -39,7 +39,7 @@ pub type Key = (IpAddr, Option<String>);
 /// The key of a connection from `from`; `interface` names a scope id.
 pub fn key_of(from: SocketAddr, interface: impl Fn(u32) -> Option<String>) -> Key {
     match from {
-        SocketAddr::V6(a) if super::link::is_link_local(a.ip()) => {
+        SocketAddr::V6(a) if crate::link::is_link_local(a.ip()) => {
             (IpAddr::V6(*a.ip()), interface(a.scope_id()))
         }
         _ => (from.ip().to_canonical(), None),
@@ -183,7 +183,7 @@ pub async fn run(
 fn hand_over(routes: &HashMap<Key, Route>, stream: TcpStream, from: SocketAddr) {
     let peer = from.ip().to_canonical();
     let key = key_of(from, |scope| {
-        super::link::interface_name(&super::link::read(), scope)
+        crate::link::interface_name(&crate::link::read(), scope)
     });
     let Some(route) = routes.get(&key) else {
         tracing::debug!(%from, "BGP connection from an address that is not a neighbor; closed");

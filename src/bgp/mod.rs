@@ -15,9 +15,7 @@
 //! - [`peer`]: configuration → neighbors (passwords included, never shown);
 //! - [`status`] and [`metrics`]: what a session reports, and its Prometheus collector.
 //!
-//! I/O:
-//! - [`link`]: the interface of a link-local neighbor and the IPv6 next hops of a session
-//!   (global, and link-local on a shared link), from the kernel's address table;
+//! I/O (with [`crate::link`] for link-local interfaces and IPv6 next hops):
 //! - [`session`]: one task per neighbor — sockets, timers, framing — carrying out what the
 //!   pure parts decide;
 //! - [`listen`]: accepts the neighbors' connections on port 179 and hands them to their
@@ -30,7 +28,6 @@
 
 pub mod fsm;
 pub mod inbound;
-pub mod link;
 pub mod listen;
 pub mod metrics;
 pub mod neighbor;

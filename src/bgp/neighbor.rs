@@ -26,6 +26,7 @@ pub async fn run(peer: Peer, status: watch::Sender<NeighborStatus>, inputs: Inpu
         drain_open: true,
         paused_open: true,
         incoming_open: true,
+        bfd_open: true,
     };
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60)).with_jitter();
     let mut initial: Option<TcpStream> = None;

@@ -37,6 +37,8 @@ pub struct Peer {
     /// More received prefixes than this closes the session (Cease / Maximum Number of
     /// Prefixes Reached, RFC 4486) and holds it down for a minute.
     pub max_prefixes: Option<u32>,
+    /// BFD toward this neighbor, if asked for.
+    pub bfd: Option<crate::bfd::service::PeerSpec>,
 }
 
 /// A TCP MD5 password: its bytes never reach a log, status or error message.
@@ -111,7 +113,7 @@ pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
         .iter()
         .map(|n| {
             let interface = match n.address {
-                IpAddr::V6(a) if super::link::is_link_local(&a) => n.interface.clone(),
+                IpAddr::V6(a) if crate::link::is_link_local(&a) => n.interface.clone(),
                 _ => None,
             };
             let remote_as = match n.remote_asn {
@@ -119,6 +121,7 @@ pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
                 RemoteAsn::Kind(PeerKind::External) => RemoteAs::External,
                 RemoteAsn::Kind(PeerKind::Internal) => RemoteAs::Internal,
             };
+            let interface_for_bfd = interface.clone();
             let password = n.password_file.as_deref().map(Password::read);
             let problem = if let Some(Err(e)) = &password {
                 Some(format!("{e}; this neighbor is not started"))
@@ -128,7 +131,7 @@ pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
             (
                 Peer {
                     address: n.address,
-                    name: super::link::neighbor_name(n.address, interface.as_deref()),
+                    name: crate::link::neighbor_name(n.address, interface.as_deref()),
                     port: PORT,
                     settings: Settings {
                         local_as: b.asn,
@@ -163,6 +166,17 @@ pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
                     password: password.and_then(Result::ok),
                     ttl_security: n.ttl_security,
                     max_prefixes: n.max_prefixes,
+                    bfd: n.bfd.then(|| crate::bfd::service::PeerSpec {
+                        name: crate::link::neighbor_name(n.address, interface_for_bfd.as_deref()),
+                        address: n.address,
+                        interface: interface_for_bfd.clone(),
+                        multihop: n.bfd_multihop,
+                        config: crate::bfd::session::Config {
+                            desired_min_tx: n.bfd_interval.saturating_mul(1000),
+                            required_min_rx: n.bfd_interval.saturating_mul(1000),
+                            detect_mult: n.bfd_multiplier,
+                        },
+                    }),
                 },
                 problem,
             )
@@ -198,6 +212,7 @@ pub(crate) mod tests_support {
             password: None,
             ttl_security: false,
             max_prefixes: None,
+            bfd: None,
         }
     }
 }

@@ -67,6 +67,8 @@ pub struct Inputs {
     pub paused: watch::Receiver<bool>,
     /// The peer's connections, from the listener.
     pub incoming: mpsc::Receiver<TcpStream>,
+    /// The neighbor's BFD session, when it has one: a path failure closes the session.
+    pub bfd: Option<watch::Receiver<crate::bfd::service::Verdict>>,
 }
 
 /// The inputs, with whether each channel's sender is still there (a closed channel is not
@@ -77,6 +79,7 @@ pub(super) struct Channels {
     pub(super) drain_open: bool,
     pub(super) paused_open: bool,
     pub(super) incoming_open: bool,
+    pub(super) bfd_open: bool,
 }
 
 /// How a session ended.
@@ -116,6 +119,8 @@ pub(super) struct Session<'a> {
     send_hold: Duration,
     over_limit: bool,
     was_up: bool,
+    /// BFD path failures already acted on.
+    bfd_failures: u64,
 }
 
 fn timer_index(t: Timer) -> usize {
@@ -154,10 +159,15 @@ impl<'a> Session<'a> {
             send_hold: send_hold_time(peer.settings.hold_time),
             over_limit: false,
             was_up: false,
+            bfd_failures: 0,
         }
     }
 
     pub(super) async fn run(&mut self, ch: &mut Channels, initial: Option<TcpStream>) -> Ended {
+        // Failures from before this session do not count against it.
+        if let Some(b) = ch.inputs.bfd.as_mut() {
+            self.bfd_failures = b.borrow_and_update().failures;
+        }
         // A session that starts with the peer's connection does not connect itself.
         if let Some(c) = initial {
             self.fsm = Fsm::new(Settings {
@@ -214,6 +224,7 @@ impl<'a> Session<'a> {
                 }
             };
             let i = &mut ch.inputs;
+            let bfd = &mut i.bfd;
             tokio::select! {
                 c = i.incoming.recv(), if ch.incoming_open => match c {
                     None => ch.incoming_open = false,
@@ -264,6 +275,21 @@ impl<'a> Session<'a> {
                         }
                         self.send(out).await;
                         self.status.sent(self.rib_out.view());
+                    }
+                }
+                r = async {
+                    match bfd.as_mut() {
+                        Some(b) => b.changed().await,
+                        None => std::future::pending().await,
+                    }
+                }, if ch.bfd_open => {
+                    ch.bfd_open = r.is_ok();
+                    if let Some(v) = bfd.as_mut().map(|b| *b.borrow_and_update()) {
+                        if v.failures > self.bfd_failures {
+                            self.bfd_failures = v.failures;
+                            tracing::warn!(neighbor = %self.peer.name, diag = %v.diag, "BFD: the path is down; closing the session");
+                            self.pending.push_back(Event::PathDown(format!("BFD: {}", v.diag)));
+                        }
                     }
                 }
                 r = read => match r {

@@ -62,6 +62,8 @@ pub struct Speaker {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     listener: Option<ListenerReport>,
     drain_time: u16,
+    /// BFD for the neighbors that ask for it (stopped after the sessions).
+    bfd: Mutex<Option<crate::bfd::service::Bfd>>,
 }
 
 /// Starts a session task per configured neighbor and, when `[bgp] listen` is on, the
@@ -71,6 +73,7 @@ pub fn spawn(
     exported: watch::Receiver<Exported>,
     liveness: &Liveness,
     statuses: Statuses,
+    bfd_statuses: &crate::bfd::service::StatusCell,
 ) -> Speaker {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
@@ -80,7 +83,24 @@ pub fn spawn(
     let mut routes = HashMap::new();
     // Every started neighbor's MD5 key (or none), in configuration order.
     let mut keys = Vec::new();
-    for (peer, problem) in peer::peers(cfg) {
+    let peers = peer::peers(cfg);
+    let specs: Vec<_> = peers
+        .iter()
+        .filter(|(_, problem)| problem.is_none())
+        .filter_map(|(p, _)| p.bfd.clone())
+        .collect();
+    let bfd = if specs.is_empty() {
+        None
+    } else {
+        match crate::bfd::service::spawn(specs, liveness.register("bfd"), bfd_statuses) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::error!(error = %e, "BFD: cannot start its thread; sessions run without BFD");
+                None
+            }
+        }
+    };
+    for (peer, problem) in peers {
         let mut st = NeighborStatus::new(peer.address, peer.interface.clone());
         if let Some(p) = problem {
             tracing::warn!(neighbor = %peer.name, "{p}");
@@ -109,6 +129,10 @@ pub fn spawn(
             drain: drain_rx.clone(),
             paused: paused_rx.clone(),
             incoming: conn_rx,
+            bfd: peer
+                .bfd
+                .as_ref()
+                .and_then(|b| bfd.as_ref()?.verdict(&b.name)),
         };
         let span = tracing::info_span!("bgp", neighbor = %peer.name);
         tasks.push(tokio::spawn(tracing::Instrument::instrument(
@@ -156,6 +180,7 @@ pub fn spawn(
         tasks: Mutex::new(tasks),
         listener,
         drain_time: bgp.map_or(0, |b| b.drain_time),
+        bfd: Mutex::new(bfd),
     }
 }
 
@@ -231,12 +256,39 @@ impl Speaker {
     }
 
     /// Withdraws everything, sends Cease / Administrative Shutdown, closes the sessions and
-    /// the listener, and waits for their tasks.
+    /// the listener, and waits for their tasks; then BFD says AdminDown to its peers (which
+    /// is no path failure to them) and stops.
     pub async fn stop(&self) {
         let _ = self.stop.send(true);
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
             let _ = t.await;
+        }
+        let bfd = self.bfd.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut b) = bfd {
+            let _ = tokio::task::spawn_blocking(move || b.stop()).await;
+        }
+    }
+
+    /// Every BFD session's status (none without BFD neighbors).
+    pub fn bfd(&self) -> crate::bfd::service::Statuses {
+        self.bfd
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(crate::bfd::service::Bfd::statuses)
+            .unwrap_or_default()
+    }
+
+    /// `kube-gw bfd admin-down|admin-up NEIGHBOR`: false if it has no BFD session.
+    pub async fn bfd_admin(&self, neighbor: &str, down: bool) -> bool {
+        let cmds = {
+            let b = self.bfd.lock().unwrap_or_else(|p| p.into_inner());
+            b.as_ref().map(crate::bfd::service::Bfd::commander)
+        };
+        match cmds {
+            Some(c) => c.admin(neighbor, down).await,
+            None => false,
         }
     }
 }

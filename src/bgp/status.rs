@@ -84,7 +84,7 @@ impl NeighborStatus {
     /// How the neighbor is named in status, metrics and the CLI: `fe80::1%swp1` for a
     /// link-local one.
     pub fn name(&self) -> String {
-        super::link::neighbor_name(self.address, self.interface.as_deref())
+        crate::link::neighbor_name(self.address, self.interface.as_deref())
     }
 }
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use super::link;
 use super::peer::Peer;
 use super::rib_out::{NextHops, Out};
 use super::wire::{self, Kind};
+use crate::link;
 
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

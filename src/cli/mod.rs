@@ -17,8 +17,8 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::api::{
-    BgpNeighbors, BgpRoutes, ClusterView, DrainAnswer, Frozen, LogFilterChanged, Reloaded, Request,
-    Status, Vips,
+    BfdSessions, BgpNeighbors, BgpRoutes, ClusterView, DrainAnswer, Frozen, LogFilterChanged,
+    Reloaded, Request, Status, Vips,
 };
 use crate::config;
 use crate::exit;
@@ -88,6 +88,15 @@ pub enum Command {
     Bgp {
         #[command(subcommand)]
         what: BgpCommand,
+    },
+    /// Show the BFD sessions (state, intervals, diagnostics, uptime), or take one
+    /// administratively down or back up.
+    Bfd {
+        #[command(subcommand)]
+        what: Option<BfdCommand>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the cluster view the running daemon computes from.
     Cluster {
@@ -179,6 +188,20 @@ fn dispatch(cli: Cli) -> u8 {
                 render::bgp_routes,
             ),
         },
+        Command::Bfd { what, json } => {
+            let req = match what {
+                None => Request::Bfd,
+                Some(BfdCommand::AdminDown { neighbor }) => Request::BfdAdmin {
+                    neighbor: neighbor.clone(),
+                    down: true,
+                },
+                Some(BfdCommand::AdminUp { neighbor }) => Request::BfdAdmin {
+                    neighbor: neighbor.clone(),
+                    down: false,
+                },
+            };
+            show::<BfdSessions>(&socket(), &req, *json, render::bfd)
+        }
         Command::LogLevel { filter } => show::<LogFilterChanged>(
             &socket(),
             &Request::SetLogLevel {
@@ -418,6 +441,23 @@ fn reload(socket: &Path) -> u8 {
             }
         }
     }
+}
+
+/// `kube-gw bfd …`.
+#[derive(Debug, Subcommand)]
+pub enum BfdCommand {
+    /// Take a neighbor's BFD session administratively down: its peer is told (AdminDown)
+    /// and keeps its BGP session (RFC 5882 §3.2); kube-gw's BGP session no longer follows
+    /// BFD until `admin-up`.
+    AdminDown {
+        /// The neighbor, as `kube-gw bfd` names it.
+        neighbor: String,
+    },
+    /// Bring a neighbor's BFD session back after `admin-down`.
+    AdminUp {
+        /// The neighbor, as `kube-gw bfd` names it.
+        neighbor: String,
+    },
 }
 
 /// `kube-gw bgp …`.

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::api::{BgpNeighbors, BgpRoutes, ClusterView, Status, Vips};
+use crate::api::{BfdSessions, BgpNeighbors, BgpRoutes, ClusterView, Status, Vips};
 
 /// The `vips` table.
 pub fn vips(v: &Vips) -> String {
@@ -123,6 +123,47 @@ pub fn bgp_neighbors(rows: &BgpNeighbors) -> String {
         if let Some(e) = &n.last_update_error {
             let _ = writeln!(o, "{:<28} {} UPDATE errors, last: {e}", "", n.update_errors);
         }
+    }
+    o
+}
+
+/// The `bfd` table, in the spirit of `show bfd peers`.
+pub fn bfd(rows: &BfdSessions) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<28} {:<10} {:<10} {:>8} {:>9} {:>9}  Diagnostic",
+        "Neighbor", "State", "Remote", "TX (ms)", "Detect", "Up"
+    );
+    for r in rows {
+        let detect = r
+            .detection_time_ms
+            .map_or("-".to_string(), |d| format!("{d} ms"));
+        let diag = match &r.remote_diag {
+            Some(d) if d != "no diagnostic" => format!("{}; peer: {d}", r.local_diag),
+            _ => r.local_diag.clone(),
+        };
+        let _ = writeln!(
+            o,
+            "{:<28} {:<10} {:<10} {:>8} {:>9} {:>9}  {}",
+            format!(
+                "{}{}",
+                r.neighbor,
+                if r.multihop { " (multihop)" } else { "" }
+            ),
+            r.state,
+            r.remote_state.as_deref().unwrap_or("-"),
+            r.tx_interval_ms,
+            detect,
+            human_duration(r.uptime_seconds),
+            diag
+        );
+        if let Some(e) = &r.last_error {
+            let _ = writeln!(o, "{:<28} {e}", "");
+        }
+    }
+    if rows.is_empty() {
+        let _ = writeln!(o, "no BFD sessions (bfd = true on a neighbor asks for one)");
     }
     o
 }

@@ -284,6 +284,14 @@ impl BgpCommon {
     }
 }
 
+fn default_bfd_interval() -> u32 {
+    300
+}
+
+fn default_bfd_multiplier() -> u8 {
+    3
+}
+
 fn default_hold() -> u16 {
     9
 }
@@ -334,6 +342,19 @@ pub struct NeighborConfig {
     /// agrees (capability Extended Next Hop Encoding). Default: on for link-local neighbors
     /// (an unnumbered link has no IPv4 session), off for the others.
     pub extended_next_hop: Option<bool>,
+    /// BFD (RFC 5880) toward this neighbor: a dead path takes the BGP session down within
+    /// `bfd-interval` × `bfd-multiplier` instead of the hold time.
+    #[serde(default)]
+    pub bfd: bool,
+    /// BFD transmit and receive interval, milliseconds (default 300).
+    #[serde(default = "default_bfd_interval")]
+    pub bfd_interval: u32,
+    /// BFD detection multiplier (default 3).
+    #[serde(default = "default_bfd_multiplier")]
+    pub bfd_multiplier: u8,
+    /// Multihop BFD (RFC 5883, port 4784) for a neighbor that is not on a shared link.
+    #[serde(default)]
+    pub bfd_multihop: bool,
     /// Free text shown in status output.
     pub description: Option<String>,
     /// RFC 1997 communities added to every route sent to this neighbor, `"ASN:VALUE"`.

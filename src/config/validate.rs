@@ -373,6 +373,27 @@ fn bgp_rules(bgp: &BgpConfig, file_index: &[usize], out: &mut Findings) {
                 );
             }
         }
+        if !(10..=60_000).contains(&n.bfd_interval) {
+            out.error(
+                path().key("bfd-interval"),
+                format!("a BFD interval of {} ms", n.bfd_interval),
+                "use 10 to 60000 milliseconds (300 detects a dead path in 0.9 s with bfd-multiplier 3)",
+            );
+        }
+        if n.bfd_multiplier == 0 {
+            out.error(
+                path().key("bfd-multiplier"),
+                "a BFD multiplier of 0".into(),
+                "use 1 to 255 (3 is usual)",
+            );
+        }
+        if n.bfd_multihop && is_link_local(addr) {
+            out.error(
+                path().key("bfd-multihop"),
+                format!("{addr} is link-local, so it is one hop away"),
+                "remove bfd-multihop for this neighbor",
+            );
+        }
         if n.prepend > 10 {
             out.error(
                 path().key("prepend"),

@@ -137,7 +137,7 @@ fn drain_in_background(kg: &KubeGw) -> std::thread::JoinHandle<(bool, String)> {
 }
 
 /// kube-gw's Prometheus metrics, fetched inside its namespace.
-fn metrics(node: &crate::harness::Node) -> String {
+pub(crate) fn metrics(node: &crate::harness::Node) -> String {
     let out = node.exec(
         "python3",
         &[

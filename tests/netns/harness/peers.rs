@@ -101,16 +101,53 @@ pub struct Frr {
 impl Frr {
     /// Starts `bgpd` in `node` with `config`; returns once `vtysh` answers.
     pub fn start(lab: &mut Lab, node: &Node, name: &str, config: &str) -> Self {
-        Self::start_in(lab, node, name, config, false)
+        Self::start_in(lab, node, name, config, Daemons::BgpdOnly)
     }
 
     /// Starts `zebra` and `bgpd` in `node`: bgpd learns the interfaces (needed for
     /// link-local neighbors) and installs its routes into the namespace's kernel.
     pub fn start_with_zebra(lab: &mut Lab, node: &Node, name: &str, config: &str) -> Self {
-        Self::start_in(lab, node, name, config, true)
+        Self::start_in(lab, node, name, config, Daemons::Zebra)
     }
 
-    fn start_in(lab: &mut Lab, node: &Node, name: &str, config: &str, zebra: bool) -> Self {
+    /// Starts `zebra`, `bfdd` and `bgpd` in `node`: `neighbor X bfd` in `config` runs BFD
+    /// sessions through bfdd (with the timers of its own configuration, `bfd_config`).
+    pub fn start_with_bfd(
+        lab: &mut Lab,
+        node: &Node,
+        name: &str,
+        config: &str,
+        bfd_config: &str,
+    ) -> Self {
+        Self::start_in(
+            lab,
+            node,
+            name,
+            config,
+            Daemons::Bfd(bfd_config.to_string()),
+        )
+    }
+
+    /// `vtysh -d bfdd -c CMD` (with [`Frr::start_with_bfd`]).
+    pub fn bfdd(&self, cmd: &str) -> String {
+        self.bfdd_lines(&[cmd])
+    }
+
+    /// `vtysh -d bfdd -c LINE -c LINE …`: one vty session, so `configure terminal` and
+    /// the lines after it apply together.
+    pub fn bfdd_lines(&self, lines: &[&str]) -> String {
+        let mut cmd = Command::new("vtysh");
+        cmd.arg("--vty_socket")
+            .arg(&self.vty_dir)
+            .args(["-d", "bfdd"]);
+        for l in lines {
+            cmd.args(["-c", l]);
+        }
+        String::from_utf8_lossy(&run(&mut cmd).stdout).to_string()
+    }
+
+    fn start_in(lab: &mut Lab, node: &Node, name: &str, config: &str, daemons: Daemons) -> Self {
+        let zebra = !matches!(daemons, Daemons::BgpdOnly);
         let conf = lab.write(&format!("{name}.conf"), config);
         let vty_dir = lab.path(&format!("{name}-vty"));
         std::fs::create_dir_all(&vty_dir).expect("vty dir");
@@ -153,6 +190,31 @@ impl Frr {
                 );
                 std::path::Path::new(zserv).exists().then_some(())
             });
+            if let Daemons::Bfd(bfd_config) = &daemons {
+                let bconf = lab.write(&format!("{name}-bfdd.conf"), bfd_config);
+                run(Command::new("chown").arg("frr:frr").arg(&bconf));
+                let ctl = vty_dir.join("bfdd.sock");
+                let mut b: Vec<String> = vec![
+                    "-f".into(),
+                    bconf.to_str().unwrap_or_default().into(),
+                    "-z".into(),
+                    zserv.into(),
+                    "--bfdctl".into(),
+                    ctl.to_str().unwrap_or_default().into(),
+                ];
+                b.extend(ids("bfdd"));
+                let b: Vec<&str> = b.iter().map(String::as_str).collect();
+                let bname = format!("{name}-bfdd");
+                lab.spawn(node, &bname, "/usr/lib/frr/bfdd", &b);
+                wait_for(&format!("{bname} to listen"), START_TIMEOUT, || {
+                    assert!(
+                        lab.running(&bname),
+                        "bfdd {bname} exited:\n{}",
+                        lab.log(&bname)
+                    );
+                    ctl.exists().then_some(())
+                });
+            }
             bgpd.extend(["-z".into(), zserv.into()]);
         } else {
             bgpd.push("-Z".into());
@@ -207,6 +269,14 @@ impl Frr {
             || (self.peer_state(peer) == "Established").then_some(()),
         );
     }
+}
+
+/// Which FRR daemons run beside bgpd.
+enum Daemons {
+    BgpdOnly,
+    Zebra,
+    /// zebra and bfdd (with this bfdd configuration).
+    Bfd(String),
 }
 
 /// A GoBGP daemon with its gRPC API on the namespace's loopback.

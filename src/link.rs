@@ -1,6 +1,6 @@
-//! What a session needs to know about the links it runs over: the interface index of a
-//! link-local neighbor (its scope), and the IPv6 next hops to announce (RFC 2545: a global
-//! address, plus our link-local address when the peer shares the link).
+//! What BGP and BFD sessions need to know about the links they run over: the interface
+//! index of a link-local neighbor (its scope), and the IPv6 next hops to announce (RFC 2545:
+//! a global address, plus our link-local address when the peer shares the link).
 //!
 //! Input: the kernel's IPv6 address table as `/proc/net/if_inet6` shows it (per network
 //! namespace, read through `/proc/self/net`; every interface a link-local session can run
@@ -98,6 +98,11 @@ pub fn resolve(interface: &str) -> Result<u32, String> {
              bring it up with IPv6 enabled (sysctl net.ipv6.conf.{interface}.disable_ipv6=0)"
         )
     })
+}
+
+/// The index of `interface` now, if it has one.
+pub fn index_of(interface: &str) -> Option<u32> {
+    ifindex(&read(), interface)
 }
 
 /// Whether an IPv6 address is link-local (fe80::/10).

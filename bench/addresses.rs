@@ -148,7 +148,7 @@ fn cold_start(
     let config = format!(
         "[node]\nname = \"{name}\"\n[kubernetes]\nkubeconfig = \"{}\"\nservice-cidrs = [\"10.96.0.0/12\"]\n\
          [vip]\npools = [\"2001:db8:100::/112\"]\nannounce = \"always\"\n\
-         [log]\nlevel = \"info,kube_gw::kube::watch=debug,kube_gw::serve=debug,kube_gw::netlink=info\"\n",
+         [log]\nlevel = \"info,kube_gw::kube::watch=debug,kube_gw::pipeline=debug,kube_gw::netlink=info\"\n",
         kc_path.display()
     );
     // The addresses are counted as the kernel announces them (`ip monitor`), not by dumping

@@ -54,7 +54,7 @@ fn desired(n: usize) -> OrdMap<VsKey, VirtualService> {
                 VirtualService {
                     service: ObjectKey {
                         namespace: "bench".into(),
-                        name: format!("s{i}"),
+                        name: format!("s{i}").into(),
                     },
                     port_name: String::new(),
                     destinations: (0..DESTS).map(dest).collect(),

@@ -362,14 +362,16 @@ fn no_import_cycles_between_modules_or_between_sibling_files() {
 #[test]
 fn the_composition_root_and_the_session_stay_small() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    for (file, most) in [("app.rs", 300), ("bgp/session.rs", 600)] {
+    for (file, most) in [("app.rs", 300), ("bgp/session.rs", 500)] {
+        // The file's code: its unit tests (from `#[cfg(test)]` on) do not count.
         let lines = std::fs::read_to_string(src.join(file))
             .unwrap()
             .lines()
+            .take_while(|l| l.trim() != "#[cfg(test)]")
             .count();
         assert!(
             lines <= most,
-            "src/{file} has {lines} lines (at most {most}): split what is not its job out"
+            "src/{file} has {lines} lines of code (at most {most}): split what is not its job out"
         );
     }
 }

@@ -173,7 +173,7 @@ fn incremental_updates_end_where_a_fresh_computation_does() {
         let name = format!("s{}", rng.next(12));
         let key = ObjectKey {
             namespace: "shop".into(),
-            name: name.clone(),
+            name: name.as_str().into(),
         };
         match rng.next(10) {
             0..=3 => {
@@ -226,9 +226,9 @@ fn incremental_updates_end_where_a_fresh_computation_does() {
                 let slice = snapshot::EndpointSlice {
                     key: ObjectKey {
                         namespace: "shop".into(),
-                        name: format!("{name}-{}", rng.next(2)),
+                        name: format!("{name}-{}", rng.next(2)).into(),
                     },
-                    service: Some(name.clone()),
+                    service: Some(name.as_str().into()),
                     ports: ports
                         .iter()
                         .map(|(p, proto)| EndpointPort {
@@ -252,7 +252,7 @@ fn incremental_updates_end_where_a_fresh_computation_does() {
             8 => {
                 let slice = ObjectKey {
                     namespace: "shop".into(),
-                    name: format!("{name}-{}", rng.next(2)),
+                    name: format!("{name}-{}", rng.next(2)).into(),
                 };
                 snap.remove_slice(&slice);
             }

@@ -17,7 +17,8 @@
 //!
 //! I/O (with [`crate::link`] for link-local interfaces and IPv6 next hops):
 //! - [`session`]: one task per neighbor — sockets, timers, framing — carrying out what the
-//!   pure parts decide;
+//!   pure parts decide; [`inputs`]: what wakes it (the speaker's channels, BFD, timers,
+//!   the socket);
 //! - [`listen`]: accepts the neighbors' connections on port 179 and hands them to their
 //!   sessions;
 //! - [`speaker`]: owns the sessions and the listener; the daemon's one handle on BGP
@@ -28,6 +29,7 @@
 
 pub mod fsm;
 pub mod inbound;
+pub mod inputs;
 pub mod listen;
 pub mod metrics;
 pub mod neighbor;

@@ -11,8 +11,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::fsm::State;
+use super::inputs::{Channels, Inputs};
 use super::peer::Peer;
-use super::session::{Channels, Ended, Inputs, Session, DRAINED};
+use super::session::{Ended, Session, DRAINED};
 use super::status::{NeighborStatus, Report};
 use crate::backoff::Backoff;
 use crate::lifecycle::Heartbeat;
@@ -20,14 +21,7 @@ use crate::lifecycle::Heartbeat;
 /// Runs the neighbor's sessions until `stop` turns true; then sends Cease / Administrative
 /// Shutdown if the session is up.
 pub async fn run(peer: Peer, status: watch::Sender<NeighborStatus>, inputs: Inputs, hb: Heartbeat) {
-    let mut ch = Channels {
-        inputs,
-        exported_open: true,
-        drain_open: true,
-        paused_open: true,
-        incoming_open: true,
-        bfd_open: true,
-    };
+    let mut ch = Channels::new(inputs);
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60)).with_jitter();
     let mut initial: Option<TcpStream> = None;
     loop {

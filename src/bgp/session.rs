@@ -31,12 +31,13 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::fsm::{Action, Event, Fsm, Settings, State, Timer};
+use super::inputs::{Channels, Wake};
 use super::open::{self, Proposal};
 use super::peer::Peer;
 use super::rib_in::{AdjRibIn, MAX_PREFIX_HOLD_DOWN};
@@ -53,34 +54,6 @@ const STOP_SEND_LIMIT: Duration = Duration::from_secs(2);
 /// What a drained neighbor's status says.
 pub(super) const DRAINED: &str =
     "drained (kube-gw drain): routes withdrawn, session closed; `kube-gw undrain` resumes";
-
-/// What a session task listens to besides its connection (from the speaker).
-#[derive(Debug)]
-pub struct Inputs {
-    /// kube-gw is stopping: withdraw, Cease / Administrative Shutdown, close, end.
-    pub stop: watch::Receiver<bool>,
-    /// The exported routes.
-    pub exported: watch::Receiver<Exported>,
-    /// RFC 8326 drain: everything with GRACEFUL_SHUTDOWN while true.
-    pub drain: watch::Receiver<bool>,
-    /// `kube-gw drain` (true) and `undrain`: withdraw and close, and stay closed.
-    pub paused: watch::Receiver<bool>,
-    /// The peer's connections, from the listener.
-    pub incoming: mpsc::Receiver<TcpStream>,
-    /// The neighbor's BFD session, when it has one: a path failure closes the session.
-    pub bfd: Option<watch::Receiver<crate::bfd::service::Verdict>>,
-}
-
-/// The inputs, with whether each channel's sender is still there (a closed channel is not
-/// polled again: it would be ready forever).
-pub(super) struct Channels {
-    pub(super) inputs: Inputs,
-    pub(super) exported_open: bool,
-    pub(super) drain_open: bool,
-    pub(super) paused_open: bool,
-    pub(super) incoming_open: bool,
-    pub(super) bfd_open: bool,
-}
 
 /// How a session ended.
 #[derive(Debug)]
@@ -205,99 +178,52 @@ impl<'a> Session<'a> {
                 }
             }
             self.hb.turn().await;
-            let next_timer = self
-                .timers
-                .iter()
-                .enumerate()
-                .filter_map(|(i, t)| t.map(|t| (i, t)))
-                .min_by_key(|(_, t)| *t);
-            let sleep = async {
-                match next_timer {
-                    Some((_, at)) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
+            let wake = ch
+                .next(&self.timers, self.conn.as_mut(), &mut buf, self.hb)
+                .await;
+            match wake {
+                Wake::Incoming(new) => {
+                    self.incoming = Some(new);
+                    self.pending.push_back(Event::Incoming);
                 }
-            };
-            let read = async {
-                match self.conn.as_mut() {
-                    Some(c) => c.read(&mut buf).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let i = &mut ch.inputs;
-            let bfd = &mut i.bfd;
-            tokio::select! {
-                c = i.incoming.recv(), if ch.incoming_open => match c {
-                    None => ch.incoming_open = false,
-                    Some(new) => {
-                        self.incoming = Some(new);
-                        self.pending.push_back(Event::Incoming);
+                Wake::Drain(draining) => {
+                    let out = self.rib_out.set_draining(draining);
+                    if !out.is_empty() {
+                        tracing::info!(neighbor = %self.peer.name, routes = self.rib_out.len(), graceful_shutdown = draining, "routes re-announced");
                     }
-                },
-                r = i.drain.changed(), if ch.drain_open => {
-                    // The drain signal's sender goes away once the drain phase is over.
-                    ch.drain_open = r.is_ok();
-                    if ch.drain_open {
-                        let draining = *i.drain.borrow_and_update();
-                        let out = self.rib_out.set_draining(draining);
-                        if !out.is_empty() {
-                            tracing::info!(neighbor = %self.peer.name, routes = self.rib_out.len(), graceful_shutdown = draining, "routes re-announced");
-                        }
-                        self.send(out).await;
-                    }
+                    self.send(out).await;
                 }
-                () = crate::lifecycle::stopped(&mut i.stop) => {
+                Wake::Stop => {
                     self.close("kube-gw is stopping").await;
                     return Ended::Stopped;
                 }
-                r = i.paused.changed(), if ch.paused_open => {
-                    ch.paused_open = r.is_ok();
-                    if ch.paused_open && *i.paused.borrow_and_update() {
-                        tracing::info!(neighbor = %self.peer.name, routes = self.rib_out.len(), "drained: routes withdrawn, session closed");
-                        self.close("maintenance: kube-gw drain").await;
-                        return Ended::Paused;
-                    }
+                Wake::Pause => {
+                    tracing::info!(neighbor = %self.peer.name, routes = self.rib_out.len(), "drained: routes withdrawn, session closed");
+                    self.close("maintenance: kube-gw drain").await;
+                    return Ended::Paused;
                 }
-                () = sleep => {
-                    if let Some((i, _)) = next_timer {
-                        self.timers[i] = None;
-                        let t = [Timer::ConnectRetry, Timer::Hold, Timer::Keepalive][i];
-                        self.expired(t);
-                    }
+                Wake::Timer(i) => {
+                    self.timers[i] = None;
+                    self.expired([Timer::ConnectRetry, Timer::Hold, Timer::Keepalive][i]);
                 }
-                r = i.exported.changed(), if ch.exported_open => {
-                    // A closed channel: the daemon is going away; the stop signal follows.
-                    ch.exported_open = r.is_ok();
-                    if ch.exported_open {
-                        let now = i.exported.borrow_and_update().clone();
-                        let (out, announced, withdrawn) = self.rib_out.export_changed(&now);
-                        if announced + withdrawn > 0 {
-                            tracing::info!(neighbor = %self.peer.name, announced, withdrawn, "routes sent");
-                        }
-                        self.send(out).await;
-                        self.status.sent(self.rib_out.view());
+                Wake::Exported(now) => {
+                    let (out, announced, withdrawn) = self.rib_out.export_changed(&now);
+                    if announced + withdrawn > 0 {
+                        tracing::info!(neighbor = %self.peer.name, announced, withdrawn, "routes sent");
                     }
+                    self.send(out).await;
+                    self.status.sent(self.rib_out.view());
                 }
-                r = async {
-                    match bfd.as_mut() {
-                        Some(b) => b.changed().await,
-                        None => std::future::pending().await,
-                    }
-                }, if ch.bfd_open => {
-                    ch.bfd_open = r.is_ok();
-                    if let Some(v) = bfd.as_mut().map(|b| *b.borrow_and_update()) {
-                        if v.failures > self.bfd_failures {
-                            self.bfd_failures = v.failures;
-                            tracing::warn!(neighbor = %self.peer.name, diag = %v.diag, "BFD: the path is down; closing the session");
-                            self.pending.push_back(Event::PathDown(format!("BFD: {}", v.diag)));
-                        }
-                    }
+                Wake::Bfd(v) if v.failures > self.bfd_failures => {
+                    self.bfd_failures = v.failures;
+                    tracing::warn!(neighbor = %self.peer.name, diag = %v.diag, "BFD: the path is down; closing the session");
+                    self.pending
+                        .push_back(Event::PathDown(format!("BFD: {}", v.diag)));
                 }
-                r = read => match r {
-                    Ok(0) | Err(_) => self.lost(),
-                    // Decoded one message at a time at the top of the loop.
-                    Ok(n) => self.framer.push(&buf[..n]),
-                },
-                () = self.hb.idle() => {}
+                Wake::Read(Ok(0) | Err(_)) => self.lost(),
+                // Decoded one message at a time at the top of the loop.
+                Wake::Read(Ok(n)) => self.framer.push(&buf[..n]),
+                Wake::Bfd(_) | Wake::Nothing => {}
             }
         }
     }

@@ -24,10 +24,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::fsm::State;
+use super::inputs::Inputs;
 use super::listen;
 use super::neighbor;
 use super::peer::{self, PORT};
-use super::session::Inputs;
 use super::status::{NeighborStatus, Statuses};
 use crate::config::Config;
 use crate::lifecycle::Liveness;

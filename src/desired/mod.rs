@@ -120,8 +120,9 @@ pub struct DesiredState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Vip {
     pub address: IpAddr,
-    /// Services served on it (at least one port each).
-    pub services: BTreeSet<ObjectKey>,
+    /// Services served on it (at least one port each), sorted. A sorted `Vec`, not a set:
+    /// nearly always one Service, and a set's first node costs ten times its element.
+    pub services: Vec<ObjectKey>,
     /// Ready endpoints over all its virtual services.
     pub ready_endpoints: usize,
     /// May be announced (policy and readiness).
@@ -324,8 +325,8 @@ type Rank = (i64, ObjectKey);
 #[derive(Debug, Clone)]
 struct Claims {
     rank: Rank,
-    /// Addresses that pass the rules.
-    addresses: BTreeSet<IpAddr>,
+    /// Addresses that pass the rules, sorted.
+    addresses: Vec<IpAddr>,
     /// Addresses that do not, with the reason.
     refusals: BTreeSet<Refusal>,
 }
@@ -349,7 +350,7 @@ fn claims(svc: &Service, ctx: &Context<'_>) -> Option<Claims> {
             reason: Reason::Community { why },
         });
     }
-    let mut addresses = BTreeSet::new();
+    let mut addresses = Vec::new();
     let lb: &[IpAddr] = if svc.type_ == "LoadBalancer" {
         &svc.load_balancer_ips
     } else {
@@ -364,11 +365,13 @@ fn claims(svc: &Service, ctx: &Context<'_>) -> Option<Claims> {
                     reason,
                 });
             }
-            None => {
-                addresses.insert(addr);
-            }
+            None => addresses.push(addr),
         }
     }
+    addresses.sort_unstable();
+    addresses.dedup();
+    // Kept for the Service's lifetime: no spare capacity (a first push reserves four).
+    addresses.shrink_to_fit();
     Some(Claims {
         rank: (svc.created, svc.key.clone()),
         addresses,
@@ -388,13 +391,13 @@ struct VipOutcome {
 /// Resolves one VIP among the Services that claim it (in rank order).
 fn resolve_vip(
     addr: IpAddr,
-    claimants: &BTreeSet<Rank>,
+    claimants: &[Rank],
     snap: &ClusterSnapshot,
     cfg: &Config,
 ) -> VipOutcome {
     let mut out = VipOutcome::default();
     let mut winners: BTreeMap<VsKey, usize> = BTreeMap::new();
-    let mut services = BTreeSet::new();
+    let mut services = Vec::new();
     let mut communities = Communities::default();
     for (_, key) in claimants {
         let Some(svc) = snap.services.get(key) else {
@@ -442,11 +445,14 @@ fn resolve_vip(
             ));
         }
         if served_any {
-            services.insert(svc.key.clone());
+            services.push(svc.key.clone());
             communities.extend(service_communities(svc).0);
         }
     }
     if !services.is_empty() {
+        services.sort_unstable();
+        services.dedup();
+        services.shrink_to_fit();
         let ready_endpoints = out
             .virtual_services
             .iter()
@@ -486,7 +492,8 @@ pub struct Engine {
     /// reads: a change elsewhere, BGP say, keeps the state).
     last: Option<(ClusterSnapshot, ConfigInputs, NodeId)>,
     claims: BTreeMap<ObjectKey, Claims>,
-    by_vip: BTreeMap<IpAddr, BTreeSet<Rank>>,
+    /// Each VIP's claimants, in rank order (a sorted `Vec`: nearly always one).
+    by_vip: BTreeMap<IpAddr, Vec<Rank>>,
     placed: BTreeMap<IpAddr, Placed>,
 }
 
@@ -531,7 +538,9 @@ impl Engine {
             if let Some(old) = self.claims.remove(key) {
                 for a in &old.addresses {
                     if let Some(set) = self.by_vip.get_mut(a) {
-                        set.remove(&old.rank);
+                        if let Ok(i) = set.binary_search(&old.rank) {
+                            set.remove(i);
+                        }
                         if set.is_empty() {
                             self.by_vip.remove(a);
                         }
@@ -546,7 +555,13 @@ impl Engine {
                 continue;
             };
             for a in &c.addresses {
-                self.by_vip.entry(*a).or_default().insert(c.rank.clone());
+                let set = self
+                    .by_vip
+                    .entry(*a)
+                    .or_insert_with(|| Vec::with_capacity(1));
+                if let Err(i) = set.binary_search(&c.rank) {
+                    set.insert(i, c.rank.clone());
+                }
                 dirty_vips.insert(*a);
             }
             for r in &c.refusals {
@@ -569,7 +584,10 @@ impl Engine {
                 continue;
             };
             let o = resolve_vip(addr, claimants, snap, cfg);
-            let mut placed = Placed::default();
+            let mut placed = Placed {
+                virtual_services: Vec::with_capacity(o.virtual_services.len()),
+                refusals: Vec::new(),
+            };
             for (k, vs) in o.virtual_services {
                 placed.virtual_services.push(k);
                 self.state.virtual_services.insert(k, vs);
@@ -594,6 +612,16 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_annotation_read_is_one_the_conversion_keeps() {
+        for a in [ANNOUNCE_ANNOTATION, COMMUNITIES_ANNOTATION] {
+            assert!(
+                a.starts_with(crate::model::cluster::ANNOTATION_PREFIX),
+                "{a}"
+            );
+        }
+    }
 
     #[test]
     fn the_communities_annotation_takes_standard_large_and_well_known_names() {

@@ -8,7 +8,7 @@ use k8s_openapi::api::discovery::v1 as discovery;
 
 use crate::model::cluster::{
     ClusterSnapshot, Endpoint, EndpointPort, EndpointSlice, Node, ObjectKey, Protocol, Service,
-    ServicePort,
+    ServicePort, ANNOTATION_PREFIX,
 };
 
 /// Builds a complete snapshot from API objects (in any order).
@@ -43,8 +43,8 @@ fn protocol(s: Option<&str>) -> Option<Protocol> {
 
 fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<ObjectKey> {
     Some(ObjectKey {
-        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
-        name: meta.name.clone()?,
+        namespace: meta.namespace.as_deref().unwrap_or("default").into(),
+        name: meta.name.as_deref()?.into(),
     })
 }
 
@@ -114,7 +114,16 @@ pub fn service_view(s: &core::Service) -> Option<Service> {
             .as_ref()
             .map_or(0, |t| t.0.as_second()),
         labels: s.metadata.labels.clone().unwrap_or_default(),
-        annotations: s.metadata.annotations.clone().unwrap_or_default(),
+        // Only kube-gw's own: others (kubectl's last-applied-configuration among them) can
+        // be kilobytes per Service and are never read.
+        annotations: s
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         type_: spec.type_.clone().unwrap_or_else(|| "ClusterIP".into()),
         cluster_ips,
         external_ips,
@@ -166,7 +175,7 @@ pub fn endpoint_slice_view(s: &discovery::EndpointSlice) -> Option<EndpointSlice
             .labels
             .as_ref()
             .and_then(|l| l.get("kubernetes.io/service-name"))
-            .cloned(),
+            .map(|n| n.as_str().into()),
         ports,
         endpoints,
     })
@@ -201,7 +210,8 @@ mod tests {
         let svc: core::Service = from_json(json!({
             "metadata": {"name": "web", "namespace": "shop", "uid": "u1",
                          "creationTimestamp": "2026-01-01T00:00:00Z",
-                         "annotations": {"kube-gw.io/announce": "false"}},
+                         "annotations": {"kube-gw.io/announce": "false",
+                                         "kubectl.kubernetes.io/last-applied-configuration": "{}"}},
             "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
                      "externalIPs": ["198.51.100.10", "not-an-ip"],
                      "ports": [{"name": "http", "port": 80, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}],
@@ -229,6 +239,12 @@ mod tests {
         assert!(s.external_traffic_local);
         assert_eq!(s.created, 1_767_225_600);
         assert_eq!(s.annotations["kube-gw.io/announce"], "false");
+        assert_eq!(
+            s.annotations.len(),
+            1,
+            "only kube-gw's annotations: {:?}",
+            s.annotations
+        );
     }
 
     #[test]

@@ -221,8 +221,8 @@ pub async fn run(
             let reference = ObjectReference {
                 api_version: Some("v1".into()),
                 kind: Some("Service".into()),
-                name: Some(key.name.clone()),
-                namespace: Some(key.namespace.clone()),
+                name: Some(key.name.to_string()),
+                namespace: Some(key.namespace.to_string()),
                 uid: Some(svc.uid.clone()),
                 ..Default::default()
             };
@@ -231,7 +231,7 @@ pub async fn run(
                 let ev = Event {
                     metadata: ObjectMeta {
                         generate_name: Some(format!("{}-", key.name)),
-                        namespace: Some(key.namespace.clone()),
+                        namespace: Some(key.namespace.to_string()),
                         ..Default::default()
                     },
                     type_: Some(if warning { "Warning" } else { "Normal" }.into()),

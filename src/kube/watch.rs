@@ -91,8 +91,8 @@ where
 
 fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
     ObjectKey {
-        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
-        name: meta.name.clone().unwrap_or_default(),
+        namespace: meta.namespace.as_deref().unwrap_or("default").into(),
+        name: meta.name.as_deref().unwrap_or_default().into(),
     }
 }
 
@@ -287,6 +287,14 @@ where
 }
 
 /// Applies one watch event of `K` to the builder and records health.
+/// Is this `K`'s first list, with partial views: its objects go straight into the view?
+fn first_partial<K: Tracked>(b: &Builder) -> bool
+where
+    K::DynamicType: Default,
+{
+    K::PARTIAL && b.partial_views && !b.listed.contains(K::NAME)
+}
+
 fn on_event<K>(
     item: Result<Event<K>, watcher::Error>,
     builder: &Mutex<Builder>,
@@ -301,7 +309,16 @@ fn on_event<K>(
     match item {
         Ok(Event::Init) => {
             report.relist_started(name);
-            *K::relist(&mut lock()) = Some(Vec::new());
+            let mut b = lock();
+            if first_partial::<K>(&b) {
+                // The first list goes into the view object by object (nothing to replace:
+                // no copy of 10 000 objects is held until the list ends). A first list
+                // that starts over starts from nothing; partial views only ever add.
+                K::replace(&mut b.snap, Vec::new());
+                *K::relist(&mut b) = None;
+            } else {
+                *K::relist(&mut b) = Some(Vec::new());
+            }
         }
         Ok(Event::InitApply(obj)) => {
             if let Some(v) = obj.view() {
@@ -309,23 +326,25 @@ fn on_event<K>(
                 // During the very first list of Services and EndpointSlices the objects
                 // go into the view at once, for partial views (see the module doc);
                 // Nodes must be complete before any view is published.
-                let partial = K::PARTIAL && b.partial_views && !b.listed.contains(name);
-                if partial {
-                    K::upsert(&mut b.snap, v.clone());
+                if first_partial::<K>(&b) {
+                    K::upsert(&mut b.snap, v);
                     b.since_partial += 1;
-                }
-                K::relist(&mut b).get_or_insert_with(Vec::new).push(v);
-                if partial && b.since_partial >= PARTIAL_EVERY {
-                    b.since_partial = 0;
-                    changed.notify_one();
+                    if b.since_partial >= PARTIAL_EVERY {
+                        b.since_partial = 0;
+                        changed.notify_one();
+                    }
+                } else {
+                    K::relist(&mut b).get_or_insert_with(Vec::new).push(v);
                 }
             }
         }
         Ok(Event::InitDone) => {
             let count = {
                 let mut b = lock();
-                let all = K::relist(&mut b).take().unwrap_or_default();
-                K::replace(&mut b.snap, all);
+                // A re-list replaces what was there; a first list is in place already.
+                if let Some(all) = K::relist(&mut b).take() {
+                    K::replace(&mut b.snap, all);
+                }
                 b.listed.insert(name);
                 b.snap.complete = b.listed.len() == 3;
                 K::count(&b.snap)

@@ -5,16 +5,23 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use imbl::ordmap::DiffItem;
 use imbl::{OrdMap, OrdSet};
 use serde::Serialize;
 
-/// `namespace/name` of a namespaced object (serialized as that string).
+/// The prefix of the annotations kube-gw reads (`kube-gw.io/announce`, …); a Service's
+/// other annotations are not kept.
+pub const ANNOTATION_PREFIX: &str = "kube-gw.io/";
+
+/// `namespace/name` of a namespaced object (serialized as that string). Shared strings: a
+/// key is copied into every index that names its object (five for a served Service), and a
+/// copy costs no allocation.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl Serialize for ObjectKey {
@@ -56,6 +63,7 @@ pub struct Service {
     /// Creation time, seconds since the epoch (for "oldest wins").
     pub created: i64,
     pub labels: BTreeMap<String, String>,
+    /// kube-gw's own annotations only ([`ANNOTATION_PREFIX`]).
     pub annotations: BTreeMap<String, String>,
     pub type_: String,
     pub cluster_ips: Vec<IpAddr>,
@@ -84,7 +92,7 @@ pub struct ServicePort {
 pub struct EndpointSlice {
     pub key: ObjectKey,
     /// The owning Service's name (label `kubernetes.io/service-name`).
-    pub service: Option<String>,
+    pub service: Option<Arc<str>>,
     pub ports: Vec<EndpointPort>,
     pub endpoints: Vec<Endpoint>,
 }

@@ -173,7 +173,7 @@ fn ipvs_pass(spec: &str) {
             VirtualService {
                 service: ObjectKey {
                     namespace: "lab".into(),
-                    name: format!("svc-{}", key.port),
+                    name: format!("svc-{}", key.port).into(),
                 },
                 port_name: String::new(),
                 destinations,

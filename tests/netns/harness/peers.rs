@@ -374,8 +374,12 @@ pub fn unit_environment() -> Vec<String> {
 }
 
 /// `kube-gw ARGS` as the unit runs it: through `env` with the unit's environment.
+/// `KUBE_GW_WRAP` (e.g. `heaptrack -o /tmp/kg`) puts a profiler in front of the binary.
 fn unit_command(args: &[&str]) -> Vec<String> {
     let mut v = unit_environment();
+    if let Ok(wrap) = std::env::var("KUBE_GW_WRAP") {
+        v.extend(wrap.split_whitespace().map(String::from));
+    }
     v.push(KubeGw::bin());
     v.extend(args.iter().map(|a| a.to_string()));
     v

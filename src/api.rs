@@ -242,6 +242,9 @@ pub struct BgpNeighborRow {
     pub state: String,
     pub peer_as: Option<u32>,
     pub hold_time: Option<u16>,
+    /// Graceful restart (RFC 4724) negotiated: the peer keeps our routes through a restart.
+    #[serde(default)]
+    pub graceful_restart: bool,
     /// Seconds in Established (0 when not).
     pub uptime_seconds: u64,
     pub prefixes_sent: usize,

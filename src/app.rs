@@ -141,7 +141,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
     // them yet).
     let speaker = Arc::new(crate::bgp::speaker::spawn(
         &control.config(),
-        pipeline.exported.clone(),
+        (pipeline.exported.clone(), pipeline.complete.clone()),
         &liveness,
         bgp_statuses,
         &bfd_statuses,
@@ -197,8 +197,11 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         Phase::BgpDrain,
         "bgp-graceful-shutdown",
         move || async move {
-            bgp.graceful_shutdown(HOOK_TIMEOUT - Duration::from_secs(1))
-                .await;
+            // A graceful restart keeps the routes announced: nothing to drain.
+            if !bgp.restarts_gracefully() {
+                bgp.graceful_shutdown(HOOK_TIMEOUT - Duration::from_secs(1))
+                    .await;
+            }
         },
     );
     plan.register(Phase::BgpWithdraw, "bgp-sessions", move || async move {

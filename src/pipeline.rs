@@ -52,6 +52,10 @@ pub struct Pipeline {
     /// What BGP may announce: the desired state's announcements whose address is on the
     /// interface (make before break).
     pub exported: watch::Receiver<Exported>,
+    /// True once the export is complete: the first complete desired state is exported
+    /// (every announcement of it, or what of it could be programmed within
+    /// [`COMPLETE_WAIT`]). BGP sends End-of-RIB only then (RFC 4724).
+    pub complete: watch::Receiver<bool>,
     pub teardown: watch::Sender<bool>,
     pub addr_task: tokio::task::JoinHandle<()>,
     pub ipvs_task: tokio::task::JoinHandle<()>,
@@ -99,12 +103,13 @@ pub fn spawn(
     ));
     let desired = desired_tx.subscribe();
     let (exported_tx, exported) = watch::channel(Exported::default());
+    let (complete_tx, complete) = watch::channel(false);
     tokio::spawn(export_loop(
         desired_tx.subscribe(),
         programmed_rx.clone(),
         ipvs_rx.clone(),
         config.clone(),
-        exported_tx,
+        (exported_tx, complete_tx),
         liveness.register("export"),
     ));
     let desired_task = tokio::spawn(desired_loop(
@@ -123,6 +128,7 @@ pub fn spawn(
         programmed: programmed_rx,
         ipvs: ipvs_rx,
         exported,
+        complete,
         ipvs_task,
         teardown: teardown_tx,
         addr_task,
@@ -140,10 +146,13 @@ async fn export_loop(
     mut programmed: watch::Receiver<Programmed>,
     mut ipvs: watch::Receiver<IpvsReport>,
     mut config: watch::Receiver<Arc<Config>>,
-    out: watch::Sender<Exported>,
+    (out, complete): (watch::Sender<Exported>, watch::Sender<bool>),
     hb: Heartbeat,
 ) {
     let (mut ipvs_open, mut config_open) = (true, true);
+    // When the first desired state came (the desired task publishes complete views only;
+    // what is in the channel before is its empty initial value).
+    let mut first_desired: Option<tokio::time::Instant> = None;
     loop {
         hb.turn().await;
         let d = desired.borrow_and_update().clone();
@@ -163,10 +172,28 @@ async fn export_loop(
         if let Some(next) = next {
             out.send_replace(next);
         }
+        if !*complete.borrow() {
+            if let Some(since) = first_desired {
+                let all = d.announcements.iter().all(|n| out.borrow().contains_key(n));
+                if all || since.elapsed() >= COMPLETE_WAIT {
+                    tracing::info!(
+                        routes = out.borrow().len(),
+                        waited_for_all = all,
+                        "the export is complete: End-of-RIB goes out"
+                    );
+                    complete.send_replace(true);
+                }
+            }
+        }
         // Wait for a change, turning (beating) at least every second.
         loop {
             tokio::select! {
-                r = desired.changed() => if r.is_err() { return } else { break },
+                r = desired.changed() => if r.is_err() {
+                    return
+                } else {
+                    first_desired.get_or_insert_with(tokio::time::Instant::now);
+                    break
+                },
                 r = programmed.changed() => if r.is_err() { return } else { break },
                 r = ipvs.changed(), if ipvs_open => {
                     ipvs_open = r.is_ok();
@@ -181,6 +208,10 @@ async fn export_loop(
         }
     }
 }
+
+/// How long after the first complete desired state the export counts as complete even
+/// though some of its VIPs are not programmed yet (End-of-RIB cannot wait for ever).
+pub const COMPLETE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The exported routes: announceable in the desired state, on the interface and — with the
 /// IPVS gate (`ready`) — with every virtual service in the kernel; plus the configuration's

@@ -223,6 +223,28 @@ fn bad_cases(dir: &Path) -> Vec<(&'static str, String, &'static str, &'static st
             "host bits",
         ),
         (
+            "graceful restart while the addresses go at stop",
+            GOOD.replace(
+                "router-id = \"192.0.2.20\"",
+                "router-id = \"192.0.2.20\"\ngraceful-restart = true",
+            ),
+            "10:20",
+            "on-shutdown = \"keep\"",
+        ),
+        (
+            "restart time beyond 12 bits",
+            GOOD.replace(
+                "pools = [\"198.51.100.0/24\"]",
+                "pools = [\"198.51.100.0/24\"]\non-shutdown = \"keep\"",
+            )
+            .replace(
+                "router-id = \"192.0.2.20\"",
+                "router-id = \"192.0.2.20\"\ngraceful-restart = true\nrestart-time = 5000",
+            ),
+            "12:16",
+            "12 bits",
+        ),
+        (
             "keepalive not below hold",
             GOOD.replace(
                 "router-id = \"192.0.2.20\"",

@@ -289,6 +289,7 @@ pub fn bgp_neighbors(bgp: &Speaker) -> BgpNeighbors {
             state: format!("{:?}", n.state).to_lowercase(),
             peer_as: n.peer_as,
             hold_time: n.hold_time,
+            graceful_restart: n.graceful_restart,
             uptime_seconds: n.up_since.map_or(0, |t| t.elapsed().as_secs()),
             prefixes_sent: n.prefixes_sent,
             prefixes_received: n.prefixes_received,

@@ -110,7 +110,7 @@ pub struct Bfd {
     statuses: watch::Receiver<Statuses>,
     verdicts: HashMap<String, watch::Receiver<Verdict>>,
     cmds: mpsc::Sender<Cmd>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<oneshot::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -129,11 +129,13 @@ impl Bfd {
         Commander(self.cmds.clone())
     }
 
-    /// Stops: every session goes AdminDown (its peer keeps its routing: RFC 5882 §3.2),
+    /// Stops: with `admin_down` every session goes AdminDown first (RFC 5882 §3.2: no
+    /// path failure to its peer), else the sessions just fall silent (a graceful restart:
+    /// the peer's BGP treats the timeout as the control plane restarting, when told to);
     /// then the thread ends.
-    pub fn stop(&mut self) {
+    pub fn stop(&mut self, admin_down: bool) {
         if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+            let _ = s.send(admin_down);
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -164,7 +166,7 @@ impl Commander {
 
 impl Drop for Bfd {
     fn drop(&mut self) {
-        self.stop();
+        self.stop(true);
     }
 }
 
@@ -230,7 +232,7 @@ async fn run(
     mut verdicts: HashMap<String, watch::Sender<Verdict>>,
     statuses: watch::Sender<Statuses>,
     mut cmds: mpsc::Receiver<Cmd>,
-    mut stop: oneshot::Receiver<()>,
+    mut stop: oneshot::Receiver<bool>,
     hb: Heartbeat,
 ) {
     let listeners = Listeners::bind(peers.iter().any(|p| p.multihop));
@@ -325,10 +327,13 @@ async fn run(
                     let _ = reply.send(ok);
                 }
             },
-            _ = &mut stop => {
-                for e in &mut entries {
-                    let out = e.fsm.handle(Input::AdminDown);
-                    e.apply(out).await;
+            admin_down = &mut stop => {
+                // A dropped handle (the daemon going away) counts as a plain stop.
+                if admin_down.unwrap_or(true) {
+                    for e in &mut entries {
+                        let out = e.fsm.handle(Input::AdminDown);
+                        e.apply(out).await;
+                    }
                 }
                 publish(&statuses, &entries);
                 return;

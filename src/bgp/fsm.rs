@@ -60,6 +60,24 @@ pub struct Offer {
     pub ipv6_unicast: bool,
     /// RFC 8950: IPv4 unicast routes with an IPv6 next hop.
     pub extended_next_hop: bool,
+    /// RFC 4724: the graceful-restart capability, when configured.
+    pub graceful_restart: Option<GracefulRestart>,
+}
+
+/// The graceful-restart capability kube-gw sends (RFC 4724 §3), for the families offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GracefulRestart {
+    /// Restart Time: seconds the peer keeps our routes after the session went.
+    pub time: u16,
+    /// Restart State (R): kube-gw has just restarted; the peer must not wait for our
+    /// End-of-RIB before sending its own routes.
+    pub restarting: bool,
+    /// Forwarding State (F) for each family: the forwarding of our routes went on while
+    /// kube-gw was away.
+    pub forwarding: bool,
+    /// Long-lived graceful restart (RFC 9494): seconds the peer keeps our routes as
+    /// LLGR_STALE after the restart time; 0: not offered.
+    pub long_lived_stale_time: u32,
 }
 
 /// What the FSM needs to know of the neighbor's configuration.
@@ -87,6 +105,11 @@ pub struct PeerCapabilities {
     pub enhanced_route_refresh: bool,
     /// RFC 8950: the peer takes IPv4 unicast routes with an IPv6 next hop.
     pub extended_next_hop: bool,
+    /// RFC 4724: the peer's restart time, if it sent the graceful-restart capability (it
+    /// then keeps our routes when our connection goes without a NOTIFICATION).
+    pub graceful_restart: Option<u16>,
+    /// RFC 9494: the peer sent the long-lived graceful-restart capability.
+    pub long_lived_graceful_restart: bool,
     /// Capabilities kube-gw does not use (codes), for `kube-gw bgp neighbors`.
     pub others: Vec<String>,
 }
@@ -124,6 +147,9 @@ pub struct Negotiated {
     pub enhanced_route_refresh: bool,
     /// IPv4 routes may carry IPv6 next hops (RFC 8950; both sides offered it).
     pub extended_next_hop: bool,
+    /// Both sides sent the graceful-restart capability (RFC 4724): when kube-gw stops for
+    /// a restart, the peer keeps our routes.
+    pub graceful_restart: bool,
 }
 
 /// The FSM's timers (the send-hold timer is the session task's: it sees the socket).
@@ -477,6 +503,7 @@ impl Fsm {
             four_octet_as: c.four_octet_as,
             enhanced_route_refresh: c.enhanced_route_refresh,
             extended_next_hop: s.offer.extended_next_hop && c.extended_next_hop,
+            graceful_restart: s.offer.graceful_restart.is_some() && c.graceful_restart.is_some(),
         })
     }
 
@@ -548,6 +575,7 @@ mod tests {
                 ipv4_unicast: true,
                 ipv6_unicast: true,
                 extended_next_hop: false,
+                graceful_restart: None,
             },
         }
     }
@@ -560,6 +588,8 @@ mod tests {
             route_refresh: true,
             enhanced_route_refresh: true,
             extended_next_hop: false,
+            graceful_restart: None,
+            long_lived_graceful_restart: false,
             others: Vec::new(),
         }
     }
@@ -632,6 +662,7 @@ mod tests {
             four_octet_as: true,
             enhanced_route_refresh: true,
             extended_next_hop: false,
+            graceful_restart: false,
         })));
         // Traffic keeps the hold timer going; updates go to the speaker.
         assert_eq!(
@@ -902,6 +933,36 @@ mod tests {
         }));
         let n = f.negotiated().unwrap();
         assert!(!n.enhanced_route_refresh && !n.four_octet_as);
+        // Graceful restart (RFC 4724): only when both sides sent the capability.
+        let gr = Some(GracefulRestart {
+            time: 120,
+            restarting: false,
+            forwarding: true,
+            long_lived_stale_time: 0,
+        });
+        for (ours, theirs, want) in [
+            (gr, Some(90), true),
+            (gr, None, false),
+            (None, Some(90), false),
+            (None, None, false),
+        ] {
+            let mut f = open_sent(Settings {
+                offer: Offer {
+                    graceful_restart: ours,
+                    ..settings().offer
+                },
+                ..settings()
+            });
+            f.handle(Event::Open(PeerOpen {
+                capabilities: PeerCapabilities {
+                    graceful_restart: theirs,
+                    ..caps(true, true)
+                },
+                ..open(65000, 9)
+            }));
+            let n = f.negotiated().unwrap();
+            assert_eq!(n.graceful_restart, want, "ours {ours:?}, theirs {theirs:?}");
+        }
     }
 
     #[test]

@@ -20,8 +20,14 @@ use crate::model::Exported;
 pub struct Inputs {
     /// kube-gw is stopping: withdraw, Cease / Administrative Shutdown, close, end.
     pub stop: watch::Receiver<bool>,
+    /// Read at the stop: true when it is a graceful restart (RFC 4724): close without
+    /// withdrawing and without a NOTIFICATION, so the peer keeps the routes.
+    pub leave: watch::Receiver<bool>,
     /// The exported routes.
     pub exported: watch::Receiver<Exported>,
+    /// The export is complete (the first complete cluster view is programmed): End-of-RIB
+    /// may go out.
+    pub complete: watch::Receiver<bool>,
     /// RFC 8326 drain: everything with GRACEFUL_SHUTDOWN while true.
     pub drain: watch::Receiver<bool>,
     /// `kube-gw drain` (true) and `undrain`: withdraw and close, and stay closed.
@@ -36,6 +42,7 @@ pub struct Inputs {
 pub(super) struct Channels {
     pub(super) inputs: Inputs,
     pub(super) exported_open: bool,
+    pub(super) complete_open: bool,
     pub(super) drain_open: bool,
     pub(super) paused_open: bool,
     pub(super) incoming_open: bool,
@@ -56,6 +63,8 @@ pub(super) enum Wake {
     Timer(usize),
     /// The exported routes changed to these.
     Exported(Exported),
+    /// The export became complete.
+    Complete,
     /// BFD's verdict changed to this.
     Bfd(Verdict),
     /// The socket: bytes read into the buffer (0: the peer closed), or an error.
@@ -69,6 +78,7 @@ impl Channels {
         Self {
             inputs,
             exported_open: true,
+            complete_open: true,
             drain_open: true,
             paused_open: true,
             incoming_open: true,
@@ -137,6 +147,12 @@ impl Channels {
                 self.exported_open = r.is_ok();
                 if self.exported_open {
                     return Wake::Exported(i.exported.borrow_and_update().clone());
+                }
+            }
+            r = i.complete.changed(), if self.complete_open => {
+                self.complete_open = r.is_ok();
+                if self.complete_open && *i.complete.borrow_and_update() {
+                    return Wake::Complete;
                 }
             }
             r = bfd, if self.bfd_open => match r {

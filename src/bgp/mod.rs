@@ -13,6 +13,8 @@
 //!   (BoRR/EoRR), drain (GRACEFUL_SHUTDOWN), close → UPDATE bodies and markers;
 //! - [`rib_in`]: a neighbor's Adj-RIB-In with max-prefix;
 //! - [`peer`]: configuration → neighbors (passwords included, never shown);
+//! - [`restart`]: graceful restart (RFC 4724), the restarting side — the capability's
+//!   R and F bits from whether the kernel's forwarding state survived (same boot);
 //! - [`status`] and [`metrics`]: what a session reports, and its Prometheus collector.
 //!
 //! I/O (with [`crate::link`] for link-local interfaces and IPv6 next hops):
@@ -36,6 +38,7 @@ pub mod neighbor;
 pub mod open;
 pub mod peer;
 pub mod receive;
+pub mod restart;
 pub mod rib_in;
 pub mod rib_out;
 pub mod session;

@@ -13,10 +13,14 @@ use tokio::time::Instant;
 use super::fsm::State;
 use super::inputs::{Channels, Inputs};
 use super::peer::Peer;
-use super::session::{Ended, Session, DRAINED};
+use super::session::{Ended, Session};
 use super::status::{NeighborStatus, Report};
 use crate::backoff::Backoff;
 use crate::lifecycle::Heartbeat;
+
+/// What a drained neighbor's status says.
+pub(super) const DRAINED: &str =
+    "drained (kube-gw drain): routes withdrawn, session closed; `kube-gw undrain` resumes";
 
 /// Runs the neighbor's sessions until `stop` turns true; then sends Cease / Administrative
 /// Shutdown if the session is up.
@@ -50,7 +54,8 @@ pub async fn run(peer: Peer, status: watch::Sender<NeighborStatus>, inputs: Inpu
             status.send_modify(|s| s.last_error = None);
         }
         let draining = *ch.inputs.drain.borrow();
-        let mut s = Session::new(&peer, &status, &hb, draining, ch.inputs.exported.clone());
+        let (exported, complete) = (ch.inputs.exported.clone(), ch.inputs.complete.clone());
+        let mut s = Session::new(&peer, &status, &hb, draining, exported, complete);
         let hold_down = match s.run(&mut ch, initial.take()).await {
             Ended::Stopped => return,
             Ended::Paused => continue,

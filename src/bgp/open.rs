@@ -12,7 +12,9 @@ use std::net::Ipv4Addr;
 
 use netgauze_bgp_pkt::capabilities::{
     BgpCapability, ExtendedNextHopEncoding, ExtendedNextHopEncodingCapability,
-    FourOctetAsCapability, MultiProtocolExtensionsCapability,
+    FourOctetAsCapability, GracefulRestartAddressFamily, GracefulRestartCapability,
+    LongLivedGracefulRestartAddressFamily, LongLivedGracefulRestartCapability,
+    MultiProtocolExtensionsCapability,
 };
 use netgauze_bgp_pkt::open::{BgpOpenMessage, BgpOpenMessageParameter};
 use netgauze_bgp_pkt::wire::deserializer::open::BgpOpenMessageParsingError;
@@ -22,7 +24,7 @@ use netgauze_parse_utils::reader::SliceReader;
 use netgauze_parse_utils::traits::ParseFromWithOneInput;
 use netgauze_parse_utils::WritablePdu;
 
-use super::fsm::{PeerCapabilities, PeerOpen, Settings};
+use super::fsm::{GracefulRestart, PeerCapabilities, PeerOpen, Settings};
 use super::wire::{Code, Notification};
 
 /// `AS_TRANS` (RFC 6793).
@@ -38,6 +40,8 @@ pub struct Proposal {
     pub ipv6_unicast: bool,
     /// RFC 8950: IPv4 unicast routes with an IPv6 next hop.
     pub extended_next_hop: bool,
+    /// RFC 4724.
+    pub graceful_restart: Option<GracefulRestart>,
 }
 
 impl From<&Settings> for Proposal {
@@ -49,6 +53,7 @@ impl From<&Settings> for Proposal {
             ipv4_unicast: s.offer.ipv4_unicast,
             ipv6_unicast: s.offer.ipv6_unicast,
             extended_next_hop: s.offer.extended_next_hop,
+            graceful_restart: s.offer.graceful_restart,
         }
     }
 }
@@ -73,6 +78,33 @@ pub fn encode(p: &Proposal) -> Vec<u8> {
                 AddressFamily::IPv6,
             )]),
         ));
+    }
+    if let Some(gr) = p.graceful_restart {
+        let families = || {
+            [
+                (p.ipv4_unicast, AddressType::Ipv4Unicast),
+                (p.ipv6_unicast, AddressType::Ipv6Unicast),
+            ]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, t)| t)
+        };
+        let gr_families: Vec<_> = families()
+            .map(|t| GracefulRestartAddressFamily::new(gr.forwarding, t))
+            .collect();
+        // No Notification (N) bit: kube-gw's NOTIFICATIONs end sessions for good.
+        caps.push(BgpCapability::GracefulRestartCapability(
+            GracefulRestartCapability::new(gr.restarting, false, gr.time.min(4095), gr_families),
+        ));
+        if gr.long_lived_stale_time > 0 {
+            let stale = gr.long_lived_stale_time.min(0xFF_FFFF);
+            let ll: Vec<_> = families()
+                .map(|t| LongLivedGracefulRestartAddressFamily::new(gr.forwarding, t, stale))
+                .collect();
+            caps.push(BgpCapability::LongLivedGracefulRestart(
+                LongLivedGracefulRestartCapability::new(ll),
+            ));
+        }
     }
     caps.push(BgpCapability::RouteRefresh);
     caps.push(BgpCapability::EnhancedRouteRefresh);
@@ -138,6 +170,8 @@ pub fn decode(body: &[u8]) -> Result<PeerOpen, Notification> {
                         && x.next_hop_afi() == AddressFamily::IPv6
                 });
             }
+            BgpCapability::GracefulRestartCapability(g) => caps.graceful_restart = Some(g.time()),
+            BgpCapability::LongLivedGracefulRestart(_) => caps.long_lived_graceful_restart = true,
             other => caps.others.push(capability_name(other)),
         }
     }
@@ -179,10 +213,9 @@ mod tests {
         let c = &r.capabilities;
         assert!(c.four_octet_as && c.ipv4_unicast && c.ipv6_unicast);
         assert!(c.route_refresh && c.enhanced_route_refresh);
-        assert_eq!(
-            c.others,
-            vec!["GracefulRestartCapability", "LongLivedGracefulRestart"]
-        );
+        assert_eq!(c.graceful_restart, Some(120));
+        assert!(c.long_lived_graceful_restart);
+        assert!(c.others.is_empty(), "{:?}", c.others);
     }
 
     #[test]
@@ -194,6 +227,7 @@ mod tests {
             ipv4_unicast: true,
             ipv6_unicast: true,
             extended_next_hop: true,
+            graceful_restart: None,
         };
         let body = encode(&p);
         assert_eq!(body[0], 4);
@@ -212,6 +246,63 @@ mod tests {
         );
     }
 
+    /// RFC 4724 §3: code 64, then flags (R = 0x8) and the 12-bit restart time, then per
+    /// family AFI, SAFI and flags (F = 0x80).
+    #[test]
+    fn the_graceful_restart_capability_carries_r_f_and_the_time() {
+        let mut p = Proposal {
+            local_as: 65010,
+            router_id: "192.0.2.20".parse().unwrap(),
+            hold_time: 9,
+            ipv4_unicast: true,
+            ipv6_unicast: true,
+            extended_next_hop: false,
+            graceful_restart: Some(GracefulRestart {
+                time: 120,
+                restarting: true,
+                forwarding: true,
+                long_lived_stale_time: 0,
+            }),
+        };
+        let body = encode(&p);
+        let want = [64, 10, 0x80, 120, 0, 1, 1, 0x80, 0, 2, 1, 0x80];
+        assert!(body.windows(12).any(|w| w == want), "{body:02x?}");
+        assert!(
+            !decode(&body)
+                .unwrap()
+                .capabilities
+                .long_lived_graceful_restart
+        );
+        assert_eq!(
+            decode(&body).unwrap().capabilities.graceful_restart,
+            Some(120)
+        );
+        p.graceful_restart = Some(GracefulRestart {
+            time: 4095,
+            restarting: false,
+            forwarding: false,
+            long_lived_stale_time: 3600,
+        });
+        p.ipv6_unicast = false;
+        let body = encode(&p);
+        let want = [64, 6, 0x0f, 0xff, 0, 1, 1, 0];
+        assert!(body.windows(8).any(|w| w == want), "{body:02x?}");
+        // RFC 9494 §2: code 71, then per family AFI, SAFI, flags, 24-bit stale time.
+        let want = [71, 7, 0, 1, 1, 0, 0, 0x0e, 0x10];
+        assert!(body.windows(9).any(|w| w == want), "{body:02x?}");
+        assert!(
+            decode(&body)
+                .unwrap()
+                .capabilities
+                .long_lived_graceful_restart
+        );
+        p.graceful_restart = None;
+        assert_eq!(
+            decode(&encode(&p)).unwrap().capabilities.graceful_restart,
+            None
+        );
+    }
+
     #[test]
     fn bad_opens_map_to_their_notifications() {
         let mut body = encode(&Proposal {
@@ -221,6 +312,7 @@ mod tests {
             ipv4_unicast: true,
             ipv6_unicast: false,
             extended_next_hop: false,
+            graceful_restart: None,
         });
         let mut v3 = body.clone();
         v3[0] = 3;

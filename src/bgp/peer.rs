@@ -39,6 +39,8 @@ pub struct Peer {
     pub max_prefixes: Option<u32>,
     /// BFD toward this neighbor, if asked for.
     pub bfd: Option<crate::bfd::service::PeerSpec>,
+    /// Graceful restart (`[bgp] graceful-restart`): set by the speaker at start.
+    pub restart: Option<super::restart::Restart>,
 }
 
 /// A TCP MD5 password: its bytes never reach a log, status or error message.
@@ -145,6 +147,8 @@ pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
                             ipv6_unicast: true,
                             extended_next_hop: n.address.is_ipv6()
                                 && n.extended_next_hop.unwrap_or(interface.is_some()),
+                            // Set per session from the speaker's `restart::Restart`.
+                            graceful_restart: None,
                         },
                     },
                     interface,
@@ -177,6 +181,7 @@ pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
                             detect_mult: n.bfd_multiplier,
                         },
                     }),
+                    restart: None,
                 },
                 problem,
             )
@@ -206,6 +211,7 @@ pub(crate) mod tests_support {
                     ipv4_unicast: true,
                     ipv6_unicast: true,
                     extended_next_hop: false,
+                    graceful_restart: None,
                 },
             },
             export: ExportPolicy::default(),
@@ -213,6 +219,7 @@ pub(crate) mod tests_support {
             ttl_security: false,
             max_prefixes: None,
             bfd: None,
+            restart: None,
         }
     }
 }

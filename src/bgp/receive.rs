@@ -104,6 +104,7 @@ mod tests {
             four_octet_as: true,
             enhanced_route_refresh: true,
             extended_next_hop: false,
+            graceful_restart: false,
         }
     }
 

@@ -3,11 +3,17 @@
 //!
 //! | event                      | messages                                                    |
 //! |----------------------------|-------------------------------------------------------------|
-//! | session up ([`AdjRibOut::up`]) | every exported route the session carries, then End-of-RIB per negotiated family (RFC 4724) |
+//! | session up ([`AdjRibOut::up`]) | every exported route the session carries, then End-of-RIB per negotiated family (RFC 4724) once the export is complete |
+//! | export complete ([`AdjRibOut::complete`]) | the End-of-RIB markers held back at up |
 //! | export changed             | withdrawals of what left, announcements of what is new or whose communities changed |
 //! | route refresh (RFC 2918/7313) | that family's routes again, between BoRR and EoRR when enhanced route refresh was negotiated |
 //! | drain on / off (RFC 8326)  | everything again with / without GRACEFUL_SHUTDOWN (65535:0) |
 //! | close                      | withdrawal of everything sent                               |
+//!
+//! End-of-RIB tells a peer that keeps our routes from before a restart (RFC 4724) to drop
+//! those we did not announce again, so it waits for the first complete export (the
+//! pipeline's: a complete cluster view, programmed): a session that comes up earlier sends
+//! what there is, then the rest as changes, then End-of-RIB.
 //!
 //! What a session carries: the exported prefixes of a family that both sides negotiated and
 //! for which the session has a next hop (its own IPv4 address; its IPv6 next hops, which also
@@ -101,6 +107,8 @@ struct Up {
     /// The exported version last sent (unfiltered: `carries` says which of it was).
     sent: Exported,
     len: usize,
+    /// End-of-RIB waits for the export to be complete.
+    eor_pending: bool,
 }
 
 /// One neighbor's Adj-RIB-Out.
@@ -122,9 +130,15 @@ impl AdjRibOut {
         }
     }
 
-    /// The session is Established: everything it carries, then End-of-RIB for each
-    /// negotiated family.
-    pub fn up(&mut self, n: &Negotiated, hops: NextHops, exported: &Exported) -> Vec<Out> {
+    /// The session is Established: everything it carries, then — if the export is
+    /// `complete` — End-of-RIB for each negotiated family.
+    pub fn up(
+        &mut self,
+        n: &Negotiated,
+        hops: NextHops,
+        exported: &Exported,
+        complete: bool,
+    ) -> Vec<Out> {
         let ipv4_via_ipv6 = hops.v6.is_some() && n.extended_next_hop && n.families.ipv4;
         let attrs = Attrs {
             local_as: self.local_as,
@@ -145,11 +159,8 @@ impl AdjRibOut {
         let routes: Vec<(&IpNet, &Option<_>)> =
             exported.iter().filter(|(p, _)| carries.prefix(p)).collect();
         let mut out = pack(routes.iter().copied(), &[], &attrs);
-        if n.families.ipv4 {
-            out.push(Out::Update(update::end_of_rib_v4()));
-        }
-        if n.families.ipv6 {
-            out.push(Out::Update(update::end_of_rib_v6()));
+        if complete {
+            out.extend(end_of_rib(n.families));
         }
         self.up = Some(Up {
             attrs,
@@ -158,8 +169,21 @@ impl AdjRibOut {
             enhanced_route_refresh: n.enhanced_route_refresh,
             len: routes.len(),
             sent: exported.clone(),
+            eor_pending: !complete,
         });
         out
+    }
+
+    /// The export is complete: the End-of-RIB markers held back at [`Self::up`] (nothing
+    /// if they went out already or the session is down).
+    pub fn complete(&mut self) -> Vec<Out> {
+        match self.up.as_mut() {
+            Some(up) if up.eor_pending => {
+                up.eor_pending = false;
+                end_of_rib(up.families)
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// The exported set changed: withdraw what left, announce what is new or changed.
@@ -280,6 +304,17 @@ impl AdjRibOut {
     }
 }
 
+fn end_of_rib(f: Families) -> Vec<Out> {
+    let mut out = Vec::new();
+    if f.ipv4 {
+        out.push(Out::Update(update::end_of_rib_v4()));
+    }
+    if f.ipv6 {
+        out.push(Out::Update(update::end_of_rib_v6()));
+    }
+    out
+}
+
 /// How a route differs between two versions of the exported map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change<'a> {
@@ -396,6 +431,7 @@ mod tests {
             four_octet_as: true,
             enhanced_route_refresh: enhanced,
             extended_next_hop: false,
+            graceful_restart: false,
         }
     }
 
@@ -559,7 +595,7 @@ mod tests {
         ];
         for (name, (v4, v6), hops, want, eors) in cases {
             let mut rib = AdjRibOut::new(LOCAL_AS, ExportPolicy::default());
-            let s = seen(&rib.up(&negotiated(v4, v6, true), hops, &all));
+            let s = seen(&rib.up(&negotiated(v4, v6, true), hops, &all, true));
             assert_eq!(s.announced, set(&want), "{name}");
             assert_eq!(s.end_of_ribs, eors, "{name}");
             assert_eq!(rib.len(), want.len(), "{name}");
@@ -569,18 +605,44 @@ mod tests {
         let mut n = negotiated(true, true, true);
         n.extended_next_hop = true;
         let mut rib = AdjRibOut::new(LOCAL_AS, ExportPolicy::default());
-        let s = seen(&rib.up(&n, v6_hops(), &all));
+        let s = seen(&rib.up(&n, v6_hops(), &all, true));
         assert_eq!(
             s.announced,
             set(&["198.51.100.1/32", "2001:db8:100::1/128"])
         );
     }
 
+    /// RFC 4724: End-of-RIB only once the export is complete, so that a peer holding our
+    /// routes from before a restart does not drop those still to come.
+    #[test]
+    fn end_of_rib_waits_for_the_complete_export() {
+        let partial = exported(&[("198.51.100.1/32", None)]);
+        let mut rib = AdjRibOut::new(LOCAL_AS, ExportPolicy::default());
+        let s = seen(&rib.up(&negotiated(true, true, true), v4_hops(), &partial, false));
+        assert_eq!((s.announced, s.end_of_ribs), (set(&["198.51.100.1/32"]), 0));
+        let full = edit(&partial, &[], &[("198.51.100.2/32", None)]);
+        let s = seen(&rib.export_changed(&full).0);
+        assert_eq!((s.announced, s.end_of_ribs), (set(&["198.51.100.2/32"]), 0));
+        // Complete: one End-of-RIB per negotiated family, once.
+        assert_eq!(seen(&rib.complete()).end_of_ribs, 2);
+        assert!(rib.complete().is_empty());
+        // A session that comes up after the export was complete sends them at once; a
+        // down session sends nothing.
+        let mut late = AdjRibOut::new(LOCAL_AS, ExportPolicy::default());
+        assert_eq!(
+            seen(&late.up(&negotiated(true, false, true), v4_hops(), &full, true)).end_of_ribs,
+            1
+        );
+        assert!(late.complete().is_empty());
+        late.down();
+        assert!(late.complete().is_empty());
+    }
+
     #[test]
     fn an_export_change_sends_only_the_difference() {
         let mut rib = AdjRibOut::new(LOCAL_AS, ExportPolicy::default());
         let v1 = exported(&[("198.51.100.1/32", None), ("198.51.100.2/32", None)]);
-        rib.up(&negotiated(true, true, true), v4_hops(), &v1);
+        rib.up(&negotiated(true, true, true), v4_hops(), &v1, true);
         let v2 = edit(
             &v1,
             &["198.51.100.1/32"],
@@ -620,7 +682,7 @@ mod tests {
         let mut n = negotiated(true, true, true);
         n.extended_next_hop = true;
         let mut rib = AdjRibOut::new(LOCAL_AS, ExportPolicy::default());
-        rib.up(&n, v6_hops(), &all);
+        rib.up(&n, v6_hops(), &all, true);
         let (out, count) = rib.refresh(1, 1);
         let s = seen(&out);
         assert_eq!(s.announced, set(&["198.51.100.1/32"]));
@@ -632,7 +694,7 @@ mod tests {
         assert_eq!(s.announced, set(&["2001:db8:100::1/128"]));
         // Without enhanced route refresh: no markers.
         let mut rib = AdjRibOut::new(LOCAL_AS, ExportPolicy::default());
-        rib.up(&negotiated(true, true, false), v4_hops(), &all);
+        rib.up(&negotiated(true, true, false), v4_hops(), &all, true);
         let s = seen(&rib.refresh(1, 1).0);
         assert_eq!(
             (s.announced, s.markers),
@@ -640,7 +702,7 @@ mod tests {
         );
         // A family the session does not have, or another SAFI: ignored.
         let mut rib = AdjRibOut::new(LOCAL_AS, ExportPolicy::default());
-        rib.up(&negotiated(true, false, true), v4_hops(), &all);
+        rib.up(&negotiated(true, false, true), v4_hops(), &all, true);
         assert!(rib.refresh(2, 1).0.is_empty());
         assert!(rib.refresh(1, 128).0.is_empty());
     }
@@ -656,7 +718,7 @@ mod tests {
             ("198.51.100.2/32", Some("no-export")),
         ]);
         let mut rib = AdjRibOut::new(LOCAL_AS, policy);
-        rib.up(&negotiated(true, false, true), v4_hops(), &all);
+        rib.up(&negotiated(true, false, true), v4_hops(), &all, true);
         let s = seen(&rib.set_draining(true));
         assert_eq!(s.announced, set(&["198.51.100.1/32", "198.51.100.2/32"]));
         assert!(
@@ -677,7 +739,7 @@ mod tests {
         // A session that comes up while draining starts with it.
         rib.set_draining(true);
         rib.down();
-        let s = seen(&rib.up(&negotiated(true, false, true), v4_hops(), &all));
+        let s = seen(&rib.up(&negotiated(true, false, true), v4_hops(), &all, true));
         assert!(s.communities.iter().all(|c| c.contains(&GRACEFUL_SHUTDOWN)));
     }
 
@@ -689,7 +751,7 @@ mod tests {
             rib.withdraw_all().is_empty(),
             "nothing sent, nothing to withdraw"
         );
-        rib.up(&negotiated(true, true, true), v4_hops(), &all);
+        rib.up(&negotiated(true, true, true), v4_hops(), &all, true);
         let s = seen(&rib.withdraw_all());
         assert_eq!(s.withdrawn, set(&["198.51.100.1/32"]));
         assert!(s.announced.is_empty());

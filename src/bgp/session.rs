@@ -24,9 +24,8 @@
 //! a connect waits on the peer, the session's heartbeat keeps beating (a slow peer is not a
 //! stuck daemon); the loop itself turns at least every second.
 //!
-//! Link-local neighbors: the connection is scoped to the interface (its index read from the
-//! kernel at each attempt, so an interface that appears later is found). IPv6 routes carry
-//! the session's next hops from [`super::link`].
+//! A stop withdraws and sends Cease; with graceful restart (`Inputs::leave`) it closes
+//! without either, so that the peer keeps the routes. Sockets and next hops: [`transport`].
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -43,7 +42,7 @@ use super::peer::Peer;
 use super::rib_in::{AdjRibIn, MAX_PREFIX_HOLD_DOWN};
 use super::rib_out::{AdjRibOut, Out};
 use super::status::{Dir, NeighborStatus, Report};
-use super::transport::{self, send_hold_time, CONNECT_TIMEOUT};
+use super::transport::{self, send_hold_time};
 use super::wire::{self, Framer, Kind, Notification};
 use crate::lifecycle::Heartbeat;
 use crate::model::Exported;
@@ -51,9 +50,6 @@ use crate::model::Exported;
 /// How long a write may take while the session is being stopped (the daemon's stop must
 /// not wait minutes for a peer that does not read).
 const STOP_SEND_LIMIT: Duration = Duration::from_secs(2);
-/// What a drained neighbor's status says.
-pub(super) const DRAINED: &str =
-    "drained (kube-gw drain): routes withdrawn, session closed; `kube-gw undrain` resumes";
 
 /// How a session ended.
 #[derive(Debug)]
@@ -87,6 +83,8 @@ pub(super) struct Session<'a> {
     /// The exported routes, read when the session comes up (changes come through
     /// [`Inputs::exported`]).
     exported: watch::Receiver<Exported>,
+    /// Whether the export is complete (End-of-RIB), read likewise.
+    complete: watch::Receiver<bool>,
     /// Families the peer asked to have again (ROUTE-REFRESH), as (AFI, SAFI).
     refresh: Vec<(u16, u8)>,
     send_hold: Duration,
@@ -111,14 +109,17 @@ impl<'a> Session<'a> {
         hb: &'a Heartbeat,
         draining: bool,
         exported: watch::Receiver<Exported>,
+        complete: watch::Receiver<bool>,
     ) -> Self {
         let mut rib_out = AdjRibOut::new(peer.settings.local_as, peer.export.clone());
         rib_out.set_draining(draining);
+        let mut settings = peer.settings.clone();
+        settings.offer.graceful_restart = peer.restart.map(|r| r.offer(Instant::now()));
         Self {
             peer,
             status,
             hb,
-            fsm: Fsm::new(peer.settings.clone()),
+            fsm: Fsm::new(settings),
             conn: None,
             held: None,
             incoming: None,
@@ -128,6 +129,7 @@ impl<'a> Session<'a> {
             rib_out,
             rib_in: AdjRibIn::new(peer.max_prefixes),
             exported,
+            complete,
             refresh: Vec::new(),
             send_hold: send_hold_time(peer.settings.hold_time),
             over_limit: false,
@@ -194,8 +196,16 @@ impl<'a> Session<'a> {
                     self.send(out).await;
                 }
                 Wake::Stop => {
-                    self.close("kube-gw is stopping").await;
+                    if *ch.inputs.leave.borrow() {
+                        self.leave().await;
+                    } else {
+                        self.close("kube-gw is stopping").await;
+                    }
                     return Ended::Stopped;
+                }
+                Wake::Complete => {
+                    let out = self.rib_out.complete();
+                    self.send(out).await;
                 }
                 Wake::Pause => {
                     tracing::info!(neighbor = %self.peer.name, routes = self.rib_out.len(), "drained: routes withdrawn, session closed");
@@ -288,7 +298,7 @@ impl<'a> Session<'a> {
             Action::Connect => self.connect().await,
             Action::Listen => {}
             Action::SendOpen => {
-                let body = open::encode(&Proposal::from(&self.peer.settings));
+                let body = open::encode(&Proposal::from(self.fsm.settings()));
                 if let Ok(bytes) = wire::frame(Kind::Open, &body) {
                     self.write(&bytes, Kind::Open, 1).await;
                 }
@@ -321,9 +331,9 @@ impl<'a> Session<'a> {
                     .map(transport::next_hops)
                     .unwrap_or_default();
                 let now = self.exported.borrow().clone();
-                let out = self.rib_out.up(&n, hops, &now);
+                let out = self.rib_out.up(&n, hops, &now, *self.complete.borrow());
                 self.send(out).await;
-                self.status.up(n.peer_as, n.hold_time, self.rib_out.view());
+                self.status.up(&n, self.rib_out.view());
             }
             Action::Down(why) => {
                 tracing::warn!(neighbor = %self.peer.name, reason = %why, "BGP session down");
@@ -363,29 +373,14 @@ impl<'a> Session<'a> {
 
     /// Connects to the neighbor; the outcome is the next event.
     async fn connect(&mut self) {
-        let ev = match transport::peer_socket(self.peer) {
+        let ev = match transport::attempt(self.peer, self.hb).await {
+            Ok(s) => {
+                self.conn = Some(s);
+                Event::Connected
+            }
             Err(e) => {
                 self.status.error(e);
                 Event::ConnectionLost
-            }
-            Ok(to) => {
-                let attempt =
-                    tokio::time::timeout(CONNECT_TIMEOUT, transport::connect(self.peer, to));
-                match self.hb.during(attempt).await {
-                    Ok(Ok(s)) => {
-                        self.conn = Some(s);
-                        Event::Connected
-                    }
-                    Ok(Err(e)) => {
-                        self.status.error(format!("cannot connect to {to}: {e}"));
-                        Event::ConnectionLost
-                    }
-                    Err(_) => {
-                        self.status
-                            .error(format!("no answer from {to} within {CONNECT_TIMEOUT:?}"));
-                        Event::ConnectionLost
-                    }
-                }
             }
         };
         self.pending.push_back(ev);
@@ -439,28 +434,32 @@ impl<'a> Session<'a> {
         for a in self.fsm.handle(ev) {
             self.act(a).await;
         }
-        for c in [self.conn.take(), self.incoming.take()]
+        self.shut().await;
+    }
+
+    /// Graceful restart (RFC 4724): closes every connection without withdrawing and
+    /// without a NOTIFICATION; a peer that negotiated graceful restart keeps the routes.
+    async fn leave(&mut self) {
+        let gr = self.fsm.negotiated().is_some_and(|n| n.graceful_restart);
+        tracing::info!(neighbor = %self.peer.name, routes = self.rib_out.len(), graceful_restart = gr, "graceful restart: closed without withdrawing");
+        self.shut().await;
+    }
+
+    async fn shut(&mut self) {
+        for mut c in [self.conn.take(), self.incoming.take()]
             .into_iter()
             .flatten()
         {
-            let mut c = c;
             let _ = c.shutdown().await;
         }
         self.status.state(State::Idle);
     }
 
     /// Closes a connection with Cease / Connection Collision Resolution.
-    async fn close_collision(&self, mut c: TcpStream) {
+    async fn close_collision(&self, c: TcpStream) {
         let n = Notification::new(wire::Code::Cease, 7, Vec::new());
         self.status.notification(Dir::Sent, 6);
-        let _ = self
-            .hb
-            .during(tokio::time::timeout(
-                STOP_SEND_LIMIT,
-                c.write_all(&n.encode()),
-            ))
-            .await;
-        let _ = c.shutdown().await;
+        transport::notify_and_close(c, &n, self.hb, STOP_SEND_LIMIT).await;
     }
 
     /// Frames and writes messages in order ([`transport::batches`]).
@@ -511,7 +510,8 @@ mod tests {
         let (status, _) = watch::channel(NeighborStatus::new(peer.address, None));
         let hb = crate::lifecycle::Liveness::default().register("test");
         let (_tx, exported) = watch::channel(Exported::default());
-        let mut s = Session::new(&peer, &status, &hb, false, exported);
+        let (_done, complete) = watch::channel(true);
+        let mut s = Session::new(&peer, &status, &hb, false, exported, complete);
         s.conn = Some(conn);
         s.send_hold = Duration::from_millis(300);
         let big = vec![0u8; 64 << 20];

@@ -62,6 +62,9 @@ pub struct Speaker {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     listener: Option<ListenerReport>,
     drain_time: u16,
+    /// `[bgp] graceful-restart`: a stop leaves the peers our routes (RFC 4724).
+    graceful_restart: bool,
+    leave: watch::Sender<bool>,
     /// BFD for the neighbors that ask for it (stopped after the sessions).
     bfd: Mutex<Option<crate::bfd::service::Bfd>>,
 }
@@ -70,7 +73,7 @@ pub struct Speaker {
 /// listener. `statuses` is filled here (the metrics hold it from before the start).
 pub fn spawn(
     cfg: &Config,
-    exported: watch::Receiver<Exported>,
+    (exported, complete): (watch::Receiver<Exported>, watch::Receiver<bool>),
     liveness: &Liveness,
     statuses: Statuses,
     bfd_statuses: &crate::bfd::service::StatusCell,
@@ -78,6 +81,10 @@ pub fn spawn(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
     let (paused_tx, paused_rx) = watch::channel(false);
+    let (leave_tx, leave_rx) = watch::channel(false);
+    let restart = cfg.bgp.as_ref().filter(|b| b.graceful_restart).map(|b| {
+        super::restart::Restart::load(b.restart_time, b.long_lived_stale_time, &b.restart_state)
+    });
     let mut receivers = Vec::new();
     let mut tasks = Vec::new();
     let mut routes = HashMap::new();
@@ -100,7 +107,8 @@ pub fn spawn(
             }
         }
     };
-    for (peer, problem) in peers {
+    for (mut peer, problem) in peers {
+        peer.restart = restart;
         let mut st = NeighborStatus::new(peer.address, peer.interface.clone());
         if let Some(p) = problem {
             tracing::warn!(neighbor = %peer.name, "{p}");
@@ -125,7 +133,9 @@ pub fn spawn(
         let hb = liveness.register(format!("bgp/{}", peer.name));
         let inputs = Inputs {
             stop: stop_rx.clone(),
+            leave: leave_rx.clone(),
             exported: exported.clone(),
+            complete: complete.clone(),
             drain: drain_rx.clone(),
             paused: paused_rx.clone(),
             incoming: conn_rx,
@@ -180,6 +190,8 @@ pub fn spawn(
         tasks: Mutex::new(tasks),
         listener,
         drain_time: bgp.map_or(0, |b| b.drain_time),
+        graceful_restart: restart.is_some(),
+        leave: leave_tx,
         bfd: Mutex::new(bfd),
     }
 }
@@ -211,7 +223,9 @@ impl Speaker {
         if *self.paused.borrow() || *self.drain.borrow() {
             return Drained::Already;
         }
-        let secs = self.drain_time;
+        // With no session up there is nobody to tell: withdraw (close) at once.
+        let up = self.neighbors().iter().any(|s| s.up_since.is_some());
+        let secs = if up { self.drain_time } else { 0 };
         tracing::info!(
             drain_time = secs,
             "drain: routes re-announced with GRACEFUL_SHUTDOWN"
@@ -255,10 +269,25 @@ impl Speaker {
         }
     }
 
+    /// Whether a stop now is a graceful restart: `[bgp] graceful-restart` is on and the
+    /// switch is not drained (`kube-gw drain` withdrew on purpose; that stays so).
+    pub fn restarts_gracefully(&self) -> bool {
+        self.graceful_restart && !*self.paused.borrow() && !*self.drain.borrow()
+    }
+
     /// Withdraws everything, sends Cease / Administrative Shutdown, closes the sessions and
     /// the listener, and waits for their tasks; then BFD says AdminDown to its peers (which
-    /// is no path failure to them) and stops.
+    /// is no path failure to them) and stops. A graceful restart
+    /// ([`Self::restarts_gracefully`]) instead closes the connections without withdrawing
+    /// or a NOTIFICATION, and BFD falls silent: the peers keep our routes for the restart
+    /// time (BIRD `bfd graceful`, FRR `check-control-plane-failure` keep them through the
+    /// BFD timeout too; an AdminDown would make both reset the session).
     pub async fn stop(&self) {
+        let graceful = self.restarts_gracefully();
+        if graceful {
+            tracing::info!("graceful restart: the BGP sessions close without withdrawing; the peers keep the routes for the restart time (`kube-gw drain` before a stop withdraws them)");
+        }
+        let _ = self.leave.send(graceful);
         let _ = self.stop.send(true);
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
@@ -266,7 +295,7 @@ impl Speaker {
         }
         let bfd = self.bfd.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(mut b) = bfd {
-            let _ = tokio::task::spawn_blocking(move || b.stop()).await;
+            let _ = tokio::task::spawn_blocking(move || b.stop(!graceful)).await;
         }
     }
 

@@ -27,6 +27,9 @@ pub struct NeighborStatus {
     pub up_since: Option<Instant>,
     pub peer_as: Option<u32>,
     pub hold_time: Option<u16>,
+    /// Graceful restart (RFC 4724) negotiated on the current or last session: the peer
+    /// keeps our routes through a restart of kube-gw.
+    pub graceful_restart: bool,
     pub updates_received: u64,
     /// Messages by type (OPEN, UPDATE, NOTIFICATION, KEEPALIVE, ROUTE-REFRESH), both ways.
     pub messages_sent: [u64; 5],
@@ -65,6 +68,7 @@ impl NeighborStatus {
             up_since: None,
             peer_as: None,
             hold_time: None,
+            graceful_restart: false,
             updates_received: 0,
             messages_sent: [0; 5],
             messages_received: [0; 5],
@@ -105,7 +109,7 @@ pub trait Report {
     /// The FSM changed state.
     fn state(&self, state: State);
     /// The session came up with what was sent on it.
-    fn up(&self, peer_as: u32, hold_time: u16, sent: rib_out::View);
+    fn up(&self, n: &super::fsm::Negotiated, sent: rib_out::View);
     /// The session went down (or could not start): why.
     fn down(&self, why: String);
     /// What the neighbor has been sent changed.
@@ -151,11 +155,12 @@ impl Report for watch::Sender<NeighborStatus> {
         });
     }
 
-    fn up(&self, peer_as: u32, hold_time: u16, sent: rib_out::View) {
+    fn up(&self, n: &super::fsm::Negotiated, sent: rib_out::View) {
         self.send_modify(|s| {
             s.up_since = Some(Instant::now());
-            s.peer_as = Some(peer_as);
-            s.hold_time = Some(hold_time);
+            s.peer_as = Some(n.peer_as);
+            s.hold_time = Some(n.hold_time);
+            s.graceful_restart = n.graceful_restart;
             s.last_error = None;
             s.prefixes_sent = sent.len();
             s.adj_rib_out = sent;

@@ -37,6 +37,34 @@ pub fn peer_socket(peer: &Peer) -> Result<SocketAddr, String> {
     }
 }
 
+/// Sends `n` (within `limit`, the heartbeat excused) and closes the connection.
+pub async fn notify_and_close(
+    mut c: TcpStream,
+    n: &wire::Notification,
+    hb: &crate::lifecycle::Heartbeat,
+    limit: Duration,
+) {
+    use tokio::io::AsyncWriteExt;
+    let _ = hb
+        .during(tokio::time::timeout(limit, c.write_all(&n.encode())))
+        .await;
+    let _ = c.shutdown().await;
+}
+
+/// One connection attempt within [`CONNECT_TIMEOUT`] (the heartbeat is excused meanwhile);
+/// the error says what failed, for the neighbor's status.
+pub async fn attempt(peer: &Peer, hb: &crate::lifecycle::Heartbeat) -> Result<TcpStream, String> {
+    let to = peer_socket(peer)?;
+    match hb
+        .during(tokio::time::timeout(CONNECT_TIMEOUT, connect(peer, to)))
+        .await
+    {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(format!("cannot connect to {to}: {e}")),
+        Err(_) => Err(format!("no answer from {to} within {CONNECT_TIMEOUT:?}")),
+    }
+}
+
 /// Connects to the peer with the neighbor's TCP MD5 key and GTSM settings in place before
 /// the SYN goes out.
 pub async fn connect(peer: &Peer, to: SocketAddr) -> std::io::Result<TcpStream> {

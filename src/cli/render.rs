@@ -104,16 +104,22 @@ pub fn bgp_neighbors(rows: &BgpNeighbors) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{:<28} {:<12} {:<11} {:>9} {:>6} {:>6} {:>9}  Last error",
-        "Neighbor", "State", "AS", "Up (s)", "Sent", "Rcvd", "Updates"
+        "{:<28} {:<12} {:<11} {:<3} {:>9} {:>6} {:>6} {:>9}  Last error",
+        "Neighbor", "State", "AS", "GR", "Up (s)", "Sent", "Rcvd", "Updates"
     );
     for n in rows {
+        let gr = match (n.peer_as, n.graceful_restart) {
+            (None, _) => "-",
+            (Some(_), true) => "yes",
+            (Some(_), false) => "no",
+        };
         let _ = writeln!(
             o,
-            "{:<28} {:<12} {:<11} {:>9} {:>6} {:>6} {:>9}  {}",
+            "{:<28} {:<12} {:<11} {:<3} {:>9} {:>6} {:>6} {:>9}  {}",
             n.address,
             n.state,
             n.peer_as.map(|a| a.to_string()).unwrap_or_default(),
+            gr,
             n.uptime_seconds,
             n.prefixes_sent,
             n.prefixes_received,

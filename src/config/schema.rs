@@ -255,6 +255,22 @@ pub(crate) struct BgpCommon {
     listen: bool,
     #[serde(default)]
     static_prefixes: Vec<ipnet::IpNet>,
+    #[serde(default)]
+    graceful_restart: bool,
+    #[serde(default = "default_restart_time")]
+    restart_time: u16,
+    #[serde(default = "default_restart_state")]
+    restart_state: PathBuf,
+    #[serde(default)]
+    long_lived_stale_time: u32,
+}
+
+fn default_restart_time() -> u16 {
+    120
+}
+
+fn default_restart_state() -> PathBuf {
+    PathBuf::from("/run/kube-gw/bgp-restart")
 }
 
 fn default_true() -> bool {
@@ -279,6 +295,10 @@ impl BgpCommon {
             drain_time: self.drain_time,
             listen: self.listen,
             static_prefixes: self.static_prefixes,
+            graceful_restart: self.graceful_restart,
+            restart_time: self.restart_time,
+            restart_state: self.restart_state,
+            long_lived_stale_time: self.long_lived_stale_time,
             neighbors,
         }
     }
@@ -315,6 +335,21 @@ pub struct BgpConfig {
     /// Prefixes announced to every neighbor while kube-gw runs, whatever the cluster says
     /// (an aggregate of the pools, say).
     pub static_prefixes: Vec<ipnet::IpNet>,
+    /// Graceful restart (RFC 4724) as the restarting speaker: the capability with restart
+    /// time and forwarding state, and a stop (`systemctl stop|restart`, a package upgrade)
+    /// that closes the sessions without withdrawing, so the peers keep the routes for
+    /// `restart-time` while the kept addresses and IPVS go on forwarding. Needs
+    /// `[vip] on-shutdown = "keep"`. `kube-gw drain` before a stop still withdraws.
+    pub graceful_restart: bool,
+    /// Seconds the peers keep our routes after the sessions went (1..=4095; default 120).
+    pub restart_time: u16,
+    /// Where kube-gw notes the boot it programmed the kernel in (default
+    /// /run/kube-gw/bgp-restart): a start in the same boot has kept the forwarding state.
+    pub restart_state: PathBuf,
+    /// Long-lived graceful restart (RFC 9494): seconds a peer that supports it keeps our
+    /// routes after the restart time, marked LLGR_STALE and least preferred (0: not
+    /// offered; at most 16777215).
+    pub long_lived_stale_time: u32,
     pub neighbors: Vec<NeighborConfig>,
 }
 

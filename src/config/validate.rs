@@ -54,6 +54,17 @@ pub fn validate(cfg: &PartialConfig, files: FileChecks) -> Vec<Finding> {
     }
     if let Some(Some(bgp)) = &cfg.bgp {
         bgp_rules(bgp, &cfg.neighbor_index, &mut out);
+        let kept = cfg
+            .vip
+            .as_ref()
+            .is_none_or(|v| v.on_shutdown == OnShutdown::Keep);
+        if bgp.graceful_restart && !kept {
+            out.error(
+                KeyPath::keys(&["bgp", "graceful-restart"]),
+                "graceful restart keeps the peers forwarding to this switch while kube-gw restarts, but [vip] on-shutdown = \"remove\" takes the addresses away at stop".into(),
+                "set [vip] on-shutdown = \"keep\", or graceful-restart = false",
+            );
+        }
     }
     if let Some(log) = &cfg.log {
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&log.level) {
@@ -280,6 +291,40 @@ fn bgp_rules(bgp: &BgpConfig, file_index: &[usize], out: &mut Findings) {
                 bgp.keepalive, bgp.hold_time
             ),
             "use a third of the hold time (e.g. hold-time = 9, keepalive = 3)",
+        );
+    }
+    if bgp.graceful_restart && !(1..=4095).contains(&bgp.restart_time) {
+        out.error(
+            base().key("restart-time"),
+            format!(
+                "a restart time of {} s does not fit the capability's 12 bits (RFC 4724)",
+                bgp.restart_time
+            ),
+            "use 1 to 4095 seconds; 120 is the usual value",
+        );
+    }
+    if bgp.long_lived_stale_time > 0xFF_FFFF {
+        out.error(
+            base().key("long-lived-stale-time"),
+            format!(
+                "a long-lived stale time of {} s does not fit the capability's 24 bits (RFC 9494)",
+                bgp.long_lived_stale_time
+            ),
+            "use at most 16777215 seconds (about 194 days)",
+        );
+    }
+    if bgp.long_lived_stale_time > 0 && !bgp.graceful_restart {
+        out.warn(
+            base().key("long-lived-stale-time"),
+            "long-lived graceful restart is offered only with graceful-restart = true".into(),
+            "set graceful-restart = true, or remove long-lived-stale-time",
+        );
+    }
+    if bgp.restart_state.is_relative() {
+        out.error(
+            base().key("restart-state"),
+            format!("{} is a relative path", bgp.restart_state.display()),
+            "use an absolute path on a tmpfs, such as /run/kube-gw/bgp-restart",
         );
     }
     for (i, p) in bgp.static_prefixes.iter().enumerate() {

@@ -9,6 +9,7 @@ mod bgp;
 #[path = "../common/controlplane.rs"]
 mod controlplane;
 mod harness;
+mod restart;
 mod vips;
 
 use std::process::Command;

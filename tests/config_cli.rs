@@ -65,8 +65,8 @@ fn every_example_config_validates() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
     }
     assert!(
-        seen >= 2,
-        "expected the spine and border-leaf examples, found {seen}"
+        seen >= 3,
+        "expected the spine, border-leaf and beside-frr examples, found {seen}"
     );
 }
 

@@ -39,6 +39,12 @@ pub struct Peer {
     pub max_prefixes: Option<u32>,
     /// BFD toward this neighbor, if asked for.
     pub bfd: Option<crate::bfd::service::PeerSpec>,
+    /// The source address of our connections (`local-address`).
+    pub local_address: Option<IpAddr>,
+    /// Next hops announced instead of the session's own addresses (`next-hop-ipv4`,
+    /// `next-hop-ipv6`).
+    pub next_hop_v4: Option<std::net::Ipv4Addr>,
+    pub next_hop_v6: Option<std::net::Ipv6Addr>,
     /// Graceful restart (`[bgp] graceful-restart`): set by the speaker at start.
     pub restart: Option<super::restart::Restart>,
 }
@@ -181,6 +187,9 @@ pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
                             detect_mult: n.bfd_multiplier,
                         },
                     }),
+                    local_address: n.local_address,
+                    next_hop_v4: n.next_hop_ipv4,
+                    next_hop_v6: n.next_hop_ipv6,
                     restart: None,
                 },
                 problem,
@@ -219,6 +228,9 @@ pub(crate) mod tests_support {
             ttl_security: false,
             max_prefixes: None,
             bfd: None,
+            local_address: None,
+            next_hop_v4: None,
+            next_hop_v6: None,
             restart: None,
         }
     }

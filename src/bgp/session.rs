@@ -328,7 +328,7 @@ impl<'a> Session<'a> {
                 let hops = self
                     .conn
                     .as_ref()
-                    .map(transport::next_hops)
+                    .map(|c| transport::next_hops(c, self.peer))
                     .unwrap_or_default();
                 let now = self.exported.borrow().clone();
                 let out = self.rib_out.up(&n, hops, &now, *self.complete.borrow());

@@ -90,26 +90,44 @@ pub async fn connect(peer: &Peer, to: SocketAddr) -> std::io::Result<TcpStream> 
         }
         kube_gw_sockopt::set_min_ttl(&sock, to, 255)?;
     }
+    if let Some(local) = peer.local_address {
+        sock.bind(SocketAddr::new(local, 0)).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot use the local address {local} ({e}); is it on an interface?"),
+            )
+        })?;
+    }
     let stream = sock.connect(to).await?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
 
 /// The session's own addresses as next hops: its local IPv4 address, or its IPv6 next hops
-/// from the kernel's address table ([`link::next_hops`]).
-pub fn next_hops(conn: &TcpStream) -> NextHops {
-    let Some((local, peer)) = conn.local_addr().ok().zip(conn.peer_addr().ok()) else {
+/// from the kernel's address table ([`link::next_hops`]); the neighbor's configured
+/// `next-hop-ipv4`/`next-hop-ipv6` instead where set (a session over the loopback to the
+/// switch's own routing daemon: the switch's address, not 127.0.0.1).
+pub fn next_hops(conn: &TcpStream, peer: &Peer) -> NextHops {
+    let Some((local, remote)) = conn.local_addr().ok().zip(conn.peer_addr().ok()) else {
         return NextHops::default();
     };
-    let six = link::next_hops(&link::read(), local, peer);
-    NextHops {
+    let six = link::next_hops(&link::read(), local, remote);
+    let mut hops = NextHops {
         v4: match local.ip().to_canonical() {
             IpAddr::V4(v) => Some(v),
             IpAddr::V6(_) => None,
         },
         v6: six.map(|(g, _)| g),
         v6_local: six.and_then(|(_, l)| l),
+    };
+    if let Some(v4) = peer.next_hop_v4 {
+        hops.v4 = Some(v4);
     }
+    if let Some(v6) = peer.next_hop_v6 {
+        hops.v6 = Some(v6);
+        hops.v6_local = None;
+    }
+    hops
 }
 
 /// Framed bytes for one write: `count` messages of one kind.

@@ -6,8 +6,9 @@
 //! in MP_REACH_NLRI / MP_UNREACH_NLRI (RFC 4760) with a global and, when known, a link-local
 //! next hop. On an IPv6 session with extended next hop (RFC 8950), IPv4 routes travel in
 //! MP_REACH_NLRI / MP_UNREACH_NLRI too, with the IPv6 next hops. Attributes: ORIGIN IGP,
-//! AS_PATH (our AS for external peers, empty for internal ones, 4-octet), and the
-//! communities given.
+//! AS_PATH (our AS for external peers, empty for internal ones, 4-octet), LOCAL_PREF 100 for
+//! internal peers (RFC 4271 §5.1.5: every UPDATE to an internal peer carries it; FRR treats
+//! one without it as a withdrawal), and the communities given.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -15,13 +16,17 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netgauze_bgp_pkt::community::{Community, LargeCommunity};
 use netgauze_bgp_pkt::nlri::{Ipv4Unicast, Ipv4UnicastAddress, Ipv6Unicast, Ipv6UnicastAddress};
 use netgauze_bgp_pkt::path_attribute::{
-    As4PathSegment, AsPath, AsPathSegmentType, Communities, LargeCommunities, MpReach, MpUnreach,
-    MultiExitDiscriminator, NextHop, Origin, PathAttribute, PathAttributeValue,
+    As4PathSegment, AsPath, AsPathSegmentType, Communities, LargeCommunities, LocalPreference,
+    MpReach, MpUnreach, MultiExitDiscriminator, NextHop, Origin, PathAttribute, PathAttributeValue,
 };
 use netgauze_bgp_pkt::update::BgpUpdateMessage;
 use netgauze_parse_utils::WritablePdu;
 
 use super::wire::{HEADER_LEN, MAX_LEN};
+
+/// LOCAL_PREF on routes to internal peers: the usual default, so kube-gw's routes compete
+/// with the switch's others on equal terms.
+pub const LOCAL_PREF: u32 = 100;
 
 /// The most an UPDATE body may take.
 const MAX_BODY: usize = MAX_LEN - HEADER_LEN;
@@ -85,6 +90,14 @@ fn common(a: &Attrs) -> Vec<PathAttribute> {
             false,
             false,
             PathAttributeValue::MultiExitDiscriminator(MultiExitDiscriminator::new(m)),
+        ));
+    }
+    if !a.external {
+        out.extend(attr(
+            false,
+            true,
+            false,
+            PathAttributeValue::LocalPreference(LocalPreference::new(LOCAL_PREF)),
         ));
     }
     if !a.large_communities.is_empty() {
@@ -314,6 +327,20 @@ mod tests {
             .collect();
         let bodies = pack(&v6, &v6[..500], &attrs());
         assert!(bodies.iter().all(|b| b.len() <= MAX_BODY));
+    }
+
+    /// Internal peers: an empty AS_PATH and LOCAL_PREF 100 (well-known, transitive, type 5);
+    /// external peers get no LOCAL_PREF.
+    #[test]
+    fn internal_peers_get_local_pref_and_an_empty_as_path() {
+        let mut a = attrs();
+        a.external = false;
+        let b = &pack(&["198.51.100.10/32".parse().unwrap()], &[], &a)[0];
+        let has = |b: &[u8], needle: &[u8]| b.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b, &[0x40, 5, 4, 0, 0, 0, 100]), "{b:02x?}");
+        assert!(has(b, &[0x40, 2, 0]), "{b:02x?}");
+        let ext = &pack(&["198.51.100.10/32".parse().unwrap()], &[], &attrs())[0];
+        assert!(!has(ext, &[0x40, 5, 4]), "{ext:02x?}");
     }
 
     /// Per-neighbor policy: prepend, MED, communities, large communities, in the bytes.

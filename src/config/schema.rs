@@ -390,6 +390,16 @@ pub struct NeighborConfig {
     /// Multihop BFD (RFC 5883, port 4784) for a neighbor that is not on a shared link.
     #[serde(default)]
     pub bfd_multihop: bool,
+    /// The source address of kube-gw's connections to this neighbor (default: the
+    /// kernel's choice). Beside the switch's own FRR: an address of the switch's loopback
+    /// other than FRR's, so that each side has its own.
+    pub local_address: Option<IpAddr>,
+    /// The IPv4 next hop announced to this neighbor instead of the session's own address:
+    /// for a session over the loopback to the switch's own routing daemon (FRR on SONiC or
+    /// Cumulus), the switch's address.
+    pub next_hop_ipv4: Option<std::net::Ipv4Addr>,
+    /// The IPv6 next hop likewise; it also lets an IPv4 session carry IPv6 routes.
+    pub next_hop_ipv6: Option<std::net::Ipv6Addr>,
     /// Free text shown in status output.
     pub description: Option<String>,
     /// RFC 1997 communities added to every route sent to this neighbor, `"ASN:VALUE"`.

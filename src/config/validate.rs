@@ -339,6 +339,33 @@ fn bgp_rules(bgp: &BgpConfig, file_index: &[usize], out: &mut Findings) {
     for (i, n) in bgp.neighbors.iter().enumerate() {
         let entry = file_index.get(i).copied().unwrap_or(i);
         let path = || base().key("neighbors").index(entry);
+        if let Some(a) = n.local_address {
+            if a.is_ipv4() != n.address.is_ipv4() || a.is_unspecified() || a.is_multicast() {
+                out.error(
+                    path().key("local-address"),
+                    format!("{a} cannot be the source of a session to {}", n.address),
+                    "use a unicast address of this switch in the neighbor's family",
+                );
+            }
+        }
+        if let Some(h) = n.next_hop_ipv4 {
+            if h.is_unspecified() || h.is_loopback() || h.is_multicast() || h.is_broadcast() {
+                out.error(
+                    path().key("next-hop-ipv4"),
+                    format!("{h} cannot be a next hop"),
+                    "use a unicast address of this switch that the neighbor can route to, e.g. its loopback",
+                );
+            }
+        }
+        if let Some(h) = n.next_hop_ipv6 {
+            if h.is_unspecified() || h.is_loopback() || h.is_multicast() {
+                out.error(
+                    path().key("next-hop-ipv6"),
+                    format!("{h} cannot be a next hop"),
+                    "use a global unicast address of this switch, e.g. its loopback",
+                );
+            }
+        }
         if let RemoteAsn::Number(asn) = n.remote_asn {
             if let Some(why) = asn_problem(asn) {
                 out.error(

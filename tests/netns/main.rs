@@ -9,6 +9,7 @@ mod bgp;
 #[path = "../common/controlplane.rs"]
 mod controlplane;
 mod harness;
+mod placement;
 mod restart;
 mod vips;
 

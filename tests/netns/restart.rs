@@ -375,3 +375,98 @@ fn with_bfd_the_peer_that_knows_a_restart_keeps_the_route_through_the_bfd_timeou
     );
     let _ = std::fs::remove_file(&state);
 }
+
+/// FRR as the helper (`bgp graceful-restart`, with zebra installing into the leaf's kernel):
+/// kube-gw restarted (static prefixes, no cluster) → FRR reads R and F in the capability,
+/// and its kernel route is never deleted.
+#[test]
+fn frr_keeps_the_route_in_its_kernel_through_a_graceful_restart() {
+    if !require_root("frr_keeps_the_route_in_its_kernel_through_a_graceful_restart") {
+        return;
+    }
+    let mut lab = crate::harness::Lab::new();
+    let sw = lab.node("sw");
+    let leaf = lab.node("leaf");
+    lab.link(&sw, &["192.0.2.2/30"], &leaf, &["192.0.2.1/30"]);
+    let frr = crate::harness::peers::Frr::start_with_zebra(
+        &mut lab,
+        &leaf,
+        "frr",
+        "frr defaults datacenter\nrouter bgp 65000\n bgp router-id 192.0.2.1\n\
+         no bgp ebgp-requires-policy\n bgp graceful-restart\n\
+         neighbor 192.0.2.2 remote-as 65010\n neighbor 192.0.2.2 timers connect 1\n\
+         address-family ipv4 unicast\n  neighbor 192.0.2.2 activate\n exit-address-family\n",
+    );
+    let state = lab.path("bgp-restart");
+    let kg = crate::harness::peers::KubeGw::start(
+        &mut lab,
+        &sw,
+        "kg",
+        &format!(
+            "[node]\nname = \"sw\"\n[vip]\npools = [\"198.51.100.0/24\"]\non-shutdown = \"keep\"\n\
+             [ipvs]\nenabled = false\n\
+             [bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\nhold-time = 9\n\
+             graceful-restart = true\nrestart-time = 60\nrestart-state = \"{}\"\n\
+             static-prefixes = [\"{KEPT}/32\"]\n\
+             [[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n",
+            state.display()
+        ),
+    );
+    frr.wait_established("192.0.2.2", ESTABLISH);
+    wait_for("FRR's kernel route", ESTABLISH, || {
+        (leaf_next_hop(&leaf, KEPT)? == "192.0.2.2").then_some(())
+    });
+    // What FRR read from the OPEN: (R bit, F bit for IPv4 unicast).
+    let frr_sees = || {
+        let j: serde_json::Value =
+            serde_json::from_str(&frr.vtysh("show bgp neighbors 192.0.2.2 json"))
+                .unwrap_or_default();
+        let n = &j["192.0.2.2"]["gracefulRestartInfo"];
+        (
+            n["remoteGrMode"].as_str().unwrap_or_default().to_string(),
+            n["rBit"].as_bool(),
+            n["ipv4Unicast"]["fBit"].as_bool(),
+        )
+    };
+    assert_eq!(
+        frr_sees(),
+        ("Restart".to_string(), Some(false), Some(false))
+    );
+    lab.spawn(&leaf, "leafmon", "ip", &["-ts", "monitor", "route"]);
+    wait_for("the leaf's route monitor to subscribe", ESTABLISH, || {
+        let _ = leaf.try_exec("ip", &["route", "del", "blackhole", "203.0.113.251/32"]);
+        leaf.exec("ip", &["route", "add", "blackhole", "203.0.113.251/32"]);
+        std::thread::sleep(Duration::from_millis(300));
+        lab.log("leafmon").contains("203.0.113.251").then_some(())
+    });
+
+    let st = lab.stop(&kg.name, Duration::from_secs(30)).unwrap();
+    assert_eq!(st.code(), Some(0), "{}", lab.log(&kg.name));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_ne!(frr.peer_state("192.0.2.2"), "Established");
+    assert_eq!(leaf_next_hop(&leaf, KEPT).as_deref(), Some("192.0.2.2"));
+    kg.restart(&mut lab, &sw);
+    frr.wait_established("192.0.2.2", ESTABLISH);
+    assert_eq!(frr_sees(), ("Restart".to_string(), Some(true), Some(true)));
+    // FRR got End-of-RIB and leaves its stale state; the route was never deleted.
+    wait_for("FRR to end the restart", ESTABLISH, || {
+        let j: serde_json::Value =
+            serde_json::from_str(&frr.vtysh("show bgp ipv4 unicast 198.51.100.70/32 json"))
+                .unwrap_or_default();
+        let stale = j["paths"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["stale"].as_bool() == Some(true));
+        (j["paths"].as_array().is_some_and(|p| !p.is_empty()) && !stale).then_some(())
+    });
+    assert_eq!(leaf_next_hop(&leaf, KEPT).as_deref(), Some("192.0.2.2"));
+    let mon = lab.log("leafmon");
+    assert_eq!(deletions(&mon, KEPT), 0, "{mon}");
+    // The monitor does see deletions: the marker's.
+    let before = deletions(&mon, "203.0.113.251");
+    leaf.exec("ip", &["route", "del", "blackhole", "203.0.113.251/32"]);
+    wait_for("the monitor to see the marker go", ESTABLISH, || {
+        (deletions(&lab.log("leafmon"), "203.0.113.251") > before).then_some(())
+    });
+}

@@ -104,8 +104,11 @@ pub fn spawn(
     let desired = desired_tx.subscribe();
     let (exported_tx, exported) = watch::channel(Exported::default());
     let (complete_tx, complete) = watch::channel(false);
+    // The desired channel's initial value, taken before the desired task can publish: the
+    // export gate tells a published state from it by identity.
+    let initial_desired = desired_tx.borrow().clone();
     tokio::spawn(export_loop(
-        desired_tx.subscribe(),
+        (desired_tx.subscribe(), initial_desired),
         programmed_rx.clone(),
         ipvs_rx.clone(),
         config.clone(),
@@ -142,7 +145,7 @@ pub fn spawn(
 /// data plane are there (fail-closed: no IPVS, no announcement), and withdrawn as soon as
 /// the desired state drops it (before the reconcilers remove anything).
 async fn export_loop(
-    mut desired: watch::Receiver<Arc<DesiredState>>,
+    (mut desired, initial_desired): (watch::Receiver<Arc<DesiredState>>, Arc<DesiredState>),
     mut programmed: watch::Receiver<Programmed>,
     mut ipvs: watch::Receiver<IpvsReport>,
     mut config: watch::Receiver<Arc<Config>>,
@@ -151,7 +154,7 @@ async fn export_loop(
 ) {
     let (mut ipvs_open, mut config_open) = (true, true);
     // When the first desired state came (the desired task publishes complete views only;
-    // what is in the channel before is its empty initial value).
+    // what is in the channel before is its empty initial value, `initial_desired`).
     let mut first_desired: Option<tokio::time::Instant> = None;
     loop {
         hb.turn().await;
@@ -172,6 +175,9 @@ async fn export_loop(
         if let Some(next) = next {
             out.send_replace(next);
         }
+        if !Arc::ptr_eq(&d, &initial_desired) {
+            first_desired.get_or_insert_with(tokio::time::Instant::now);
+        }
         if !*complete.borrow() {
             if let Some(since) = first_desired {
                 let all = d.announcements.iter().all(|n| out.borrow().contains_key(n));
@@ -188,12 +194,7 @@ async fn export_loop(
         // Wait for a change, turning (beating) at least every second.
         loop {
             tokio::select! {
-                r = desired.changed() => if r.is_err() {
-                    return
-                } else {
-                    first_desired.get_or_insert_with(tokio::time::Instant::now);
-                    break
-                },
+                r = desired.changed() => if r.is_err() { return } else { break },
                 r = programmed.changed() => if r.is_err() { return } else { break },
                 r = ipvs.changed(), if ipvs_open => {
                     ipvs_open = r.is_ok();

@@ -190,7 +190,7 @@ fn main() {
         "\nLeaf route gone after the switch fails, {rounds} runs each, BFD 300 ms x 3, hold time 90 s"
     );
     println!(
-        "{:<34} {:>10} {:>10} {:>10} {:>10}",
+        "{:<42} {:>8} {:>8} {:>10} {:>10}",
         "", "p50 ms", "p95 ms", "p50 ratio", "p95 ratio"
     );
     for (what, k, f) in [
@@ -204,7 +204,7 @@ fn main() {
             percentile(f, 0.95),
         );
         println!(
-            "{:<34} {:>10.0} {:>10.0} {:>10.2} {:>10.2}",
+            "{:<42} {:>8.0} {:>8.0} {:>10.2} {:>10.2}",
             format!("{what}: kube-gw"),
             kp50,
             kp95,
@@ -212,7 +212,7 @@ fn main() {
             kp95 / fp95
         );
         println!(
-            "{:<34} {:>10.0} {:>10.0} {:>10.2} {:>10.2}",
+            "{:<42} {:>8.0} {:>8.0} {:>10.2} {:>10.2}",
             format!("{what}: FRR 8.4 (bgpd + bfdd)"),
             fp50,
             fp95,

@@ -437,11 +437,13 @@ impl<'a> Session<'a> {
         self.shut().await;
     }
 
-    /// Graceful restart (RFC 4724): closes every connection without withdrawing and
-    /// without a NOTIFICATION; a peer that negotiated graceful restart keeps the routes.
+    /// Graceful restart (RFC 4724): closes without withdrawing or NOTIFICATION, and the peer
+    /// keeps the routes; a peer without graceful restart gets the ordinary close.
     async fn leave(&mut self) {
-        let gr = self.fsm.negotiated().is_some_and(|n| n.graceful_restart);
-        tracing::info!(neighbor = %self.peer.name, routes = self.rib_out.len(), graceful_restart = gr, "graceful restart: closed without withdrawing");
+        if !self.fsm.negotiated().is_some_and(|n| n.graceful_restart) {
+            return self.close("kube-gw is stopping").await;
+        }
+        tracing::info!(neighbor = %self.peer.name, routes = self.rib_out.len(), "graceful restart: closed without withdrawing");
         self.shut().await;
     }
 

@@ -328,6 +328,42 @@ fn a_graceful_restart_keeps_the_leaf_s_route_and_end_of_rib_sweeps_what_went() {
     wait_for("the monitor to record it", Duration::from_secs(10), || {
         (deletions(&sw.lab.log("leafmon"), KEPT) == 2).then_some(())
     });
+
+    // 4. Graceful restart on, but the peer does not offer it (BIRD `graceful restart off`):
+    //    that session gets the ordinary stop, withdrawal and Cease / Administrative Shutdown.
+    let conf = sw.lab.path("leaf.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace("hold time 9;", "hold time 9; graceful restart off;"),
+    )
+    .unwrap();
+    let out = bird.birdc(&["configure"]);
+    assert!(out.contains("Reconfigur"), "{out}");
+    let text = std::fs::read_to_string(&sw.kg.config).unwrap();
+    std::fs::write(
+        &sw.kg.config,
+        text.replace("graceful-restart = false", "graceful-restart = true"),
+    )
+    .unwrap();
+    sw.kg.restart(&mut sw.lab, &node);
+    wait_for("the leaf to learn the route again", ESTABLISH, || {
+        (leaf_next_hop(&leaf, KEPT)? == "192.0.2.2").then_some(())
+    });
+    assert_eq!(
+        bird_sees_restart(&bird).map(|r| r.0),
+        Some(RESTART_TIME as u32)
+    );
+    assert_eq!(kube_gw_negotiated(&sw.kg), false);
+    let st = sw.lab.stop(&sw.kg.name, Duration::from_secs(30)).unwrap();
+    assert_eq!(st.code(), Some(0));
+    wait_for(
+        "the leaf to lose the withdrawn route",
+        Duration::from_secs(3),
+        || leaf_next_hop(&leaf, KEPT).is_none().then_some(()),
+    );
+    let info = bird.birdc(&["show", "protocols", "sw"]);
+    assert!(info.contains("Administrative shutdown"), "{info}");
     let _ = std::fs::remove_file(&state);
 }
 
@@ -414,7 +450,7 @@ fn with_bfd_the_peer_that_knows_a_restart_keeps_the_route_through_the_bfd_timeou
     // timeout, long before the restart time (60 s).
     std::fs::write(sw.lab.path("leaf.conf"), conf("bfd on")).unwrap();
     let out = bird.birdc(&["configure"]);
-    assert!(out.contains("Reconfigured"), "{out}");
+    assert!(out.contains("Reconfigur"), "{out}");
     wait_for(
         "the session and BFD after the reconfiguration",
         ESTABLISH,

@@ -197,8 +197,10 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         Phase::BgpDrain,
         "bgp-graceful-shutdown",
         move || async move {
-            // A graceful restart keeps the routes announced: nothing to drain.
-            if !bgp.restarts_gracefully() {
+            // A graceful restart keeps the routes announced: nothing to drain. Not when the
+            // whole system goes down (a reboot loses the forwarding state): then drain,
+            // which also makes the stop a withdrawal.
+            if !bgp.restarts_gracefully() || lifecycle::system_is_stopping().await {
                 bgp.graceful_shutdown(HOOK_TIMEOUT - Duration::from_secs(1))
                     .await;
             }

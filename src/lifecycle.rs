@@ -168,6 +168,46 @@ pub async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
 }
 
+/// Whether the whole system is shutting down or rebooting (`systemctl is-system-running`
+/// says `stopping`), as opposed to only kube-gw stopping or restarting. Without systemd (or
+/// when it does not answer within two seconds): false.
+pub async fn system_is_stopping() -> bool {
+    use std::io::Read;
+    let child = std::process::Command::new("systemctl")
+        .arg("is-system-running")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        return false;
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
+    let mut answer = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut answer);
+    }
+    system_state_is_stopping(&answer)
+}
+
+/// `systemctl is-system-running`'s answer means the system is going down.
+fn system_state_is_stopping(answer: &str) -> bool {
+    answer.trim() == "stopping"
+}
+
 /// Sends states to systemd's notify socket; logs (once per call) if that fails.
 pub fn notify(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(false, states) {
@@ -391,6 +431,14 @@ impl ShutdownPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_stopping_is_a_system_shutdown() {
+        assert!(system_state_is_stopping("stopping\n"));
+        for other in ["running\n", "degraded\n", "starting", "offline", ""] {
+            assert!(!system_state_is_stopping(other), "{other}");
+        }
+    }
 
     #[tokio::test]
     async fn phases_run_in_order_whatever_the_registration_order() {

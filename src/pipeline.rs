@@ -191,11 +191,16 @@ async fn export_loop(
                 }
             }
         }
-        // Wait for a change, turning (beating) at least every second.
+        // Wait for a change, turning (beating) at least every second; or, while the export
+        // is not complete, for the moment it counts as complete anyway.
+        let give_up = first_desired
+            .filter(|_| !*complete.borrow())
+            .map(|t| t + COMPLETE_WAIT);
         loop {
             tokio::select! {
                 r = desired.changed() => if r.is_err() { return } else { break },
                 r = programmed.changed() => if r.is_err() { return } else { break },
+                () = async { tokio::time::sleep_until(give_up.unwrap_or_else(tokio::time::Instant::now)).await }, if give_up.is_some() => break,
                 r = ipvs.changed(), if ipvs_open => {
                     ipvs_open = r.is_ok();
                     break;

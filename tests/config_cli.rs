@@ -223,6 +223,15 @@ fn bad_cases(dir: &Path) -> Vec<(&'static str, String, &'static str, &'static st
             "host bits",
         ),
         (
+            "a link-local IPv6 next hop",
+            GOOD.replace(
+                "remote-asn = 65000",
+                "remote-asn = 65000\nnext-hop-ipv6 = \"fe80::1\"",
+            ),
+            "14:17",
+            "cannot be a next hop",
+        ),
+        (
             "graceful restart while the addresses go at stop",
             GOOD.replace(
                 "router-id = \"192.0.2.20\"",

@@ -174,16 +174,20 @@ impl AdjRibOut {
         out
     }
 
-    /// The export is complete: the End-of-RIB markers held back at [`Self::up`] (nothing
-    /// if they went out already or the session is down).
-    pub fn complete(&mut self) -> Vec<Out> {
-        match self.up.as_mut() {
-            Some(up) if up.eor_pending => {
-                up.eor_pending = false;
-                end_of_rib(up.families)
-            }
-            _ => Vec::new(),
+    /// The export is complete, as of `exported`: what changed since the last send, then
+    /// the End-of-RIB markers held back at [`Self::up`] (nothing if they went out already
+    /// or the session is down). The routes go first: the session may hear "complete"
+    /// before it has read the export that completed it.
+    pub fn complete(&mut self, exported: &Exported) -> Vec<Out> {
+        if !self.up.as_ref().is_some_and(|u| u.eor_pending) {
+            return Vec::new();
         }
+        let (mut out, ..) = self.export_changed(exported);
+        if let Some(up) = self.up.as_mut() {
+            up.eor_pending = false;
+            out.extend(end_of_rib(up.families));
+        }
+        out
     }
 
     /// The exported set changed: withdraw what left, announce what is new or changed.
@@ -620,12 +624,20 @@ mod tests {
         let mut rib = AdjRibOut::new(LOCAL_AS, ExportPolicy::default());
         let s = seen(&rib.up(&negotiated(true, true, true), v4_hops(), &partial, false));
         assert_eq!((s.announced, s.end_of_ribs), (set(&["198.51.100.1/32"]), 0));
-        let full = edit(&partial, &[], &[("198.51.100.2/32", None)]);
-        let s = seen(&rib.export_changed(&full).0);
+        let more = edit(&partial, &[], &[("198.51.100.2/32", None)]);
+        let s = seen(&rib.export_changed(&more).0);
         assert_eq!((s.announced, s.end_of_ribs), (set(&["198.51.100.2/32"]), 0));
-        // Complete: one End-of-RIB per negotiated family, once.
-        assert_eq!(seen(&rib.complete()).end_of_ribs, 2);
-        assert!(rib.complete().is_empty());
+        // Complete, with a route the session had not read yet: the route, then one
+        // End-of-RIB per negotiated family, once.
+        let full = edit(&more, &[], &[("198.51.100.3/32", None)]);
+        let out = rib.complete(&full);
+        let s = seen(&out);
+        assert_eq!((s.announced, s.end_of_ribs), (set(&["198.51.100.3/32"]), 2));
+        assert!(
+            matches!(out.last(), Some(Out::Update(b)) if b.len() < 12),
+            "End-of-RIB last"
+        );
+        assert!(rib.complete(&full).is_empty());
         // A session that comes up after the export was complete sends them at once; a
         // down session sends nothing.
         let mut late = AdjRibOut::new(LOCAL_AS, ExportPolicy::default());
@@ -633,9 +645,9 @@ mod tests {
             seen(&late.up(&negotiated(true, false, true), v4_hops(), &full, true)).end_of_ribs,
             1
         );
-        assert!(late.complete().is_empty());
+        assert!(late.complete(&full).is_empty());
         late.down();
-        assert!(late.complete().is_empty());
+        assert!(late.complete(&full).is_empty());
     }
 
     #[test]

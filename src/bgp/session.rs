@@ -204,7 +204,7 @@ impl<'a> Session<'a> {
                     return Ended::Stopped;
                 }
                 Wake::Complete => {
-                    let out = self.rib_out.complete();
+                    let out = self.rib_out.complete(&self.exported.borrow().clone());
                     self.send(out).await;
                 }
                 Wake::Pause => {
@@ -330,8 +330,9 @@ impl<'a> Session<'a> {
                     .as_ref()
                     .map(|c| transport::next_hops(c, self.peer))
                     .unwrap_or_default();
+                let done = *self.complete.borrow(); // read before the routes it vouches for
                 let now = self.exported.borrow().clone();
-                let out = self.rib_out.up(&n, hops, &now, *self.complete.borrow());
+                let out = self.rib_out.up(&n, hops, &now, done);
                 self.send(out).await;
                 self.status.up(&n, self.rib_out.view());
             }
@@ -437,10 +438,10 @@ impl<'a> Session<'a> {
         self.shut().await;
     }
 
-    /// Graceful restart (RFC 4724): closes without withdrawing or NOTIFICATION, and the peer
-    /// keeps the routes; a peer without graceful restart gets the ordinary close.
+    /// Graceful restart (RFC 4724): closes without withdrawing or NOTIFICATION (a session
+    /// not up yet too); an up peer without graceful restart gets the ordinary close.
     async fn leave(&mut self) {
-        if !self.fsm.negotiated().is_some_and(|n| n.graceful_restart) {
+        if self.fsm.negotiated().is_some_and(|n| !n.graceful_restart) {
             return self.close("kube-gw is stopping").await;
         }
         tracing::info!(neighbor = %self.peer.name, routes = self.rib_out.len(), "graceful restart: closed without withdrawing");
@@ -448,10 +449,8 @@ impl<'a> Session<'a> {
     }
 
     async fn shut(&mut self) {
-        for mut c in [self.conn.take(), self.incoming.take()]
-            .into_iter()
-            .flatten()
-        {
+        let conns = [self.conn.take(), self.incoming.take()];
+        for mut c in conns.into_iter().flatten() {
             let _ = c.shutdown().await;
         }
         self.status.state(State::Idle);

@@ -340,11 +340,16 @@ fn bgp_rules(bgp: &BgpConfig, file_index: &[usize], out: &mut Findings) {
         let entry = file_index.get(i).copied().unwrap_or(i);
         let path = || base().key("neighbors").index(entry);
         if let Some(a) = n.local_address {
-            if a.is_ipv4() != n.address.is_ipv4() || a.is_unspecified() || a.is_multicast() {
+            let link_local = matches!(a, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80);
+            if a.is_ipv4() != n.address.is_ipv4()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || link_local
+            {
                 out.error(
                     path().key("local-address"),
                     format!("{a} cannot be the source of a session to {}", n.address),
-                    "use a unicast address of this switch in the neighbor's family",
+                    "use a unicast, not link-local, address of this switch in the neighbor's family",
                 );
             }
         }
@@ -358,7 +363,8 @@ fn bgp_rules(bgp: &BgpConfig, file_index: &[usize], out: &mut Findings) {
             }
         }
         if let Some(h) = n.next_hop_ipv6 {
-            if h.is_unspecified() || h.is_loopback() || h.is_multicast() {
+            let link_local = h.segments()[0] & 0xffc0 == 0xfe80;
+            if h.is_unspecified() || h.is_loopback() || h.is_multicast() || link_local {
                 out.error(
                     path().key("next-hop-ipv6"),
                     format!("{h} cannot be a next hop"),

@@ -58,24 +58,6 @@ fn wait_back(leaf: &Node, prefix: &str) {
     std::thread::sleep(Duration::from_secs(3));
 }
 
-/// Drops everything on `interface` of `node`, both ways.
-fn cut(node: &Node, interface: &str) {
-    for cmd in [
-        "add table inet kgcut".to_string(),
-        "add chain inet kgcut in { type filter hook prerouting priority -400; }".to_string(),
-        "add chain inet kgcut out { type filter hook output priority -400; }".to_string(),
-        format!("add rule inet kgcut in iifname \"{interface}\" drop"),
-        format!("add rule inet kgcut out oifname \"{interface}\" drop"),
-    ] {
-        let args: Vec<&str> = cmd.split(' ').collect();
-        node.exec("nft", &args);
-    }
-}
-
-fn heal(node: &Node) {
-    node.exec("nft", &["delete", "table", "inet", "kgcut"]);
-}
-
 fn percentile(v: &[f64], p: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -143,13 +125,13 @@ fn main() {
     for round in 0..rounds {
         // Path cut.
         let t0 = Instant::now();
-        cut(&swk, &kg_if);
+        swk.cut(&kg_if);
         cut_kg.push(time_until_gone(&leaf, KG_ROUTE, t0));
-        heal(&swk);
+        swk.heal();
         let t0 = Instant::now();
-        cut(&swf, &frr_if);
+        swf.cut(&frr_if);
         cut_frr.push(time_until_gone(&leaf, FRR_ROUTE, t0));
-        heal(&swf);
+        swf.heal();
         wait_back(&leaf, KG_ROUTE);
         wait_back(&leaf, FRR_ROUTE);
 

@@ -45,12 +45,7 @@ pub struct Restart {
 
 impl Restart {
     /// From what `restart-state` held (`previous`) and the present boot id.
-    pub fn new(time: u16, previous: Option<&str>, boot_id: &str, now: Instant) -> Self {
-        Self::with_long_lived(time, 0, previous, boot_id, now)
-    }
-
-    /// [`Self::new`] with long-lived graceful restart.
-    pub fn with_long_lived(
+    pub fn new(
         time: u16,
         long_lived_stale_time: u32,
         previous: Option<&str>,
@@ -73,7 +68,7 @@ impl Restart {
     pub fn load(time: u16, long_lived_stale_time: u32, path: &Path) -> Self {
         let boot_id = std::fs::read_to_string(BOOT_ID).unwrap_or_default();
         let previous = std::fs::read_to_string(path).ok();
-        let r = Self::with_long_lived(
+        let r = Self::new(
             time,
             long_lived_stale_time,
             previous.as_deref(),
@@ -117,7 +112,7 @@ mod tests {
     #[test]
     fn the_same_boot_keeps_forwarding_and_says_restarted_for_the_restart_time() {
         let t0 = Instant::now();
-        let r = Restart::new(120, Some("abc\n"), "abc", t0);
+        let r = Restart::new(120, 0, Some("abc\n"), "abc", t0);
         assert!(r.forwarding_kept);
         let o = r.offer(t0 + Duration::from_secs(1));
         assert_eq!((o.time, o.restarting, o.forwarding), (120, true, true));
@@ -129,12 +124,12 @@ mod tests {
     fn another_boot_or_no_record_is_a_first_start() {
         let t0 = Instant::now();
         for previous in [None, Some("other"), Some(""), Some("  \n")] {
-            let r = Restart::new(120, previous, "abc", t0);
+            let r = Restart::new(120, 0, previous, "abc", t0);
             assert!(!r.forwarding_kept, "{previous:?}");
             let o = r.offer(t0);
             assert_eq!((o.restarting, o.forwarding), (false, false), "{previous:?}");
         }
         // An unreadable boot id never matches an empty record.
-        assert!(!Restart::new(120, Some(""), "", t0).forwarding_kept);
+        assert!(!Restart::new(120, 0, Some(""), "", t0).forwarding_kept);
     }
 }

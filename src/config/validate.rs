@@ -340,7 +340,7 @@ fn bgp_rules(bgp: &BgpConfig, file_index: &[usize], out: &mut Findings) {
         let entry = file_index.get(i).copied().unwrap_or(i);
         let path = || base().key("neighbors").index(entry);
         if let Some(a) = n.local_address {
-            let link_local = matches!(a, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80);
+            let link_local = a.is_ipv6() && is_link_local(a);
             if a.is_ipv4() != n.address.is_ipv4()
                 || a.is_unspecified()
                 || a.is_multicast()
@@ -363,7 +363,7 @@ fn bgp_rules(bgp: &BgpConfig, file_index: &[usize], out: &mut Findings) {
             }
         }
         if let Some(h) = n.next_hop_ipv6 {
-            let link_local = h.segments()[0] & 0xffc0 == 0xfe80;
+            let link_local = is_link_local(IpAddr::V6(h));
             if h.is_unspecified() || h.is_loopback() || h.is_multicast() || link_local {
                 out.error(
                     path().key("next-hop-ipv6"),

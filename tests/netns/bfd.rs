@@ -205,24 +205,6 @@ fn lab_peer_interface(node: &Node) -> String {
     v[0]["ifname"].as_str().unwrap().to_string()
 }
 
-/// Drops everything on `interface` of `node`, both ways (a path that dies silently).
-fn cut(node: &Node, interface: &str) {
-    for cmd in [
-        "add table inet kgcut".to_string(),
-        "add chain inet kgcut in { type filter hook prerouting priority -400; }".to_string(),
-        "add chain inet kgcut out { type filter hook output priority -400; }".to_string(),
-        format!("add rule inet kgcut in iifname \"{interface}\" drop"),
-        format!("add rule inet kgcut out oifname \"{interface}\" drop"),
-    ] {
-        let args: Vec<&str> = cmd.split(' ').collect();
-        node.exec("nft", &args);
-    }
-}
-
-fn heal(node: &Node) {
-    node.exec("nft", &["delete", "table", "inet", "kgcut"]);
-}
-
 /// The switch's path to both peers dies silently. BGP's hold time is 90 s; BFD at
 /// 300 ms × 3 takes each peer's BGP session down, and with it kube-gw's routes, at once;
 /// kube-gw's own sessions go down for the same reason. The test asserts "within 3 s" (BFD's
@@ -274,8 +256,8 @@ fn a_path_cut_silently_takes_the_routes_away_through_bfd_not_the_hold_timer() {
             .then_some(())
     });
     let t0 = Instant::now();
-    cut(&sw, &to_bird);
-    cut(&sw, &to_frr);
+    sw.cut(&to_bird);
+    sw.cut(&to_frr);
     let (mut bird_gone, mut frr_gone) = (None, None);
     while bird_gone.is_none() || frr_gone.is_none() {
         assert!(t0.elapsed() < Duration::from_secs(30), "the routes stayed");
@@ -313,7 +295,7 @@ fn a_path_cut_silently_takes_the_routes_away_through_bfd_not_the_hold_timer() {
         },
     );
     // The path heals: everything comes back.
-    heal(&sw);
+    sw.heal();
     wait_for("both peers to hold the route again", ESTABLISH, || {
         (bird_has(&bird, "198.51.100.90/32") && frr_has(&frr, "ipv4", "198.51.100.90/32"))
             .then_some(())
@@ -475,11 +457,11 @@ fn fifty_flaps_leave_nothing_behind() {
     std::thread::sleep(Duration::from_secs(1));
     let (fds, threads) = (count("fds"), count("threads"));
     for i in 0..50 {
-        cut(&sw, &to_bird);
+        sw.cut(&to_bird);
         wait_for(&format!("flap {i}: down"), Duration::from_secs(10), || {
             (sessions(&kg)["192.0.2.1"]["state"] != "up").then_some(())
         });
-        heal(&sw);
+        sw.heal();
         wait_for(&format!("flap {i}: up"), Duration::from_secs(20), || {
             (sessions(&kg)["192.0.2.1"]["state"] == "up").then_some(())
         });

@@ -6,19 +6,11 @@
 use std::time::Duration;
 
 use crate::harness::peers::{Bird, Frr, KubeGw};
-use crate::harness::{require_root, wait_for, Lab, Node};
+use crate::harness::{require_root, wait_for, Lab};
+use crate::restart::leaf_next_hop;
 use crate::{bird_leaf, ESTABLISH};
 
 const VIP: &str = "198.51.100.80";
-
-/// The leaf kernel's next hop for `VIP`/32, if it has a route.
-fn leaf_next_hop(leaf: &Node) -> Option<String> {
-    let out = leaf.exec("ip", &["-j", "route", "show", &format!("{VIP}/32")]);
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    j.as_array()?
-        .first()
-        .and_then(|r| r["gateway"].as_str().map(String::from))
-}
 
 /// FRR's path for `VIP`/32 from kube-gw: (next hop, valid).
 fn frr_path(frr: &Frr) -> Option<(String, bool)> {
@@ -100,7 +92,7 @@ fn beside_the_switch_s_frr_kube_gw_peers_over_the_loopback_and_frr_carries_the_v
     wait_for(
         "the leaf to route the VIP via the switch",
         ESTABLISH,
-        || (leaf_next_hop(&leaf)? == "192.0.2.2").then_some(()),
+        || (leaf_next_hop(&leaf, VIP)? == "192.0.2.2").then_some(()),
     );
     // kube-gw has no listener: port 179 is FRR's alone.
     let status = kg.status();
@@ -125,7 +117,7 @@ fn beside_the_switch_s_frr_kube_gw_peers_over_the_loopback_and_frr_carries_the_v
     let st = lab.stop(&kg.name, Duration::from_secs(30)).unwrap();
     assert_eq!(st.code(), Some(0));
     wait_for("the leaf to lose the VIP", ESTABLISH, || {
-        leaf_next_hop(&leaf).is_none().then_some(())
+        leaf_next_hop(&leaf, VIP).is_none().then_some(())
     });
     std::fs::write(&kg.config, {
         let t = std::fs::read_to_string(&kg.config).unwrap();
@@ -147,5 +139,5 @@ fn beside_the_switch_s_frr_kube_gw_peers_over_the_loopback_and_frr_carries_the_v
         "{j}"
     );
     assert_eq!(frr_path(&frr), None);
-    assert_eq!(leaf_next_hop(&leaf), None);
+    assert_eq!(leaf_next_hop(&leaf, VIP), None);
 }

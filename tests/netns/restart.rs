@@ -33,7 +33,7 @@ fn bird_communities(bird: &crate::harness::peers::Bird, vip: &str) -> String {
 }
 
 /// The leaf kernel's next hop for `vip`/32 (`ip -j route show` → `gateway`), if it has it.
-fn leaf_next_hop(leaf: &Node, vip: &str) -> Option<String> {
+pub(crate) fn leaf_next_hop(leaf: &Node, vip: &str) -> Option<String> {
     let out = leaf.exec("ip", &["-j", "route", "show", &format!("{vip}/32")]);
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     j.as_array()?
@@ -73,6 +73,19 @@ fn deletions(log: &str, vip: &str) -> usize {
 }
 
 const MARK: &str = "203.0.113.251";
+
+/// `ip -ts monitor route` on the leaf (its log: `leafmon`), proven subscribed before
+/// anything happens: the marker route is added again until the monitor has shown it.
+fn start_leaf_monitor(lab: &mut crate::harness::Lab, leaf: &Node) {
+    lab.spawn(leaf, "leafmon", "ip", &["-ts", "monitor", "route"]);
+    let mark = format!("{MARK}/32");
+    wait_for("the leaf's route monitor to subscribe", ESTABLISH, || {
+        let _ = leaf.try_exec("ip", &["route", "del", "blackhole", &mark]);
+        leaf.exec("ip", &["route", "add", "blackhole", &mark]);
+        std::thread::sleep(Duration::from_millis(300));
+        lab.log("leafmon").contains(MARK).then_some(())
+    });
+}
 
 /// Makes sure the leaf's monitor has written everything that happened before: the marker
 /// route is deleted and its deletion waited for (the monitor writes in order), then added
@@ -122,6 +135,20 @@ fn kube_gw_negotiated(kg: &crate::harness::peers::KubeGw) -> serde_json::Value {
     let j: serde_json::Value =
         serde_json::from_str(&kg.cli(&["bgp", "neighbors", "--json"])).unwrap();
     j[0]["graceful_restart"].clone()
+}
+
+/// kube-gw without a cluster: graceful restart (60 s) and a static prefix for `KEPT`,
+/// one neighbor 192.0.2.1 (AS 65000) with `neighbor_extra` lines.
+fn static_gr_switch(state: &std::path::Path, hold: u16, neighbor_extra: &str) -> String {
+    format!(
+        "[node]\nname = \"sw\"\n[vip]\npools = [\"198.51.100.0/24\"]\non-shutdown = \"keep\"\n\
+         [ipvs]\nenabled = false\n\
+         [bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\nhold-time = {hold}\n\
+         graceful-restart = true\nrestart-time = 60\nrestart-state = \"{}\"\n\
+         static-prefixes = [\"{KEPT}/32\"]\n\
+         [[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n{neighbor_extra}",
+        state.display()
+    )
 }
 
 /// `packets transmitted, received` of a finished ping's summary.
@@ -180,17 +207,7 @@ fn a_graceful_restart_keeps_the_leaf_s_route_and_end_of_rib_sweeps_what_went() {
     );
 
     // The leaf's route notifications, subscribed before anything happens (a marker).
-    sw.lab
-        .spawn(&leaf, "leafmon", "ip", &["-ts", "monitor", "route"]);
-    wait_for("the leaf's route monitor to subscribe", ESTABLISH, || {
-        let _ = leaf.try_exec("ip", &["route", "del", "blackhole", "203.0.113.251/32"]);
-        leaf.exec("ip", &["route", "add", "blackhole", "203.0.113.251/32"]);
-        std::thread::sleep(Duration::from_millis(300));
-        sw.lab
-            .log("leafmon")
-            .contains("203.0.113.251")
-            .then_some(())
-    });
+    start_leaf_monitor(&mut sw.lab, &leaf);
     // A probe through the leaf's route: 10 pings a second across the restart.
     sw.lab.spawn(
         &leaf,
@@ -411,17 +428,7 @@ fn with_bfd_the_peer_that_knows_a_restart_keeps_the_route_through_the_bfd_timeou
     wait_for("the route and BFD Up at the leaf", ESTABLISH, || {
         (leaf_next_hop(&leaf, KEPT)? == "192.0.2.2" && bfd_up()).then_some(())
     });
-    sw.lab
-        .spawn(&leaf, "leafmon", "ip", &["-ts", "monitor", "route"]);
-    wait_for("the leaf's route monitor to subscribe", ESTABLISH, || {
-        let _ = leaf.try_exec("ip", &["route", "del", "blackhole", "203.0.113.251/32"]);
-        leaf.exec("ip", &["route", "add", "blackhole", "203.0.113.251/32"]);
-        std::thread::sleep(Duration::from_millis(300));
-        sw.lab
-            .log("leafmon")
-            .contains("203.0.113.251")
-            .then_some(())
-    });
+    start_leaf_monitor(&mut sw.lab, &leaf);
 
     // Stopped for three seconds, three times BFD's detection time: BIRD's BFD goes Down
     // (the attempt), BIRD keeps the route (`bfd graceful`).
@@ -495,20 +502,8 @@ fn frr_keeps_the_route_in_its_kernel_through_a_graceful_restart() {
          address-family ipv4 unicast\n  neighbor 192.0.2.2 activate\n exit-address-family\n",
     );
     let state = lab.path("bgp-restart");
-    let kg = crate::harness::peers::KubeGw::start(
-        &mut lab,
-        &sw,
-        "kg",
-        &format!(
-            "[node]\nname = \"sw\"\n[vip]\npools = [\"198.51.100.0/24\"]\non-shutdown = \"keep\"\n\
-             [ipvs]\nenabled = false\n\
-             [bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\nhold-time = 9\n\
-             graceful-restart = true\nrestart-time = 60\nrestart-state = \"{}\"\n\
-             static-prefixes = [\"{KEPT}/32\"]\n\
-             [[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n",
-            state.display()
-        ),
-    );
+    let kg =
+        crate::harness::peers::KubeGw::start(&mut lab, &sw, "kg", &static_gr_switch(&state, 9, ""));
     frr.wait_established("192.0.2.2", ESTABLISH);
     wait_for("FRR's kernel route", ESTABLISH, || {
         (leaf_next_hop(&leaf, KEPT)? == "192.0.2.2").then_some(())
@@ -529,13 +524,7 @@ fn frr_keeps_the_route_in_its_kernel_through_a_graceful_restart() {
         frr_sees(),
         ("Restart".to_string(), Some(false), Some(false))
     );
-    lab.spawn(&leaf, "leafmon", "ip", &["-ts", "monitor", "route"]);
-    wait_for("the leaf's route monitor to subscribe", ESTABLISH, || {
-        let _ = leaf.try_exec("ip", &["route", "del", "blackhole", "203.0.113.251/32"]);
-        leaf.exec("ip", &["route", "add", "blackhole", "203.0.113.251/32"]);
-        std::thread::sleep(Duration::from_millis(300));
-        lab.log("leafmon").contains("203.0.113.251").then_some(())
-    });
+    start_leaf_monitor(&mut lab, &leaf);
 
     let st = lab.stop(&kg.name, Duration::from_secs(30)).unwrap();
     assert_eq!(st.code(), Some(0), "{}", lab.log(&kg.name));
@@ -601,15 +590,7 @@ fn frr_bfd_restart(extra: &str) {
         &mut lab,
         &sw,
         "kg",
-        &format!(
-            "[node]\nname = \"sw\"\n[vip]\npools = [\"198.51.100.0/24\"]\non-shutdown = \"keep\"\n\
-             [ipvs]\nenabled = false\n\
-             [bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\nhold-time = 90\n\
-             graceful-restart = true\nrestart-time = 60\nrestart-state = \"{}\"\n\
-             static-prefixes = [\"{KEPT}/32\"]\n\
-             [[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\nbfd = true\n",
-            state.display()
-        ),
+        &static_gr_switch(&state, 90, "bfd = true\n"),
     );
     let bfd_up = || {
         let v: serde_json::Value =
@@ -622,13 +603,7 @@ fn frr_bfd_restart(extra: &str) {
     wait_for("the route and BFD Up at FRR", ESTABLISH, || {
         (leaf_next_hop(&leaf, KEPT)? == "192.0.2.2" && bfd_up()).then_some(())
     });
-    lab.spawn(&leaf, "leafmon", "ip", &["-ts", "monitor", "route"]);
-    wait_for("the leaf's route monitor to subscribe", ESTABLISH, || {
-        let _ = leaf.try_exec("ip", &["route", "del", "blackhole", "203.0.113.251/32"]);
-        leaf.exec("ip", &["route", "add", "blackhole", "203.0.113.251/32"]);
-        std::thread::sleep(Duration::from_millis(300));
-        lab.log("leafmon").contains("203.0.113.251").then_some(())
-    });
+    start_leaf_monitor(&mut lab, &leaf);
     let st = lab.stop(&kg.name, Duration::from_secs(30)).unwrap();
     assert_eq!(st.code(), Some(0), "{}", lab.log(&kg.name));
     wait_for(

@@ -97,6 +97,26 @@ impl Node {
         run(self.command(program).args(args))
     }
 
+    /// Drops everything on `interface`, both ways (a path that dies silently), until
+    /// [`Node::heal`].
+    pub fn cut(&self, interface: &str) {
+        for cmd in [
+            "add table inet kgcut".to_string(),
+            "add chain inet kgcut in { type filter hook prerouting priority -400; }".to_string(),
+            "add chain inet kgcut out { type filter hook output priority -400; }".to_string(),
+            format!("add rule inet kgcut in iifname \"{interface}\" drop"),
+            format!("add rule inet kgcut out oifname \"{interface}\" drop"),
+        ] {
+            let args: Vec<&str> = cmd.split(' ').collect();
+            self.exec("nft", &args);
+        }
+    }
+
+    /// Undoes [`Node::cut`].
+    pub fn heal(&self) {
+        self.exec("nft", &["delete", "table", "inet", "kgcut"]);
+    }
+
     /// Runs `program args` and returns its output, whatever the exit status.
     pub fn try_exec(&self, program: &str, args: &[&str]) -> Output {
         self.command(program)

@@ -9,7 +9,8 @@
 //!                        ▲ Events from the desired state                                   (desired, addresses on lo,    (sessions,
 //!                        └────────────────────────────── desired, programmed ◄──────────── IPVS, export gate)              listener)
 //!
-//!  admin (socket, HTTP) ◄── handles: control, liveness, metrics, kube, pipeline, speaker, watchdog
+//!  bgp speaker statuses ─► fib (neighbors' `import` → Loc-RIB → kernel routes, proto 107)
+//!  admin (socket, HTTP) ◄── handles: control, liveness, metrics, kube, pipeline, speaker, fib, watchdog
 //!  watchdog ◄── liveness: a heartbeat per loop (main, kubernetes, pipeline, export, addresses,
 //!                         ipvs, bgp/<neighbor>, bgp-listener, watchdog)
 //! ```
@@ -143,9 +144,11 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         &control.config(),
         (pipeline.exported.clone(), pipeline.complete.clone()),
         &liveness,
-        bgp_statuses,
+        bgp_statuses.clone(),
         &bfd_statuses,
     ));
+    // Placement (a): what the neighbors' `import` lets in goes into the kernel.
+    let fib = crate::fib::spawn(&control.config(), &bgp_statuses, &liveness);
 
     let admin = Admin::new(Handles {
         control: control.clone(),
@@ -159,6 +162,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
             interface,
         },
         bgp: speaker.clone(),
+        fib: fib.as_ref().map(|f| f.report.clone()),
         watchdog: watchdog_rx,
         socket: admin_path.display().to_string(),
         http: http_addr.to_string(),
@@ -206,6 +210,13 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
             }
         },
     );
+    if let Some(fib) = fib {
+        let bgp = speaker.clone();
+        plan.register(Phase::DataplaneTeardown, "fib-routes", move || async move {
+            let keep = bgp.restarts_gracefully() && !lifecycle::system_is_stopping().await;
+            fib.stop(keep).await;
+        });
+    }
     plan.register(Phase::BgpWithdraw, "bgp-sessions", move || async move {
         speaker.stop().await;
     });

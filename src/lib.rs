@@ -8,8 +8,9 @@
 //!   (heartbeats, watchdog, systemd notify, ordered shutdown), [`telemetry`] (logging);
 //! - pure computation: [`desired`] (cluster view + config → desired state);
 //! - subsystems, each owning its state: [`kube`] (join, watch, Node, Events), [`netlink`]
-//!   (VIP addresses on `lo`), [`ipvs`] (the data path), [`bgp`] (the speaker), driven by
-//!   [`reconcile`] where they reconcile kernel state;
+//!   (VIP addresses on `lo`), [`ipvs`] (the data path), [`bgp`] (the speaker), [`fib`]
+//!   (received routes into the kernel, when kube-gw is the switch's only speaker), driven
+//!   by [`reconcile`] where they reconcile kernel state;
 //! - wiring: [`pipeline`] (cluster view → desired state → reconcilers → export gate),
 //!   [`control`] (configuration, reloads, the main loop), [`metrics`], [`admin`] (socket,
 //!   HTTP, views over the subsystems' handles), [`app`] (the composition root), [`cli`].
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod desired;
+pub mod fib;
 pub mod ipvs;
 pub mod kube;
 pub mod lifecycle;

@@ -33,6 +33,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "config",
             "control",
             "desired",
+            "fib",
             "ipvs",
             "kube",
             "lifecycle",
@@ -77,6 +78,14 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ),
     (
         "bgp",
+        &[
+            "kube", "ipvs", "netlink", "desired", "pipeline", "admin", "app", "control", "fib",
+        ],
+    ),
+    // The FIB installer reads the speaker's statuses and writes routes: it knows neither
+    // the cluster nor the VIP data path.
+    (
+        "fib",
         &[
             "kube", "ipvs", "netlink", "desired", "pipeline", "admin", "app", "control",
         ],

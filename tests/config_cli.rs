@@ -312,6 +312,18 @@ fn bad_cases(dir: &Path) -> Vec<(&'static str, String, &'static str, &'static st
         ),
         ("TOML syntax", GOOD.replace("[vip]", "[vip"), "4:5", ""),
         (
+            "an import filter whose lengths cannot match",
+            format!("{GOOD}import = [\"0.0.0.0/0\", \"203.0.113.0/24 le 16\"]\n"),
+            "14:10",
+            "24 <= ge <= le <= 32",
+        ),
+        (
+            "another program's route protocol",
+            GOOD.replace("router-id", "fib-protocol = 186\nrouter-id"),
+            "9:16",
+            "bgp (FRR)",
+        ),
+        (
             "wrong type",
             GOOD.replace("asn = 65010", "asn = \"65010\""),
             "8:7",

@@ -56,6 +56,8 @@ pub struct Handles {
     pub kube: KubeHandle,
     pub pipeline: PipelineView,
     pub bgp: Arc<Speaker>,
+    /// The FIB installer's report, when a neighbor imports routes.
+    pub fib: Option<watch::Receiver<crate::fib::FibReport>>,
     pub watchdog: watch::Receiver<WatchdogState>,
     /// Where the admin socket and the HTTP listener are (for status).
     pub socket: String,

@@ -47,6 +47,28 @@ fn reconciler_state(error: bool, done: bool) -> &'static str {
     }
 }
 
+/// The FIB installer's row: `failing` when the kernel refused a route, `conflict` when
+/// another protocol's route blocks one, else `programmed`.
+fn fib_component(r: &crate::fib::FibReport) -> (&'static str, String) {
+    let mut info = format!(
+        "{} routes installed, {} with several next hops",
+        r.installed, r.multipath
+    );
+    for (what, list) in [("refused", &r.failed), ("blocked", &r.conflicts)] {
+        if !list.is_empty() {
+            info.push_str(&format!("; {what}: {}", list.join("; ")));
+        }
+    }
+    let state = if !r.failed.is_empty() {
+        "failing"
+    } else if !r.conflicts.is_empty() {
+        "conflict"
+    } else {
+        "programmed"
+    };
+    (state, info)
+}
+
 /// `status`.
 pub fn status(h: &Handles, since: &Since) -> Status {
     let mut components = Vec::new();
@@ -65,6 +87,10 @@ pub fn status(h: &Handles, since: &Since) -> Status {
     timed("watchdog", "systemd", w.state, w.info);
     if let Some(l) = h.bgp.listener() {
         timed("bgp-listener", "bgp", l.state, l.info.clone());
+    }
+    if let Some(f) = &h.fib {
+        let (state, info) = fib_component(&f.borrow());
+        timed("fib", "routes", state, info);
     }
     for (name, age) in h.liveness.ages() {
         let stuck = age > LIVENESS_MAX_AGE;
@@ -354,7 +380,7 @@ pub fn bgp_routes(bgp: &Speaker, neighbor: Option<&str>) -> Result<BgpRoutes, St
             .map(|s| BgpRoutesOf {
                 neighbor: s.name(),
                 sent: s.adj_rib_out.iter().map(ToString::to_string).collect(),
-                received: s.adj_rib_in.iter().map(ToString::to_string).collect(),
+                received: s.adj_rib_in.keys().map(ToString::to_string).collect(),
             })
             .collect(),
     })

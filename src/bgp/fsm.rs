@@ -108,6 +108,9 @@ pub struct PeerCapabilities {
     /// RFC 4724: the peer's restart time, if it sent the graceful-restart capability (it
     /// then keeps our routes when our connection goes without a NOTIFICATION).
     pub graceful_restart: Option<u16>,
+    /// The capability listed address families: the peer keeps forwarding through its own
+    /// restarts, so its routes may be kept while it restarts (the helper role).
+    pub graceful_restart_families: bool,
     /// RFC 9494: the peer sent the long-lived graceful-restart capability.
     pub long_lived_graceful_restart: bool,
     /// Capabilities kube-gw does not use (codes), for `kube-gw bgp neighbors`.
@@ -150,6 +153,9 @@ pub struct Negotiated {
     /// Both sides sent the graceful-restart capability (RFC 4724): when kube-gw stops for
     /// a restart, the peer keeps our routes.
     pub graceful_restart: bool,
+    /// The peer's restart time when it sent the graceful-restart capability: while it
+    /// restarts, its routes are kept as stale this long (the helper role).
+    pub peer_restart_time: Option<u16>,
 }
 
 /// The FSM's timers (the send-hold timer is the session task's: it sees the socket).
@@ -236,6 +242,9 @@ pub struct Fsm {
     ours: bool,
     /// A connection of the peer's is held aside.
     held: bool,
+    /// Set by [`Fsm::retain_routes`] for the reset that follows; then `retained`.
+    retain: Option<u16>,
+    retained: Option<u16>,
 }
 
 /// RFC 4271 §6.8: whether a new connection of the peer's wins against the current one.
@@ -258,6 +267,8 @@ impl Fsm {
             negotiated: None,
             ours: false,
             held: false,
+            retain: None,
+            retained: None,
         }
     }
 
@@ -402,6 +413,7 @@ impl Fsm {
                 out
             }
             (S::OpenSent | S::OpenConfirm | S::Established, E::Expired(Timer::Hold)) => {
+                self.retain_routes();
                 self.fail(Notification::new(Code::HoldTimerExpired, 0, Vec::new()))
             }
             (S::OpenSent | S::OpenConfirm | S::Established, E::Malformed(n)) => self.fail(n),
@@ -409,6 +421,7 @@ impl Fsm {
                 self.reset(format!("the peer sent {n}"))
             }
             (S::OpenSent | S::OpenConfirm | S::Established, E::ConnectionLost) => {
+                self.retain_routes();
                 self.reset("the connection closed".into())
             }
             (S::OpenSent | S::OpenConfirm | S::Established, E::PathDown(why)) => self.reset(why),
@@ -504,6 +517,7 @@ impl Fsm {
             enhanced_route_refresh: c.enhanced_route_refresh,
             extended_next_hop: s.offer.extended_next_hop && c.extended_next_hop,
             graceful_restart: s.offer.graceful_restart.is_some() && c.graceful_restart.is_some(),
+            peer_restart_time: c.graceful_restart.filter(|_| c.graceful_restart_families),
         })
     }
 
@@ -538,9 +552,26 @@ impl Fsm {
         out
     }
 
+    /// The session is lost the way a restarting peer loses it (RFC 4724 §4.2: the
+    /// connection ends or the hold timer expires): a peer that sent the graceful-restart
+    /// capability keeps its routes, stale, for its restart time. Any other end (a
+    /// NOTIFICATION either way, BFD, a stop) drops them.
+    fn retain_routes(&mut self) {
+        if self.state == State::Established {
+            self.retain = self.negotiated.as_ref().and_then(|n| n.peer_restart_time);
+        }
+    }
+
+    /// How long the routes of the session that just went down stay as stale (the peer's
+    /// restart time), or None: they go now. Read at [`Action::Down`].
+    pub fn retained(&self) -> Option<u16> {
+        self.retained
+    }
+
     /// Closes and goes back to Idle — or, when a connection of the peer's is held, goes on
     /// with that one at once (the peer is there and connecting).
     fn reset(&mut self, why: String) -> Vec<Action> {
+        self.retained = self.retain.take();
         self.state = State::Idle;
         self.negotiated = None;
         let mut out = vec![
@@ -589,6 +620,7 @@ mod tests {
             enhanced_route_refresh: true,
             extended_next_hop: false,
             graceful_restart: None,
+            graceful_restart_families: false,
             long_lived_graceful_restart: false,
             others: Vec::new(),
         }
@@ -663,6 +695,7 @@ mod tests {
             enhanced_route_refresh: true,
             extended_next_hop: false,
             graceful_restart: false,
+            peer_restart_time: None,
         })));
         // Traffic keeps the hold timer going; updates go to the speaker.
         assert_eq!(
@@ -1068,6 +1101,40 @@ mod tests {
         let out = f.handle(Event::Incoming);
         assert_eq!(&out[..2], &[Action::Yield, Action::Adopt]);
         assert_eq!(f.state(), State::OpenSent);
+    }
+
+    #[test]
+    fn a_lost_connection_or_hold_expiry_keeps_a_restarting_peer_s_routes_a_notification_does_not() {
+        let up = |families: bool| {
+            let mut f = open_sent(settings());
+            let mut o = open(65000, 9);
+            o.capabilities.graceful_restart = Some(90);
+            o.capabilities.graceful_restart_families = families;
+            f.handle(Event::Open(o));
+            f.handle(Event::Keepalive);
+            assert_eq!(f.state(), State::Established);
+            f
+        };
+        let mut f = up(true);
+        f.handle(Event::ConnectionLost);
+        assert_eq!(f.retained(), Some(90));
+        let mut f = up(true);
+        f.handle(Event::Expired(Timer::Hold));
+        assert_eq!(f.retained(), Some(90));
+        let mut f = up(true);
+        f.handle(Event::Notification(Notification::new(
+            Code::Cease,
+            2,
+            Vec::new(),
+        )));
+        assert_eq!(f.retained(), None);
+        let mut f = up(true);
+        f.handle(Event::PathDown("BFD: the path is down".into()));
+        assert_eq!(f.retained(), None);
+        // Only "aware" (no families in the capability): nothing to keep.
+        let mut f = up(false);
+        f.handle(Event::ConnectionLost);
+        assert_eq!(f.retained(), None);
     }
 
     #[test]

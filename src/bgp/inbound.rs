@@ -25,7 +25,7 @@
 //! Treat-as-withdraw: every prefix the message carries is handled as withdrawn, so an earlier
 //! good announcement of it does not linger. The session stays up.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -44,10 +44,33 @@ pub struct Context {
 /// A checked UPDATE: the prefixes to add to and remove from the Adj-RIB-In.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Checked {
+    /// The prefixes of the NLRI field first (`classic` of them, next hop in NEXT_HOP), then
+    /// those of MP_REACH_NLRI (next hop in it).
     pub announced: Vec<IpNet>,
+    pub classic: usize,
     pub withdrawn: Vec<IpNet>,
     /// What was wrong but did not cost the session, in words for the log and status.
     pub problem: Option<Problem>,
+    /// What the announced routes carry that import and the FIB read.
+    pub attrs: Attrs,
+    /// The UPDATE is an End-of-RIB marker (RFC 4724 §2) for this AFI (1 IPv4, 2 IPv6).
+    pub end_of_rib: Option<u16>,
+}
+
+/// The path attributes import reads (the rest is checked and dropped).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attrs {
+    /// NEXT_HOP (for the NLRI field's prefixes).
+    pub next_hop: Option<Ipv4Addr>,
+    /// MP_REACH_NLRI's next hop: global and, when there are 32 octets, link-local.
+    pub mp_next_hop: Option<(IpAddr, Option<Ipv6Addr>)>,
+    /// AS_PATH length as best-path selection counts it (a set is one, confederation
+    /// segments none).
+    pub as_path_len: u32,
+    /// LOCAL_PREF (internal peers only).
+    pub local_pref: Option<u32>,
+    /// COMMUNITIES holds LLGR_STALE (65535:6, RFC 9494): the least preferred path.
+    pub llgr_stale: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +150,11 @@ pub fn check(body: &[u8], ctx: &Context) -> Result<Checked, Notification> {
     // NEXT_HOP is mandatory only for routes in the NLRI field; IPv4 routes in MP_REACH_NLRI
     // (RFC 8950) carry their next hop there (RFC 4760 §3).
     let classic_nlri = !announced.is_empty();
+    let classic = announced.len();
+    let mut attrs_out = Attrs::default();
+    // An UPDATE with nothing but an empty MP_UNREACH_NLRI is an End-of-RIB.
+    let mut only_empty_unreach: Option<u16> = None;
+    let mut other_attributes = false;
 
     let mut seen = [false; 256];
     let mut withdraw_why: Option<String> = None;
@@ -151,6 +179,7 @@ pub fn check(body: &[u8], ctx: &Context) -> Result<Checked, Notification> {
             continue;
         }
         seen[usize::from(kind)] = true;
+        other_attributes |= kind != MP_UNREACH;
         // Expected Optional/Transitive bits; None for attributes we do not know (kept as is).
         let expected = match kind {
             ORIGIN | AS_PATH | NEXT_HOP | LOCAL_PREF | ATOMIC_AGGREGATE => Some(TRANSITIVE),
@@ -182,10 +211,16 @@ pub fn check(body: &[u8], ctx: &Context) -> Result<Checked, Notification> {
                 None => {
                     withdraw_why.get_or_insert_with(|| "malformed AS_PATH".into());
                 }
-                Some(path) => looped |= path.contains(&ctx.local_as),
+                Some(path) => {
+                    looped |= path.contains(&ctx.local_as);
+                    attrs_out.as_path_len = path_length(value, if ctx.four_octet { 4 } else { 2 });
+                }
             },
             NEXT_HOP if len != 4 => {
                 withdraw_why.get_or_insert_with(|| "NEXT_HOP is not 4 octets".into());
+            }
+            NEXT_HOP => {
+                attrs_out.next_hop = Some(Ipv4Addr::new(value[0], value[1], value[2], value[3]));
             }
             MED | ORIGINATOR_ID if len != 4 => {
                 withdraw_why.get_or_insert_with(|| format!("attribute {kind} is not 4 octets"));
@@ -195,6 +230,10 @@ pub fn check(body: &[u8], ctx: &Context) -> Result<Checked, Notification> {
             }
             LOCAL_PREF if len != 4 => {
                 withdraw_why.get_or_insert_with(|| "LOCAL_PREF is not 4 octets".into());
+            }
+            LOCAL_PREF => {
+                attrs_out.local_pref =
+                    Some(u32::from_be_bytes([value[0], value[1], value[2], value[3]]));
             }
             ATOMIC_AGGREGATE if len != 0 => {
                 discard_why.get_or_insert_with(|| "ATOMIC_AGGREGATE is not empty".into());
@@ -211,6 +250,9 @@ pub fn check(body: &[u8], ctx: &Context) -> Result<Checked, Notification> {
             COMMUNITIES | CLUSTER_LIST if len == 0 || len % 4 != 0 => {
                 withdraw_why.get_or_insert_with(|| format!("attribute {kind} length {len}"));
             }
+            COMMUNITIES => {
+                attrs_out.llgr_stale = value.chunks_exact(4).any(|c| c == LLGR_STALE);
+            }
             LARGE_COMMUNITY if len == 0 || len % 12 != 0 => {
                 withdraw_why.get_or_insert_with(|| format!("LARGE_COMMUNITY length {len}"));
             }
@@ -218,10 +260,14 @@ pub fn check(body: &[u8], ctx: &Context) -> Result<Checked, Notification> {
                 let (_, _, prefixes) =
                     mp_reach(value).ok_or_else(|| reset(9, &raw_attribute(flags, kind, value)))?;
                 announced.extend(prefixes);
+                attrs_out.mp_next_hop = mp_next_hop(value);
             }
             MP_UNREACH => {
-                let (_, _, prefixes) = mp_unreach(value)
+                let (afi, safi, prefixes) = mp_unreach(value)
                     .ok_or_else(|| reset(9, &raw_attribute(flags, kind, value)))?;
+                if prefixes.is_empty() && safi == 1 {
+                    only_empty_unreach = Some(afi);
+                }
                 withdrawn.extend(prefixes);
             }
             _ => {}
@@ -237,6 +283,13 @@ pub fn check(body: &[u8], ctx: &Context) -> Result<Checked, Notification> {
             withdraw_why = Some(format!("{name} is missing"));
         }
     }
+    let end_of_rib = if body.len() == 4 {
+        Some(1)
+    } else if announced.is_empty() && withdrawn.is_empty() && !other_attributes {
+        only_empty_unreach
+    } else {
+        None
+    };
     let problem = if let Some(why) = withdraw_why {
         withdrawn.append(&mut announced);
         Some(Problem::TreatAsWithdraw(why))
@@ -246,11 +299,47 @@ pub fn check(body: &[u8], ctx: &Context) -> Result<Checked, Notification> {
     } else {
         discard_why.map(Problem::Discarded)
     };
+    let classic = classic.min(announced.len());
     Ok(Checked {
         announced,
+        classic,
         withdrawn,
         problem,
+        attrs: attrs_out,
+        end_of_rib,
     })
+}
+
+/// LLGR_STALE (RFC 9494), 65535:6.
+const LLGR_STALE: [u8; 4] = [0xff, 0xff, 0x00, 0x06];
+
+/// The AS_PATH length for best-path selection (RFC 4271 §9.1.2.2: an AS_SET counts one;
+/// confederation segments count none). The path is known to be well formed.
+fn path_length(mut b: &[u8], width: usize) -> u32 {
+    let mut n = 0u32;
+    while let [kind, count, ..] = *b {
+        let count = usize::from(count);
+        n += match kind {
+            2 => count as u32,
+            1 => 1,
+            _ => 0,
+        };
+        b = b.get(2 + count * width..).unwrap_or_default();
+    }
+    n
+}
+
+/// MP_REACH_NLRI's next hop: 4 or 16 octets, or 32 (global, then link-local).
+fn mp_next_hop(b: &[u8]) -> Option<(IpAddr, Option<Ipv6Addr>)> {
+    let nh_len = usize::from(*b.get(3)?);
+    let nh = b.get(4..4 + nh_len)?;
+    let v6 = |o: &[u8]| -> Option<Ipv6Addr> { Some(Ipv6Addr::from(<[u8; 16]>::try_from(o).ok()?)) };
+    match nh.len() {
+        4 => Some((IpAddr::V4(Ipv4Addr::new(nh[0], nh[1], nh[2], nh[3])), None)),
+        16 => Some((IpAddr::V6(v6(nh)?), None)),
+        32 => Some((IpAddr::V6(v6(&nh[..16])?), Some(v6(&nh[16..])?))),
+        _ => None,
+    }
 }
 
 /// One attribute: flags, type, value and what follows, or None when its header or value
@@ -620,8 +709,64 @@ mod tests {
     }
 
     #[test]
-    fn end_of_rib_is_an_empty_update() {
-        assert_eq!(check(&[0, 0, 0, 0], &EBGP).unwrap(), Checked::default());
+    fn end_of_rib_is_an_empty_update_or_an_empty_mp_unreach() {
+        let c = check(&[0, 0, 0, 0], &EBGP).unwrap();
+        assert_eq!(c.end_of_rib, Some(1));
+        assert!(c.announced.is_empty() && c.withdrawn.is_empty());
+        let v6 = attr(OPTIONAL, MP_UNREACH, &[0, 2, 1]);
+        assert_eq!(
+            check(&update(&[], &v6, &[]), &EBGP).unwrap().end_of_rib,
+            Some(2)
+        );
+        // The control: an MP_UNREACH that withdraws something is not a marker.
+        let w = attr(OPTIONAL, MP_UNREACH, &[0, 2, 1, 32, 0x20, 0x01, 0x0d, 0xb8]);
+        let c = check(&update(&[], &w, &[]), &EBGP).unwrap();
+        assert_eq!((c.end_of_rib, c.withdrawn.len()), (None, 1));
+        assert_eq!(
+            check(&update(&[16, 10, 1], &[], &[]), &EBGP)
+                .unwrap()
+                .end_of_rib,
+            None
+        );
+    }
+
+    #[test]
+    fn the_attributes_import_reads_are_kept() {
+        let mut a = attr(TRANSITIVE, ORIGIN, &[0]);
+        // AS_SEQUENCE 65000 65001, AS_SET {65002 65003}: length 3.
+        a.extend(attr(
+            TRANSITIVE,
+            AS_PATH,
+            &[
+                2, 2, 0, 0, 0xfd, 0xe8, 0, 0, 0xfd, 0xe9, 1, 2, 0, 0, 0xfd, 0xea, 0, 0, 0xfd, 0xeb,
+            ],
+        ));
+        a.extend(attr(TRANSITIVE, NEXT_HOP, &[192, 0, 2, 9]));
+        a.extend(attr(
+            OPTIONAL | TRANSITIVE,
+            COMMUNITIES,
+            &[0xff, 0xff, 0, 6],
+        ));
+        let mut mp = vec![0, 2, 1, 32];
+        mp.extend_from_slice(&"2001:db8::9".parse::<Ipv6Addr>().unwrap().octets());
+        mp.extend_from_slice(&"fe80::9".parse::<Ipv6Addr>().unwrap().octets());
+        mp.extend_from_slice(&[0, 48, 0x20, 0x01, 0x0d, 0xb8, 0, 1]);
+        a.extend(attr(OPTIONAL, MP_REACH, &mp));
+        let c = check(&update(&[], &a, NLRI), &EBGP).unwrap();
+        assert_eq!(c.problem, None);
+        assert_eq!(c.classic, 2);
+        assert_eq!(c.announced[2], net("2001:db8:1::/48"));
+        assert_eq!(c.attrs.next_hop, Some(Ipv4Addr::new(192, 0, 2, 9)));
+        assert_eq!(
+            c.attrs.mp_next_hop,
+            Some((
+                "2001:db8::9".parse().unwrap(),
+                Some("fe80::9".parse().unwrap())
+            ))
+        );
+        assert_eq!(c.attrs.as_path_len, 3);
+        assert!(c.attrs.llgr_stale);
+        assert_eq!(c.end_of_rib, None);
     }
 
     #[test]

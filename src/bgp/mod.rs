@@ -11,7 +11,8 @@
 //!   resolution included — events and timer expiries in, actions out;
 //! - [`rib_out`]: a neighbor's Adj-RIB-Out — session up, export change, route refresh
 //!   (BoRR/EoRR), drain (GRACEFUL_SHUTDOWN), close → UPDATE bodies and markers;
-//! - [`rib_in`]: a neighbor's Adj-RIB-In with max-prefix;
+//! - [`rib_in`]: a neighbor's Adj-RIB-In with max-prefix; [`loc_rib`]: import filters, best
+//!   path and ECMP, the graceful-restart helper — what the FIB installs (placement (a));
 //! - [`peer`]: configuration → neighbors (passwords included, never shown);
 //! - [`restart`]: graceful restart (RFC 4724), the restarting side — the capability's
 //!   R and F bits from whether the kernel's forwarding state survived (same boot);
@@ -33,6 +34,7 @@ pub mod fsm;
 pub mod inbound;
 pub mod inputs;
 pub mod listen;
+pub mod loc_rib;
 pub mod metrics;
 pub mod neighbor;
 pub mod open;

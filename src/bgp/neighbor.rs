@@ -35,7 +35,7 @@ pub async fn run(peer: Peer, status: watch::Sender<NeighborStatus>, inputs: Inpu
         if *ch.inputs.paused.borrow_and_update() {
             initial = None;
             status.state(State::Idle);
-            status.down(DRAINED.into());
+            status.down(DRAINED.into(), None);
             while ch.paused_open {
                 hb.turn().await;
                 tokio::select! {

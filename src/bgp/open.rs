@@ -170,7 +170,10 @@ pub fn decode(body: &[u8]) -> Result<PeerOpen, Notification> {
                         && x.next_hop_afi() == AddressFamily::IPv6
                 });
             }
-            BgpCapability::GracefulRestartCapability(g) => caps.graceful_restart = Some(g.time()),
+            BgpCapability::GracefulRestartCapability(g) => {
+                caps.graceful_restart = Some(g.time());
+                caps.graceful_restart_families = !g.address_families().is_empty();
+            }
             BgpCapability::LongLivedGracefulRestart(_) => caps.long_lived_graceful_restart = true,
             other => caps.others.push(capability_name(other)),
         }

@@ -105,6 +105,7 @@ mod tests {
             enhanced_route_refresh: true,
             extended_next_hop: false,
             graceful_restart: false,
+            peer_restart_time: None,
         }
     }
 

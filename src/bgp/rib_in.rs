@@ -1,6 +1,7 @@
-//! One neighbor's Adj-RIB-In: the prefixes it announces on the current session, kept after
-//! the RFC 7606 checks ([`super::inbound`]), counted, shown — and never installed (import is
-//! deny-all). Pure: checked UPDATEs in, the outcome out.
+//! One neighbor's Adj-RIB-In: the routes it announces on the current session (prefix → the
+//! path attributes import reads), kept after the RFC 7606 checks ([`super::inbound`]),
+//! counted and shown. What of it reaches the kernel is the FIB's decision (`crate::fib`:
+//! the neighbor's `import` filter, default deny). Pure: checked UPDATEs in, the outcome out.
 //!
 //! Max-prefix (RFC 4486): a neighbor with `max-prefixes` that announces more gets Cease /
 //! Maximum Number of Prefixes Reached (data: AFI, SAFI, the limit), and the session task
@@ -9,12 +10,14 @@
 //! The table is a persistent set: a snapshot for status is an O(1) clone, not a copy per
 //! UPDATE.
 
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
-use imbl::OrdSet;
+use imbl::OrdMap;
 use ipnet::IpNet;
 
-use super::inbound::{Checked, Problem};
+use super::inbound::{Attrs, Checked, Problem};
 use super::wire::{Code, Notification};
 
 /// How long a session closed for too many prefixes stays down.
@@ -23,8 +26,40 @@ pub const MAX_PREFIX_HOLD_DOWN: Duration = Duration::from_secs(60);
 /// The routes a neighbor has announced.
 #[derive(Debug, Clone, Default)]
 pub struct AdjRibIn {
-    routes: OrdSet<IpNet>,
+    routes: Table,
     max_prefixes: Option<u32>,
+    /// End-of-RIB received on this session, per AFI (IPv4, IPv6).
+    end_of_rib: [bool; 2],
+}
+
+/// A neighbor's routes: prefix → path (an O(1) clone).
+pub type Table = OrdMap<IpNet, Arc<Path>>;
+
+/// What a received route carries that the FIB needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Path {
+    /// The next hop: NEXT_HOP, or MP_REACH_NLRI's global address.
+    pub next_hop: IpAddr,
+    /// MP_REACH_NLRI's link-local next hop, when it carries one.
+    pub link_local: Option<Ipv6Addr>,
+    pub as_path_len: u32,
+    /// LOCAL_PREF (100 when the neighbor sent none, as for external peers).
+    pub local_pref: u32,
+    /// Marked LLGR_STALE by the neighbor.
+    pub llgr_stale: bool,
+}
+
+impl Path {
+    fn from_attrs(a: &Attrs, next_hop: Option<(IpAddr, Option<Ipv6Addr>)>) -> Option<Self> {
+        let (next_hop, link_local) = next_hop?;
+        Some(Self {
+            next_hop,
+            link_local,
+            as_path_len: a.as_path_len,
+            local_pref: a.local_pref.unwrap_or(100),
+            llgr_stale: a.llgr_stale,
+        })
+    }
 }
 
 /// What one UPDATE did.
@@ -39,19 +74,31 @@ pub struct Applied {
 impl AdjRibIn {
     pub fn new(max_prefixes: Option<u32>) -> Self {
         Self {
-            routes: OrdSet::new(),
+            routes: OrdMap::new(),
             max_prefixes,
+            end_of_rib: [false; 2],
         }
     }
 
     /// Applies a checked UPDATE: withdrawals first, then announcements.
     pub fn apply(&mut self, c: Checked) -> Applied {
+        if let Some(afi @ 1..=2) = c.end_of_rib {
+            self.end_of_rib[usize::from(afi - 1)] = true;
+        }
         for p in &c.withdrawn {
             self.routes.remove(p);
         }
         let last_family = c.announced.last().copied();
-        for p in c.announced {
-            self.routes.insert(p);
+        let classic =
+            Path::from_attrs(&c.attrs, c.attrs.next_hop.map(|a| (a.into(), None))).map(Arc::new);
+        let mp = Path::from_attrs(&c.attrs, c.attrs.mp_next_hop).map(Arc::new);
+        for (i, p) in c.announced.into_iter().enumerate() {
+            let path = if i < c.classic { &classic } else { &mp };
+            // Announced with no usable next hop (a family we do not read): not a route.
+            match path {
+                Some(path) => self.routes.insert(p, path.clone()),
+                None => self.routes.remove(&p),
+            };
         }
         let over_limit = self.max_prefixes.and_then(|limit| {
             if self.routes.len() <= limit as usize {
@@ -80,7 +127,13 @@ impl AdjRibIn {
 
     /// The session went down: the neighbor's routes go with it.
     pub fn clear(&mut self) {
-        self.routes = OrdSet::new();
+        self.routes = OrdMap::new();
+        self.end_of_rib = [false; 2];
+    }
+
+    /// End-of-RIB received on this session for (IPv4, IPv6).
+    pub fn end_of_rib(&self) -> [bool; 2] {
+        self.end_of_rib
     }
 
     pub fn len(&self) -> usize {
@@ -92,7 +145,7 @@ impl AdjRibIn {
     }
 
     /// The table as it is now (an O(1) clone).
-    pub fn snapshot(&self) -> OrdSet<IpNet> {
+    pub fn snapshot(&self) -> Table {
         self.routes.clone()
     }
 }
@@ -106,10 +159,17 @@ mod tests {
     }
 
     fn update(announced: &[&str], withdrawn: &[&str]) -> Checked {
+        let announced = nets(announced);
         Checked {
-            announced: nets(announced),
+            classic: announced.len(),
+            announced,
             withdrawn: nets(withdrawn),
-            problem: None,
+            attrs: Attrs {
+                next_hop: Some("192.0.2.1".parse().unwrap()),
+                as_path_len: 1,
+                ..Attrs::default()
+            },
+            ..Checked::default()
         }
     }
 
@@ -119,7 +179,11 @@ mod tests {
         rib.apply(update(&["192.0.2.0/24", "2001:db8::/48"], &[]));
         let before = rib.snapshot();
         rib.apply(update(&["198.51.100.0/24"], &["192.0.2.0/24"]));
-        let now: Vec<String> = rib.snapshot().iter().map(ToString::to_string).collect();
+        let now: Vec<String> = rib.snapshot().keys().map(ToString::to_string).collect();
+        assert_eq!(
+            rib.snapshot()[&"2001:db8::/48".parse::<IpNet>().unwrap()].next_hop,
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(now, ["198.51.100.0/24", "2001:db8::/48"]);
         assert_eq!(before.len(), 2, "a snapshot does not move with the table");
         rib.clear();

@@ -436,6 +436,7 @@ mod tests {
             enhanced_route_refresh: enhanced,
             extended_next_hop: false,
             graceful_restart: false,
+            peer_restart_time: None,
         }
     }
 

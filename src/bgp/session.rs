@@ -340,7 +340,7 @@ impl<'a> Session<'a> {
                 tracing::warn!(neighbor = %self.peer.name, reason = %why, "BGP session down");
                 self.rib_out.down();
                 self.rib_in.clear();
-                self.status.down(why);
+                self.status.down(why, self.fsm.retained());
             }
             Action::Deliver => {}
             Action::Adopt => {
@@ -412,7 +412,7 @@ impl<'a> Session<'a> {
             if let Some(p) = &problem {
                 tracing::warn!(neighbor = %self.peer.name, problem = %p, "UPDATE with errors");
             }
-            self.status.received(self.rib_in.snapshot(), problem);
+            self.status.received(&self.rib_in, problem);
             if let Some((_, msg)) = applied.over_limit {
                 tracing::warn!(neighbor = %self.peer.name, "{msg}");
                 self.status.update_error(msg);

@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use imbl::OrdSet;
-use ipnet::IpNet;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -34,11 +32,21 @@ pub struct NeighborStatus {
     /// Messages by type (OPEN, UPDATE, NOTIFICATION, KEEPALIVE, ROUTE-REFRESH), both ways.
     pub messages_sent: [u64; 5],
     pub messages_received: [u64; 5],
-    /// Prefixes the neighbor has announced to us on the current session (the Adj-RIB-In;
-    /// import is deny-all, so they are only kept, counted and shown).
+    /// Prefixes the neighbor has announced to us on the current session (the Adj-RIB-In,
+    /// before the import filter).
     pub prefixes_received: usize,
     #[serde(skip)]
-    pub adj_rib_in: OrdSet<IpNet>,
+    pub adj_rib_in: super::rib_in::Table,
+    /// End-of-RIB received on the current session for (IPv4, IPv6).
+    #[serde(skip)]
+    pub end_of_rib: [bool; 2],
+    /// The families of the current session (IPv4, IPv6).
+    #[serde(skip)]
+    pub families: [bool; 2],
+    /// Set when the session went down the way a restarting peer's does and the peer had
+    /// sent the graceful-restart capability: its routes stay, stale, this many seconds.
+    #[serde(skip)]
+    pub retained: Option<u16>,
     /// UPDATEs that were treated as withdraw, had an attribute discarded or looped.
     pub update_errors: u64,
     /// What the last of those was.
@@ -73,7 +81,10 @@ impl NeighborStatus {
             messages_sent: [0; 5],
             messages_received: [0; 5],
             prefixes_received: 0,
-            adj_rib_in: OrdSet::new(),
+            adj_rib_in: Default::default(),
+            end_of_rib: [false; 2],
+            families: [false; 2],
+            retained: None,
             update_errors: 0,
             last_update_error: None,
             prefixes_sent: 0,
@@ -110,12 +121,14 @@ pub trait Report {
     fn state(&self, state: State);
     /// The session came up with what was sent on it.
     fn up(&self, n: &super::fsm::Negotiated, sent: rib_out::View);
-    /// The session went down (or could not start): why.
-    fn down(&self, why: String);
+    /// The session went down (or could not start): why, and how long its routes stay
+    /// stale ([`super::fsm::Fsm::retained`]).
+    fn down(&self, why: String, retained: Option<u16>);
     /// What the neighbor has been sent changed.
     fn sent(&self, view: rib_out::View);
-    /// The neighbor's routes, after an UPDATE, and what was wrong with it if anything.
-    fn received(&self, rib: OrdSet<IpNet>, problem: Option<String>);
+    /// The neighbor's routes after an UPDATE (and End-of-RIB seen), and what was wrong
+    /// with it if anything.
+    fn received(&self, rib: &super::rib_in::AdjRibIn, problem: Option<String>);
     /// Something the operator should know about the last UPDATE (max-prefixes).
     fn update_error(&self, msg: String);
     /// The last thing that went wrong (kept after the session recovers only until up).
@@ -161,17 +174,22 @@ impl Report for watch::Sender<NeighborStatus> {
             s.peer_as = Some(n.peer_as);
             s.hold_time = Some(n.hold_time);
             s.graceful_restart = n.graceful_restart;
+            s.families = [n.families.ipv4, n.families.ipv6];
+            s.end_of_rib = [false; 2];
+            s.retained = None;
             s.last_error = None;
             s.prefixes_sent = sent.len();
             s.adj_rib_out = sent;
         });
     }
 
-    fn down(&self, why: String) {
+    fn down(&self, why: String, retained: Option<u16>) {
         self.send_modify(|s| {
             s.up_since = None;
+            s.retained = retained;
+            s.end_of_rib = [false; 2];
             s.prefixes_received = 0;
-            s.adj_rib_in = OrdSet::new();
+            s.adj_rib_in = Default::default();
             s.last_error = Some(why);
             s.prefixes_sent = 0;
             s.adj_rib_out = rib_out::View::default();
@@ -185,10 +203,11 @@ impl Report for watch::Sender<NeighborStatus> {
         });
     }
 
-    fn received(&self, rib: OrdSet<IpNet>, problem: Option<String>) {
+    fn received(&self, rib: &super::rib_in::AdjRibIn, problem: Option<String>) {
         self.send_modify(|s| {
             s.prefixes_received = rib.len();
-            s.adj_rib_in = rib;
+            s.adj_rib_in = rib.snapshot();
+            s.end_of_rib = rib.end_of_rib();
             if let Some(p) = problem {
                 s.update_errors += 1;
                 s.last_update_error = Some(p);

@@ -263,6 +263,25 @@ pub(crate) struct BgpCommon {
     restart_state: PathBuf,
     #[serde(default)]
     long_lived_stale_time: u32,
+    #[serde(default = "default_fib_table")]
+    fib_table: u32,
+    #[serde(default = "default_fib_metric")]
+    fib_metric: u32,
+    #[serde(default = "default_fib_protocol")]
+    fib_protocol: u8,
+}
+
+fn default_fib_table() -> u32 {
+    254
+}
+
+fn default_fib_metric() -> u32 {
+    20
+}
+
+/// kube-gw's route protocol id (ASCII `k`, as its address protocol).
+fn default_fib_protocol() -> u8 {
+    0x6b
 }
 
 fn default_restart_time() -> u16 {
@@ -299,6 +318,11 @@ impl BgpCommon {
             restart_time: self.restart_time,
             restart_state: self.restart_state,
             long_lived_stale_time: self.long_lived_stale_time,
+            fib: Fib {
+                table: self.fib_table,
+                metric: self.fib_metric,
+                protocol: self.fib_protocol,
+            },
             neighbors,
         }
     }
@@ -350,7 +374,27 @@ pub struct BgpConfig {
     /// routes after the restart time, marked LLGR_STALE and least preferred (0: not
     /// offered; at most 16777215).
     pub long_lived_stale_time: u32,
+    /// Where imported routes go (`fib-table`, `fib-metric`, `fib-protocol`).
+    #[serde(flatten)]
+    pub fib: Fib,
     pub neighbors: Vec<NeighborConfig>,
+}
+
+/// The kernel routes kube-gw installs from the neighbors' `import`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Fib {
+    /// Routing table (default 254, main).
+    #[serde(rename = "fib-table")]
+    pub table: u32,
+    /// Route metric (priority; default 20, as FRR's eBGP routes): a route of another
+    /// protocol with the same prefix and metric is never replaced.
+    #[serde(rename = "fib-metric")]
+    pub metric: u32,
+    /// Route protocol id that marks kube-gw's routes (default 107): kube-gw changes and
+    /// removes only routes with it.
+    #[serde(rename = "fib-protocol")]
+    pub protocol: u8,
 }
 
 /// `[[bgp.neighbors]]`: one peer.
@@ -413,6 +457,93 @@ pub struct NeighborConfig {
     /// Extra copies of our AS prepended for this (external) neighbor, 0 to 10.
     #[serde(default)]
     pub prepend: u8,
+    /// Which of this neighbor's routes kube-gw installs into the kernel (placement (a):
+    /// kube-gw is the switch's only BGP speaker). Prefix filters as in a prefix list:
+    /// `"0.0.0.0/0"` (that prefix exactly), `"10.0.0.0/8 le 24"`, `"2001:db8::/32 ge 48 le
+    /// 64"`. Default: none (import is deny-all: received routes are only kept and shown).
+    #[serde(default)]
+    pub import: Vec<PrefixFilter>,
+}
+
+/// One prefix-list entry: routes inside `prefix` whose length is in `ge..=le` (both
+/// default to the prefix's own length: that prefix exactly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixFilter {
+    pub prefix: ipnet::IpNet,
+    pub ge: u8,
+    pub le: u8,
+}
+
+impl PrefixFilter {
+    pub fn matches(&self, p: &ipnet::IpNet) -> bool {
+        (self.ge..=self.le).contains(&p.prefix_len()) && self.prefix.contains(p)
+    }
+}
+
+impl std::str::FromStr for PrefixFilter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut words = s.split_whitespace();
+        let prefix: ipnet::IpNet = words.next().unwrap_or_default().parse().map_err(|_| {
+            format!(
+                "`{s}`: expected a prefix such as 192.0.2.0/24, then optionally `ge N` and `le M`"
+            )
+        })?;
+        if prefix.trunc() != prefix {
+            return Err(format!(
+                "`{prefix}` has host bits set; write {}",
+                prefix.trunc()
+            ));
+        }
+        let (mut ge, mut le) = (None, None);
+        while let Some(w) = words.next() {
+            let n: u8 = words
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("`{s}`: `{w}` needs a prefix length after it"))?;
+            match w {
+                "ge" if ge.is_none() && le.is_none() => ge = Some(n),
+                "le" if le.is_none() => le = Some(n),
+                _ => return Err(format!("`{s}`: expected `ge N` then `le M`, found `{w}`")),
+            }
+        }
+        let own = prefix.prefix_len();
+        let ge = ge.unwrap_or(own);
+        let le = le.unwrap_or(if ge > own {
+            prefix.max_prefix_len()
+        } else {
+            own
+        });
+        if !(own <= ge && ge <= le && le <= prefix.max_prefix_len()) {
+            return Err(format!(
+                "`{s}`: lengths must satisfy {own} <= ge <= le <= {}",
+                prefix.max_prefix_len()
+            ));
+        }
+        Ok(Self { prefix, ge, le })
+    }
+}
+
+impl<'de> Deserialize<'de> for PrefixFilter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for PrefixFilter {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let own = self.prefix.prefix_len();
+        match (self.ge == own, self.le == own) {
+            (true, true) => s.collect_str(&self.prefix),
+            (true, false) => s.collect_str(&format_args!("{} le {}", self.prefix, self.le)),
+            _ => s.collect_str(&format_args!(
+                "{} ge {} le {}",
+                self.prefix, self.ge, self.le
+            )),
+        }
+    }
 }
 
 /// Parses `"ASN:VALUE"` (each 0..=65535) into an RFC 1997 community.
@@ -547,5 +678,37 @@ mod tests {
         );
         assert_eq!(parse_large_community("1:2"), None);
         assert_eq!(parse_large_community("1:2:3:4"), None);
+    }
+}
+
+#[cfg(test)]
+mod prefix_filter_tests {
+    use super::PrefixFilter;
+
+    fn f(s: &str) -> Result<PrefixFilter, String> {
+        s.parse()
+    }
+
+    #[test]
+    fn prefix_filters_read_as_prefix_lists_do() {
+        let exact = f("203.0.113.0/24").unwrap();
+        assert!(exact.matches(&"203.0.113.0/24".parse().unwrap()));
+        assert!(!exact.matches(&"203.0.113.0/25".parse().unwrap()));
+        let le = f("203.0.113.0/24 le 32").unwrap();
+        assert!(le.matches(&"203.0.113.7/32".parse().unwrap()));
+        assert!(!le.matches(&"203.0.112.0/23".parse().unwrap()));
+        let ge = f("2001:db8::/32 ge 48 le 64").unwrap();
+        assert!(ge.matches(&"2001:db8:1::/48".parse().unwrap()));
+        assert!(!ge.matches(&"2001:db8::/40".parse().unwrap()));
+        // `ge` alone runs to the family's longest.
+        assert_eq!(f("10.0.0.0/8 ge 24").unwrap().le, 32);
+        assert!(f("10.0.0.1/8").unwrap_err().contains("host bits"));
+        assert!(f("10.0.0.0/8 le 4")
+            .unwrap_err()
+            .contains("8 <= ge <= le <= 32"));
+        assert!(f("10.0.0.0/8 le")
+            .unwrap_err()
+            .contains("needs a prefix length"));
+        assert!(f("nonsense").unwrap_err().contains("expected a prefix"));
     }
 }

@@ -320,6 +320,32 @@ fn bgp_rules(bgp: &BgpConfig, file_index: &[usize], out: &mut Findings) {
             "set graceful-restart = true, or remove long-lived-stale-time",
         );
     }
+    // Protocol ids the kernel and the usual routing daemons use: kube-gw would replace and
+    // remove their routes as its own.
+    const TAKEN: &[(u8, &str)] = &[
+        (0, "unspec"),
+        (1, "redirect"),
+        (2, "kernel"),
+        (3, "boot"),
+        (4, "static"),
+        (11, "zebra"),
+        (12, "bird"),
+        (16, "dhcp"),
+        (18, "keepalived"),
+        (42, "babel"),
+        (186, "bgp (FRR)"),
+        (187, "isis (FRR)"),
+        (188, "ospf (FRR)"),
+        (189, "rip (FRR)"),
+        (192, "eigrp (FRR)"),
+    ];
+    if let Some((_, who)) = TAKEN.iter().find(|(p, _)| *p == bgp.fib.protocol) {
+        out.error(
+            base().key("fib-protocol"),
+            format!("route protocol {} is {who}'s", bgp.fib.protocol),
+            "keep the default (107) or pick an id no other program on the switch uses",
+        );
+    }
     if bgp.restart_state.is_relative() {
         out.error(
             base().key("restart-state"),

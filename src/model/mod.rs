@@ -7,7 +7,8 @@
 //! - [`dataplane`]: virtual services ([`VsKey`], [`VirtualService`], [`Destination`]) as
 //!   `desired` computes them and `ipvs` programs them, and the address reconciler's
 //!   [`Programmed`] report.
-//! - [`route`]: what BGP is given to announce ([`Exported`], [`Communities`]).
+//! - [`route`]: what BGP is given to announce ([`Exported`], [`Communities`]) and what it
+//!   installs ([`Installed`], [`FibWant`]).
 //!
 //! Who may import what (checked by `tests/architecture.rs`): `model` imports nothing of
 //! kube-gw; `desired`, `ipvs`, `netlink` and `bgp` import `model` and never `kube`.
@@ -18,4 +19,4 @@ pub mod route;
 
 pub use cluster::{ClusterSnapshot, ObjectKey, Protocol};
 pub use dataplane::{DestState, Destination, Programmed, VirtualService, VsKey};
-pub use route::{Communities, Exported};
+pub use route::{Communities, Exported, FibWant, Installed, NextHop};

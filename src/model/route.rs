@@ -36,3 +36,24 @@ impl Communities {
 /// nodes are full: about 36 bytes a route), and each session keeps the version it last
 /// sent and finds what to send next by walking both in order.
 pub type Exported = Arc<BTreeMap<IpNet, Option<Arc<Communities>>>>;
+
+/// One next hop of an installed route: a gateway, and the interface when the gateway is
+/// link-local (or the route is IPv4 over an IPv6 next hop on an unnumbered link).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct NextHop {
+    pub gateway: std::net::IpAddr,
+    pub interface: Option<String>,
+}
+
+/// The routes kube-gw installs into the kernel (placement (a)): prefix → its next hops,
+/// sorted (ECMP when more than one). Built by the BGP Loc-RIB, read by the FIB installer.
+pub type Installed = imbl::OrdMap<IpNet, Arc<[NextHop]>>;
+
+/// What the FIB installer is given.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FibWant {
+    pub routes: Installed,
+    /// Every importing neighbor has sent its End-of-RIB (or the restart time passed since
+    /// the start): routes found from before the start that are not wanted may go.
+    pub synced: bool,
+}

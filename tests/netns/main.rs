@@ -11,6 +11,7 @@ mod controlplane;
 mod harness;
 mod placement;
 mod restart;
+mod traffic;
 mod vips;
 
 use std::process::Command;

@@ -43,6 +43,7 @@ fn dest(j: usize) -> Destination {
         address: format!("203.0.113.{}", j + 1).parse().unwrap(),
         port: 8080,
         state: DestState::Ready,
+        weight: 1,
     }
 }
 

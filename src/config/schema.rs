@@ -187,6 +187,29 @@ pub struct IpvsConfig {
     /// this long (seconds).
     #[serde(default = "default_drain_timeout", with = "seconds")]
     pub drain_timeout: std::time::Duration,
+    /// How IPVS forwards to the endpoints: `masq` (default) or `tunnel`. See [`Forwarding`].
+    #[serde(default)]
+    pub forwarding: Forwarding,
+}
+
+/// How a switch forwards a VIP's traffic (`[ipvs] forwarding`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Forwarding {
+    /// NAT to each endpoint (pod) address and port. With `externalTrafficPolicy: Cluster`
+    /// the source becomes the switch's address too, so the answer comes back through it;
+    /// a flow that ECMP moves to another switch then reaches its endpoint from a new source
+    /// and is reset.
+    #[default]
+    Masq,
+    /// IPIP to the endpoints' nodes (one destination per node, weighted by its ready
+    /// endpoints), which decapsulate and hand the packet, still addressed to the VIP and
+    /// port, to kube-proxy's rules for the external or LoadBalancer IP; the answer goes
+    /// straight to the client. Every switch picks the same node for a flow (Maglev), so a
+    /// flow that ECMP moves to another switch lands on the same node and its conntrack
+    /// entry: it survives. Needs on every node: the `ipip` module with `tunl0` up, and
+    /// `rp_filter` not strict on `tunl0`.
+    Tunnel,
 }
 
 impl Default for IpvsConfig {
@@ -197,6 +220,7 @@ impl Default for IpvsConfig {
             fallback: true,
             hash_port: false,
             drain_timeout: default_drain_timeout(),
+            forwarding: Forwarding::default(),
         }
     }
 }

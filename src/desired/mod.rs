@@ -239,8 +239,65 @@ fn check_address(
 }
 
 /// The endpoints of one Service port, for one address family, as kube-proxy picks them:
-/// the ready ones, or, if none is ready, the serving-terminating ones.
+/// the ready ones, or, if none is ready, the serving-terminating ones. With `tunnel`
+/// forwarding (`tunnel_port`: the Service's port), their nodes instead: one destination
+/// per node at its first InternalIP of the family, the Service's port, weighted by its
+/// endpoints; an endpoint whose node is unknown or has no such address is left out.
 fn destinations(
+    snap: &ClusterSnapshot,
+    svc: &Service,
+    (port_name, protocol): (&str, Protocol),
+    v4: bool,
+    tunnel_port: Option<u16>,
+) -> Vec<Destination> {
+    let endpoints = endpoints(snap, svc, port_name, protocol, v4);
+    let Some(port) = tunnel_port else {
+        return endpoints;
+    };
+    let mut per_node: BTreeMap<IpAddr, Destination> = BTreeMap::new();
+    for (d, node) in endpoints.iter().zip(endpoint_nodes(snap, svc, &endpoints)) {
+        let Some(address) = node
+            .and_then(|n| snap.nodes.get(n.as_str()))
+            .and_then(|n| n.addresses.iter().find(|a| a.is_ipv4() == v4))
+        else {
+            continue;
+        };
+        per_node
+            .entry(*address)
+            .and_modify(|n| n.weight += 1)
+            .or_insert(Destination {
+                address: *address,
+                port,
+                state: d.state,
+                weight: 1,
+            });
+    }
+    per_node.into_values().collect()
+}
+
+/// The node of each destination (by endpoint address; the first slice that names it).
+fn endpoint_nodes(
+    snap: &ClusterSnapshot,
+    svc: &Service,
+    dests: &[Destination],
+) -> Vec<Option<String>> {
+    let mut node_of: BTreeMap<IpAddr, String> = BTreeMap::new();
+    for slice in snap.slices_of(&svc.key) {
+        for e in &slice.endpoints {
+            if let Some(n) = &e.node_name {
+                for a in &e.addresses {
+                    node_of.entry(*a).or_insert_with(|| n.clone());
+                }
+            }
+        }
+    }
+    dests
+        .iter()
+        .map(|d| node_of.get(&d.address).cloned())
+        .collect()
+}
+
+fn endpoints(
     snap: &ClusterSnapshot,
     svc: &Service,
     port_name: &str,
@@ -263,6 +320,7 @@ fn destinations(
                     address: *a,
                     port: port.port,
                     state,
+                    weight: 1,
                 };
                 if is_ready(e) {
                     ready.insert(d(DestState::Ready));
@@ -435,9 +493,10 @@ fn resolve_vip(
                     destinations: destinations(
                         snap,
                         svc,
-                        &port.name,
-                        port.protocol,
+                        (&port.name, port.protocol),
                         addr.is_ipv4(),
+                        (cfg.ipvs.forwarding == crate::config::Forwarding::Tunnel)
+                            .then_some(port.port),
                     ),
                     persistence: svc.client_ip_affinity,
                     external_traffic_local: svc.external_traffic_local,
@@ -502,6 +561,7 @@ pub struct Engine {
 struct ConfigInputs {
     service_cidrs: Option<Vec<IpNet>>,
     vip: crate::config::VipConfig,
+    forwarding: crate::config::Forwarding,
 }
 
 impl ConfigInputs {
@@ -509,6 +569,7 @@ impl ConfigInputs {
         Self {
             service_cidrs: cfg.kubernetes.as_ref().map(|k| k.service_cidrs.clone()),
             vip: cfg.vip.clone(),
+            forwarding: cfg.ipvs.forwarding,
         }
     }
 }

@@ -85,8 +85,11 @@ pub mod flags {
     pub const MANAGED: u32 = PERSISTENT | SCHED1 | SCHED2;
 }
 
-/// Forwarding method `masq` (NAT); the only one kube-gw uses.
+/// Forwarding method `masq` (NAT): the destination address and port are rewritten.
 pub const FWD_MASQ: u32 = 0;
+/// Forwarding method `tunnel` (`IP_VS_CONN_F_TUNNEL`): the packet goes unchanged inside an
+/// IPIP header to the destination, which answers the client directly.
+pub const FWD_TUNNEL: u32 = 2;
 /// `IP_VS_CONN_F_FWD_MASK`.
 const FWD_MASK: u32 = 0x7;
 
@@ -111,14 +114,14 @@ pub struct DestSpec {
     pub addr: IpAddr,
     pub port: u16,
     pub weight: i32,
+    /// Forwarding method ([`FWD_MASQ`], [`FWD_TUNNEL`]).
+    pub fwd: u32,
 }
 
 /// A destination as the kernel reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DestInfo {
     pub spec: DestSpec,
-    /// Forwarding method (`IP_VS_CONN_F_FWD_MASK` bits).
-    pub fwd: u32,
     pub active_conns: u32,
     pub inactive_conns: u32,
     pub persist_conns: u32,
@@ -289,7 +292,7 @@ fn service_attrs(w: &mut Writer, s: &ServiceSpec) {
 fn dest_attrs(w: &mut Writer, d: &DestSpec) {
     w.attr(DEST_ATTR_ADDR, &inet_addr(&d.addr));
     w.attr(DEST_ATTR_PORT, &d.port.to_be_bytes());
-    w.u32(DEST_ATTR_FWD_METHOD, FWD_MASQ);
+    w.u32(DEST_ATTR_FWD_METHOD, d.fwd);
     w.u32(DEST_ATTR_WEIGHT, u32::from_ne_bytes(d.weight.to_ne_bytes()));
     w.u32(DEST_ATTR_U_THRESH, 0);
     w.u32(DEST_ATTR_L_THRESH, 0);
@@ -437,8 +440,8 @@ fn decode_dest(a: &[(u16, &[u8])], family: u16) -> Option<DestInfo> {
             addr: addr_of(family, get(a, DEST_ATTR_ADDR)?)?,
             port: port_of(get(a, DEST_ATTR_PORT)?)?,
             weight: i32::from_ne_bytes(u(DEST_ATTR_WEIGHT).to_ne_bytes()),
+            fwd: u(DEST_ATTR_FWD_METHOD) & FWD_MASK,
         },
-        fwd: u(DEST_ATTR_FWD_METHOD) & FWD_MASK,
         active_conns: u(DEST_ATTR_ACTIVE_CONNS),
         inactive_conns: u(DEST_ATTR_INACT_CONNS),
         persist_conns: u(DEST_ATTR_PERSIST_CONNS),
@@ -592,6 +595,7 @@ mod tests {
             addr: "2001:db8::5".parse().unwrap(),
             port: 8080,
             weight: 1,
+            fwd: FWD_MASQ,
         };
         let k = ServiceKey {
             vip: "2001:db8:100::1".parse().unwrap(),

@@ -1,6 +1,9 @@
 //! The return path of `externalTrafficPolicy: Cluster`: kube-gw's nftables table
 //! `inet kube-gw`, and nothing else in nftables.
 //!
+//! With `[ipvs] forwarding = "tunnel"` the table stays empty: a tunnelled packet keeps its
+//! addresses and its answer goes from the node straight to the client.
+//!
 //! IPVS forwards with `masq`: it rewrites the destination to the backend and keeps the
 //! client's address as the source. A backend's reply must then come back through the same
 //! switch to be rewritten back — which nothing guarantees in a fabric (the backend's node

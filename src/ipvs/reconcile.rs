@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use super::client::{Client, IpvsError};
 use super::codec::{flags, DestInfo, DestSpec, Request, ServiceKey, ServiceSpec};
 use crate::backoff::Backoff;
-use crate::config::{IpvsConfig, Scheduler};
+use crate::config::{Forwarding, IpvsConfig, Scheduler};
 use crate::lifecycle::Heartbeat;
 use crate::model::{VirtualService, VsKey};
 use crate::reconcile::{drive, Pacing, Reconciler, Wake};
@@ -68,7 +68,6 @@ impl Model {
                 if let Some((_, dests)) = self.services.get_mut(k) {
                     let e = dests.entry((d.addr, d.port)).or_insert(DestInfo {
                         spec: *d,
-                        fwd: super::codec::FWD_MASQ,
                         active_conns: 0,
                         inactive_conns: 0,
                         persist_conns: 0,
@@ -147,7 +146,7 @@ pub fn plan(
             (Some(vs), None) => {
                 out.push(Request::NewService(spec_for(key, vs, cfg)));
                 for d in &vs.destinations {
-                    out.push(Request::NewDest(*key, dest(d)));
+                    out.push(Request::NewDest(*key, dest(d, cfg)));
                 }
             }
             (Some(vs), Some((spec, dests))) => {
@@ -161,11 +160,10 @@ pub fn plan(
                     .map(|d| (d.address, d.port))
                     .collect();
                 for d in &vs.destinations {
+                    let want = dest(d, cfg);
                     match dests.get(&(d.address, d.port)) {
-                        None => out.push(Request::NewDest(*key, dest(d))),
-                        Some(h) if h.spec.weight != 1 || h.fwd != super::codec::FWD_MASQ => {
-                            out.push(Request::SetDest(*key, dest(d)));
-                        }
+                        None => out.push(Request::NewDest(*key, want)),
+                        Some(h) if h.spec != want => out.push(Request::SetDest(*key, want)),
                         Some(_) => {}
                     }
                 }
@@ -197,11 +195,15 @@ pub fn plan(
     out
 }
 
-fn dest(d: &crate::model::Destination) -> DestSpec {
+fn dest(d: &crate::model::Destination, cfg: &IpvsConfig) -> DestSpec {
     DestSpec {
         addr: d.address,
         port: d.port,
-        weight: 1,
+        weight: i32::try_from(d.weight).unwrap_or(i32::MAX),
+        fwd: match cfg.forwarding {
+            Forwarding::Masq => super::codec::FWD_MASQ,
+            Forwarding::Tunnel => super::codec::FWD_TUNNEL,
+        },
     }
 }
 
@@ -229,10 +231,15 @@ pub struct IpvsReport {
 }
 
 /// The virtual services whose forwarded traffic is source-NATed (`externalTrafficPolicy:
-/// Cluster`).
-pub fn cluster_policy(desired: &OrdMap<VsKey, VirtualService>) -> BTreeSet<VsKey> {
+/// Cluster` with `masq` forwarding; a tunnelled packet keeps its addresses and its answer
+/// goes straight to the client).
+pub fn cluster_policy(
+    desired: &OrdMap<VsKey, VirtualService>,
+    forwarding: Forwarding,
+) -> BTreeSet<VsKey> {
     desired
         .iter()
+        .filter(|_| forwarding == Forwarding::Masq)
         .filter(|(_, vs)| !vs.external_traffic_local)
         .map(|(k, _)| *k)
         .collect()
@@ -410,7 +417,7 @@ impl Reconciler for IpvsReconciler {
             let results = k.client.apply(&reqs)?;
             let mut failed = Vec::new();
             // The return path: rewritten only when the set of Cluster-policy services changed.
-            let cluster = cluster_policy(&want);
+            let cluster = cluster_policy(&want, cfg.forwarding);
             if k.nat.as_ref() != Some(&cluster) {
                 match super::nat::apply(&super::nat::render(&cluster)) {
                     Ok(()) => k.nat = Some(cluster),
@@ -576,6 +583,7 @@ mod tests {
                 address: a.parse().unwrap(),
                 port: 8080,
                 state: DestState::Ready,
+                weight: 1,
             })
             .collect();
         destinations.sort();
@@ -734,6 +742,48 @@ mod tests {
             .for_each(|x| x.spec.weight = 0);
         let p = run_plan(&d, &mut m, &Draining::new());
         assert!(matches!(&p[..], [Request::SetDest(_, d)] if d.weight == 1));
+    }
+
+    #[test]
+    fn tunnel_forwarding_programs_ipip_with_the_node_s_weight_and_no_source_nat() {
+        let k = key("198.51.100.10", 80);
+        let mut d = OrdMap::new();
+        let mut two = vs(&["192.0.2.201"]);
+        two.destinations[0].weight = 2;
+        d.insert(k, two);
+        let tunnel = IpvsConfig {
+            forwarding: Forwarding::Tunnel,
+            ..cfg()
+        };
+        let mut m = Model::default();
+        let p = plan(
+            &all(&d, &m),
+            &d,
+            &tunnel,
+            &m,
+            &Draining::new(),
+            Instant::now(),
+        );
+        assert!(
+            matches!(&p[1], Request::NewDest(_, x) if x.fwd == super::super::codec::FWD_TUNNEL && x.weight == 2),
+            "{p:?}"
+        );
+        assert!(cluster_policy(&d, Forwarding::Tunnel).is_empty());
+        assert_eq!(cluster_policy(&d, Forwarding::Masq).len(), 1);
+        // Programmed with masq before: switching the method is one SetDest.
+        run_plan(&d, &mut m, &Draining::new());
+        let p = plan(
+            &all(&d, &m),
+            &d,
+            &tunnel,
+            &m,
+            &Draining::new(),
+            Instant::now(),
+        );
+        assert!(
+            matches!(&p[..], [Request::SetDest(_, x)] if x.fwd == super::super::codec::FWD_TUNNEL),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub const NEEDED: &[(&str, &str, &str)] = &[
     (
         "net.ipv4.vs.sloppy_tcp",
         "1",
-        "a TCP flow that moves to this switch mid-connection (ECMP rehash, a switch failing) must still reach its backend",
+        "a TCP flow that moves to this switch mid-connection (ECMP rehash, a switch failing) must be taken up and sent to the backend Maglev picks for it",
     ),
     (
         "net.ipv4.vs.expire_nodest_conn",

@@ -181,18 +181,24 @@ pub fn endpoint_slice_view(s: &discovery::EndpointSlice) -> Option<EndpointSlice
     })
 }
 
-/// Converts an API Node (`None` without a name).
+/// Converts an API Node (`None` without a name). Its InternalIP addresses come first (the
+/// ones `tunnel` forwarding sends to), each kind sorted.
 pub fn node_view(n: &core::Node) -> Option<Node> {
     let name = n.metadata.name.clone()?;
-    let mut addresses: Vec<IpAddr> = n
+    let mut addresses: Vec<(bool, IpAddr)> = n
         .status
         .iter()
         .flat_map(|s| s.addresses.iter().flatten())
         .filter(|a| a.type_ != "Hostname")
-        .filter_map(|a| a.address.parse().ok())
+        .filter_map(|a| Some((a.type_ != "InternalIP", a.address.parse().ok()?)))
         .collect();
     addresses.sort();
-    addresses.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    let addresses = addresses
+        .into_iter()
+        .map(|(_, a)| a)
+        .filter(|a| seen.insert(*a))
+        .collect();
     Some(Node { name, addresses })
 }
 
@@ -337,5 +343,14 @@ mod tests {
             snap.node_addresses().into_iter().collect::<Vec<_>>(),
             vec!["192.0.2.7".parse::<IpAddr>().unwrap()]
         );
+        // InternalIP first, whatever the order in the object.
+        let n: core::Node = from_json(json!({
+            "metadata": {"name": "w2"},
+            "status": {"addresses": [{"type": "ExternalIP", "address": "192.0.2.1"},
+                                     {"type": "InternalIP", "address": "192.0.2.9"}]}
+        }));
+        let v = node_view(&n).unwrap().addresses;
+        assert_eq!(v[0], "192.0.2.9".parse::<IpAddr>().unwrap());
+        assert_eq!(v.len(), 2);
     }
 }

@@ -120,6 +120,7 @@ pub struct Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Node {
     pub name: String,
+    /// InternalIP addresses first, then the others (each kind sorted).
     pub addresses: Vec<IpAddr>,
 }
 

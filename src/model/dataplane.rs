@@ -58,6 +58,14 @@ pub struct Destination {
     /// `ready`, or `terminating` when only serving-terminating endpoints are left (as
     /// kube-proxy falls back to them).
     pub state: DestState,
+    /// The scheduler's weight: 1 for an endpoint; with `tunnel` forwarding, the number of
+    /// the node's endpoints.
+    #[serde(skip_serializing_if = "is_one")]
+    pub weight: u32,
+}
+
+fn is_one(w: &u32) -> bool {
+    *w == 1
 }
 
 /// Why a destination is used.

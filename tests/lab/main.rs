@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use harness::{Lab, Node};
 use imbl::OrdMap;
-use kube_gw::config::{IpvsConfig, Scheduler};
+use kube_gw::config::{Forwarding, IpvsConfig, Scheduler};
 use kube_gw::desired::{DestState, Destination, VirtualService, VsKey};
 use kube_gw::ipvs::{client::Client, codec::Request, reconcile};
 use kube_gw::model::{ObjectKey, Protocol};
@@ -144,6 +144,11 @@ fn ipvs_pass(spec: &str) {
         },
         fallback: v["fallback"].as_bool().unwrap_or(true),
         hash_port: v["hash_port"].as_bool().unwrap_or(false),
+        forwarding: if v["forwarding"] == "tunnel" {
+            Forwarding::Tunnel
+        } else {
+            Forwarding::Masq
+        },
         ..IpvsConfig::default()
     };
     let mut desired = OrdMap::new();
@@ -165,6 +170,7 @@ fn ipvs_pass(spec: &str) {
                 address: d[0].as_str().unwrap().parse().unwrap(),
                 port: u16::try_from(d[1].as_u64().unwrap()).unwrap(),
                 state: DestState::Ready,
+                weight: 1,
             })
             .collect();
         destinations.sort();
@@ -221,7 +227,7 @@ fn ipvs_pass(spec: &str) {
             }
         }
     }
-    let nat = kube_gw::ipvs::nat::render(&reconcile::cluster_policy(&desired));
+    let nat = kube_gw::ipvs::nat::render(&reconcile::cluster_policy(&desired, cfg.forwarding));
     if let Err(e) = kube_gw::ipvs::nat::apply(&nat) {
         println!("FAILED nat {e}");
         failed += 1;
@@ -724,6 +730,221 @@ impl Daemon {
     }
 }
 
+/// Item 5 of the fabric issue: a long-lived flow that ECMP moves from one switch to the other
+/// in mid-connection, for each way of forwarding. Two switches with the same IPVS services
+/// (Maglev) in front of three backends; the leaf routes the VIP via sw1, then via sw2.
+///
+/// ```text
+///  client ── leaf ─┬─ sw1 (VIP on lo, IPVS) ─┐ (both switches reach the backends
+///                  ├─ sw2 (VIP on lo, IPVS) ─┘  through the leaf)
+///                  └─ b1, b2, b3
+/// ```
+///
+/// - masq + SNAT (`externalTrafficPolicy: Cluster`): sw2 takes the flow up (`sloppy_tcp`),
+///   Maglev picks the same backend, but the source NAT gives it sw2's address: the backend
+///   has no such connection and resets it. The flow dies.
+/// - masq without SNAT (`Local`), the backends' answers routed back through the switch
+///   that now has the flow: the backend sees the same client address and port. It lives.
+/// - tunnel (IPIP) to the node, which answers the client directly: the node gets the same
+///   packet, whichever switch sent it. It lives, and needs no return path through the
+///   switches.
+///
+/// Each flow first answers through sw1 (the method works at all), and after the move sw2's
+/// IPVS holds it (the move happened).
+fn a_flow_moved_between_switches_survives_only_where_the_endpoint_sees_the_same_packets() {
+    let mut lab = Lab::new();
+    let client = lab.node("mc");
+    let leaf = lab.node("ml");
+    let sws = [lab.node("ms1"), lab.node("ms2")];
+    let (ci, _) = lab.link(&client, &["192.0.2.2/24"], &leaf, &["192.0.2.1/24"]);
+    let src = "192.0.2.10";
+    client.exec("ip", &["addr", "add", &format!("{src}/32"), "dev", &ci]);
+    client.exec("ip", &["route", "add", "default", "via", "192.0.2.1"]);
+    leaf.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    let sw_addr = ["203.0.113.66", "203.0.113.70"];
+    for (i, sw) in sws.iter().enumerate() {
+        let leaf_side = format!("203.0.113.{}/30", 65 + 4 * i);
+        lab.link(&leaf, &[&leaf_side], sw, &[&format!("{}/30", sw_addr[i])]);
+        sw.exec("ip", &["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+        sw.exec(
+            "ip",
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("203.0.113.{}", 65 + 4 * i),
+            ],
+        );
+    }
+    let mut backends = Vec::new();
+    for i in 0..3 {
+        let b = lab.node(&format!("mb{}", i + 1));
+        let addr = format!("203.0.113.{}", 4 * i + 2);
+        lab.link(
+            &leaf,
+            &[&format!("203.0.113.{}/30", 4 * i + 1)],
+            &b,
+            &[&format!("{addr}/30")],
+        );
+        b.exec(
+            "ip",
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("203.0.113.{}", 4 * i + 1),
+            ],
+        );
+        let name = format!("b{}", i + 1);
+        lab.spawn(
+            &b,
+            &format!("m{name}"),
+            &me(),
+            &["role", "serve", &name, "8080"],
+        );
+        // What kube-proxy does on a node for an external IP: the VIP's port to the pod's.
+        for cmd in [
+            "add table ip kp",
+            "add chain ip kp pre { type nat hook prerouting priority -100; }",
+            "add rule ip kp pre ip daddr 198.51.100.10 tcp dport 80 dnat to 198.51.100.10:8080",
+        ] {
+            b.exec("nft", &cmd.split(' ').collect::<Vec<_>>());
+        }
+        backends.push((b, addr));
+    }
+    for i in 1..=3 {
+        let log = format!("mb{i}");
+        harness::wait_for(&format!("{log} listening"), Duration::from_secs(20), || {
+            lab.log(&log).contains("listening").then_some(())
+        });
+    }
+    let via = |i: usize| {
+        leaf.exec(
+            "ip",
+            &["route", "replace", &format!("{VIP}/32"), "via", sw_addr[i]],
+        );
+    };
+    let mut table = Vec::new();
+    for (method, forwarding, local, port) in [
+        (
+            "masq + SNAT (externalTrafficPolicy: Cluster)",
+            "masq",
+            false,
+            8080,
+        ),
+        (
+            "masq, no SNAT (Local), answers back through the switch",
+            "masq",
+            true,
+            8080,
+        ),
+        (
+            "tunnel (IPIP) to the node, direct return",
+            "tunnel",
+            false,
+            80,
+        ),
+    ] {
+        let dests: Vec<serde_json::Value> = backends
+            .iter()
+            .map(|(_, a)| serde_json::json!([a, port]))
+            .collect();
+        let spec = serde_json::json!({"pools": POOLS, "scheduler": "mh", "forwarding": forwarding,
+            "services": [{"vip": VIP, "port": 80, "proto": "tcp", "dests": dests, "local": local}]});
+        for (i, sw) in sws.iter().enumerate() {
+            sw.exec("ipvsadm", &["-C"]);
+            ipvs(&lab, sw, &format!("m{i}-{forwarding}-{local}"), &spec);
+        }
+        // The backends' side of each method.
+        for (b, _) in &backends {
+            let _ = b.try_exec("ip", &["addr", "del", &format!("{VIP}/32"), "dev", "lo"]);
+            if forwarding == "tunnel" {
+                b.exec("ip", &["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+                b.exec("ip", &["link", "set", "tunl0", "up"]);
+                b.exec("sysctl", &["-qw", "net.ipv4.conf.all.rp_filter=0"]);
+                b.exec("sysctl", &["-qw", "net.ipv4.conf.tunl0.rp_filter=0"]);
+            }
+        }
+        // Local: the backends' answers go back through the switch that has the flow.
+        let _ = leaf.try_exec(
+            "ip",
+            &["rule", "del", "from", "203.0.113.0/27", "lookup", "100"],
+        );
+        if local {
+            leaf.exec(
+                "ip",
+                &["rule", "add", "from", "203.0.113.0/27", "lookup", "100"],
+            );
+        }
+        let back_via = |i: usize| {
+            if local {
+                leaf.exec(
+                    "ip",
+                    &[
+                        "route",
+                        "replace",
+                        "192.0.2.0/24",
+                        "via",
+                        sw_addr[i],
+                        "table",
+                        "100",
+                    ],
+                );
+            }
+        };
+        via(0);
+        back_via(0);
+        let mut holder = client
+            .command(me())
+            .args(["role", "hold", VIP, "80", src])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(holder.stdout.take().unwrap());
+        let mut input = holder.stdin.take().unwrap();
+        let mut backend = String::new();
+        out.read_line(&mut backend).unwrap();
+        let backend = backend.trim().to_string();
+        let mut ask = || {
+            writeln!(input).unwrap();
+            let mut l = String::new();
+            out.read_line(&mut l).unwrap();
+            l.trim().to_string()
+        };
+        let before = ask();
+        via(1);
+        back_via(1);
+        std::thread::sleep(Duration::from_millis(200));
+        let after = ask();
+        let conns = sws[1].exec("ipvsadm", &["-Lnc"]);
+        let moved = String::from_utf8_lossy(&conns.stdout).contains(src);
+        drop(input);
+        let _ = holder.kill();
+        let _ = holder.wait();
+        println!(
+            "moved flow: {method}: {backend}; before {before}, after {after}, sw2 has it: {moved}"
+        );
+        table.push((method, before, after, moved));
+    }
+    let _ = leaf.try_exec(
+        "ip",
+        &["rule", "del", "from", "203.0.113.0/27", "lookup", "100"],
+    );
+    println!("\n| forwarding | before the move | after the move |\n|---|---|---|");
+    for (m, b, a, _) in &table {
+        println!("| {m} | {b} | {a} |");
+    }
+    for (m, before, _, moved) in &table {
+        assert_eq!(before, "pong", "{m}: the method works through sw1");
+        assert!(moved, "{m}: the flow reached sw2");
+    }
+    let after: Vec<&str> = table.iter().map(|t| t.2.as_str()).collect();
+    assert_eq!(after, ["broken", "pong", "pong"]);
+}
+
 /// iproute2 in the guest's root namespace (by full path: busybox's shell would run its own
 /// `ip`, which knows no `netns`).
 fn ip(args: &[&str]) {
@@ -949,6 +1170,10 @@ const TESTS: &[Test] = &[
     (
         "cluster_policy_is_source_natted_and_local_keeps_the_client_address",
         cluster_policy_is_source_natted_and_local_keeps_the_client_address,
+    ),
+    (
+        "a_flow_moved_between_switches_survives_only_where_the_endpoint_sees_the_same_packets",
+        a_flow_moved_between_switches_survives_only_where_the_endpoint_sees_the_same_packets,
     ),
     // Last: it unloads and reloads the IPVS modules.
     (

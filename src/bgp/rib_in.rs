@@ -120,7 +120,9 @@ impl AdjRibIn {
             Some((Notification::new(Code::Cease, 1, data), msg))
         });
         Applied {
-            problem: c.problem,
+            // Our own routes echoed back (an AS-path loop) are routine in eBGP: the routes
+            // are not accepted, and it is no error to report.
+            problem: c.problem.filter(|p| *p != Problem::AsPathLoop),
             over_limit,
         }
     }
@@ -211,12 +213,18 @@ mod tests {
     }
 
     #[test]
-    fn a_problem_is_passed_on() {
+    fn a_problem_is_passed_on_but_a_loop_is_none() {
         let mut rib = AdjRibIn::new(None);
+        let why = Problem::TreatAsWithdraw("malformed ORIGIN".into());
+        let c = Checked {
+            problem: Some(why.clone()),
+            ..update(&[], &["192.0.2.0/24"])
+        };
+        assert_eq!(rib.apply(c).problem, Some(why));
         let c = Checked {
             problem: Some(Problem::AsPathLoop),
             ..update(&[], &["192.0.2.0/24"])
         };
-        assert_eq!(rib.apply(c).problem, Some(Problem::AsPathLoop));
+        assert_eq!(rib.apply(c).problem, None);
     }
 }

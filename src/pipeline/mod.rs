@@ -28,6 +28,8 @@
 //! are programmed while the list is still arriving. The first complete view makes it
 //! `Exactly`.
 
+pub mod export;
+
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -40,7 +42,7 @@ use crate::config::{Config, OnShutdown};
 use crate::desired::{DesiredState, Engine, NodeId};
 use crate::ipvs::reconcile::IpvsReport;
 use crate::lifecycle::{Heartbeat, Liveness};
-use crate::model::{ClusterSnapshot, Communities, Exported, Programmed, VirtualService, VsKey};
+use crate::model::{ClusterSnapshot, Exported, Programmed, VirtualService, VsKey};
 use crate::netlink::addr::{self, AddrChannels, Ownership, Wanted};
 
 /// Handles to the pipeline.
@@ -153,6 +155,7 @@ async fn export_loop(
     hb: Heartbeat,
 ) {
     let (mut ipvs_open, mut config_open) = (true, true);
+    let mut exports = export::Gate::default();
     // When the first desired state came (the desired task publishes complete views only;
     // what is in the channel before is its empty initial value, `initial_desired`).
     let mut first_desired: Option<tokio::time::Instant> = None;
@@ -170,7 +173,13 @@ async fn export_loop(
         let next = {
             let p = programmed.borrow_and_update();
             let current = out.borrow();
-            export(&d, &p, gate.then_some(&*ready), statics, &current)
+            let inputs = export::Inputs {
+                desired: &d,
+                vips: &p.vips,
+                ready: gate.then_some(&ready),
+                statics,
+            };
+            exports.next(&inputs, &current)
         };
         if let Some(next) = next {
             out.send_replace(next);
@@ -218,41 +227,6 @@ async fn export_loop(
 /// How long after the first complete desired state the export counts as complete even
 /// though some of its VIPs are not programmed yet (End-of-RIB cannot wait for ever).
 pub const COMPLETE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The exported routes: announceable in the desired state, on the interface and — with the
-/// IPVS gate (`ready`) — with every virtual service in the kernel; plus the configuration's
-/// static prefixes. `None` when that is what `current` already holds. Communities already
-/// in `current` are shared, not copied.
-fn export(
-    d: &DesiredState,
-    programmed: &Programmed,
-    ready: Option<&std::collections::BTreeSet<IpAddr>>,
-    statics: &[ipnet::IpNet],
-    current: &Exported,
-) -> Option<Exported> {
-    let communities = |n: &ipnet::IpNet| -> Option<Arc<Communities>> {
-        let c = d.vips.get(&n.addr()).map(|v| &v.communities)?;
-        if c.is_empty() {
-            return None;
-        }
-        match current.get(n) {
-            Some(Some(have)) if **have == *c => Some(have.clone()),
-            _ => Some(Arc::new(c.clone())),
-        }
-    };
-    let mut next: std::collections::BTreeMap<ipnet::IpNet, Option<Arc<Communities>>> = d
-        .announcements
-        .iter()
-        .filter(|n| programmed.vips.contains(&n.addr()))
-        .filter(|n| ready.is_none_or(|r| r.contains(&n.addr())))
-        .map(|n| (*n, communities(n)))
-        .collect();
-    // The configuration's static prefixes: announced while kube-gw runs.
-    for p in statics {
-        next.entry(*p).or_insert(None);
-    }
-    (**current != next).then(|| Arc::new(next))
-}
 
 /// How long a withdrawn VIP keeps its virtual services and address after the withdrawal
 /// goes out: the peers' time to move its traffic to the other switches.
@@ -326,11 +300,12 @@ async fn desired_loop(
                 // peers get WITHDRAW_LEAD to move its traffic before its virtual services
                 // and address go.
                 let vs = d.virtual_services.clone();
+                // A structural diff: what changed, not every announcement.
                 let withdrawn = desired_tx
                     .borrow()
                     .announcements
-                    .iter()
-                    .any(|p| !d.announcements.contains(p));
+                    .diff(&d.announcements)
+                    .any(|c| matches!(c, imbl::ordset::DiffItem::Remove(_)));
                 desired_tx.send_if_modified(|cur| {
                     let changed = **cur != d;
                     if changed {
@@ -369,53 +344,5 @@ async fn desired_loop(
                 () = hb.idle() => hb.turn().await,
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_export_holds_what_is_announceable_programmed_and_ready_and_shares_communities() {
-        let a: ipnet::IpNet = "198.51.100.1/32".parse().unwrap();
-        let b: ipnet::IpNet = "198.51.100.2/32".parse().unwrap();
-        let s: ipnet::IpNet = "203.0.113.0/24".parse().unwrap();
-        let mut d = DesiredState::default();
-        for (n, c) in [(a, ""), (b, "65010:7")] {
-            d.announcements.insert(n);
-            d.vips.insert(
-                n.addr(),
-                crate::desired::Vip {
-                    address: n.addr(),
-                    services: Default::default(),
-                    ready_endpoints: 1,
-                    announceable: true,
-                    communities: crate::desired::parse_communities(c).0,
-                },
-            );
-        }
-        let mut p = Programmed::default();
-        p.vips.insert(a.addr());
-        // Only what is on the interface; with the gate, only what IPVS has ready.
-        let none = std::collections::BTreeSet::new();
-        let v = export(&d, &p, Some(&none), &[s], &Exported::default()).unwrap();
-        assert_eq!(
-            v.keys().collect::<Vec<_>>(),
-            vec![&s],
-            "static prefixes always"
-        );
-        let v1 = export(&d, &p, None, &[s], &Exported::default()).unwrap();
-        assert_eq!(v1.keys().collect::<Vec<_>>(), vec![&a, &s]);
-        p.vips.insert(b.addr());
-        let v2 = export(&d, &p, None, &[], &v1).unwrap();
-        assert_eq!(v2.keys().collect::<Vec<_>>(), vec![&a, &b]);
-        assert_eq!(v2[&a], None);
-        let c = v2[&b].clone().unwrap();
-        assert!(c.standard.contains(&(65010 << 16 | 7)));
-        // Nothing differs: nothing new; the same communities are shared, not copied.
-        assert!(export(&d, &p, None, &[], &v2).is_none());
-        let v3 = export(&d, &p, None, &[s], &v2).unwrap();
-        assert!(Arc::ptr_eq(v3[&b].as_ref().unwrap(), &c));
     }
 }

@@ -1,49 +1,25 @@
-//! Traffic through drains and switch loss: what a client sees, not what the routes say.
-//!
-//! ```text
-//!              ┌── sw1 (kube-gw) ──┐
-//!  client ── leaf (FRR)           backend (VIP 198.51.100.80 on lo, echo server)
-//!   50 sources └── sw2 (kube-gw) ──┘       └── replies straight to the leaf
-//! ```
-//!
-//! Both switches announce the VIP to the leaf (FRR with zebra and bfdd, ECMP over both,
-//! hashing on ports too, and the RFC 8326 policy operators configure: routes with
-//! GRACEFUL_SHUTDOWN 65535:0 get LOCAL_PREF 0). Each switch forwards the VIP to the same
-//! backend, which answers the client directly: the forwarding the ECMP flow study calls
-//! tunnelling to the endpoint with direct return, where a flow the leaf moves from one
-//! switch to the other still reaches its endpoint. (IPVS itself is not in this host's
-//! kernel; the switches route instead. The forwarding methods with IPVS are compared in the
-//! real-kernel lab.) What is tested here is the control plane's part: that a drain or a
-//! stop moves the traffic before the switch stops forwarding, and that a dead switch costs
-//! only what was in flight through it.
-//!
-//! The client opens a connection every few milliseconds from 50 source addresses and keeps
-//! each 200–400 ms, exchanging a line every 50 ms (`harness/load.py`).
+//! Traffic through drains and switch loss, at a leaf with the RFC 8326 policy: two
+//! switches running kube-gw announce one anycast VIP (`harness::anycast`) to an FRR leaf
+//! (zebra and bfdd, ECMP over both, routes with GRACEFUL_SHUTDOWN 65535:0 at LOCAL_PREF 0,
+//! as operators configure it). What is tested here is the control plane's part: that a
+//! drain or a stop moves the traffic before the switch stops forwarding, and that a dead
+//! switch costs only what was in flight through it. Whether a flow that moves survives
+//! depends on the forwarding method; here it does by construction, and the real-kernel
+//! lab compares the methods with IPVS.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use crate::harness::anycast::{failures, now, records, Anycast, VIP};
 use crate::harness::peers::{Frr, KubeGw};
-use crate::harness::{require_root, wait_for, Lab, Node};
+use crate::harness::{require_root, wait_for, Lab};
 use crate::ESTABLISH;
 
-const VIP: &str = "198.51.100.80";
+const SW: [&str; 2] = ["192.0.2.2", "192.0.2.6"];
 /// Seconds between GRACEFUL_SHUTDOWN and the withdrawal.
 const DRAIN: u64 = 6;
-const SW: [&str; 2] = ["192.0.2.2", "192.0.2.6"];
 
-struct Fabric {
-    lab: Lab,
-    leaf: Node,
-    leaf_frr: Frr,
-    client: Node,
-    sw: Vec<Node>,
-    /// Each switch's interface toward the leaf.
-    uplink: Vec<String>,
-    kg: Vec<KubeGw>,
-    script: String,
-}
-
-const LEAF: &str = "frr defaults datacenter\n\
+/// The leaf's FRR: ECMP over the switches, BFD, and the RFC 8326 policy.
+pub(crate) const LEAF: &str = "frr defaults datacenter\n\
     bgp community-list standard GSHUT seq 5 permit 65535:0\n\
     route-map FROM-SW permit 10\n match community GSHUT\n set local-preference 0\n\
     route-map FROM-SW permit 20\n\
@@ -53,57 +29,19 @@ const LEAF: &str = "frr defaults datacenter\n\
     address-family ipv4 unicast\n  neighbor 192.0.2.2 route-map FROM-SW in\n\
     neighbor 192.0.2.6 route-map FROM-SW in\n exit-address-family\n";
 
+struct Fabric {
+    lab: Lab,
+    net: Anycast,
+    leaf_frr: Frr,
+    kg: Vec<KubeGw>,
+}
+
 fn fabric() -> Fabric {
     let mut lab = Lab::new();
-    let leaf = lab.node("leaf");
-    let client = lab.node("cl");
-    let be = lab.node("be");
-    let sw = vec![lab.node("sw1"), lab.node("sw2")];
-    lab.link(&client, &["203.0.113.2/26"], &leaf, &["203.0.113.1/26"]);
-    let (up1, _) = lab.link(&sw[0], &["192.0.2.2/30"], &leaf, &["192.0.2.1/30"]);
-    let (up2, _) = lab.link(&sw[1], &["192.0.2.6/30"], &leaf, &["192.0.2.5/30"]);
-    lab.link(&sw[0], &["192.0.2.9/30"], &be, &["192.0.2.10/30"]);
-    lab.link(&sw[1], &["192.0.2.13/30"], &be, &["192.0.2.14/30"]);
-    lab.link(&leaf, &["192.0.2.17/30"], &be, &["192.0.2.18/30"]);
-    for n in [&leaf, &sw[0], &sw[1]] {
-        n.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-    }
-    leaf.exec("sysctl", &["-qw", "net.ipv4.fib_multipath_hash_policy=1"]);
-    let sources: Vec<String> = (10..60).map(|i| format!("203.0.113.{i}")).collect();
-    let ifname = {
-        let out = client.exec("ip", &["-j", "addr", "show", "to", "203.0.113.2"]);
-        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        j[0]["ifname"].as_str().unwrap().to_string()
-    };
-    for s in &sources {
-        client.exec("ip", &["addr", "add", &format!("{s}/26"), "dev", &ifname]);
-    }
-    lab.write("sources", &sources.join("\n"));
-    client.exec("ip", &["route", "add", "default", "via", "203.0.113.1"]);
-    // The backend owns the VIP and answers straight to the leaf.
-    be.exec("ip", &["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
-    be.exec("ip", &["route", "add", "default", "via", "192.0.2.17"]);
-    let script = lab
-        .write("load.py", include_str!("harness/load.py"))
-        .display()
-        .to_string();
-    lab.spawn(&be, "echo", "python3", &[&script, "server", VIP, "8080"]);
-    // Each switch forwards the VIP to the backend, and counts what it forwards.
-    for (n, be_addr) in sw.iter().zip(["192.0.2.10", "192.0.2.14"]) {
-        n.exec(
-            "ip",
-            &["route", "add", &format!("{VIP}/32"), "via", be_addr],
-        );
-        for cmd in [
-            "add table inet kgload",
-            "add chain inet kgload through { type filter hook forward priority 0; }",
-            "add rule inet kgload through ip daddr 198.51.100.80 counter",
-        ] {
-            n.exec("nft", &cmd.split(' ').collect::<Vec<_>>());
-        }
-    }
-    let leaf_frr = Frr::start_with_bfd(&mut lab, &leaf, "leaf", LEAF, "");
-    let kg = sw
+    let net = Anycast::build(&mut lab, 2);
+    let leaf_frr = Frr::start_with_bfd(&mut lab, &net.leaf, "leaf", LEAF, "");
+    let kg = net
+        .sw
         .iter()
         .zip(SW)
         .enumerate()
@@ -116,28 +54,40 @@ fn fabric() -> Fabric {
                     "[node]\nname = \"sw{}\"\n[vip]\npools = [\"198.51.100.0/24\"]\n[ipvs]\nenabled = false\n\
                      [bgp]\nasn = 65100\nrouter-id = \"{addr}\"\nhold-time = 9\ndrain-time = {DRAIN}\n\
                      static-prefixes = [\"{VIP}/32\"]\n\
-                     [[bgp.neighbors]]\naddress = \"192.0.2.{}\"\nremote-asn = 65000\nbfd = true\n",
+                     [[bgp.neighbors]]\naddress = \"{}\"\nremote-asn = 65000\nbfd = true\n",
                     i + 1,
-                    if i == 0 { 1 } else { 5 }
+                    crate::harness::anycast::leaf_address(i)
                 ),
             )
         })
         .collect();
     let f = Fabric {
         lab,
-        leaf,
+        net,
         leaf_frr,
-        client,
-        sw,
-        uplink: vec![up1, up2],
         kg,
-        script,
     };
     f.wait_hops(&SW);
     f
 }
 
 impl Fabric {
+    fn wait_hops(&self, want: &[&str]) {
+        self.net.wait_hops(want, ESTABLISH);
+    }
+
+    fn hops(&self) -> Vec<String> {
+        self.net.hops()
+    }
+
+    fn forwarded(&self, i: usize) -> u64 {
+        self.net.forwarded(i)
+    }
+
+    fn load(&mut self, name: &str, port: u16, seconds: u32) -> std::path::PathBuf {
+        self.net.load(&mut self.lab, name, port, seconds)
+    }
+
     /// The leaf's BGP paths for the VIP: (neighbor, LOCAL_PREF).
     fn paths(&self) -> Vec<(String, u64)> {
         let j: serde_json::Value = serde_json::from_str(
@@ -185,113 +135,6 @@ impl Fabric {
             t0.elapsed()
         );
     }
-
-    /// The leaf's kernel next hops for the VIP, sorted.
-    fn hops(&self) -> Vec<String> {
-        let out = self
-            .leaf
-            .exec("ip", &["-j", "route", "show", &format!("{VIP}/32")]);
-        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let Some(r) = j.as_array().and_then(|a| a.first()) else {
-            return Vec::new();
-        };
-        let mut v: Vec<String> = match r["nexthops"].as_array() {
-            Some(list) => list
-                .iter()
-                .filter_map(|h| h["gateway"].as_str().map(String::from))
-                .collect(),
-            None => r["gateway"]
-                .as_str()
-                .map(String::from)
-                .into_iter()
-                .collect(),
-        };
-        v.sort();
-        v
-    }
-
-    fn wait_hops(&self, want: &[&str]) {
-        wait_for(
-            &format!("the leaf to route the VIP via {want:?}"),
-            ESTABLISH,
-            || (self.hops() == want).then_some(()),
-        );
-    }
-
-    /// Packets switch `i` has forwarded to the VIP.
-    fn forwarded(&self, i: usize) -> u64 {
-        let out = self.sw[i].exec("nft", &["-j", "list", "chain", "inet", "kgload", "through"]);
-        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        j["nftables"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find_map(|e| {
-                e["rule"]["expr"]
-                    .as_array()?
-                    .iter()
-                    .find_map(|x| x["counter"]["packets"].as_u64())
-            })
-            .unwrap()
-    }
-
-    /// Starts the client for `seconds` against `port`; its records go to `<name>.json`.
-    fn load(&mut self, name: &str, port: u16, seconds: u32) -> std::path::PathBuf {
-        let out = self.lab.path(&format!("{name}.json"));
-        let sources = self.lab.path("sources");
-        let client = self.client.clone();
-        self.lab.spawn(
-            &client,
-            name,
-            "python3",
-            &[
-                &self.script,
-                "client",
-                VIP,
-                &port.to_string(),
-                &seconds.to_string(),
-                sources.to_str().unwrap(),
-                out.to_str().unwrap(),
-            ],
-        );
-        out
-    }
-}
-
-#[derive(Debug)]
-struct Record {
-    start: f64,
-    end: f64,
-    outcome: String,
-}
-
-/// The client's records, once it has finished.
-fn records(lab: &Lab, path: &std::path::Path, name: &str, within: Duration) -> Vec<Record> {
-    let text = wait_for(&format!("the client {name} to finish"), within, || {
-        std::fs::read_to_string(path).ok()
-    });
-    let j: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {}", lab.log(name)));
-    j.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| Record {
-            start: r["start"].as_f64().unwrap(),
-            end: r["end"].as_f64().unwrap(),
-            outcome: r["outcome"].as_str().unwrap().to_string(),
-        })
-        .collect()
-}
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-fn failures(r: &[Record]) -> Vec<&Record> {
-    r.iter().filter(|r| r.outcome != "ok").collect()
 }
 
 #[test]
@@ -307,7 +150,7 @@ fn a_drain_and_a_stop_move_the_traffic_with_no_failed_connection() {
 
     // `kube-gw drain`: GRACEFUL_SHUTDOWN, the drain time, then the withdrawal.
     let socket = f.kg[0].socket.display().to_string();
-    let sw1 = f.sw[0].clone();
+    let sw1 = f.net.sw[0].clone();
     let t0 = std::time::Instant::now();
     f.lab.spawn(
         &sw1,
@@ -364,8 +207,8 @@ fn a_dead_switch_costs_at_most_the_connections_in_flight_through_it() {
     std::thread::sleep(Duration::from_secs(5));
     // The switch dies: its link goes silent and kube-gw is killed.
     let cut = now();
-    let uplink = f.uplink[0].clone();
-    f.sw[0].cut(&uplink);
+    let uplink = f.net.uplink[0].clone();
+    f.net.sw[0].cut(&uplink);
     let name = f.kg[0].name.clone();
     f.lab.signal(&name, "KILL");
     f.wait_hops(&SW[1..]);

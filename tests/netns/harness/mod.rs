@@ -18,6 +18,7 @@
 
 #![allow(dead_code)]
 
+pub mod anycast;
 pub mod peers;
 
 use std::path::{Path, PathBuf};

@@ -136,10 +136,19 @@ impl Frr {
     /// `vtysh -d bfdd -c LINE -c LINE …`: one vty session, so `configure terminal` and
     /// the lines after it apply together.
     pub fn bfdd_lines(&self, lines: &[&str]) -> String {
+        self.daemon_lines("bfdd", lines)
+    }
+
+    /// `vtysh -d bgpd -c LINE -c LINE …`, as [`Frr::bfdd_lines`].
+    pub fn bgpd_lines(&self, lines: &[&str]) -> String {
+        self.daemon_lines("bgpd", lines)
+    }
+
+    fn daemon_lines(&self, daemon: &str, lines: &[&str]) -> String {
         let mut cmd = Command::new("vtysh");
         cmd.arg("--vty_socket")
             .arg(&self.vty_dir)
-            .args(["-d", "bfdd"]);
+            .args(["-d", daemon]);
         for l in lines {
             cmd.args(["-c", l]);
         }

@@ -133,7 +133,6 @@ fn main() {
     let mut all: Vec<String> = (0..3).map(switch_address).collect();
     all.sort(); // as the leaf's next hops are listed
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    let leaf_frr = leaf_frr;
     let t = Instant::now();
     while net.hops() != all && t.elapsed() < CONVERGE {
         std::thread::sleep(Duration::from_millis(200));

@@ -111,6 +111,8 @@ pub struct PeerCapabilities {
     /// The capability listed address families: the peer keeps forwarding through its own
     /// restarts, so its routes may be kept while it restarts (the helper role).
     pub graceful_restart_families: bool,
+    /// The capability's N bit (RFC 8538).
+    pub graceful_notification: bool,
     /// RFC 9494: the peer sent the long-lived graceful-restart capability.
     pub long_lived_graceful_restart: bool,
     /// Capabilities kube-gw does not use (codes), for `kube-gw bgp neighbors`.
@@ -156,6 +158,9 @@ pub struct Negotiated {
     /// The peer's restart time when it sent the graceful-restart capability: while it
     /// restarts, its routes are kept as stale this long (the helper role).
     pub peer_restart_time: Option<u16>,
+    /// Both sides set the graceful-restart N bit (RFC 8538): a NOTIFICATION other than
+    /// Hard Reset is a restart too, and a session that must end for good ends with one.
+    pub hard_reset: bool,
 }
 
 /// The FSM's timers (the send-hold timer is the session task's: it sees the socket).
@@ -307,7 +312,9 @@ impl Fsm {
                 let connected = matches!(self.state, S::OpenSent | S::OpenConfirm | S::Established);
                 let mut out = Vec::new();
                 if connected {
-                    out.push(Action::Send(Notification::cease(subcode, &reason)));
+                    out.push(Action::Send(
+                        self.ending(Notification::cease(subcode, &reason)),
+                    ));
                 }
                 if self.held {
                     self.held = false;
@@ -418,6 +425,10 @@ impl Fsm {
             }
             (S::OpenSent | S::OpenConfirm | S::Established, E::Malformed(n)) => self.fail(n),
             (S::OpenSent | S::OpenConfirm | S::Established, E::Notification(n)) => {
+                // RFC 8538 §4: with the N bit, only a Hard Reset ends the peer's routes.
+                if self.negotiated.as_ref().is_some_and(|g| g.hard_reset) && !n.is_hard_reset() {
+                    self.retain_routes();
+                }
                 self.reset(format!("the peer sent {n}"))
             }
             (S::OpenSent | S::OpenConfirm | S::Established, E::ConnectionLost) => {
@@ -518,6 +529,7 @@ impl Fsm {
             extended_next_hop: s.offer.extended_next_hop && c.extended_next_hop,
             graceful_restart: s.offer.graceful_restart.is_some() && c.graceful_restart.is_some(),
             peer_restart_time: c.graceful_restart.filter(|_| c.graceful_restart_families),
+            hard_reset: s.offer.graceful_restart.is_some() && c.graceful_notification,
         })
     }
 
@@ -544,8 +556,18 @@ impl Fsm {
         }
     }
 
+    /// `n` as it goes out: inside a Hard Reset where RFC 8538 asks for one.
+    fn ending(&self, n: Notification) -> Notification {
+        if self.negotiated.as_ref().is_some_and(|g| g.hard_reset) {
+            n.hard_reset()
+        } else {
+            n
+        }
+    }
+
     /// Sends `n`, closes, and goes back to Idle.
     fn fail(&mut self, n: Notification) -> Vec<Action> {
+        let n = self.ending(n);
         let why = format!("sent {n}");
         let mut out = vec![Action::Send(n)];
         out.extend(self.reset(why));
@@ -621,6 +643,7 @@ mod tests {
             extended_next_hop: false,
             graceful_restart: None,
             graceful_restart_families: false,
+            graceful_notification: false,
             long_lived_graceful_restart: false,
             others: Vec::new(),
         }
@@ -696,6 +719,7 @@ mod tests {
             extended_next_hop: false,
             graceful_restart: false,
             peer_restart_time: None,
+            hard_reset: false,
         })));
         // Traffic keeps the hold timer going; updates go to the speaker.
         assert_eq!(
@@ -1134,6 +1158,67 @@ mod tests {
         // Only "aware" (no families in the capability): nothing to keep.
         let mut f = up(false);
         f.handle(Event::ConnectionLost);
+        assert_eq!(f.retained(), None);
+    }
+
+    #[test]
+    fn with_the_n_bit_a_stop_is_a_hard_reset_and_only_a_hard_reset_drops_the_routes() {
+        let mut s = settings();
+        s.offer.graceful_restart = Some(GracefulRestart {
+            time: 120,
+            restarting: false,
+            forwarding: true,
+            long_lived_stale_time: 0,
+        });
+        let up = |n_bit: bool| {
+            let mut f = open_sent(s.clone());
+            let mut o = open(65000, 9);
+            o.capabilities.graceful_restart = Some(90);
+            o.capabilities.graceful_restart_families = true;
+            o.capabilities.graceful_notification = n_bit;
+            f.handle(Event::Open(o));
+            f.handle(Event::Keepalive);
+            assert_eq!(f.state(), State::Established);
+            f
+        };
+        let sent = |out: &[Action]| {
+            out.iter()
+                .find_map(|a| match a {
+                    Action::Send(n) => Some(n.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        // A drain's Administrative Shutdown goes inside a Hard Reset (RFC 8538 §5.1)...
+        let mut f = up(true);
+        let n = sent(&f.handle(Event::Stop {
+            subcode: 2,
+            reason: "maintenance".into(),
+        }));
+        assert_eq!((n.code, n.subcode), (Code::Cease, 9));
+        assert_eq!(&n.data[..2], &[6, 2], "the original code and subcode first");
+        // ...but not without the peer's N bit.
+        let mut f = up(false);
+        let n = sent(&f.handle(Event::Stop {
+            subcode: 2,
+            reason: "maintenance".into(),
+        }));
+        assert_eq!((n.code, n.subcode), (Code::Cease, 2));
+        // Received: a NOTIFICATION other than Hard Reset keeps the peer's routes; a Hard
+        // Reset does not.
+        let mut f = up(true);
+        f.handle(Event::Notification(Notification::new(
+            Code::Cease,
+            4,
+            Vec::new(),
+        )));
+        assert_eq!(f.retained(), Some(90));
+        let mut f = up(true);
+        f.handle(Event::Notification(Notification::new(
+            Code::Cease,
+            9,
+            vec![6, 2],
+        )));
         assert_eq!(f.retained(), None);
     }
 

@@ -92,9 +92,10 @@ pub fn encode(p: &Proposal) -> Vec<u8> {
         let gr_families: Vec<_> = families()
             .map(|t| GracefulRestartAddressFamily::new(gr.forwarding, t))
             .collect();
-        // No Notification (N) bit: kube-gw's NOTIFICATIONs end sessions for good.
+        // The N bit (RFC 8538): a NOTIFICATION that must end the session for good goes
+        // inside a Hard Reset; any other keeps the routes for the restart time.
         caps.push(BgpCapability::GracefulRestartCapability(
-            GracefulRestartCapability::new(gr.restarting, false, gr.time.min(4095), gr_families),
+            GracefulRestartCapability::new(gr.restarting, true, gr.time.min(4095), gr_families),
         ));
         if gr.long_lived_stale_time > 0 {
             let stale = gr.long_lived_stale_time.min(0xFF_FFFF);
@@ -173,6 +174,7 @@ pub fn decode(body: &[u8]) -> Result<PeerOpen, Notification> {
             BgpCapability::GracefulRestartCapability(g) => {
                 caps.graceful_restart = Some(g.time());
                 caps.graceful_restart_families = !g.address_families().is_empty();
+                caps.graceful_notification = g.graceful_notification();
             }
             BgpCapability::LongLivedGracefulRestart(_) => caps.long_lived_graceful_restart = true,
             other => caps.others.push(capability_name(other)),
@@ -249,8 +251,8 @@ mod tests {
         );
     }
 
-    /// RFC 4724 §3: code 64, then flags (R = 0x8) and the 12-bit restart time, then per
-    /// family AFI, SAFI and flags (F = 0x80).
+    /// RFC 4724 §3: code 64, then flags (R = 0x8, and N = 0x4 from RFC 8538) and the 12-bit
+    /// restart time, then per family AFI, SAFI and flags (F = 0x80).
     #[test]
     fn the_graceful_restart_capability_carries_r_f_and_the_time() {
         let mut p = Proposal {
@@ -268,8 +270,9 @@ mod tests {
             }),
         };
         let body = encode(&p);
-        let want = [64, 10, 0x80, 120, 0, 1, 1, 0x80, 0, 2, 1, 0x80];
+        let want = [64, 10, 0xc0, 120, 0, 1, 1, 0x80, 0, 2, 1, 0x80];
         assert!(body.windows(12).any(|w| w == want), "{body:02x?}");
+        assert!(decode(&body).unwrap().capabilities.graceful_notification);
         assert!(
             !decode(&body)
                 .unwrap()
@@ -288,7 +291,7 @@ mod tests {
         });
         p.ipv6_unicast = false;
         let body = encode(&p);
-        let want = [64, 6, 0x0f, 0xff, 0, 1, 1, 0];
+        let want = [64, 6, 0x4f, 0xff, 0, 1, 1, 0];
         assert!(body.windows(8).any(|w| w == want), "{body:02x?}");
         // RFC 9494 §2: code 71, then per family AFI, SAFI, flags, 24-bit stale time.
         let want = [71, 7, 0, 1, 1, 0, 0, 0x0e, 0x10];

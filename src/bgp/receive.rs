@@ -106,6 +106,7 @@ mod tests {
             extended_next_hop: false,
             graceful_restart: false,
             peer_restart_time: None,
+            hard_reset: false,
         }
     }
 

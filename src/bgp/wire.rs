@@ -247,6 +247,8 @@ impl Code {
 /// Cease subcodes that carry an RFC 9003 shutdown communication.
 const CEASE_ADMIN_SHUTDOWN: u8 = 2;
 const CEASE_ADMIN_RESET: u8 = 4;
+/// Cease subcode Hard Reset (RFC 8538).
+const CEASE_HARD_RESET: u8 = 9;
 /// RFC 9003: at most 255 octets of UTF-8.
 const MAX_SHUTDOWN_TEXT: usize = 255;
 
@@ -284,6 +286,22 @@ impl Notification {
             Vec::new()
         };
         Self::new(Code::Cease, subcode, data)
+    }
+
+    /// RFC 8538 §3.1: this NOTIFICATION inside a Cease / Hard Reset (subcode 9), whose data
+    /// is the original code, subcode and data. Sent, once both sides set the N bit, where
+    /// the session must end without graceful restart (§5.1: Maximum Number of Prefixes,
+    /// Administrative Shutdown, Peer De-configured, BFD Down); anything else is unchanged.
+    pub fn hard_reset(self) -> Self {
+        if self.code != Code::Cease || !matches!(self.subcode, 1..=3 | 10) {
+            return self;
+        }
+        Self::new(Code::Cease, CEASE_HARD_RESET, self.body())
+    }
+
+    /// A Cease / Hard Reset (RFC 8538): the peer does not keep our routes for a restart.
+    pub fn is_hard_reset(&self) -> bool {
+        self.code == Code::Cease && self.subcode == CEASE_HARD_RESET
     }
 
     /// The body (after the header).

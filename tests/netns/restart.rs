@@ -551,6 +551,31 @@ fn frr_keeps_the_route_in_its_kernel_through_a_graceful_restart() {
     flush_monitor(&lab, &leaf);
     let mon = lab.log("leafmon");
     assert_eq!(deletions(&mon, KEPT), 0, "{mon}");
+    // RFC 8538: both sides set the N bit, so a drain's Administrative Shutdown goes inside
+    // a Hard Reset — FRR drops the routes instead of keeping them for a restart.
+    let neighbor = || -> serde_json::Value {
+        let j: serde_json::Value =
+            serde_json::from_str(&frr.vtysh("show bgp neighbors 192.0.2.2 json"))
+                .unwrap_or_default();
+        j["192.0.2.2"].clone()
+    };
+    assert_eq!(neighbor()["gracefulRestartInfo"]["nBit"], true);
+    kg.cli(&["drain"]);
+    let n = wait_for("FRR to record the drain's NOTIFICATION", ESTABLISH, || {
+        let n = neighbor();
+        (n["bgpState"] != "Established" && n["lastErrorCodeSubcode"].is_string()).then_some(n)
+    });
+    assert_eq!(n["lastNotificationHardReset"], true, "{n}");
+    assert_eq!(n["lastErrorCodeSubcode"], "0602", "{n}");
+    assert_eq!(
+        n["lastShutdownDescription"], "maintenance: kube-gw drain",
+        "{n}"
+    );
+    wait_for(
+        "the leaf to lose the route (not kept stale)",
+        ESTABLISH,
+        || leaf_next_hop(&leaf, KEPT).is_none().then_some(()),
+    );
 }
 
 /// FRR as the helper with BFD on the session: kube-gw's graceful stop closes the TCP

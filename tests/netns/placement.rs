@@ -405,3 +405,87 @@ fn a_restarting_upstream_keeps_its_next_hop_until_its_end_of_rib_and_one_that_di
     });
     assert_eq!(routes, [vec!["192.0.2.5".to_string()]]);
 }
+
+#[test]
+fn a_graceful_restart_keeps_the_installed_routes_and_sweeps_what_is_not_announced_again() {
+    if !require_root(
+        "a_graceful_restart_keeps_the_installed_routes_and_sweeps_what_is_not_announced_again",
+    ) {
+        return;
+    }
+    let mut lab = Lab::new();
+    let sw = lab.node("sw");
+    let up = lab.node("up");
+    lab.link(&sw, &["192.0.2.2/30"], &up, &["192.0.2.1/30"]);
+    // Two static protocols, so one can be switched off while kube-gw is away.
+    let bird = Bird::start(
+        &mut lab,
+        &up,
+        "up",
+        "router id 192.0.2.1;\nprotocol device {}\n\
+         protocol static stays { ipv4; route 203.0.113.0/25 blackhole; }\n\
+         protocol static leaves { ipv4; route 203.0.113.128/25 blackhole; }\n\
+         protocol bgp sw { local 192.0.2.1 as 65001; neighbor 192.0.2.2 as 65100; hold time 9; \
+         connect retry time 1; ipv4 { import none; export all; }; }\n",
+    );
+    let state = lab.path("bgp-restart");
+    let kg = KubeGw::start(
+        &mut lab,
+        &sw,
+        "kg",
+        &format!(
+            "[node]\nname = \"sw\"\n[vip]\npools = [\"198.51.100.0/24\"]\non-shutdown = \"keep\"\n\
+             [ipvs]\nenabled = false\n\
+             [bgp]\nasn = 65100\nrouter-id = \"192.0.2.2\"\nhold-time = 9\n\
+             graceful-restart = true\nrestart-time = 60\nrestart-state = \"{}\"\n\
+             [[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65001\n\
+             import = [\"203.0.113.0/24 le 32\"]\n",
+            state.display()
+        ),
+    );
+    bird.wait_established("sw", ESTABLISH);
+    let both = |want: bool| {
+        move |sw: &Node| {
+            let a = kube_gw_routes(sw, "203.0.113.0/25") == [vec!["192.0.2.1".to_string()]];
+            let b = kube_gw_routes(sw, "203.0.113.128/25") == [vec!["192.0.2.1".to_string()]];
+            (a && b == want).then_some(())
+        }
+    };
+    wait_for("both routes installed", ESTABLISH, || both(true)(&sw));
+    lab.spawn(&sw, "swmon", "ip", &["-ts", "monitor", "route"]);
+    wait_for("the route monitor to subscribe", ESTABLISH, || {
+        let _ = sw.try_exec("ip", &["route", "del", "blackhole", "192.0.2.250/32"]);
+        sw.exec("ip", &["route", "add", "blackhole", "192.0.2.250/32"]);
+        std::thread::sleep(Duration::from_millis(300));
+        lab.log("swmon").contains("192.0.2.250").then_some(())
+    });
+    // A graceful stop keeps them: the kernel goes on forwarding while kube-gw is away.
+    let st = lab.stop(&kg.name, Duration::from_secs(30)).unwrap();
+    assert_eq!(st.code(), Some(0));
+    assert!(both(true)(&sw).is_some(), "kept through the stop");
+    // Meanwhile the upstream stops announcing one of them.
+    bird.birdc(&["disable", "leaves"]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        both(true)(&sw).is_some(),
+        "nobody removes them while kube-gw is away"
+    );
+    kg.restart(&mut lab, &sw);
+    bird.wait_established("sw", ESTABLISH);
+    // Back and synced (the upstream's End-of-RIB): the one not announced again is swept,
+    // the other never left the kernel.
+    wait_for("the stale route swept", ESTABLISH, || both(false)(&sw));
+    let log = lab.log("swmon");
+    let deleted = |p: &str| {
+        log.lines()
+            .any(|l| l.starts_with('[') && l.contains("Deleted") && l.contains(p))
+    };
+    assert!(
+        deleted("203.0.113.128/25"),
+        "the sweep is a deletion the monitor saw: {log}"
+    );
+    assert!(
+        !deleted("203.0.113.0/25"),
+        "the route announced again never left: {log}"
+    );
+}

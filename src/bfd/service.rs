@@ -49,6 +49,9 @@ pub struct PeerSpec {
     /// The interface of a link-local peer.
     pub interface: Option<String>,
     pub multihop: bool,
+    /// The source of our packets (the BGP session's `local-address`); default: the
+    /// kernel's choice.
+    pub local: Option<IpAddr>,
     pub config: session::Config,
 }
 
@@ -410,7 +413,7 @@ impl Entry {
             },
             (a, _) => SocketAddr::new(a, port),
         };
-        match open_sender(to).await {
+        match open_sender(to, self.spec.local).await {
             Ok(s) => {
                 self.sock = Some(s);
                 self.status.last_error = None;
@@ -507,12 +510,13 @@ fn publish(statuses: &watch::Sender<Statuses>, entries: &[Entry]) {
     });
 }
 
-/// A sending socket: bound to a free port of 49152–65535, TTL 255, connected to `to`.
-async fn open_sender(to: SocketAddr) -> std::io::Result<UdpSocket> {
-    let any: IpAddr = match to {
+/// A sending socket: bound to a free port of 49152–65535 (on `local` when given), TTL 255,
+/// connected to `to`.
+async fn open_sender(to: SocketAddr, local: Option<IpAddr>) -> std::io::Result<UdpSocket> {
+    let any: IpAddr = local.unwrap_or(match to {
         SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
         SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-    };
+    });
     let start = 49152 + u16::try_from(jitter_u32() % 16384).unwrap_or(0);
     let mut last = None;
     for i in 0..64u16 {

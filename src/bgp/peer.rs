@@ -181,6 +181,7 @@ pub fn peers(cfg: &crate::config::Config) -> Vec<(Peer, Option<String>)> {
                         address: n.address,
                         interface: interface_for_bfd.clone(),
                         multihop: n.bfd_multihop,
+                        local: n.local_address,
                         config: crate::bfd::session::Config {
                             desired_min_tx: n.bfd_interval.saturating_mul(1000),
                             required_min_rx: n.bfd_interval.saturating_mul(1000),

@@ -480,3 +480,48 @@ fn fifty_flaps_leave_nothing_behind() {
         count("threads")
     );
 }
+
+/// A neighbor with `local-address`: the BGP session and the BFD packets both come from that
+/// address, so FRR's bfdd, which knows the peer by it, brings the session Up. (The link's
+/// first address is another: a BFD sender left to the kernel's choice would use that one,
+/// and bfdd would match no session.)
+#[test]
+fn bfd_follows_the_neighbor_s_local_address() {
+    if !require_root("bfd_follows_the_neighbor_s_local_address") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let sw = lab.node("sw");
+    let frr_node = lab.node("frr");
+    lab.link(
+        &sw,
+        &["192.0.2.2/29", "192.0.2.3/29"],
+        &frr_node,
+        &["192.0.2.1/29"],
+    );
+    let frr = Frr::start_with_bfd(
+        &mut lab,
+        &frr_node,
+        "frr",
+        "frr defaults datacenter\nrouter bgp 65001\n bgp router-id 192.0.2.1\n no bgp ebgp-requires-policy\n\
+         neighbor 192.0.2.3 remote-as 65010\n neighbor 192.0.2.3 bfd\n neighbor 192.0.2.3 timers connect 1\n",
+        "",
+    );
+    let kg = KubeGw::start(
+        &mut lab,
+        &sw,
+        "kg",
+        &config(
+            90,
+            &[("192.0.2.1", 65001, "local-address = \"192.0.2.3\"\n")],
+        ),
+    );
+    frr.wait_established("192.0.2.3", ESTABLISH);
+    wait_bfd_up(&kg, "192.0.2.1");
+    wait_for("FRR's BFD peer 192.0.2.3 up", ESTABLISH, || {
+        frr_bfd(&frr)
+            .iter()
+            .any(|(p, s)| p == "192.0.2.3" && s == "up")
+            .then_some(())
+    });
+}

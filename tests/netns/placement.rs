@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::harness::peers::{Bird, Frr, KubeGw};
 use crate::harness::{require_root, wait_for, Lab, Node};
-use crate::restart::leaf_next_hop;
+use crate::restart::{deletions, flush_monitor, leaf_next_hop, start_leaf_monitor};
 use crate::{bird_leaf, ESTABLISH};
 
 const VIP: &str = "198.51.100.80";
@@ -149,27 +149,7 @@ fn beside_the_switch_s_frr_kube_gw_peers_over_the_loopback_and_frr_carries_the_v
 
 /// kube-gw's routes for `prefix` on `node`: the next hops of each (one entry per route).
 fn kube_gw_routes(node: &crate::harness::Node, prefix: &str) -> Vec<Vec<String>> {
-    let out = node.exec("ip", &["-j", "route", "show", prefix, "proto", "107"]);
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    j.as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            let mut hops: Vec<String> = match r["nexthops"].as_array() {
-                Some(list) => list
-                    .iter()
-                    .filter_map(|h| h["gateway"].as_str().map(String::from))
-                    .collect(),
-                None => r["gateway"]
-                    .as_str()
-                    .map(String::from)
-                    .into_iter()
-                    .collect(),
-            };
-            hops.sort();
-            hops
-        })
-        .collect()
+    crate::harness::route_next_hops(node, &[prefix, "proto", "107"])
 }
 
 /// Routes of other protocols on `node`, as `ip route` prints them (protocol, prefix, metric).
@@ -326,31 +306,21 @@ fn as_the_only_speaker_kube_gw_installs_imported_routes_as_ecmp_and_replaces_rat
 
     // One upstream goes: the route is replaced by the one with the other next hop — the
     // kernel never loses it (no `Deleted` for it in the route monitor).
-    lab.spawn(&sw, "swmon", "ip", &["-ts", "monitor", "route"]);
-    wait_for("the route monitor to subscribe", ESTABLISH, || {
-        let _ = sw.try_exec("ip", &["route", "del", "blackhole", "192.0.2.250/32"]);
-        sw.exec("ip", &["route", "add", "blackhole", "192.0.2.250/32"]);
-        std::thread::sleep(Duration::from_millis(300));
-        lab.log("swmon").contains("192.0.2.250").then_some(())
-    });
+    start_leaf_monitor(&mut lab, &sw);
     lab.stop(&b2.name, Duration::from_secs(10));
     let routes = wait_for("kube-gw to replace the route", ESTABLISH, || {
         let r = kube_gw_routes(&sw, "203.0.113.0/24");
         (r.first().is_some_and(|h| h.len() == 1)).then_some(r)
     });
     assert_eq!(routes, [vec!["192.0.2.1".to_string()]]);
-    let log = lab.log("swmon");
-    let replaced: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("203.0.113.0/24"))
-        .collect();
-    assert!(!replaced.is_empty(), "the monitor saw the change: {log}");
+    flush_monitor(&lab, &sw);
+    let log = lab.log("leafmon");
     assert!(
-        !replaced
-            .iter()
-            .any(|l| l.contains("Deleted") && l.contains("proto 107")),
-        "{replaced:?}"
+        log.lines()
+            .any(|l| l.contains("203.0.113.0/24 via 192.0.2.1")),
+        "the monitor saw the change: {log}"
     );
+    assert_eq!(deletions(&log, "203.0.113.0/24"), 0, "{log}");
     assert_eq!(
         foreign_routes(&sw),
         others,
@@ -452,13 +422,7 @@ fn a_graceful_restart_keeps_the_installed_routes_and_sweeps_what_is_not_announce
         }
     };
     wait_for("both routes installed", ESTABLISH, || both(true)(&sw));
-    lab.spawn(&sw, "swmon", "ip", &["-ts", "monitor", "route"]);
-    wait_for("the route monitor to subscribe", ESTABLISH, || {
-        let _ = sw.try_exec("ip", &["route", "del", "blackhole", "192.0.2.250/32"]);
-        sw.exec("ip", &["route", "add", "blackhole", "192.0.2.250/32"]);
-        std::thread::sleep(Duration::from_millis(300));
-        lab.log("swmon").contains("192.0.2.250").then_some(())
-    });
+    start_leaf_monitor(&mut lab, &sw);
     // A graceful stop keeps them: the kernel goes on forwarding while kube-gw is away.
     let st = lab.stop(&kg.name, Duration::from_secs(30)).unwrap();
     assert_eq!(st.code(), Some(0));
@@ -475,17 +439,15 @@ fn a_graceful_restart_keeps_the_installed_routes_and_sweeps_what_is_not_announce
     // Back and synced (the upstream's End-of-RIB): the one not announced again is swept,
     // the other never left the kernel.
     wait_for("the stale route swept", ESTABLISH, || both(false)(&sw));
-    let log = lab.log("swmon");
-    let deleted = |p: &str| {
-        log.lines()
-            .any(|l| l.starts_with('[') && l.contains("Deleted") && l.contains(p))
-    };
+    flush_monitor(&lab, &sw);
+    let log = lab.log("leafmon");
     assert!(
-        deleted("203.0.113.128/25"),
+        deletions(&log, "203.0.113.128/25") >= 1,
         "the sweep is a deletion the monitor saw: {log}"
     );
-    assert!(
-        !deleted("203.0.113.0/25"),
+    assert_eq!(
+        deletions(&log, "203.0.113.0/25"),
+        0,
         "the route announced again never left: {log}"
     );
 }

@@ -45,7 +45,7 @@ pub(crate) fn leaf_next_hop(leaf: &Node, vip: &str) -> Option<String> {
 /// `Deleted` line not followed by the route's return within 50 ms. (BIRD sometimes rewrites
 /// a route as a delete and an add microseconds apart; no packet can miss it, so it is not
 /// a loss.)
-fn deletions(log: &str, vip: &str) -> usize {
+pub(crate) fn deletions(log: &str, vip: &str) -> usize {
     let needle = format!("{vip} ");
     let seconds = |l: &str| -> Option<f64> {
         let ts = l.strip_prefix('[')?.split(']').next()?;
@@ -76,7 +76,7 @@ const MARK: &str = "203.0.113.251";
 
 /// `ip -ts monitor route` on the leaf (its log: `leafmon`), proven subscribed before
 /// anything happens: the marker route is added again until the monitor has shown it.
-fn start_leaf_monitor(lab: &mut crate::harness::Lab, leaf: &Node) {
+pub(crate) fn start_leaf_monitor(lab: &mut crate::harness::Lab, leaf: &Node) {
     lab.spawn(leaf, "leafmon", "ip", &["-ts", "monitor", "route"]);
     let mark = format!("{MARK}/32");
     wait_for("the leaf's route monitor to subscribe", ESTABLISH, || {
@@ -90,7 +90,7 @@ fn start_leaf_monitor(lab: &mut crate::harness::Lab, leaf: &Node) {
 /// Makes sure the leaf's monitor has written everything that happened before: the marker
 /// route is deleted and its deletion waited for (the monitor writes in order), then added
 /// back.
-fn flush_monitor(lab: &crate::harness::Lab, leaf: &Node) {
+pub(crate) fn flush_monitor(lab: &crate::harness::Lab, leaf: &Node) {
     let before = deletions(&lab.log("leafmon"), MARK);
     leaf.exec("ip", &["route", "del", "blackhole", &format!("{MARK}/32")]);
     wait_for("the monitor to catch up", Duration::from_secs(10), || {

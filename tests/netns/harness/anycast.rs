@@ -107,26 +107,10 @@ impl Anycast {
 
     /// The leaf's kernel next hops for the VIP, sorted.
     pub fn hops(&self) -> Vec<String> {
-        let out = self
-            .leaf
-            .exec("ip", &["-j", "route", "show", &format!("{VIP}/32")]);
-        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let Some(r) = j.as_array().and_then(|a| a.first()) else {
-            return Vec::new();
-        };
-        let mut v: Vec<String> = match r["nexthops"].as_array() {
-            Some(list) => list
-                .iter()
-                .filter_map(|h| h["gateway"].as_str().map(String::from))
-                .collect(),
-            None => r["gateway"]
-                .as_str()
-                .map(String::from)
-                .into_iter()
-                .collect(),
-        };
-        v.sort();
-        v
+        super::route_next_hops(&self.leaf, &[&format!("{VIP}/32")])
+            .into_iter()
+            .next()
+            .unwrap_or_default()
     }
 
     pub fn wait_hops(&self, want: &[&str], timeout: Duration) {

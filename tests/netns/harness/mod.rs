@@ -49,6 +49,34 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// The routes `ip -j route show ARGS` lists on `node`: each one's next hops (gateways),
+/// sorted — one for a plain route, several for an ECMP one.
+pub fn route_next_hops(node: &Node, args: &[&str]) -> Vec<Vec<String>> {
+    let mut full = vec!["-j", "route", "show"];
+    full.extend_from_slice(args);
+    let out = node.exec("ip", &full);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    j.as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let mut hops: Vec<String> = match r["nexthops"].as_array() {
+                Some(list) => list
+                    .iter()
+                    .filter_map(|h| h["gateway"].as_str().map(String::from))
+                    .collect(),
+                None => r["gateway"]
+                    .as_str()
+                    .map(String::from)
+                    .into_iter()
+                    .collect(),
+            };
+            hops.sort();
+            hops
+        })
+        .collect()
+}
+
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

@@ -123,7 +123,12 @@ impl Routes {
         a.push(RouteAttribute::Destination(address(prefix.addr())));
         a.push(RouteAttribute::Table(self.settings.table));
         a.push(RouteAttribute::Priority(self.settings.metric));
-        let links = crate::link::read();
+        // The interface table only for link-local next hops, not for every route.
+        let links = if hops.iter().any(|h| h.interface.is_some()) {
+            crate::link::read()
+        } else {
+            Vec::new()
+        };
         let resolve = |h: &NextHop| -> Result<(Vec<RouteAttribute>, u32), String> {
             let ifindex = match &h.interface {
                 Some(i) => crate::link::ifindex(&links, i)
@@ -178,13 +183,18 @@ impl Routes {
             }
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {
                 self.foreign.insert(prefix);
-                Err(format!(
-                    "{prefix}: another protocol's route has this prefix at metric {}",
-                    self.settings.metric
-                ))
+                Err(self.blocked(prefix))
             }
             Err(e) => Err(format!("{prefix}: {e}")),
         }
+    }
+
+    /// Why a wanted route is not installed: another protocol holds its place.
+    fn blocked(&self, prefix: IpNet) -> String {
+        format!(
+            "{prefix}: another protocol's route has this prefix at metric {}",
+            self.settings.metric
+        )
     }
 
     /// Deletes kube-gw's route for `prefix`.
@@ -240,10 +250,7 @@ impl Reconciler for Routes {
                 continue;
             }
             if self.foreign.contains(prefix) && !self.model.contains_key(prefix) {
-                conflicts.push(format!(
-                    "{prefix}: another protocol's route has this prefix at metric {}",
-                    self.settings.metric
-                ));
+                conflicts.push(self.blocked(*prefix));
                 continue;
             }
             if let Err(e) = self.install(*prefix, hops).await {

@@ -26,6 +26,7 @@ pub mod config;
 pub mod control;
 pub mod desired;
 pub mod fib;
+pub mod gateway;
 pub mod ipvs;
 pub mod kube;
 pub mod lifecycle;

@@ -34,6 +34,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "control",
             "desired",
             "fib",
+            "gateway",
             "ipvs",
             "kube",
             "lifecycle",
@@ -88,6 +89,15 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         "fib",
         &[
             "kube", "ipvs", "netlink", "desired", "pipeline", "admin", "app", "control",
+        ],
+    ),
+    // The gateway (L7 on the switch) gets its inputs as plain values and reports what it
+    // serves: it knows neither the Kubernetes adapter nor the L4 data path nor the speaker.
+    (
+        "gateway",
+        &[
+            "kube", "ipvs", "netlink", "bgp", "bfd", "fib", "pipeline", "admin", "app",
+            "control",
         ],
     ),
     // BFD serves any client protocol: it knows none of them, nor the configuration file

@@ -11,6 +11,7 @@ mod controlplane;
 mod harness;
 mod placement;
 mod restart;
+mod steer;
 mod traffic;
 mod vips;
 

@@ -96,8 +96,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     (
         "gateway",
         &[
-            "kube", "ipvs", "netlink", "bgp", "bfd", "fib", "pipeline", "admin", "app",
-            "control",
+            "kube", "ipvs", "netlink", "bgp", "bfd", "fib", "pipeline", "admin", "app", "control",
         ],
     ),
     // BFD serves any client protocol: it knows none of them, nor the configuration file

@@ -297,7 +297,10 @@ fn endpoint_nodes(
         .collect()
 }
 
-fn endpoints(
+/// The endpoints of one Service port (by name and protocol) for one address family: the
+/// ready ones, or, if none is ready, the serving-terminating ones (as kube-proxy picks them;
+/// the gateway reads them the same way).
+pub fn endpoints(
     snap: &ClusterSnapshot,
     svc: &Service,
     port_name: &str,

@@ -9,4 +9,6 @@
 //! The gateway must not import the Kubernetes adapter, IPVS, netlink or the pipeline: it gets
 //! its desired state as plain values and reports what it serves (tests/architecture.rs).
 
+pub mod compute;
+pub mod plan;
 pub mod steer;

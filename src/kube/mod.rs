@@ -21,6 +21,7 @@ pub mod access;
 pub mod convert;
 pub mod credentials;
 pub mod events;
+pub mod gateway;
 pub mod node;
 pub mod report;
 pub mod watch;

@@ -15,6 +15,7 @@
 
 pub mod cluster;
 pub mod dataplane;
+pub mod gateway;
 pub mod route;
 
 pub use cluster::{ClusterSnapshot, ObjectKey, Protocol};

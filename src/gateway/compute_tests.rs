@@ -1,0 +1,558 @@
+//! Gateway API semantics of `compute`, object by object.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::gateway::plan::RequestView;
+use crate::model::cluster::{Endpoint, EndpointPort, EndpointSlice, Service, ServicePort};
+use crate::model::gateway::*;
+
+const CONTROLLER: &str = "kube-gw.io/switch";
+
+fn key(ns: &str, name: &str) -> ObjectKey {
+    ObjectKey {
+        namespace: ns.into(),
+        name: name.into(),
+    }
+}
+
+fn obj<S>(ns: &str, name: &str, created: i64, spec: S) -> Object<S> {
+    Object {
+        key: key(ns, name),
+        generation: 3,
+        created,
+        spec,
+    }
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).unwrap()
+}
+
+struct World {
+    gw: GatewaySnapshot,
+    cluster: ClusterSnapshot,
+    l4: BTreeMap<Pair, ObjectKey>,
+    pools: Vec<IpNet>,
+}
+
+impl World {
+    fn new() -> Self {
+        let mut gw = GatewaySnapshot {
+            complete: true,
+            ..Default::default()
+        };
+        gw.classes.insert(
+            "switch".into(),
+            obj(
+                "",
+                "switch",
+                0,
+                GatewayClassSpec {
+                    controller_name: CONTROLLER.into(),
+                },
+            ),
+        );
+        gw.classes.insert(
+            "other".into(),
+            obj(
+                "",
+                "other",
+                0,
+                GatewayClassSpec {
+                    controller_name: "example.com/else".into(),
+                },
+            ),
+        );
+        let mut w = Self {
+            gw,
+            cluster: ClusterSnapshot::default(),
+            l4: BTreeMap::new(),
+            pools: vec![
+                "192.0.2.0/24".parse().unwrap(),
+                "2001:db8::/64".parse().unwrap(),
+            ],
+        };
+        w.service("app", "web", &["10.0.0.1", "10.0.0.2"]);
+        w
+    }
+
+    /// A Service with TCP port 8080 (name "http") and ready endpoints on 9090.
+    fn service(&mut self, ns: &str, name: &str, eps: &[&str]) {
+        self.cluster.upsert_service(Service {
+            key: key(ns, name),
+            uid: format!("uid-{name}"),
+            created: 0,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            type_: "ClusterIP".into(),
+            cluster_ips: vec![],
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            ports: vec![ServicePort {
+                name: "http".into(),
+                port: 8080,
+                protocol: Protocol::Tcp,
+            }],
+            client_ip_affinity: None,
+            external_traffic_local: false,
+            unparsable_ips: vec![],
+        });
+        self.cluster.upsert_slice(EndpointSlice {
+            key: key(ns, &format!("{name}-abc")),
+            service: Some(name.into()),
+            ports: vec![EndpointPort {
+                name: "http".into(),
+                port: 9090,
+                protocol: Protocol::Tcp,
+            }],
+            endpoints: eps
+                .iter()
+                .map(|a| Endpoint {
+                    addresses: vec![a.parse().unwrap()],
+                    ready: true,
+                    serving: true,
+                    terminating: false,
+                    node_name: None,
+                })
+                .collect(),
+        });
+    }
+
+    fn gateway(&mut self, ns: &str, name: &str, created: i64, spec: serde_json::Value) {
+        self.gw
+            .gateways
+            .insert(key(ns, name), obj(ns, name, created, from_json(spec)));
+    }
+
+    fn http_route(&mut self, ns: &str, name: &str, created: i64, spec: serde_json::Value) {
+        self.gw
+            .http_routes
+            .insert(key(ns, name), obj(ns, name, created, from_json(spec)));
+    }
+
+    fn compute(&self) -> GatewayState {
+        compute(&Inputs {
+            gateway: &self.gw,
+            cluster: &self.cluster,
+            controller: CONTROLLER,
+            pools: &self.pools,
+            l4: &self.l4,
+        })
+    }
+}
+
+fn http_gateway(addr: &str) -> serde_json::Value {
+    serde_json::json!({
+        "gatewayClassName": "switch",
+        "addresses": [{"type": "IPAddress", "value": addr}],
+        "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]
+    })
+}
+
+fn pair(addr: &str, port: u16) -> Pair {
+    Pair {
+        addr: addr.parse().unwrap(),
+        port,
+    }
+}
+
+fn cond<'a>(c: &'a [Condition], t: &str) -> &'a Condition {
+    c.iter()
+        .find(|c| c.type_ == t)
+        .unwrap_or_else(|| panic!("no {t} in {c:?}"))
+}
+
+fn req<'a>(host: &'a str, path: &'a str) -> RequestView<'a> {
+    RequestView {
+        host,
+        path,
+        method: "GET",
+        headers: vec![],
+        query: vec![],
+    }
+}
+
+fn table(st: &GatewayState, p: Pair) -> &RouteTable {
+    match st.ports.get(&p) {
+        Some(PortPlan::Http { routes, .. }) => routes,
+        other => panic!("{p}: {other:?}"),
+    }
+}
+
+#[test]
+fn a_gateway_and_route_serve_the_service_s_endpoints_with_every_status_set() {
+    let mut w = World::new();
+    w.gateway("app", "gw", 1, http_gateway("192.0.2.10"));
+    w.http_route(
+        "app",
+        "r",
+        2,
+        serde_json::json!({
+            "parentRefs": [{"name": "gw"}],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+                       "backendRefs": [{"name": "web", "port": 8080}]}]
+        }),
+    );
+    let st = w.compute();
+    let rule = table(&st, pair("192.0.2.10", 80))
+        .select(&req("x.example", "/api/v1"))
+        .unwrap();
+    let eps: Vec<String> = rule.backends[0]
+        .endpoints
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(eps, ["10.0.0.1:9090", "10.0.0.2:9090"]);
+    assert!(
+        table(&st, pair("192.0.2.10", 80))
+            .select(&req("x.example", "/apix"))
+            .is_none(),
+        "a prefix matches whole segments"
+    );
+    assert_eq!(st.vips.get(&"192.0.2.10".parse().unwrap()), Some(&true));
+    let (generation, c) = &st.status.classes["switch"];
+    assert_eq!((*generation, cond(c, "Accepted").status), (3, true));
+    assert!(
+        !st.status.classes.contains_key("other"),
+        "another controller's class is not ours to write"
+    );
+    let g = &st.status.gateways[&key("app", "gw")];
+    assert_eq!(
+        (
+            cond(&g.conditions, "Accepted").status,
+            cond(&g.conditions, "Programmed").status
+        ),
+        (true, true)
+    );
+    assert_eq!(g.addresses, vec!["192.0.2.10".parse::<IpAddr>().unwrap()]);
+    assert_eq!(g.listeners[0].attached_routes, 1);
+    assert_eq!(g.listeners[0].supported_kinds, vec!["HTTPRoute"]);
+    let r = &st.status.http_routes[&key("app", "r")];
+    assert_eq!(r.generation, 3);
+    assert_eq!(
+        cond(&r.parents[0].conditions, "Accepted").reason,
+        "Accepted"
+    );
+    assert!(cond(&r.parents[0].conditions, "ResolvedRefs").status);
+}
+
+#[test]
+fn without_an_address_in_a_pool_nothing_is_served_and_the_gateway_says_why() {
+    let mut w = World::new();
+    w.gateway("app", "none", 1, serde_json::json!({"gatewayClassName": "switch", "listeners": [{"name": "h", "port": 80, "protocol": "HTTP"}]}));
+    w.gateway("app", "outside", 1, http_gateway("198.51.100.1"));
+    w.gateway("app", "theirs", 1, serde_json::json!({"gatewayClassName": "other", "addresses": [{"value": "192.0.2.20"}], "listeners": [{"name": "h", "port": 80, "protocol": "HTTP"}]}));
+    let st = w.compute();
+    assert!(st.ports.is_empty() && st.vips.is_empty(), "{st:?}");
+    let none = cond(
+        &st.status.gateways[&key("app", "none")].conditions,
+        "Programmed",
+    )
+    .clone();
+    assert_eq!(
+        (none.status, none.reason.as_str()),
+        (false, "AddressNotAssigned")
+    );
+    assert!(none.message.contains("spec.addresses"), "{none:?}");
+    let out = cond(
+        &st.status.gateways[&key("app", "outside")].conditions,
+        "Programmed",
+    )
+    .clone();
+    assert_eq!(
+        (out.status, out.reason.as_str()),
+        (false, "AddressNotUsable")
+    );
+    assert!(!st.status.gateways.contains_key(&key("app", "theirs")));
+}
+
+#[test]
+fn a_cross_namespace_backend_needs_a_reference_grant() {
+    let mut w = World::new();
+    w.service("other", "db", &["10.0.1.1"]);
+    w.gateway("app", "gw", 1, http_gateway("192.0.2.10"));
+    w.http_route(
+        "app",
+        "r",
+        2,
+        serde_json::json!({
+            "parentRefs": [{"name": "gw"}],
+            "rules": [{"backendRefs": [{"name": "db", "namespace": "other", "port": 8080}]}]
+        }),
+    );
+    let st = w.compute();
+    let c = cond(
+        &st.status.http_routes[&key("app", "r")].parents[0].conditions,
+        "ResolvedRefs",
+    )
+    .clone();
+    assert_eq!((c.status, c.reason.as_str()), (false, "RefNotPermitted"));
+    let rule = table(&st, pair("192.0.2.10", 80))
+        .select(&req("a", "/"))
+        .unwrap();
+    assert!(rule.backends[0].endpoints.is_empty() && rule.backends[0].error.is_some());
+    // The grant, in the Service's namespace, from HTTPRoutes of namespace app.
+    w.gw.grants.insert(
+        key("other", "g"),
+        obj(
+            "other",
+            "g",
+            0,
+            from_json(serde_json::json!({
+                "from": [{"group": GROUP, "kind": "HTTPRoute", "namespace": "app"}],
+                "to": [{"group": "", "kind": "Service"}]
+            })),
+        ),
+    );
+    let st = w.compute();
+    let c = cond(
+        &st.status.http_routes[&key("app", "r")].parents[0].conditions,
+        "ResolvedRefs",
+    )
+    .clone();
+    assert_eq!((c.status, c.reason.as_str()), (true, "ResolvedRefs"));
+    let rule = table(&st, pair("192.0.2.10", 80))
+        .select(&req("a", "/"))
+        .unwrap();
+    assert_eq!(
+        rule.backends[0].endpoints,
+        vec!["10.0.1.1:9090".parse().unwrap()]
+    );
+}
+
+#[test]
+fn a_vip_port_ipvs_serves_is_a_conflict_and_not_served_by_the_gateway() {
+    let mut w = World::new();
+    w.l4.insert(pair("192.0.2.10", 80), key("app", "plain"));
+    w.gateway("app", "gw", 1, serde_json::json!({
+        "gatewayClassName": "switch",
+        "addresses": [{"value": "192.0.2.10"}],
+        "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}, {"name": "alt", "port": 8000, "protocol": "HTTP"}]
+    }));
+    let st = w.compute();
+    assert!(!st.ports.contains_key(&pair("192.0.2.10", 80)));
+    assert!(
+        st.ports.contains_key(&pair("192.0.2.10", 8000)),
+        "the other listener serves"
+    );
+    let l = &st.status.gateways[&key("app", "gw")].listeners[0];
+    let c = cond(&l.conditions, "Conflicted");
+    assert_eq!((c.status, c.reason.as_str()), (true, "PortUnavailable"));
+    assert!(c.message.contains("app/plain"), "{c:?}");
+    assert!(!cond(&l.conditions, "Programmed").status);
+}
+
+#[test]
+fn listeners_of_different_protocols_or_the_same_hostname_on_one_port_conflict() {
+    let mut w = World::new();
+    w.gateway(
+        "app",
+        "gw",
+        1,
+        serde_json::json!({
+            "gatewayClassName": "switch",
+            "addresses": [{"value": "192.0.2.10"}],
+            "listeners": [
+                {"name": "a", "port": 80, "protocol": "HTTP", "hostname": "a.example"},
+                {"name": "b", "port": 80, "protocol": "HTTP", "hostname": "a.example"},
+                {"name": "c", "port": 80, "protocol": "HTTP", "hostname": "c.example"},
+                {"name": "d", "port": 443, "protocol": "HTTP"},
+                {"name": "e", "port": 443, "protocol": "TLS", "tls": {"mode": "Passthrough"}}
+            ]
+        }),
+    );
+    let st = w.compute();
+    let ls = &st.status.gateways[&key("app", "gw")].listeners;
+    let reason = |i: usize| cond(&ls[i].conditions, "Conflicted").reason.clone();
+    assert_eq!(
+        [reason(0), reason(1), reason(2), reason(3), reason(4)],
+        [
+            "HostnameConflict",
+            "HostnameConflict",
+            "NoConflicts",
+            "ProtocolConflict",
+            "ProtocolConflict"
+        ]
+    );
+    assert!(
+        st.ports.contains_key(&pair("192.0.2.10", 80)),
+        "listener c serves port 80"
+    );
+    assert!(!st.ports.contains_key(&pair("192.0.2.10", 443)));
+}
+
+#[test]
+fn the_most_specific_host_then_the_gateway_api_match_precedence_picks_the_rule() {
+    let mut w = World::new();
+    w.service("app", "exact", &["10.0.0.3"]);
+    w.service("app", "long", &["10.0.0.4"]);
+    w.service("app", "method", &["10.0.0.5"]);
+    w.service("app", "hdr", &["10.0.0.6"]);
+    w.service("app", "wild", &["10.0.0.7"]);
+    w.gateway("app", "gw", 1, http_gateway("192.0.2.10"));
+    w.http_route("app", "any", 5, serde_json::json!({
+        "parentRefs": [{"name": "gw"}],
+        "rules": [
+            {"backendRefs": [{"name": "web", "port": 8080}]},
+            {"matches": [{"path": {"type": "Exact", "value": "/a/b"}}], "backendRefs": [{"name": "exact", "port": 8080}]},
+            {"matches": [{"path": {"value": "/a/b/"}}], "backendRefs": [{"name": "long", "port": 8080}]},
+            {"matches": [{"path": {"value": "/a"}, "method": "POST"}], "backendRefs": [{"name": "method", "port": 8080}]},
+            {"matches": [{"path": {"value": "/a"}, "headers": [{"name": "X-Env", "value": "canary"}]}], "backendRefs": [{"name": "hdr", "port": 8080}]}
+        ]
+    }));
+    w.http_route("app", "wild", 4, serde_json::json!({
+        "parentRefs": [{"name": "gw"}],
+        "hostnames": ["*.example.com"],
+        "rules": [{"matches": [{"path": {"value": "/only"}}], "backendRefs": [{"name": "wild", "port": 8080}]}]
+    }));
+    let st = w.compute();
+    let t = table(&st, pair("192.0.2.10", 80));
+    let to = |r: RequestView<'_>| {
+        t.select(&r)
+            .map(|r| r.backends[0].name.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(to(req("h", "/a/b")), "app/exact:8080");
+    assert_eq!(to(req("h", "/a/b/c")), "app/long:8080");
+    assert_eq!(
+        to(RequestView {
+            method: "POST",
+            ..req("h", "/a/x")
+        }),
+        "app/method:8080"
+    );
+    assert_eq!(
+        to(RequestView {
+            headers: vec![("x-env", "canary")],
+            ..req("h", "/a/x")
+        }),
+        "app/hdr:8080"
+    );
+    assert_eq!(to(req("h", "/z")), "app/web:8080");
+    assert_eq!(to(req("foo.example.com", "/only/x")), "app/wild:8080");
+    // The wildcard host's group is the most specific for this host: no fall-through.
+    assert!(t.select(&req("foo.example.com", "/z")).is_none());
+}
+
+#[test]
+fn a_bad_secret_fails_its_listener_only() {
+    let mut w = World::new();
+    let cert = rcgen::generate_simple_self_signed(vec!["good.example".into()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["x".into()]).unwrap();
+    let secret = |name: &str, c: String, k: String| TlsSecret {
+        key: key("app", name),
+        cert_pem: c.into_bytes().into(),
+        key_pem: k.into_bytes().into(),
+    };
+    w.gw.secrets.insert(
+        key("app", "good"),
+        secret("good", cert.cert.pem(), cert.signing_key.serialize_pem()),
+    );
+    w.gw.secrets.insert(
+        key("app", "notpem"),
+        secret("notpem", "garbage".into(), "garbage".into()),
+    );
+    w.gw.secrets.insert(
+        key("app", "mismatch"),
+        secret(
+            "mismatch",
+            cert.cert.pem(),
+            other.signing_key.serialize_pem(),
+        ),
+    );
+    let https = |name: &str, host: &str, secret: &str| serde_json::json!({"name": name, "port": 443, "protocol": "HTTPS", "hostname": host, "tls": {"certificateRefs": [{"name": secret}]}});
+    w.gateway("app", "gw", 1, serde_json::json!({
+        "gatewayClassName": "switch",
+        "addresses": [{"value": "192.0.2.10"}],
+        "listeners": [https("good", "good.example", "good"), https("bad1", "b1.example", "notpem"), https("bad2", "b2.example", "mismatch"), https("bad3", "b3.example", "missing")]
+    }));
+    let st = w.compute();
+    let ls = &st.status.gateways[&key("app", "gw")].listeners;
+    let rr = |i: usize| {
+        let c = cond(&ls[i].conditions, "ResolvedRefs");
+        (c.status, c.reason.clone(), c.message.clone())
+    };
+    assert!(rr(0).0);
+    for i in 1..4 {
+        let (ok, reason, msg) = rr(i);
+        assert!(
+            !ok && reason == "InvalidCertificateRef",
+            "{i}: {reason} {msg}"
+        );
+    }
+    assert!(
+        rr(1).2.contains("not PEM") || rr(1).2.contains("no certificate"),
+        "{:?}",
+        rr(1)
+    );
+    assert!(rr(2).2.contains("does not fit"), "{:?}", rr(2));
+    assert!(rr(3).2.contains("not found"), "{:?}", rr(3));
+    match st.ports.get(&pair("192.0.2.10", 443)) {
+        Some(PortPlan::Http { tls: Some(c), .. }) => {
+            assert_eq!(c.by_host.len(), 1);
+            assert_eq!(
+                c.lookup(Some("good.example")).unwrap().secret,
+                key("app", "good")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let g = &st.status.gateways[&key("app", "gw")];
+    assert_eq!(cond(&g.conditions, "Accepted").reason, "ListenersNotValid");
+    assert!(cond(&g.conditions, "Programmed").status);
+}
+
+#[test]
+fn routes_attach_only_where_listeners_allow_them() {
+    let mut w = World::new();
+    w.service("team", "web", &["10.0.2.1"]);
+    w.gw.namespaces.insert(
+        "team".into(),
+        BTreeMap::from([("gw-access".into(), "yes".into())]),
+    );
+    w.gateway("app", "gw", 1, serde_json::json!({
+        "gatewayClassName": "switch",
+        "addresses": [{"value": "192.0.2.10"}],
+        "listeners": [
+            {"name": "same", "port": 80, "protocol": "HTTP"},
+            {"name": "sel", "port": 81, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "Selector", "selector": {"matchLabels": {"gw-access": "yes"}}}}},
+            {"name": "host", "port": 82, "protocol": "HTTP", "hostname": "only.example", "allowedRoutes": {"namespaces": {"from": "All"}}}
+        ]
+    }));
+    let parent = |s: &str| serde_json::json!({"name": "gw", "namespace": "app", "sectionName": s});
+    w.http_route("team", "to-same", 2, serde_json::json!({"parentRefs": [parent("same")], "rules": [{"backendRefs": [{"name": "web", "port": 8080}]}]}));
+    w.http_route("team", "to-sel", 2, serde_json::json!({"parentRefs": [parent("sel")], "rules": [{"backendRefs": [{"name": "web", "port": 8080}]}]}));
+    w.http_route("team", "to-host", 2, serde_json::json!({"parentRefs": [parent("host")], "hostnames": ["other.example"], "rules": []}));
+    w.http_route(
+        "team",
+        "to-none",
+        2,
+        serde_json::json!({"parentRefs": [parent("nope")], "rules": []}),
+    );
+    let st = w.compute();
+    let reason = |r: &str| {
+        cond(
+            &st.status.http_routes[&key("team", r)].parents[0].conditions,
+            "Accepted",
+        )
+        .reason
+        .clone()
+    };
+    assert_eq!(reason("to-same"), "NotAllowedByListeners");
+    assert_eq!(reason("to-sel"), "Accepted");
+    assert_eq!(reason("to-host"), "NoMatchingListenerHostname");
+    assert_eq!(reason("to-none"), "NoMatchingParent");
+    let ls = &st.status.gateways[&key("app", "gw")].listeners;
+    assert_eq!(
+        ls.iter().map(|l| l.attached_routes).collect::<Vec<_>>(),
+        vec![0, 1, 0]
+    );
+    assert!(table(&st, pair("192.0.2.10", 81))
+        .select(&req("a", "/"))
+        .is_some());
+    assert!(table(&st, pair("192.0.2.10", 80))
+        .select(&req("a", "/"))
+        .is_none());
+}

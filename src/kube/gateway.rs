@@ -1,0 +1,342 @@
+//! The Gateway API side of the adapter: watches the `gateway.networking.k8s.io/v1` objects
+//! (GatewayClass, Gateway, HTTPRoute, TLSRoute, ReferenceGrant), `kubernetes.io/tls` Secrets
+//! and Namespaces, and publishes them as one [`GatewaySnapshot`].
+//!
+//! ```text
+//!  reflector stores (one per resource) ──"changed"──► publish: convert all ──► watch<Arc<GatewaySnapshot>>
+//! ```
+//!
+//! - Runs only when the configuration has a `[gateway]` section. Without the Gateway API CRDs
+//!   installed, the watches fail (404) and say so in the report: a degraded daemon that says
+//!   what to install, and the L4 path unaffected.
+//! - Nothing is published until every resource was listed once (`complete`); a watch that
+//!   fails later keeps the last snapshot (losing the API server changes nothing).
+//! - Gateway objects are few (tens to hundreds), so the publish step converts every store
+//!   after each burst of events, simply; Secrets are limited to type `kubernetes.io/tls`.
+//!
+//! The API object types here wrap the model's spec subset (`model::gateway`) with
+//! `ObjectMeta`; only the spec, key, generation and creation time leave this module.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Notify};
+
+use super::report::{KubeReport, WatchState};
+use crate::model::gateway::{
+    GatewayClassSpec, GatewaySnapshot, GatewaySpec, HttpRouteSpec, Object, ReferenceGrantSpec,
+    TlsRouteSpec, TlsSecret,
+};
+use crate::model::ObjectKey;
+
+macro_rules! gateway_kind {
+    ($(#[$doc:meta])* $name:ident, $spec:ty, $kind:literal, $plural:literal, $scope:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Deserialize, Serialize)]
+        pub struct $name {
+            pub metadata: ObjectMeta,
+            #[serde(default)]
+            pub spec: $spec,
+        }
+        impl k8s_openapi::Resource for $name {
+            const API_VERSION: &'static str = "gateway.networking.k8s.io/v1";
+            const GROUP: &'static str = "gateway.networking.k8s.io";
+            const KIND: &'static str = $kind;
+            const VERSION: &'static str = "v1";
+            const URL_PATH_SEGMENT: &'static str = $plural;
+            type Scope = $scope;
+        }
+        impl k8s_openapi::Metadata for $name {
+            type Ty = ObjectMeta;
+            fn metadata(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+gateway_kind!(
+    /// `GatewayClass` (cluster-scoped).
+    GatewayClass, GatewayClassSpec, "GatewayClass", "gatewayclasses", k8s_openapi::ClusterResourceScope
+);
+gateway_kind!(
+    /// `Gateway`.
+    Gateway, GatewaySpec, "Gateway", "gateways", k8s_openapi::NamespaceResourceScope
+);
+gateway_kind!(
+    /// `HTTPRoute`.
+    HttpRoute, HttpRouteSpec, "HTTPRoute", "httproutes", k8s_openapi::NamespaceResourceScope
+);
+gateway_kind!(
+    /// `TLSRoute` (v1 since Gateway API 1.5).
+    TlsRoute, TlsRouteSpec, "TLSRoute", "tlsroutes", k8s_openapi::NamespaceResourceScope
+);
+gateway_kind!(
+    /// `ReferenceGrant`.
+    ReferenceGrant, ReferenceGrantSpec, "ReferenceGrant", "referencegrants", k8s_openapi::NamespaceResourceScope
+);
+
+fn key_of(meta: &ObjectMeta) -> ObjectKey {
+    ObjectKey {
+        namespace: meta.namespace.as_deref().unwrap_or_default().into(),
+        name: meta.name.as_deref().unwrap_or_default().into(),
+    }
+}
+
+fn object<S: Clone>(meta: &ObjectMeta, spec: &S) -> Object<S> {
+    Object {
+        key: key_of(meta),
+        generation: meta.generation.unwrap_or_default(),
+        created: meta
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second())
+            .unwrap_or_default(),
+        spec: spec.clone(),
+    }
+}
+
+/// A TLS Secret's certificate and key as found (`tls.crt`, `tls.key`); absent data is empty.
+pub fn tls_secret(s: &Secret) -> TlsSecret {
+    let get = |k: &str| -> Arc<[u8]> {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|b| Arc::from(b.0.as_slice()))
+            .unwrap_or_else(|| Arc::from(&[][..]))
+    };
+    TlsSecret {
+        key: key_of(&s.metadata),
+        cert_pem: get("tls.crt"),
+        key_pem: get("tls.key"),
+    }
+}
+
+/// The stores of the watched resources.
+struct Stores {
+    classes: Store<GatewayClass>,
+    gateways: Store<Gateway>,
+    http: Store<HttpRoute>,
+    tls: Store<TlsRoute>,
+    grants: Store<ReferenceGrant>,
+    secrets: Store<Secret>,
+    namespaces: Store<Namespace>,
+}
+
+impl Stores {
+    fn snapshot(&self) -> GatewaySnapshot {
+        let mut s = GatewaySnapshot {
+            complete: true,
+            ..GatewaySnapshot::default()
+        };
+        for c in self.classes.state() {
+            let o = object(&c.metadata, &c.spec);
+            s.classes.insert(o.key.name.to_string(), o);
+        }
+        for g in self.gateways.state() {
+            let o = object(&g.metadata, &g.spec);
+            s.gateways.insert(o.key.clone(), o);
+        }
+        for r in self.http.state() {
+            let o = object(&r.metadata, &r.spec);
+            s.http_routes.insert(o.key.clone(), o);
+        }
+        for r in self.tls.state() {
+            let o = object(&r.metadata, &r.spec);
+            s.tls_routes.insert(o.key.clone(), o);
+        }
+        for r in self.grants.state() {
+            let o = object(&r.metadata, &r.spec);
+            s.grants.insert(o.key.clone(), o);
+        }
+        for x in self.secrets.state() {
+            let t = tls_secret(&x);
+            s.secrets.insert(t.key.clone(), t);
+        }
+        for n in self.namespaces.state() {
+            let labels: BTreeMap<String, String> = n.metadata.labels.clone().unwrap_or_default();
+            s.namespaces
+                .insert(n.metadata.name.clone().unwrap_or_default(), labels);
+        }
+        s
+    }
+}
+
+/// Watches one resource into `writer`, recording its health under `name`; every event wakes
+/// the publisher.
+async fn track<K>(
+    name: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    report: &KubeReport,
+    changed: &Notify,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    report.watch_state(name, WatchState::Listing, None);
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    futures::pin_mut!(stream);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(watcher::Event::InitDone) => {
+                report.watch_state(name, WatchState::Synced, None);
+                changed.notify_one();
+            }
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                report.watch_state(name, WatchState::Synced, None);
+                changed.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let text = e.to_string();
+                let hint = if text.contains("404") || text.contains("NotFound") {
+                    format!(
+                        "{text}: are the Gateway API CRDs (standard channel, v1) installed? \
+                         kube-gw's [gateway] section needs them"
+                    )
+                } else {
+                    text
+                };
+                tracing::warn!(resource = name, error = %hint, "watch failed; retrying with backoff");
+                report.watch_state(name, WatchState::Failing, Some(hint));
+            }
+        }
+    }
+}
+
+/// Runs the gateway watches until dropped, publishing on `out`.
+pub async fn run(
+    client: Client,
+    out: watch::Sender<Arc<GatewaySnapshot>>,
+    report: Arc<KubeReport>,
+) {
+    let changed = Notify::new();
+    let (classes, w_classes) = reflector::store();
+    let (gateways, w_gateways) = reflector::store();
+    let (http, w_http) = reflector::store();
+    let (tls, w_tls) = reflector::store();
+    let (grants, w_grants) = reflector::store();
+    let (secrets, w_secrets) = reflector::store();
+    let (namespaces, w_namespaces) = reflector::store();
+    let stores = Stores {
+        classes,
+        gateways,
+        http,
+        tls,
+        grants,
+        secrets,
+        namespaces,
+    };
+    let cfg = watcher::Config::default;
+    let c = &client;
+    let (r, n) = (&*report, &changed);
+    let watches = async {
+        tokio::join!(
+            track(
+                "gatewayclasses",
+                Api::<GatewayClass>::all(c.clone()),
+                cfg(),
+                w_classes,
+                r,
+                n
+            ),
+            track(
+                "gateways",
+                Api::<Gateway>::all(c.clone()),
+                cfg(),
+                w_gateways,
+                r,
+                n
+            ),
+            track(
+                "httproutes",
+                Api::<HttpRoute>::all(c.clone()),
+                cfg(),
+                w_http,
+                r,
+                n
+            ),
+            track(
+                "tlsroutes",
+                Api::<TlsRoute>::all(c.clone()),
+                cfg(),
+                w_tls,
+                r,
+                n
+            ),
+            track(
+                "referencegrants",
+                Api::<ReferenceGrant>::all(c.clone()),
+                cfg(),
+                w_grants,
+                r,
+                n
+            ),
+            track(
+                "secrets (tls)",
+                Api::<Secret>::all(c.clone()),
+                cfg().fields("type=kubernetes.io/tls"),
+                w_secrets,
+                r,
+                n
+            ),
+            track(
+                "namespaces",
+                Api::<Namespace>::all(c.clone()),
+                cfg(),
+                w_namespaces,
+                r,
+                n
+            ),
+        );
+    };
+    let publish = async {
+        // Every store listed once before the first snapshot: a partial one would look like
+        // routes and certificates disappearing.
+        let ready = async {
+            let _ = tokio::join!(
+                stores.classes.wait_until_ready(),
+                stores.gateways.wait_until_ready(),
+                stores.http.wait_until_ready(),
+                stores.tls.wait_until_ready(),
+                stores.grants.wait_until_ready(),
+                stores.secrets.wait_until_ready(),
+                stores.namespaces.wait_until_ready(),
+            );
+        };
+        ready.await;
+        loop {
+            // Let the events of one instant land in one snapshot.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let snap = stores.snapshot();
+            out.send_if_modified(|cur| {
+                if **cur == snap {
+                    false
+                } else {
+                    *cur = Arc::new(snap);
+                    true
+                }
+            });
+            changed.notified().await;
+        }
+    };
+    tokio::join!(watches, publish);
+}

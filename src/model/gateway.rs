@@ -1,0 +1,354 @@
+//! The Gateway API as kube-gw reads it: the subset of `gateway.networking.k8s.io/v1`
+//! (GatewayClass, Gateway, HTTPRoute, TLSRoute, ReferenceGrant) the gateway serves, plus the
+//! TLS Secrets and Namespace labels those objects refer to, held in a [`GatewaySnapshot`].
+//!
+//! The spec types are plain serde structs in the API's own JSON shape (camelCase, unknown
+//! fields ignored), written here because the `gateway-api` crate pins an older kube than
+//! kube-gw's. `kube/` wraps them into API objects (metadata + spec) to watch them and hands
+//! over only `spec`, key, generation and creation time; nothing here knows the API machinery.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use imbl::OrdMap;
+use serde::{Deserialize, Serialize};
+
+use super::cluster::ObjectKey;
+
+/// The API group of the Gateway API.
+pub const GROUP: &str = "gateway.networking.k8s.io";
+
+/// `GatewayClass.spec`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GatewayClassSpec {
+    pub controller_name: String,
+}
+
+/// `Gateway.spec`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GatewaySpec {
+    pub gateway_class_name: String,
+    pub listeners: Vec<Listener>,
+    pub addresses: Vec<GatewayAddress>,
+}
+
+/// `spec.addresses[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GatewayAddress {
+    /// `IPAddress` when absent.
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub value: String,
+}
+
+/// `spec.listeners[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Listener {
+    pub name: String,
+    pub hostname: Option<String>,
+    pub port: u16,
+    /// `HTTP`, `HTTPS`, `TLS`, `TCP`, `UDP` or an implementation's own.
+    pub protocol: String,
+    pub tls: Option<ListenerTls>,
+    pub allowed_routes: Option<AllowedRoutes>,
+}
+
+/// `listeners[].tls`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ListenerTls {
+    /// `Terminate` (the default) or `Passthrough`.
+    pub mode: Option<String>,
+    pub certificate_refs: Vec<ObjectRef>,
+}
+
+/// `listeners[].allowedRoutes`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AllowedRoutes {
+    pub namespaces: Option<RouteNamespaces>,
+    pub kinds: Vec<RouteGroupKind>,
+}
+
+/// `allowedRoutes.namespaces`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RouteNamespaces {
+    /// `Same` (the default), `All` or `Selector`.
+    pub from: Option<String>,
+    pub selector: Option<LabelSelector>,
+}
+
+/// A label selector (`matchLabels` and `matchExpressions`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LabelSelector {
+    pub match_labels: BTreeMap<String, String>,
+    pub match_expressions: Vec<LabelExpression>,
+}
+
+/// One `matchExpressions` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LabelExpression {
+    pub key: String,
+    /// `In`, `NotIn`, `Exists`, `DoesNotExist`.
+    pub operator: String,
+    pub values: Vec<String>,
+}
+
+impl LabelSelector {
+    /// Does a set of labels match? (An empty selector matches everything.)
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|e| {
+                let v = labels.get(&e.key);
+                match e.operator.as_str() {
+                    "In" => v.is_some_and(|v| e.values.contains(v)),
+                    "NotIn" => !v.is_some_and(|v| e.values.contains(v)),
+                    "Exists" => v.is_some(),
+                    "DoesNotExist" => v.is_none(),
+                    _ => false,
+                }
+            })
+    }
+}
+
+/// `{group, kind}` of a route kind.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RouteGroupKind {
+    pub group: Option<String>,
+    pub kind: String,
+}
+
+/// A reference to another object (`certificateRefs[]`, `backendRefs[]`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ObjectRef {
+    /// The core group when empty or absent.
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub name: String,
+    pub namespace: Option<String>,
+}
+
+/// `spec.parentRefs[]` of a route.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ParentRef {
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub section_name: Option<String>,
+    pub port: Option<u16>,
+}
+
+/// `HTTPRoute.spec`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpRouteSpec {
+    pub parent_refs: Vec<ParentRef>,
+    pub hostnames: Vec<String>,
+    pub rules: Vec<HttpRule>,
+}
+
+/// `HTTPRoute.spec.rules[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpRule {
+    pub name: Option<String>,
+    pub matches: Vec<HttpMatch>,
+    pub filters: Vec<HttpFilter>,
+    pub backend_refs: Vec<BackendRef>,
+}
+
+/// `rules[].matches[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpMatch {
+    pub path: Option<PathMatch>,
+    pub headers: Vec<ValueMatch>,
+    pub query_params: Vec<ValueMatch>,
+    pub method: Option<String>,
+}
+
+/// `matches[].path`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PathMatch {
+    /// `Exact`, `PathPrefix` (the default) or `RegularExpression`.
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub value: Option<String>,
+}
+
+/// `matches[].headers[]` and `matches[].queryParams[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ValueMatch {
+    /// `Exact` (the default) or `RegularExpression`.
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub name: String,
+    pub value: String,
+}
+
+/// `rules[].filters[]` (and `backendRefs[].filters[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HttpFilter {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub request_header_modifier: Option<HeaderModifier>,
+    pub response_header_modifier: Option<HeaderModifier>,
+    pub request_redirect: Option<RequestRedirect>,
+    pub url_rewrite: Option<UrlRewrite>,
+}
+
+/// `requestHeaderModifier` / `responseHeaderModifier`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HeaderModifier {
+    pub set: Vec<Header>,
+    pub add: Vec<Header>,
+    pub remove: Vec<String>,
+}
+
+/// A header name and value.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+/// `requestRedirect`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RequestRedirect {
+    pub scheme: Option<String>,
+    pub hostname: Option<String>,
+    pub path: Option<PathModifier>,
+    pub port: Option<u16>,
+    /// 301 or 302 (the default).
+    pub status_code: Option<u16>,
+}
+
+/// `urlRewrite`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct UrlRewrite {
+    pub hostname: Option<String>,
+    pub path: Option<PathModifier>,
+}
+
+/// The `path` of a redirect or rewrite.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PathModifier {
+    /// `ReplaceFullPath` or `ReplacePrefixMatch`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub replace_full_path: Option<String>,
+    pub replace_prefix_match: Option<String>,
+}
+
+/// `backendRefs[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BackendRef {
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub port: Option<u16>,
+    /// 1 when absent.
+    pub weight: Option<u32>,
+    pub filters: Vec<HttpFilter>,
+}
+
+/// `TLSRoute.spec`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TlsRouteSpec {
+    pub parent_refs: Vec<ParentRef>,
+    pub hostnames: Vec<String>,
+    pub rules: Vec<TlsRule>,
+}
+
+/// `TLSRoute.spec.rules[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TlsRule {
+    pub backend_refs: Vec<BackendRef>,
+}
+
+/// `ReferenceGrant.spec`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ReferenceGrantSpec {
+    pub from: Vec<GrantFrom>,
+    pub to: Vec<GrantTo>,
+}
+
+/// `ReferenceGrant.spec.from[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GrantFrom {
+    pub group: String,
+    pub kind: String,
+    pub namespace: String,
+}
+
+/// `ReferenceGrant.spec.to[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GrantTo {
+    pub group: String,
+    pub kind: String,
+    pub name: Option<String>,
+}
+
+/// An object of the snapshot: its spec with what status needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Object<S> {
+    pub key: ObjectKey,
+    pub generation: i64,
+    /// Creation time, seconds since the epoch (older routes win ties).
+    pub created: i64,
+    pub spec: S,
+}
+
+/// A `kubernetes.io/tls` Secret: its PEM data as found (checked by the gateway, not here).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsSecret {
+    pub key: ObjectKey,
+    #[serde(skip)]
+    pub cert_pem: Arc<[u8]>,
+    #[serde(skip)]
+    pub key_pem: Arc<[u8]>,
+}
+
+/// Everything the gateway reads from the cluster besides Services and EndpointSlices.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GatewaySnapshot {
+    /// GatewayClasses by name.
+    pub classes: OrdMap<String, Object<GatewayClassSpec>>,
+    pub gateways: OrdMap<ObjectKey, Object<GatewaySpec>>,
+    pub http_routes: OrdMap<ObjectKey, Object<HttpRouteSpec>>,
+    pub tls_routes: OrdMap<ObjectKey, Object<TlsRouteSpec>>,
+    pub grants: OrdMap<ObjectKey, Object<ReferenceGrantSpec>>,
+    pub secrets: OrdMap<ObjectKey, TlsSecret>,
+    /// Namespace labels (for `allowedRoutes.namespaces.selector`).
+    pub namespaces: OrdMap<String, BTreeMap<String, String>>,
+    /// The Gateway API's CRDs are installed and every watched resource was listed.
+    pub complete: bool,
+}

@@ -117,6 +117,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
     };
     let (desired_tx, desired_rx) = watch::channel(Arc::default());
     let (programmed_tx, programmed_rx) = watch::channel(crate::model::Programmed::default());
+    let (gw_status_tx, gw_status_rx) = watch::channel(Arc::default());
     let (kube, kube_task) = crate::kube::spawn(
         control.subscribe(),
         kube_report,
@@ -124,17 +125,32 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         crate::kube::Serving {
             desired: desired_rx,
             programmed: programmed_rx,
+            gateway_status: gw_status_rx,
         },
         kube_stop_rx,
         liveness.register("kubernetes"),
     );
 
+    // The L7 gateway (with `[gateway]`): Gateway API → proxy, eBPF steering, statuses.
+    let gateway = crate::gateway::spawn(
+        crate::gateway::GatewayInputs {
+            config: control.subscribe(),
+            gateway: kube.gateway.clone(),
+            cluster: kube.snapshot.clone(),
+            desired: desired_tx.subscribe(),
+        },
+        gw_status_tx,
+        &liveness,
+    );
+    let gateway_vips = gateway
+        .as_ref()
+        .map_or_else(|| watch::channel(Arc::default()).1, |g| g.vips.clone());
     // The pipeline: desired state, reconcilers, export gate.
     let pipeline = crate::pipeline::spawn(
         control.subscribe(),
         kube.snapshot.clone(),
-        desired_tx,
-        programmed_tx,
+        (desired_tx, programmed_tx),
+        gateway_vips,
         &liveness,
     );
 
@@ -239,6 +255,14 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
             let _ = addr_task.await;
         },
     );
+    if let Some(g) = gateway {
+        // After the withdrawal: the proxy serves until the routes are gone; the eBPF program
+        // and its maps go with the task.
+        plan.register(Phase::DataplaneTeardown, "gateway", move || async move {
+            g.task.abort();
+            let _ = g.task.await;
+        });
+    }
     plan.register(Phase::Close, "kubernetes", move || async move {
         let _ = kube_stop_tx.send(true);
         let _ = kube_task.await;

@@ -121,6 +121,7 @@ pub fn parse_with(path: &Path, text: &str, files: FileChecks) -> Result<Loaded, 
                 }
                 None => raw.bgp = None,
             },
+            "gateway" => raw.gateway = section(&source, item, &mut diags).map(Some),
             "admin" => raw.admin = section(&source, item, &mut diags),
             "log" => raw.log = section(&source, item, &mut diags),
             _ => {}
@@ -158,7 +159,16 @@ fn first_line(s: &str) -> &str {
 }
 
 /// The top-level sections that exist.
-pub const SECTIONS: &[&str] = &["node", "kubernetes", "vip", "ipvs", "bgp", "admin", "log"];
+pub const SECTIONS: &[&str] = &[
+    "node",
+    "kubernetes",
+    "vip",
+    "ipvs",
+    "bgp",
+    "gateway",
+    "admin",
+    "log",
+];
 
 /// A configuration as it came out of deserialization: a section that failed to parse is
 /// `None` (its errors are already recorded); an absent section holds its default.
@@ -169,6 +179,7 @@ pub struct PartialConfig {
     pub vip: Option<VipConfig>,
     pub ipvs: Option<IpvsConfig>,
     pub bgp: Option<Option<BgpConfig>>,
+    pub gateway: Option<Option<GatewayConfig>>,
     pub admin: Option<AdminConfig>,
     pub log: Option<LogConfig>,
     /// For each parsed neighbor, its position among `[[bgp.neighbors]]` in the file.
@@ -183,6 +194,7 @@ impl Default for PartialConfig {
             vip: Some(VipConfig::default()),
             ipvs: Some(IpvsConfig::default()),
             bgp: Some(None),
+            gateway: Some(None),
             admin: Some(AdminConfig::default()),
             log: Some(LogConfig::default()),
             neighbor_index: Vec::new(),
@@ -219,6 +231,7 @@ impl PartialConfig {
             vip: self.vip?,
             ipvs: self.ipvs?,
             bgp: self.bgp?,
+            gateway: self.gateway?,
             admin: self.admin?,
             log: self.log?,
         })

@@ -19,6 +19,8 @@ pub struct Config {
     pub ipvs: IpvsConfig,
     /// Absent: nothing is announced.
     pub bgp: Option<BgpConfig>,
+    /// Absent: no L7 gateway (the Gateway API is not watched).
+    pub gateway: Option<GatewayConfig>,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -244,6 +246,48 @@ mod seconds {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
         u64::deserialize(d).map(std::time::Duration::from_secs)
     }
+}
+
+/// `[gateway]`: the L7 gateway on the switch, configured by the Gateway API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GatewayConfig {
+    /// The `controllerName` of the GatewayClasses kube-gw serves.
+    #[serde(default = "default_controller_name")]
+    pub controller_name: String,
+    /// Steer VIP:ports to the proxy with the eBPF `sk_lookup` program (default); false binds
+    /// one socket per VIP:port instead.
+    #[serde(default = "yes")]
+    pub ebpf: bool,
+    /// The switch's own addresses (at most one per family) that backend connections are
+    /// sourced from; default: the kernel's choice for the route to the endpoint.
+    #[serde(default)]
+    pub source_addresses: Vec<IpAddr>,
+    /// The namespace of the Lease that elects the one switch writing Gateway API status.
+    #[serde(default = "default_lease_namespace")]
+    pub lease_namespace: String,
+    /// Seconds a client has to send its request headers or finish its TLS handshake.
+    #[serde(default = "default_header_timeout", with = "seconds")]
+    pub header_timeout: std::time::Duration,
+    /// Seconds a backend has to answer with its response headers.
+    #[serde(default = "default_backend_timeout", with = "seconds")]
+    pub backend_timeout: std::time::Duration,
+}
+
+fn default_controller_name() -> String {
+    "kube-gw.io/switch".into()
+}
+
+fn default_lease_namespace() -> String {
+    "kube-system".into()
+}
+
+fn default_header_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+
+fn default_backend_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
 }
 
 /// IPVS scheduler.

@@ -66,6 +66,9 @@ pub fn validate(cfg: &PartialConfig, files: FileChecks) -> Vec<Finding> {
             );
         }
     }
+    if let Some(Some(g)) = &cfg.gateway {
+        gateway_rules(g, cfg.vip.as_ref(), &mut out);
+    }
     if let Some(log) = &cfg.log {
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&log.level) {
             out.error(
@@ -85,6 +88,40 @@ pub fn validate(cfg: &PartialConfig, files: FileChecks) -> Vec<Finding> {
         }
     }
     out.found
+}
+
+fn gateway_rules(g: &GatewayConfig, vip: Option<&VipConfig>, out: &mut Findings) {
+    let path = || KeyPath::keys(&["gateway", "source-addresses"]);
+    for v4 in [true, false] {
+        if g.source_addresses
+            .iter()
+            .filter(|a| a.is_ipv4() == v4)
+            .count()
+            > 1
+        {
+            out.error(
+                path(),
+                format!("more than one IPv{} source address", if v4 { 4 } else { 6 }),
+                "give at most one address per family: the switch's own address",
+            );
+        }
+    }
+    for a in &g.source_addresses {
+        if vip.is_some_and(|v| v.pools.iter().any(|p| p.contains(a))) {
+            out.error(
+                path(),
+                format!("{a} is inside a VIP pool"),
+                "backend connections must come from the switch's own address, not an anycast VIP (replies would go to another switch)",
+            );
+        }
+    }
+    if g.controller_name.is_empty() || !g.controller_name.contains('/') {
+        out.error(
+            KeyPath::keys(&["gateway", "controller-name"]),
+            format!("`{}` is not a controller name", g.controller_name),
+            "use a domain-prefixed path such as kube-gw.io/switch",
+        );
+    }
 }
 
 struct Findings {

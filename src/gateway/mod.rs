@@ -1,14 +1,246 @@
 //! The gateway: L7 ingress (HTTP routing, TLS termination and SNI passthrough) served on the
 //! switch itself at Gateway VIPs, configured by the Gateway API.
 //!
-//! This module is being built in steps (issue #16); what exists today:
+//! ```text
+//!  watch<Arc<GatewaySnapshot>> (kube::gateway) ─┐
+//!  watch<Arc<ClusterSnapshot>> (Services, EPs) ─┼─► gateway task: compute (pure) ─┬─► watch<Arc<GatewayState>> ─► proxy
+//!  watch<Arc<DesiredState>> (the L4 VIP:ports) ─┤                                 ├─► steer (eBPF sk_lookup map) ─► Accepted ─► proxy
+//!  watch<Arc<Config>> ([gateway], [vip] pools) ─┘                                 ├─► watch<Arc<Statuses>> ─► kube (status writer, one leader)
+//!                                                                                  ├─► watch<GatewayVips> ─► pipeline (VIPs on lo; export)
+//!                                                                                  └─► watch<GatewayReport> ─► admin (`kube-gw gateway`)
+//! ```
 //!
+//! - [`compute`] (pure): Gateway API objects + Services → per VIP:port plans and statuses.
+//! - [`plan`]: those plans, and request matching over them (pure).
 //! - [`steer`]: the eBPF `sk_lookup` program and its maps (VIP:port → the gateway's listening
 //!   socket per family), with the per-pair fallback where BPF is unavailable.
+//! - [`proxy`]: HTTP/1.1 and HTTP/2 (hyper), TLS (rustls), TLS passthrough; backend pools.
+//! - [`sni`]: the SNI of a ClientHello, for passthrough (pure).
 //!
-//! The gateway must not import the Kubernetes adapter, IPVS, netlink or the pipeline: it gets
-//! its desired state as plain values and reports what it serves (tests/architecture.rs).
+//! Make before break, as for L4 VIPs: a Gateway VIP is announced only once its Gateway is
+//! Programmed and every one of its VIP:ports is steered to the proxy; a VIP that goes is
+//! withdrawn first, and its plans and steering go [`WITHDRAW_LEAD`] later.
+//!
+//! The gateway must not import the Kubernetes adapter, IPVS, netlink, BGP or the pipeline:
+//! it gets plain values and reports what it serves (tests/architecture.rs).
 
 pub mod compute;
 pub mod plan;
+pub mod proxy;
+pub mod sni;
 pub mod steer;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::desired::DesiredState;
+use crate::lifecycle::Heartbeat;
+use crate::model::gateway::GatewaySnapshot;
+use crate::model::{ClusterSnapshot, ObjectKey, Protocol};
+use plan::{GatewayState, Statuses};
+use steer::{Pair, SteerReport, Steering};
+
+/// How long a withdrawn Gateway VIP keeps being served: the peers' time to move its traffic.
+pub const WITHDRAW_LEAD: Duration = Duration::from_millis(500);
+
+/// Gateway VIPs for the pipeline: each address, and whether it may be announced.
+pub type GatewayVips = Arc<BTreeMap<IpAddr, bool>>;
+
+/// What the gateway reports (admin, status).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GatewayReport {
+    /// The Gateway API objects were listed (false until then, or without the CRDs).
+    pub synced: bool,
+    pub steering: Option<SteerReport>,
+    /// Gateways of kube-gw's classes.
+    pub gateways: usize,
+    /// VIP:ports with a plan.
+    pub ports: usize,
+}
+
+/// Handles to the running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    pub state: watch::Receiver<Arc<GatewayState>>,
+    pub vips: watch::Receiver<GatewayVips>,
+    pub report: watch::Receiver<GatewayReport>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// What the gateway task reads.
+#[derive(Debug)]
+pub struct GatewayInputs {
+    pub config: watch::Receiver<Arc<Config>>,
+    pub gateway: watch::Receiver<Arc<GatewaySnapshot>>,
+    pub cluster: watch::Receiver<Arc<ClusterSnapshot>>,
+    pub desired: watch::Receiver<Arc<DesiredState>>,
+}
+
+/// Starts the gateway when the configuration has `[gateway]`: the task, steering and proxy.
+pub fn spawn(
+    inputs: GatewayInputs,
+    statuses: watch::Sender<Arc<Statuses>>,
+    liveness: &crate::lifecycle::Liveness,
+) -> Option<Gateway> {
+    let cfg = inputs.config.borrow().gateway.clone()?;
+    let hb = liveness.register("gateway");
+    let (state_tx, state_rx) = watch::channel(Arc::new(GatewayState::default()));
+    let (vips_tx, vips_rx) = watch::channel(GatewayVips::default());
+    let (report_tx, report_rx) = watch::channel(GatewayReport::default());
+    let (acc_tx, acc_rx) = mpsc::channel(1024);
+    let opts = proxy::ProxyOptions {
+        source_v4: cfg.source_addresses.iter().find_map(|a| match a {
+            IpAddr::V4(v) => Some(*v),
+            IpAddr::V6(_) => None,
+        }),
+        source_v6: cfg.source_addresses.iter().find_map(|a| match a {
+            IpAddr::V6(v) => Some(*v),
+            IpAddr::V4(_) => None,
+        }),
+        header_timeout: cfg.header_timeout,
+        backend_timeout: cfg.backend_timeout,
+    };
+    let proxy_task = tokio::spawn(proxy::run(acc_rx, state_rx.clone(), opts));
+    let steering = Steering::start(acc_tx, cfg.ebpf);
+    let task = tokio::spawn(async move {
+        run(
+            inputs,
+            steering,
+            Outputs {
+                state: state_tx,
+                vips: vips_tx,
+                report: report_tx,
+                statuses,
+            },
+            hb,
+        )
+        .await;
+        proxy_task.abort();
+    });
+    Some(Gateway {
+        state: state_rx,
+        vips: vips_rx,
+        report: report_rx,
+        task,
+    })
+}
+
+struct Outputs {
+    state: watch::Sender<Arc<GatewayState>>,
+    vips: watch::Sender<GatewayVips>,
+    report: watch::Sender<GatewayReport>,
+    statuses: watch::Sender<Arc<Statuses>>,
+}
+
+/// The TCP VIP:ports IPVS serves, with their Services.
+fn l4_pairs(d: &DesiredState) -> BTreeMap<Pair, ObjectKey> {
+    d.virtual_services
+        .iter()
+        .filter(|(k, _)| k.protocol == Protocol::Tcp)
+        .map(|(k, v)| {
+            (
+                Pair {
+                    addr: k.vip,
+                    port: k.port,
+                },
+                v.service.clone(),
+            )
+        })
+        .collect()
+}
+
+/// The VIPs that may be announced: their Gateway is Programmed and every pair of theirs is
+/// steered.
+fn ready_vips(state: &GatewayState, steer: &SteerReport) -> BTreeMap<IpAddr, bool> {
+    let failed: BTreeSet<IpAddr> = steer.failed.keys().map(|p| p.addr).collect();
+    state
+        .vips
+        .iter()
+        .map(|(a, programmed)| (*a, *programmed && !failed.contains(a)))
+        .collect()
+}
+
+async fn run(mut inp: GatewayInputs, mut steering: Steering, out: Outputs, hb: Heartbeat) {
+    loop {
+        hb.turn().await;
+        let gw = inp.gateway.borrow_and_update().clone();
+        if gw.complete {
+            let cfg = inp.config.borrow_and_update().clone();
+            let cluster = inp.cluster.borrow_and_update().clone();
+            let desired = inp.desired.borrow_and_update().clone();
+            let l4 = l4_pairs(&desired);
+            let controller = cfg
+                .gateway
+                .as_ref()
+                .map(|g| g.controller_name.clone())
+                .unwrap_or_default();
+            let next = compute::compute(&compute::Inputs {
+                gateway: &gw,
+                cluster: &cluster,
+                controller: &controller,
+                pools: &cfg.vip.pools,
+                l4: &l4,
+            });
+            // Break after make: withdraw what goes (or stops being ready) first.
+            let before = out.vips.borrow().clone();
+            let keep: BTreeMap<IpAddr, bool> = before
+                .iter()
+                .map(|(a, r)| (*a, *r && next.vips.get(a).copied().unwrap_or(false)))
+                .collect();
+            if keep != *before {
+                out.vips.send_replace(Arc::new(keep));
+                tokio::time::sleep(WITHDRAW_LEAD).await;
+            }
+            let want: BTreeSet<Pair> = next.ports.keys().copied().collect();
+            let steer = steering.set(&want);
+            let ready = ready_vips(&next, &steer);
+            out.statuses.send_if_modified(|cur| {
+                let changed = **cur != next.status;
+                if changed {
+                    *cur = Arc::new(next.status.clone());
+                }
+                changed
+            });
+            out.report.send_replace(GatewayReport {
+                synced: true,
+                steering: Some(steer.clone()),
+                gateways: next.status.gateways.len(),
+                ports: next.ports.len(),
+            });
+            out.state.send_replace(Arc::new(next));
+            out.vips.send_if_modified(|cur| {
+                let changed = **cur != ready;
+                if changed {
+                    *cur = Arc::new(ready);
+                }
+                changed
+            });
+            if !steer.failed.is_empty() {
+                tracing::warn!(failed = ?steer.failed, "gateway: some VIP:ports cannot be served; retrying");
+            }
+        } else {
+            out.report.send_modify(|r| {
+                r.synced = false;
+                r.steering = Some(steering.report());
+            });
+        }
+        // A pair that failed is retried every few seconds.
+        let retry = !steering.report().failed.is_empty();
+        loop {
+            tokio::select! {
+                r = inp.gateway.changed() => if r.is_err() { return } else { break },
+                r = inp.cluster.changed() => if r.is_err() { return } else { break },
+                r = inp.desired.changed() => if r.is_err() { return } else { break },
+                r = inp.config.changed() => if r.is_err() { return } else { break },
+                () = tokio::time::sleep(Duration::from_secs(5)), if retry => break,
+                () = hb.idle() => hb.turn().await,
+            }
+        }
+    }
+}

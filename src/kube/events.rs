@@ -195,6 +195,7 @@ pub async fn run(
     let super::Serving {
         mut desired,
         mut programmed,
+        ..
     } = serving;
     if tokio::time::timeout(FIRST_EVENTS_WAIT, programmed.wait_for(|p| p.complete))
         .await

@@ -45,6 +45,9 @@ macro_rules! gateway_kind {
             pub metadata: ObjectMeta,
             #[serde(default)]
             pub spec: $spec,
+            /// Read only to be rewritten by the status writer.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub status: Option<serde_json::Value>,
         }
         impl k8s_openapi::Resource for $name {
             const API_VERSION: &'static str = "gateway.networking.k8s.io/v1";

@@ -22,6 +22,8 @@ pub mod convert;
 pub mod credentials;
 pub mod events;
 pub mod gateway;
+pub mod gateway_status;
+pub mod leader;
 pub mod node;
 pub mod report;
 pub mod watch;
@@ -39,6 +41,7 @@ use tracing::Instrument;
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::lifecycle::Heartbeat;
+use crate::model::gateway::GatewaySnapshot;
 use crate::model::ClusterSnapshot;
 use report::{JoinState, KubeReport};
 
@@ -58,6 +61,8 @@ pub fn node_addresses(cfg: &Config) -> Vec<IpAddr> {
 pub struct KubeHandle {
     pub report: Arc<KubeReport>,
     pub snapshot: channel::Receiver<Arc<ClusterSnapshot>>,
+    /// The Gateway API objects (with `[gateway]` only; empty and incomplete otherwise).
+    pub gateway: channel::Receiver<Arc<GatewaySnapshot>>,
 }
 
 /// What the serving pipeline tells the Kubernetes side (for Events).
@@ -65,6 +70,8 @@ pub struct KubeHandle {
 pub struct Serving {
     pub desired: channel::Receiver<Arc<crate::desired::DesiredState>>,
     pub programmed: channel::Receiver<crate::model::Programmed>,
+    /// The Gateway API statuses to write (by the leader).
+    pub gateway_status: channel::Receiver<Arc<crate::gateway::plan::Statuses>>,
 }
 
 /// Health of the daemon as the Node's Ready condition should reflect it.
@@ -80,11 +87,12 @@ pub fn spawn(
     hb: Heartbeat,
 ) -> (KubeHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = channel::channel(Arc::new(ClusterSnapshot::default()));
+    let (gw_tx, gw_rx) = channel::channel(Arc::new(GatewaySnapshot::default()));
     let task = tokio::spawn(supervise(
         config,
         health,
         report.clone(),
-        tx,
+        (tx, gw_tx),
         serving,
         stop,
         hb,
@@ -93,6 +101,7 @@ pub fn spawn(
         KubeHandle {
             report,
             snapshot: rx,
+            gateway: gw_rx,
         },
         task,
     )
@@ -113,7 +122,10 @@ async fn supervise(
     mut config: channel::Receiver<Arc<Config>>,
     health: HealthFn,
     report: Arc<KubeReport>,
-    out: channel::Sender<Arc<ClusterSnapshot>>,
+    (out, gw_out): (
+        channel::Sender<Arc<ClusterSnapshot>>,
+        channel::Sender<Arc<GatewaySnapshot>>,
+    ),
     serving: Serving,
     mut stop: channel::Receiver<bool>,
     hb: Heartbeat,
@@ -192,6 +204,7 @@ async fn supervise(
             () = watch::run(client.clone(), out.clone(), report.clone(), hb.clone()) => {}
             () = agent.run().instrument(tracing::info_span!("node", name = %name)) => {}
             () = events::run(client.clone(), name.clone(), serving.clone(), out.subscribe()) => {}
+            () = gateway_side(&client, &cfg, &name, &gw_out, &report, &serving) => {}
             () = async {
                 match renew_in {
                     Some(d) => tokio::time::sleep(d).await,
@@ -215,6 +228,38 @@ async fn supervise(
             }
         }
     }
+}
+
+/// With `[gateway]`: the Gateway API watch, the status Lease and the status writer; without
+/// it, nothing (for ever).
+async fn gateway_side(
+    client: &Client,
+    cfg: &Config,
+    name: &str,
+    out: &channel::Sender<Arc<GatewaySnapshot>>,
+    report: &Arc<KubeReport>,
+    serving: &Serving,
+) {
+    let Some(g) = &cfg.gateway else {
+        return std::future::pending().await;
+    };
+    let (leader_tx, leader_rx) = channel::channel(false);
+    let election = leader::Election {
+        client: client.clone(),
+        namespace: g.lease_namespace.clone(),
+        name: "kube-gw-gateway-status".into(),
+        identity: name.to_string(),
+    };
+    tokio::join!(
+        gateway::run(client.clone(), out.clone(), report.clone()),
+        election.run(leader_tx),
+        gateway_status::run(
+            client.clone(),
+            g.controller_name.clone(),
+            serving.gateway_status.clone(),
+            leader_rx
+        ),
+    );
 }
 
 /// The user the API server sees (`SelfSubjectReview`).

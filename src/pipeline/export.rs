@@ -19,6 +19,7 @@ use imbl::OrdSet;
 use ipnet::IpNet;
 
 use crate::desired::DesiredState;
+use crate::gateway::GatewayVips;
 use crate::model::{Communities, Exported};
 
 /// What the export depends on.
@@ -30,6 +31,8 @@ pub struct Inputs<'a> {
     /// With the IPVS gate: the VIPs whose virtual services are all in the kernel.
     pub ready: Option<&'a Arc<BTreeSet<IpAddr>>>,
     pub statics: &'a [IpNet],
+    /// Gateway VIPs and whether each may be announced (Gateway Programmed, steered).
+    pub gateway: &'a GatewayVips,
 }
 
 /// The inputs of the last answer.
@@ -39,6 +42,7 @@ struct Last {
     vips: OrdSet<IpAddr>,
     ready: Option<Arc<BTreeSet<IpAddr>>>,
     statics: Vec<IpNet>,
+    gateway: GatewayVips,
 }
 
 /// The export gate with its memory.
@@ -56,6 +60,7 @@ impl Gate {
             vips: now.vips.clone(),
             ready: now.ready.cloned(),
             statics: now.statics.to_vec(),
+            gateway: now.gateway.clone(),
         });
         let Some(touched) = touched else {
             return full(now, current);
@@ -94,6 +99,15 @@ fn touched(last: &Last, now: &Inputs<'_>) -> Option<BTreeSet<IpAddr>> {
             out.insert(*diff_key_map(c));
         }
     }
+    if !Arc::ptr_eq(&last.gateway, now.gateway) {
+        let (a, b) = (&*last.gateway, &**now.gateway);
+        out.extend(
+            a.keys()
+                .chain(b.keys())
+                .filter(|k| a.get(k) != b.get(k))
+                .copied(),
+        );
+    }
     for c in last.vips.diff(now.vips) {
         out.insert(*diff_key_set(c));
     }
@@ -123,9 +137,15 @@ fn diff_key_map<'a, K, V>(c: imbl::ordmap::DiffItem<'a, 'a, K, V>) -> &'a K {
 fn wanted(now: &Inputs<'_>, n: &IpNet, current: &Exported) -> Option<Option<Arc<Communities>>> {
     let d = now.desired;
     let addr = n.addr();
-    let announced = d.announcements.contains(n)
-        && now.vips.contains(&addr)
-        && now.ready.is_none_or(|r| r.contains(&addr));
+    let l4 = d.announcements.contains(n) && now.ready.is_none_or(|r| r.contains(&addr));
+    // Every part that claims the address must be ready: the L4 Services (announceable, IPVS
+    // ready) and the gateway (Programmed, steered).
+    let ready = match (d.vips.contains_key(&addr), now.gateway.get(&addr)) {
+        (_, None) => l4,
+        (false, Some(gw)) => *gw,
+        (true, Some(gw)) => l4 && *gw,
+    };
+    let announced = ready && now.vips.contains(&addr);
     if !announced {
         return now.statics.contains(n).then_some(None);
     }
@@ -147,6 +167,12 @@ pub fn full(now: &Inputs<'_>, current: &Exported) -> Option<Exported> {
         .iter()
         .filter_map(|n| Some((*n, wanted(now, n, current)?)))
         .collect();
+    for a in now.gateway.keys() {
+        let n = IpNet::from(*a);
+        if let Some(w) = wanted(now, &n, current) {
+            next.insert(n, w);
+        }
+    }
     // The configuration's static prefixes: announced while kube-gw runs.
     for p in now.statics {
         next.entry(*p).or_insert(None);
@@ -183,11 +209,14 @@ mod tests {
         ready: Option<&'a Arc<BTreeSet<IpAddr>>>,
         statics: &'a [IpNet],
     ) -> Inputs<'a> {
+        static NO_GATEWAY: std::sync::LazyLock<GatewayVips> =
+            std::sync::LazyLock::new(GatewayVips::default);
         Inputs {
             desired: d,
             vips,
             ready,
             statics,
+            gateway: &NO_GATEWAY,
         }
     }
 

@@ -40,6 +40,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, OnShutdown};
 use crate::desired::{DesiredState, Engine, NodeId};
+use crate::gateway::GatewayVips;
 use crate::ipvs::reconcile::IpvsReport;
 use crate::lifecycle::{Heartbeat, Liveness};
 use crate::model::{ClusterSnapshot, Exported, Programmed, VirtualService, VsKey};
@@ -68,8 +69,8 @@ pub struct Pipeline {
 pub fn spawn(
     config: watch::Receiver<Arc<Config>>,
     snapshot: watch::Receiver<Arc<ClusterSnapshot>>,
-    desired_tx: watch::Sender<Arc<DesiredState>>,
-    programmed_tx: watch::Sender<Programmed>,
+    (desired_tx, programmed_tx): (watch::Sender<Arc<DesiredState>>, watch::Sender<Programmed>),
+    gateway_vips: watch::Receiver<GatewayVips>,
     liveness: &Liveness,
 ) -> Pipeline {
     let cfg = config.borrow().clone();
@@ -112,7 +113,7 @@ pub fn spawn(
     tokio::spawn(export_loop(
         (desired_tx.subscribe(), initial_desired),
         programmed_rx.clone(),
-        ipvs_rx.clone(),
+        (ipvs_rx.clone(), gateway_vips.clone()),
         config.clone(),
         (exported_tx, complete_tx),
         liveness.register("export"),
@@ -120,7 +121,7 @@ pub fn spawn(
     let desired_task = tokio::spawn(desired_loop(
         config,
         snapshot,
-        own_rx,
+        (own_rx, gateway_vips),
         Outputs {
             desired: desired_tx,
             wanted: wanted_tx,
@@ -149,12 +150,12 @@ pub fn spawn(
 async fn export_loop(
     (mut desired, initial_desired): (watch::Receiver<Arc<DesiredState>>, Arc<DesiredState>),
     mut programmed: watch::Receiver<Programmed>,
-    mut ipvs: watch::Receiver<IpvsReport>,
+    (mut ipvs, mut gateway): (watch::Receiver<IpvsReport>, watch::Receiver<GatewayVips>),
     mut config: watch::Receiver<Arc<Config>>,
     (out, complete): (watch::Sender<Exported>, watch::Sender<bool>),
     hb: Heartbeat,
 ) {
-    let (mut ipvs_open, mut config_open) = (true, true);
+    let (mut ipvs_open, mut config_open, mut gateway_open) = (true, true, true);
     let mut exports = export::Gate::default();
     // When the first desired state came (the desired task publishes complete views only;
     // what is in the channel before is its empty initial value, `initial_desired`).
@@ -165,6 +166,7 @@ async fn export_loop(
         let cfg = config.borrow_and_update().clone();
         let gate = cfg.ipvs.enabled;
         let ready = ipvs.borrow_and_update().ready.clone();
+        let gateway_vips = gateway.borrow_and_update().clone();
         let statics = cfg
             .bgp
             .as_ref()
@@ -178,6 +180,7 @@ async fn export_loop(
                 vips: &p.vips,
                 ready: gate.then_some(&ready),
                 statics,
+                gateway: &gateway_vips,
             };
             exports.next(&inputs, &current)
         };
@@ -189,7 +192,11 @@ async fn export_loop(
         }
         if !*complete.borrow() {
             if let Some(since) = first_desired {
-                let all = d.announcements.iter().all(|n| out.borrow().contains_key(n));
+                let all = d.announcements.iter().all(|n| out.borrow().contains_key(n))
+                    && gateway_vips
+                        .iter()
+                        .filter(|(_, r)| **r)
+                        .all(|(a, _)| out.borrow().contains_key(&ipnet::IpNet::from(*a)));
                 if all || since.elapsed() >= COMPLETE_WAIT {
                     tracing::info!(
                         routes = out.borrow().len(),
@@ -216,6 +223,10 @@ async fn export_loop(
                 }
                 r = config.changed(), if config_open => {
                     config_open = r.is_ok();
+                    break;
+                }
+                r = gateway.changed(), if gateway_open => {
+                    gateway_open = r.is_ok();
                     break;
                 }
                 () = hb.idle() => hb.turn().await,
@@ -245,7 +256,10 @@ struct Outputs {
 async fn desired_loop(
     mut config: watch::Receiver<Arc<Config>>,
     mut snapshot: watch::Receiver<Arc<ClusterSnapshot>>,
-    mut own: watch::Receiver<Option<BTreeSet<IpAddr>>>,
+    (mut own, mut gateway): (
+        watch::Receiver<Option<BTreeSet<IpAddr>>>,
+        watch::Receiver<GatewayVips>,
+    ),
     out: Outputs,
     hb: Heartbeat,
 ) {
@@ -256,6 +270,7 @@ async fn desired_loop(
     } = out;
     let mut engine = Engine::default();
     let mut wanted: OrdSet<IpAddr> = OrdSet::new();
+    let mut gateway_open = true;
     loop {
         hb.turn().await;
         let cfg = config.borrow_and_update().clone();
@@ -323,9 +338,9 @@ async fn desired_loop(
                     }
                     changed
                 });
-                Wanted::Exactly(wanted.clone())
+                Wanted::Exactly(with_gateway(&wanted, &gateway, &me.own_addresses))
             } else {
-                Wanted::AtLeast(wanted.clone())
+                Wanted::AtLeast(with_gateway(&wanted, &gateway, &me.own_addresses))
             };
             wanted_tx.send_if_modified(|cur| {
                 let changed = *cur != next;
@@ -341,8 +356,28 @@ async fn desired_loop(
                 r = config.changed() => if r.is_err() { return } else { break },
                 r = snapshot.changed() => if r.is_err() { return } else { break },
                 r = own.changed() => if r.is_err() { return } else { break },
+                r = gateway.changed(), if gateway_open => {
+                    gateway_open = r.is_ok();
+                    break;
+                }
                 () = hb.idle() => hb.turn().await,
             }
         }
     }
+}
+
+/// The VIPs on the interface: the Services' and the Gateways' (a Gateway VIP that is one of the
+/// switch's own addresses is never taken: it would be removed at stop).
+fn with_gateway(
+    wanted: &OrdSet<IpAddr>,
+    gateway: &watch::Receiver<GatewayVips>,
+    own: &BTreeSet<IpAddr>,
+) -> OrdSet<IpAddr> {
+    let g = gateway.borrow();
+    if g.is_empty() {
+        return wanted.clone();
+    }
+    let mut all = wanted.clone();
+    all.extend(g.keys().filter(|a| !own.contains(a)).copied());
+    all
 }

@@ -1,0 +1,827 @@
+//! The proxy: serves every connection steering accepts, by the plan of the VIP:port the client
+//! connected to.
+//!
+//! ```text
+//!  Accepted (stream, peer, VIP:port) ──► plan of VIP:port ─┬─ HTTP: hyper (HTTP/1.1, h2c) ──┐
+//!                                                           ├─ HTTPS: rustls (SNI → cert,   ├─► route → filters → backend
+//!                                                           │  ALPN h2/http1.1) → hyper ────┘    → endpoint (pooled client)
+//!                                                           └─ TLS passthrough: SNI → backend, bytes copied untouched
+//! ```
+//!
+//! - Inputs: accepted connections (from `steer`), the gateway's desired state
+//!   (`watch<Arc<GatewayState>>`). Every request reads the state in force when it arrives, so a
+//!   route or endpoint change applies to the next request of a kept-alive connection and an
+//!   endpoint that left gets no new requests. A TLS connection keeps the certificate it was
+//!   handshaken with; new handshakes get the new one (the server configurations are rebuilt
+//!   when the state changes, and each handshake takes the current one).
+//! - Outputs: the responses; one access-log line per request (target `kube_gw::access`).
+//! - Backend connections are sourced from `[gateway] source-addresses` when set (the switch's
+//!   own address, not the anycast VIP: replies must come back to this switch), else from the
+//!   kernel's choice for the route; they are pooled per endpoint.
+//! - Bad input costs one connection: malformed HTTP gets 400, oversized headers 431, a client
+//!   that sends its headers too slowly is closed after the header timeout, TLS garbage or an
+//!   unknown SNI ends the handshake with an alert.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST, LOCATION};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+use super::plan::{
+    Backend, Certificates, Filter, GatewayState, PathMatch, PortPlan, RequestView, Rule,
+};
+use super::sni::{self, Hello};
+use super::steer::{Accepted, Pair};
+use crate::model::gateway::{HeaderModifier, PathModifier, RequestRedirect};
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// How the proxy behaves (from `[gateway]`).
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Source addresses for backend connections, per family.
+    pub source_v4: Option<std::net::Ipv4Addr>,
+    pub source_v6: Option<std::net::Ipv6Addr>,
+    /// A client must send its request headers (and finish a TLS handshake) within this.
+    pub header_timeout: Duration,
+    /// A backend must answer (headers) within this.
+    pub backend_timeout: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        Self {
+            source_v4: None,
+            source_v6: None,
+            header_timeout: Duration::from_secs(10),
+            backend_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The state with the TLS server configurations built from it.
+struct Runtime {
+    state: Arc<GatewayState>,
+    tls: BTreeMap<Pair, Arc<ServerConfig>>,
+}
+
+/// Serves SNI → certificate from one plan's certificates.
+#[derive(Debug)]
+struct SniResolver(Certificates);
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.lookup(hello.server_name()).map(|c| c.key.clone())
+    }
+}
+
+fn runtime(
+    state: Arc<GatewayState>,
+    tickets: &Arc<dyn rustls::server::ProducesTickets>,
+) -> Runtime {
+    let mut tls = BTreeMap::new();
+    for (pair, plan) in &state.ports {
+        let PortPlan::Http {
+            tls: Some(certs), ..
+        } = plan
+        else {
+            continue;
+        };
+        let builder =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12]);
+        let Ok(builder) = builder else {
+            continue;
+        };
+        let mut cfg = builder
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(SniResolver(certs.clone())));
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        cfg.ticketer = tickets.clone();
+        tls.insert(*pair, Arc::new(cfg));
+    }
+    Runtime { state, tls }
+}
+
+/// What every request of a connection shares.
+struct Conn {
+    pair: Pair,
+    peer: SocketAddr,
+    tls: bool,
+    runtime: watch::Receiver<Arc<Runtime>>,
+    client: Client<HttpConnector, Body>,
+    opts: ProxyOptions,
+}
+
+/// Runs the proxy until `accepted` closes.
+pub async fn run(
+    mut accepted: mpsc::Receiver<Accepted>,
+    mut state: watch::Receiver<Arc<GatewayState>>,
+    opts: ProxyOptions,
+) {
+    let tickets: Arc<dyn rustls::server::ProducesTickets> =
+        match rustls::crypto::ring::Ticketer::new() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("gateway: cannot make a TLS session ticketer: {e}");
+                return;
+            }
+        };
+    let (rt_tx, rt_rx) = watch::channel(Arc::new(runtime(
+        state.borrow_and_update().clone(),
+        &tickets,
+    )));
+    let rebuild = async {
+        while state.changed().await.is_ok() {
+            let s = state.borrow_and_update().clone();
+            rt_tx.send_replace(Arc::new(runtime(s, &tickets)));
+        }
+        std::future::pending::<()>().await;
+    };
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    match (opts.source_v4, opts.source_v6) {
+        (Some(a), Some(b)) => connector.set_local_addresses(a, b),
+        (Some(a), None) => connector.set_local_address(Some(IpAddr::V4(a))),
+        (None, Some(b)) => connector.set_local_address(Some(IpAddr::V6(b))),
+        (None, None) => {}
+    }
+    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_timer(TokioTimer::new())
+        .build(connector);
+    let serve = async {
+        while let Some(a) = accepted.recv().await {
+            let conn = Conn {
+                pair: Pair {
+                    addr: canonical(a.local.ip()),
+                    port: a.local.port(),
+                },
+                peer: a.peer,
+                tls: false,
+                runtime: rt_rx.clone(),
+                client: client.clone(),
+                opts: opts.clone(),
+            };
+            tokio::spawn(connection(a.stream, conn));
+        }
+    };
+    tokio::select! {
+        () = rebuild => {}
+        () = serve => {}
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+async fn connection(stream: TcpStream, mut conn: Conn) {
+    let _ = stream.set_nodelay(true);
+    let (kind, tls) = {
+        let rt = conn.runtime.borrow();
+        let kind = match rt.state.ports.get(&conn.pair) {
+            None => return,
+            Some(PortPlan::Passthrough { .. }) => 0,
+            Some(PortPlan::Http { tls: None, .. }) => 1,
+            Some(PortPlan::Http { tls: Some(_), .. }) => 2,
+        };
+        (kind, rt.tls.get(&conn.pair).cloned())
+    };
+    match (kind, tls) {
+        (0, _) => passthrough(stream, conn).await,
+        (1, _) => serve_http(TokioIo::new(stream), Arc::new(conn)).await,
+        (2, Some(cfg)) => {
+            let accept = tokio_rustls::TlsAcceptor::from(cfg).accept(stream);
+            match tokio::time::timeout(conn.opts.header_timeout, accept).await {
+                Ok(Ok(tls)) => {
+                    conn.tls = true;
+                    serve_http(TokioIo::new(tls), Arc::new(conn)).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %conn.peer, vip = %conn.pair, "gateway: TLS handshake failed: {e}")
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %conn.peer, vip = %conn.pair, "gateway: TLS handshake timed out")
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+async fn serve_http<I>(io: TokioIo<I>, conn: Arc<Conn>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(conn.opts.header_timeout)
+        .max_buf_size(64 * 1024);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(64 * 1024);
+    let svc = hyper::service::service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(request(req, &conn).await) }
+    });
+    if let Err(e) = b.serve_connection(io, svc).await {
+        tracing::debug!("gateway: connection ended: {e}");
+    }
+}
+
+fn local(status: StatusCode, text: &str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(format!("{text}\n")))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    r
+}
+
+/// A cheap, well-spread random number (weights, endpoint choice).
+fn random() -> u64 {
+    static STATE: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+    let mut x = STATE.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A backend by weight (none when every weight is 0).
+fn pick_backend(backends: &[Backend]) -> Option<&Backend> {
+    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut r = random() % total;
+    for b in backends {
+        let w = u64::from(b.weight);
+        if r < w {
+            return Some(b);
+        }
+        r -= w;
+    }
+    None
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<String> = h
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    for n in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(listed) {
+        h.remove(n.as_str());
+    }
+}
+
+fn modify(h: &mut HeaderMap, m: &HeaderModifier) {
+    for x in &m.set {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(x.name.as_bytes()),
+            HeaderValue::from_str(&x.value),
+        ) {
+            h.insert(n, v);
+        }
+    }
+    for x in &m.add {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(x.name.as_bytes()),
+            HeaderValue::from_str(&x.value),
+        ) {
+            h.append(n, v);
+        }
+    }
+    for n in &m.remove {
+        h.remove(n.as_str());
+    }
+}
+
+/// The path after a redirect's or rewrite's path modifier.
+pub fn modified_path(path: &str, matched: &PathMatch, m: &PathModifier) -> String {
+    match (m.type_.as_str(), matched) {
+        ("ReplaceFullPath", _) => m.replace_full_path.clone().unwrap_or_else(|| "/".into()),
+        ("ReplacePrefixMatch", PathMatch::Prefix(prefix)) => {
+            let rest = if prefix == "/" {
+                path
+            } else {
+                &path[prefix.len().min(path.len())..]
+            };
+            let with = m.replace_prefix_match.as_deref().unwrap_or("/");
+            let mut out = with.trim_end_matches('/').to_string();
+            if !rest.is_empty() && !rest.starts_with('/') {
+                out.push('/');
+            }
+            out.push_str(rest);
+            if out.is_empty() {
+                out.push('/');
+            }
+            out
+        }
+        _ => path.to_string(),
+    }
+}
+
+/// The `Location` of a redirect.
+pub fn redirect_location(
+    r: &RequestRedirect,
+    scheme: &str,
+    host: &str,
+    listener_port: u16,
+    path: &str,
+    query: Option<&str>,
+) -> String {
+    let scheme_out = r.scheme.as_deref().unwrap_or(scheme);
+    let host_out = r.hostname.as_deref().unwrap_or(host);
+    let port = match (r.port, &r.scheme) {
+        (Some(p), _) => Some(p),
+        (None, Some(_)) => None,
+        (None, None) => Some(listener_port),
+    };
+    let default = if scheme_out == "https" { 443 } else { 80 };
+    let mut loc = format!("{scheme_out}://{host_out}");
+    if let Some(p) = port.filter(|p| *p != default) {
+        loc.push_str(&format!(":{p}"));
+    }
+    loc.push_str(path);
+    if let Some(q) = query {
+        loc.push('?');
+        loc.push_str(q);
+    }
+    loc
+}
+
+async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
+    let started = Instant::now();
+    let host_header = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let host = strip_port(&host_header).to_ascii_lowercase();
+    let path = req.uri().path().to_string();
+    let method_s = req.method().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let rule: Option<Rule> = {
+        let view = RequestView {
+            host: &host,
+            path: &path,
+            method: req.method().as_str(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("")))
+                .collect(),
+            query: query
+                .as_deref()
+                .unwrap_or("")
+                .split('&')
+                .filter(|s| !s.is_empty())
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k.to_string(), v.to_string())
+                })
+                .collect(),
+        };
+        let rt = conn.runtime.borrow();
+        match rt.state.ports.get(&conn.pair) {
+            Some(PortPlan::Http { routes, .. }) => routes.select(&view).cloned(),
+            _ => None,
+        }
+    };
+    let scheme = if conn.tls { "https" } else { "http" };
+    let log = |status: StatusCode, route: &str, backend: &str, endpoint: &str| {
+        tracing::info!(
+            target: "kube_gw::access",
+            client = %conn.peer.ip(),
+            vip = %conn.pair,
+            scheme,
+            host = %host,
+            method = %method_s,
+            path = %path,
+            route,
+            backend,
+            endpoint,
+            status = status.as_u16(),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+        );
+    };
+    let Some(rule) = rule else {
+        log(StatusCode::NOT_FOUND, "-", "-", "-");
+        return local(StatusCode::NOT_FOUND, "no route");
+    };
+    let route = rule.route.to_string();
+    let mut response_mods = Vec::new();
+    let mut out_path = path.clone();
+    let mut out_host: Option<String> = None;
+    for f in &rule.filters {
+        match f {
+            Filter::Redirect(r) => {
+                let p = r
+                    .path
+                    .as_ref()
+                    .map_or(path.clone(), |m| modified_path(&path, &rule.match_.path, m));
+                let loc = redirect_location(r, scheme, &host, conn.pair.port, &p, query.as_deref());
+                let code =
+                    StatusCode::from_u16(r.status_code.unwrap_or(302)).unwrap_or(StatusCode::FOUND);
+                let mut resp = local(code, "redirect");
+                if let Ok(v) = HeaderValue::from_str(&loc) {
+                    resp.headers_mut().insert(LOCATION, v);
+                }
+                log(code, &route, "-", "-");
+                return resp;
+            }
+            Filter::RequestHeaders(m) => modify(req.headers_mut(), m),
+            Filter::ResponseHeaders(m) => response_mods.push(m.clone()),
+            Filter::Rewrite(w) => {
+                if let Some(h) = &w.hostname {
+                    out_host = Some(h.clone());
+                }
+                if let Some(m) = &w.path {
+                    out_path = modified_path(&path, &rule.match_.path, m);
+                }
+            }
+        }
+    }
+    let Some(backend) = pick_backend(&rule.backends) else {
+        log(StatusCode::INTERNAL_SERVER_ERROR, &route, "-", "-");
+        return local(StatusCode::INTERNAL_SERVER_ERROR, "no backend");
+    };
+    if let Some(e) = &backend.error {
+        log(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &route,
+            &backend.name,
+            "-",
+        );
+        return local(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("backend unavailable: {e}"),
+        );
+    }
+    if backend.endpoints.is_empty() {
+        log(StatusCode::SERVICE_UNAVAILABLE, &route, &backend.name, "-");
+        return local(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints");
+    }
+    let first = (random() % backend.endpoints.len() as u64) as usize;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    );
+    let retry_ok =
+        idempotent && hyper::body::Body::is_end_stream(req.body()) && backend.endpoints.len() > 1;
+    // Headers of the request to the backend.
+    let mut headers = req.headers().clone();
+    strip_hop_by_hop(&mut headers);
+    let peer_ip = conn.peer.ip();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {peer_ip}"),
+        None => peer_ip.to_string(),
+    };
+    let fwd_for = if peer_ip.is_ipv6() {
+        format!("\"[{peer_ip}]\"")
+    } else {
+        peer_ip.to_string()
+    };
+    let set = |h: &mut HeaderMap, n: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(n, v);
+        }
+    };
+    set(&mut headers, "x-forwarded-for", &xff);
+    set(&mut headers, "x-forwarded-proto", scheme);
+    set(&mut headers, "x-forwarded-host", &host_header);
+    set(
+        &mut headers,
+        "forwarded",
+        &format!("for={fwd_for};proto={scheme};host=\"{host_header}\""),
+    );
+    set(
+        &mut headers,
+        "host",
+        out_host.as_deref().unwrap_or(&host_header),
+    );
+    let method = req.method().clone();
+    let pq = match &query {
+        Some(q) => format!("{out_path}?{q}"),
+        None => out_path.clone(),
+    };
+    let mut body = Some(req.into_body().boxed());
+    let mut attempt = 0;
+    loop {
+        let endpoint = backend.endpoints[(first + attempt) % backend.endpoints.len()];
+        let uri: Uri = match format!("http://{endpoint}{pq}").parse() {
+            Ok(u) => u,
+            Err(_) => return local(StatusCode::BAD_REQUEST, "bad path"),
+        };
+        let mut up = Request::new(
+            body.take()
+                .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed()),
+        );
+        *up.method_mut() = method.clone();
+        *up.uri_mut() = uri;
+        *up.headers_mut() = headers.clone();
+        let sent = tokio::time::timeout(conn.opts.backend_timeout, conn.client.request(up)).await;
+        let ep = endpoint.to_string();
+        match sent {
+            Ok(Ok(resp)) => {
+                let (mut parts, b) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                for m in &response_mods {
+                    modify(&mut parts.headers, m);
+                }
+                log(parts.status, &route, &backend.name, &ep);
+                return Response::from_parts(parts, b.boxed());
+            }
+            Ok(Err(e)) if e.is_connect() && retry_ok && attempt == 0 => {
+                tracing::debug!(endpoint = %ep, "gateway: connect failed, retrying another endpoint: {e}");
+                attempt += 1;
+            }
+            Ok(Err(e)) => {
+                log(StatusCode::BAD_GATEWAY, &route, &backend.name, &ep);
+                return local(StatusCode::BAD_GATEWAY, &format!("backend {ep}: {e}"));
+            }
+            Err(_) => {
+                log(StatusCode::GATEWAY_TIMEOUT, &route, &backend.name, &ep);
+                return local(StatusCode::GATEWAY_TIMEOUT, "backend timed out");
+            }
+        }
+    }
+}
+
+/// `host:port`, `[v6]:port`, `host` → the host.
+fn strip_port(h: &str) -> &str {
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match h.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => h,
+    }
+}
+
+/// TLS passthrough: read the ClientHello (kept), pick the backend by SNI, connect, send what
+/// was read, then copy both ways.
+async fn passthrough(mut stream: TcpStream, conn: Conn) {
+    let mut buf = Vec::with_capacity(1024);
+    let read_hello = async {
+        loop {
+            match sni::parse(&buf) {
+                Hello::NeedMore(n) => {
+                    let mut chunk = vec![0u8; n.saturating_sub(buf.len()).max(512)];
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return Err("connection closed before the ClientHello"),
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                Hello::Parsed(sni) => return Ok(sni),
+                Hello::Invalid(why) => return Err(why),
+            }
+        }
+    };
+    let sni = match tokio::time::timeout(conn.opts.header_timeout, read_hello).await {
+        Ok(Ok(sni)) => sni,
+        Ok(Err(why)) => {
+            tracing::debug!(peer = %conn.peer, vip = %conn.pair, "gateway: passthrough refused: {why}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let chosen = {
+        let rt = conn.runtime.borrow();
+        match rt.state.ports.get(&conn.pair) {
+            Some(PortPlan::Passthrough { routes }) => {
+                super::plan::select_sni(routes, sni.as_deref())
+                    .map(|r| (r.route.to_string(), r.backends.clone()))
+            }
+            _ => None,
+        }
+    };
+    let started = Instant::now();
+    let log = |route: &str, backend: &str, endpoint: &str, outcome: &str| {
+        tracing::info!(target: "kube_gw::access", client = %conn.peer.ip(), vip = %conn.pair, scheme = "tls-passthrough", sni = sni.as_deref().unwrap_or("-"), route, backend, endpoint, outcome, ms = started.elapsed().as_secs_f64() * 1000.0);
+    };
+    let Some((route, backends)) = chosen else {
+        log("-", "-", "-", "no route for this SNI");
+        return;
+    };
+    let Some(backend) =
+        pick_backend(&backends).filter(|b| b.error.is_none() && !b.endpoints.is_empty())
+    else {
+        log(&route, "-", "-", "no usable backend");
+        return;
+    };
+    let endpoint = backend.endpoints[(random() % backend.endpoints.len() as u64) as usize];
+    let up = match connect(endpoint, &conn.opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            log(
+                &route,
+                &backend.name,
+                &endpoint.to_string(),
+                &format!("connect failed: {e}"),
+            );
+            return;
+        }
+    };
+    let mut up = up;
+    if up.write_all(&buf).await.is_err() {
+        return;
+    }
+    log(&route, &backend.name, &endpoint.to_string(), "connected");
+    let _ = tokio::io::copy_bidirectional(&mut stream, &mut up).await;
+}
+
+async fn connect(to: SocketAddr, opts: &ProxyOptions) -> std::io::Result<TcpStream> {
+    let sock = if to.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    match to.ip() {
+        IpAddr::V4(_) => {
+            if let Some(a) = opts.source_v4 {
+                sock.bind(SocketAddr::new(IpAddr::V4(a), 0))?;
+            }
+        }
+        IpAddr::V6(_) => {
+            if let Some(a) = opts.source_v6 {
+                sock.bind(SocketAddr::new(IpAddr::V6(a), 0))?;
+            }
+        }
+    }
+    sock.set_nodelay(true)?;
+    tokio::time::timeout(Duration::from_secs(5), sock.connect(to))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix(p: &str) -> PathMatch {
+        PathMatch::Prefix(p.into())
+    }
+
+    fn replace_prefix(with: &str) -> PathModifier {
+        PathModifier {
+            type_: "ReplacePrefixMatch".into(),
+            replace_full_path: None,
+            replace_prefix_match: Some(with.into()),
+        }
+    }
+
+    #[test]
+    fn prefix_replacement_keeps_the_rest_of_the_path() {
+        assert_eq!(
+            modified_path("/api/v1/x", &prefix("/api"), &replace_prefix("/backend")),
+            "/backend/v1/x"
+        );
+        assert_eq!(
+            modified_path("/api", &prefix("/api"), &replace_prefix("/")),
+            "/"
+        );
+        assert_eq!(
+            modified_path("/api/", &prefix("/api"), &replace_prefix("/b/")),
+            "/b/"
+        );
+        assert_eq!(
+            modified_path("/x", &prefix("/"), &replace_prefix("/y")),
+            "/y/x"
+        );
+        let full = PathModifier {
+            type_: "ReplaceFullPath".into(),
+            replace_full_path: Some("/new".into()),
+            replace_prefix_match: None,
+        };
+        assert_eq!(modified_path("/a/b", &prefix("/a"), &full), "/new");
+    }
+
+    #[test]
+    fn redirects_keep_or_change_scheme_host_and_port_as_the_spec_says() {
+        let r = |scheme: Option<&str>, host: Option<&str>, port: Option<u16>| RequestRedirect {
+            scheme: scheme.map(str::to_string),
+            hostname: host.map(str::to_string),
+            path: None,
+            port,
+            status_code: None,
+        };
+        assert_eq!(
+            redirect_location(
+                &r(Some("https"), None, None),
+                "http",
+                "a.example",
+                80,
+                "/p",
+                Some("q=1")
+            ),
+            "https://a.example/p?q=1"
+        );
+        assert_eq!(
+            redirect_location(
+                &r(None, Some("b.example"), None),
+                "http",
+                "a.example",
+                8080,
+                "/",
+                None
+            ),
+            "http://b.example:8080/"
+        );
+        assert_eq!(
+            redirect_location(
+                &r(None, None, Some(443)),
+                "https",
+                "a.example",
+                8443,
+                "/",
+                None
+            ),
+            "https://a.example/"
+        );
+        assert_eq!(
+            redirect_location(&r(None, None, None), "http", "a.example", 80, "/x", None),
+            "http://a.example/x"
+        );
+    }
+
+    #[test]
+    fn host_without_port() {
+        assert_eq!(strip_port("a.example:8080"), "a.example");
+        assert_eq!(strip_port("[2001:db8::1]:443"), "2001:db8::1");
+        assert_eq!(strip_port("a.example"), "a.example");
+    }
+
+    #[test]
+    fn weights_pick_in_proportion_and_zero_never() {
+        let b = |n: &str, w: u32| Backend {
+            name: n.into(),
+            weight: w,
+            endpoints: vec![],
+            error: None,
+        };
+        let bs = vec![b("a", 1), b("b", 3), b("z", 0)];
+        let mut counts = BTreeMap::new();
+        for _ in 0..40_000 {
+            *counts
+                .entry(pick_backend(&bs).map(|b| b.name.clone()))
+                .or_insert(0) += 1;
+        }
+        let a = counts[&Some("a".to_string())];
+        let bb = counts[&Some("b".to_string())];
+        assert!(!counts.contains_key(&Some("z".to_string())));
+        assert!(
+            (9_000..11_000).contains(&a) && (29_000..31_000).contains(&bb),
+            "{counts:?}"
+        );
+        assert!(pick_backend(&[b("z", 0)]).is_none());
+    }
+}

@@ -263,9 +263,6 @@ pub struct GatewayConfig {
     /// sourced from; default: the kernel's choice for the route to the endpoint.
     #[serde(default)]
     pub source_addresses: Vec<IpAddr>,
-    /// The namespace of the Lease that elects the one switch writing Gateway API status.
-    #[serde(default = "default_lease_namespace")]
-    pub lease_namespace: String,
     /// Seconds a client has to send its request headers or finish its TLS handshake.
     #[serde(default = "default_header_timeout", with = "seconds")]
     pub header_timeout: std::time::Duration,
@@ -276,10 +273,6 @@ pub struct GatewayConfig {
 
 fn default_controller_name() -> String {
     "kube-gw.io/switch".into()
-}
-
-fn default_lease_namespace() -> String {
-    "kube-system".into()
 }
 
 fn default_header_timeout() -> std::time::Duration {

@@ -1,36 +1,45 @@
-//! Leader election with a `coordination.k8s.io/v1` Lease: exactly one switch writes what only
-//! one should write (Gateway API status today; allocations with the IPAM issue).
+//! Leader election: exactly one switch writes what only one should write (Gateway API status
+//! today; allocations with the IPAM issue), over `coordination.k8s.io/v1` Leases.
 //!
-//! The algorithm is client-go's: the holder renews `renewTime` every [`RENEW`]; another switch
-//! takes the Lease over when it has seen neither the holder nor `renewTime` change for the
-//! Lease's duration (timed by its own clock since it last saw a change, never by comparing
-//! clocks across switches). Every write carries the Lease's `resourceVersion`, so two
-//! candidates racing for it cannot both win. A holder that cannot renew within the duration
-//! stops calling itself leader before anyone else may take over.
+//! Why not one shared Lease, as client-go elects: a switch authenticates as its Node
+//! (`system:node:<name>`), and the API server's NodeRestriction admission lets a node create
+//! and update only its own Lease in `kube-node-lease`, whatever RBAC says (seen: "can only
+//! access leases in the kube-node-lease system namespace"). So the election reads the Leases
+//! the switches already keep: every kube-gw switch renews its node Lease (`kube::node`), and
+//! the candidates label their Node `kube-gw.io/gateway=true`. The leader is the candidate with
+//! the smallest name among those whose Lease is alive.
 //!
-//! A Lease is no fence: a leader that was paused for longer than the duration may still write
-//! once after it lost. Writers therefore re-read what they write and carry its
-//! `resourceVersion` (see `gateway_status`).
+//! - Alive: its `renewTime` changed within the Lease duration, timed by this switch's clock
+//!   since it saw the change (never by comparing clocks across switches); a Lease seen for
+//!   the first time counts as alive for one duration. Erring towards "alive" errs towards no
+//!   writer for a while, never towards two.
+//! - A switch always counts itself as alive while it can reach the API server; one that cannot
+//!   read the Leases for a whole duration stops calling itself leader.
+//! - Failover: a leader that dies is replaced one Lease duration (40 s) after its last renewal.
+//! - No fence: a leader that was paused may write once after it lost. Writers therefore
+//!   re-read what they write and carry its `resourceVersion` (see `gateway_status`); and every
+//!   switch computes the same statuses, so two writers write the same thing.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::Client;
 use tokio::sync::watch;
 
-/// How long a Lease is valid without renewal.
-pub const DURATION: Duration = Duration::from_secs(15);
-/// How often the holder renews, and candidates look.
-pub const RENEW: Duration = Duration::from_secs(2);
+/// The label that makes a Node a candidate.
+pub const LABEL: &str = "kube-gw.io/gateway";
+/// How long a Lease is alive without renewal: the node Leases' duration (`kube::node`).
+pub const DURATION: Duration = Duration::from_secs(super::node::LEASE_SECONDS as u64);
+/// How often the Leases are read.
+pub const ROUND: Duration = Duration::from_secs(2);
 
 /// One election.
 #[derive(Clone)]
 pub struct Election {
     pub client: Client,
-    pub namespace: String,
-    pub name: String,
     /// This switch (its Node name).
     pub identity: String,
 }
@@ -38,123 +47,111 @@ pub struct Election {
 impl std::fmt::Debug for Election {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Election")
-            .field("namespace", &self.namespace)
-            .field("name", &self.name)
             .field("identity", &self.identity)
             .finish_non_exhaustive()
     }
 }
 
-fn now() -> MicroTime {
-    MicroTime(jiff::Timestamp::now())
+/// What this switch saw of the other candidates' Leases: `renewTime`, and when it changed.
+type Seen = BTreeMap<String, (Option<String>, Instant)>;
+
+/// The leader among `alive` candidates (this switch always among them).
+pub fn leader<'a>(me: &'a str, alive: &'a BTreeSet<String>) -> &'a str {
+    alive
+        .iter()
+        .map(String::as_str)
+        .chain([me])
+        .min()
+        .unwrap_or(me)
 }
 
 impl Election {
-    /// Runs the election for ever, telling `leader` whether this switch holds the Lease.
-    pub async fn run(self, leader: watch::Sender<bool>) {
-        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
-        // What we last saw of another holder, and since when.
-        let mut seen: Option<(Option<String>, Option<String>, Instant)> = None;
-        let mut renewed: Option<Instant> = None;
+    /// Runs the election for ever, telling `leader` whether this switch is the leader.
+    pub async fn run(self, leader_tx: watch::Sender<bool>) {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
+        let mut labelled = false;
+        let mut seen = Seen::new();
+        let mut last_ok: Option<Instant> = None;
         loop {
-            let result = self.round(&api, &mut seen).await;
-            match result {
-                Ok(true) => {
-                    renewed = Some(Instant::now());
-                    if !*leader.borrow() {
-                        tracing::info!(lease = %self.name, namespace = %self.namespace, "this switch is the leader (it writes status)");
+            match self.round(&nodes, &leases, &mut labelled, &mut seen).await {
+                Ok(is_leader) => {
+                    last_ok = Some(Instant::now());
+                    if is_leader && !*leader_tx.borrow() {
+                        tracing::info!(node = %self.identity, "this switch is the leader: it writes Gateway API status");
                     }
-                    leader.send_if_modified(|l| !std::mem::replace(l, true));
-                }
-                Ok(false) => {
-                    renewed = None;
-                    leader.send_if_modified(|l| std::mem::replace(l, false));
+                    leader_tx.send_if_modified(|l| std::mem::replace(l, is_leader) != is_leader);
                 }
                 Err(e) => {
-                    tracing::warn!(lease = %self.name, error = %e, "leader election: cannot read or write the Lease");
-                    // Leadership ends before anyone else may take over.
-                    if renewed.is_none_or(|t| t.elapsed() + RENEW >= DURATION) {
-                        leader.send_if_modified(|l| std::mem::replace(l, false));
+                    tracing::warn!(error = %e, "leader election: cannot read the candidates' Leases");
+                    if last_ok.is_none_or(|t| t.elapsed() >= DURATION) {
+                        leader_tx.send_if_modified(|l| std::mem::replace(l, false));
                     }
                 }
             }
-            tokio::time::sleep(RENEW).await;
+            tokio::time::sleep(ROUND).await;
         }
     }
 
-    /// One look at the Lease: renew, take over, or wait. True if this switch holds it.
     async fn round(
         &self,
-        api: &Api<Lease>,
-        seen: &mut Option<(Option<String>, Option<String>, Instant)>,
+        nodes: &Api<Node>,
+        leases: &Api<Lease>,
+        labelled: &mut bool,
+        seen: &mut Seen,
     ) -> Result<bool, kube::Error> {
-        let secs = i32::try_from(DURATION.as_secs()).unwrap_or(15);
-        let Some(mut lease) = api.get_opt(&self.name).await? else {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(self.name.clone()),
-                    namespace: Some(self.namespace.clone()),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(LeaseSpec {
-                    holder_identity: Some(self.identity.clone()),
-                    lease_duration_seconds: Some(secs),
-                    acquire_time: Some(now()),
-                    renew_time: Some(now()),
-                    lease_transitions: Some(0),
-                    ..LeaseSpec::default()
-                }),
-            };
-            return match api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                Err(e) => Err(e),
-            };
-        };
-        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
-        if holder.as_deref() == Some(self.identity.as_str()) {
-            spec.renew_time = Some(now());
-            spec.lease_duration_seconds = Some(secs);
-            return match api
-                .replace(&self.name, &PostParams::default(), &lease)
-                .await
-            {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                Err(e) => Err(e),
-            };
+        if !*labelled {
+            let patch = serde_json::json!({"metadata": {"labels": {LABEL: "true"}}});
+            nodes
+                .patch(
+                    &self.identity,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            *labelled = true;
         }
-        let renew = spec.renew_time.as_ref().map(|t| t.0.to_string());
-        let unchanged = seen
-            .as_ref()
-            .is_some_and(|(h, r, _)| *h == holder && *r == renew);
-        if !unchanged {
-            *seen = Some((holder.clone(), renew, Instant::now()));
-        }
-        let expired = holder.is_none()
-            || seen
-                .as_ref()
-                .is_some_and(|(_, _, since)| since.elapsed() >= DURATION);
-        if !expired {
-            return Ok(false);
-        }
-        tracing::info!(lease = %self.name, previous = holder.as_deref().unwrap_or("-"), "the Lease expired; taking it over");
-        spec.holder_identity = Some(self.identity.clone());
-        spec.acquire_time = Some(now());
-        spec.renew_time = Some(now());
-        spec.lease_duration_seconds = Some(secs);
-        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-        match api
-            .replace(&self.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(_) => {
-                *seen = None;
-                Ok(true)
+        let candidates = nodes
+            .list_metadata(&ListParams::default().labels(&format!("{LABEL}=true")))
+            .await?;
+        let names: BTreeSet<String> = candidates
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .filter(|n| *n != self.identity)
+            .collect();
+        seen.retain(|n, _| names.contains(n));
+        let mut alive = BTreeSet::new();
+        for name in names {
+            let renew = leases
+                .get_opt(&name)
+                .await?
+                .and_then(|l| l.spec)
+                .and_then(|s| s.renew_time)
+                .map(|t| t.0.to_string());
+            let entry = seen
+                .entry(name.clone())
+                .or_insert_with(|| (renew.clone(), Instant::now()));
+            if entry.0 != renew {
+                *entry = (renew.clone(), Instant::now());
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-            Err(e) => Err(e),
+            if renew.is_some() && entry.1.elapsed() < DURATION {
+                alive.insert(name);
+            }
         }
+        Ok(leader(&self.identity, &alive) == self.identity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_smallest_alive_name_leads() {
+        let alive: BTreeSet<String> = ["spine-2".to_string(), "spine-3".to_string()].into();
+        assert_eq!(leader("spine-1", &alive), "spine-1");
+        assert_eq!(leader("spine-4", &alive), "spine-2");
+        assert_eq!(leader("spine-4", &BTreeSet::new()), "spine-4");
     }
 }

@@ -246,8 +246,6 @@ async fn gateway_side(
     let (leader_tx, leader_rx) = channel::channel(false);
     let election = leader::Election {
         client: client.clone(),
-        namespace: g.lease_namespace.clone(),
-        name: "kube-gw-gateway-status".into(),
         identity: name.to_string(),
     };
     tokio::join!(

@@ -133,7 +133,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn binaries() -> PathBuf {
+/// The directory of the test control plane (built once by scripts/testenv-build), with the
+/// Gateway API CRDs under `gateway-api/`.
+pub fn binaries() -> PathBuf {
     if let Ok(dir) = std::env::var("KUBE_GW_TESTENV") {
         return PathBuf::from(dir);
     }
@@ -532,6 +534,13 @@ impl ControlPlane {
             .unwrap()
             .replace("spine-1", node);
         self.apply_manifest(&binding);
+    }
+
+    /// What a switch's `[gateway]` needs (configs/kubernetes/kube-gw-gateway-rbac.yaml): the
+    /// shared roles once, and this switch's two bindings.
+    pub fn bind_switch_gateway(&self, node: &str) {
+        let rbac = include_str!("../../configs/kubernetes/kube-gw-gateway-rbac.yaml");
+        self.apply_manifest(&rbac.replace("spine-1", node));
     }
 
     /// Creates a bootstrap token (as `kubeadm token create` would) and returns it.

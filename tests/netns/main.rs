@@ -8,6 +8,7 @@ mod bfd;
 mod bgp;
 #[path = "../common/controlplane.rs"]
 mod controlplane;
+mod gateway;
 mod harness;
 mod placement;
 mod restart;

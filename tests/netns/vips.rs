@@ -67,6 +67,9 @@ impl Switch {
         let cp = ControlPlane::shared();
         let name = unique("spine");
         cp.bind_switch(&name);
+        if extra.contains("[gateway]") {
+            cp.bind_switch_gateway(&name);
+        }
         let mut lab = Lab::new();
         let node = lab.node("switch");
         let port: u16 = cp.server.rsplit(':').next().unwrap().parse().unwrap();

@@ -1,0 +1,730 @@
+//! The L7 gateway end to end: the Gateway API CRDs (v1.6.3, standard channel) on the real
+//! control plane, kube-gw in a switch namespace steering its Gateway VIP to the proxy with the
+//! eBPF program, backends as processes in a backend namespace at the EndpointSlice addresses,
+//! and clients (curl, Python) in a client namespace going through the VIP.
+//!
+//! ```text
+//!   client ns 192.0.2.66 ──── 192.0.2.65 switch ns (kube-gw; VIP 198.51.100.40 on lo) 203.0.113.1 ──── backend ns
+//!                                                                                          203.0.113.10 a, .11 b, .12 tls
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube_gw::kube::gateway::{Gateway, HttpRoute};
+
+use crate::controlplane::{block_on, ControlPlane};
+use crate::harness::{require_root, wait_for, Lab, Node};
+use crate::vips::Switch;
+
+const VIP: &str = "198.51.100.40";
+const CONVERGE: Duration = Duration::from_secs(30);
+
+fn unique(prefix: &str) -> String {
+    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
+    format!("{prefix}-{}", &uuid[..8])
+}
+
+/// The Gateway API CRDs, applied once per control plane, and served.
+fn crds(cp: &ControlPlane) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = crate::controlplane::binaries().join("gateway-api/v1.6.3");
+        for kind in [
+            "gatewayclasses",
+            "gateways",
+            "httproutes",
+            "tlsroutes",
+            "referencegrants",
+        ] {
+            let yaml =
+                std::fs::read_to_string(dir.join(format!("gateway.networking.k8s.io_{kind}.yaml")))
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "{kind} CRD in {} (scripts/testenv-build fetches them): {e}",
+                            dir.display()
+                        )
+                    });
+            cp.apply_manifest(&yaml);
+        }
+        wait_for("the Gateway API to be served", CONVERGE, || {
+            block_on(async {
+                let api: Api<Gateway> = Api::all(cp.admin().await);
+                api.list(&Default::default()).await.ok().map(|_| ())
+            })
+        });
+    });
+}
+
+/// The world of one gateway test.
+struct World {
+    sw: Switch,
+    client: Node,
+    backend: Node,
+    class: String,
+}
+
+fn start() -> World {
+    let cp = ControlPlane::shared();
+    crds(cp);
+    let mut sw = Switch::start_in(
+        None,
+        "",
+        "\n[gateway]\nsource-addresses = [\"203.0.113.1\"]\n",
+    );
+    let client = sw.lab.node("client");
+    let backend = sw.lab.node("backend");
+    let (sw_node, lab) = (sw.node.clone(), &mut sw.lab);
+    lab.link(&client, &["192.0.2.66/30"], &sw_node, &["192.0.2.65/30"]);
+    lab.link(
+        &sw_node,
+        &["203.0.113.1/24"],
+        &backend,
+        &["203.0.113.10/24", "203.0.113.11/24", "203.0.113.12/24"],
+    );
+    client.exec("ip", &["route", "add", "default", "via", "192.0.2.65"]);
+    backend.exec("ip", &["route", "add", "default", "via", "203.0.113.1"]);
+    let echo = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/netns/harness/echo.py");
+    for (name, addr) in [("a", "203.0.113.10"), ("b", "203.0.113.11")] {
+        sw.lab.spawn(
+            &backend,
+            &format!("echo-{name}"),
+            "python3",
+            &[echo, name, addr, "8080"],
+        );
+    }
+    let class = unique("switch");
+    cp.apply_manifest(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: {class}\nspec:\n  controllerName: kube-gw.io/switch\n"
+    ));
+    World {
+        sw,
+        client,
+        backend,
+        class,
+    }
+}
+
+impl World {
+    /// Like `wait_for`, with kube-gw's log in the failure.
+    fn wait<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = std::time::Instant::now() + CONVERGE;
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if std::time::Instant::now() > deadline {
+                let log = self.sw.lab.log(&self.sw.kg.name);
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "timed out after {CONVERGE:?} waiting for {what}; kube-gw's log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn cp(&self) -> &'static ControlPlane {
+        ControlPlane::shared()
+    }
+
+    fn apply(&self, yaml: &str) {
+        self.cp().apply_manifest(yaml);
+    }
+
+    /// A selector-less Service `name` (TCP 8080 "http") with ready endpoints at `eps`:8080.
+    fn service(&self, ns: &str, name: &str, eps: &[&str]) {
+        let endpoints: Vec<String> = eps
+            .iter()
+            .map(|e| format!("  - addresses: [\"{e}\"]\n    conditions: {{ready: true}}\n"))
+            .collect();
+        self.apply(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  ports:\n  - name: http\n    port: 8080\n    protocol: TCP\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: {name}\n\
+             addressType: IPv4\nports:\n- name: http\n  port: 8080\n  protocol: TCP\nendpoints:\n{}",
+            endpoints.concat()
+        ));
+    }
+
+    fn gateway_status(&self, ns: &str, name: &str) -> serde_json::Value {
+        block_on(async {
+            let api: Api<Gateway> = Api::namespaced(self.cp().admin().await, ns);
+            api.get(name).await.unwrap().status.unwrap_or_default()
+        })
+    }
+
+    fn route_status(&self, ns: &str, name: &str) -> serde_json::Value {
+        block_on(async {
+            let api: Api<HttpRoute> = Api::namespaced(self.cp().admin().await, ns);
+            api.get(name).await.unwrap().status.unwrap_or_default()
+        })
+    }
+
+    /// `curl` in the client namespace; returns (HTTP status, headers, body).
+    fn curl(&self, args: &[&str]) -> (u16, String, String) {
+        let mut all = vec!["-sS", "--max-time", "10", "-D", "-", "-o", "/dev/stdout"];
+        all.extend_from_slice(args);
+        let out = self.client.try_exec("curl", &all);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, head.to_string(), body.to_string())
+    }
+
+    /// GET through the VIP with a host name; the backend's JSON answer (or status on failure).
+    fn get(&self, host: &str, path: &str, extra: &[&str]) -> Result<serde_json::Value, u16> {
+        let resolve = format!("{host}:80:{VIP}");
+        let url = format!("http://{host}{path}");
+        let mut args = vec!["--resolve", &resolve, &url];
+        args.extend_from_slice(extra);
+        let (status, _, body) = self.curl(&args);
+        if status == 200 {
+            Ok(serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}")))
+        } else {
+            Err(status)
+        }
+    }
+}
+
+fn condition<'a>(conds: &'a serde_json::Value, t: &str) -> &'a serde_json::Value {
+    conds
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["type"] == t))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+#[test]
+fn http_routes_through_the_vip_reach_the_right_backend_with_status_as_the_spec_says() {
+    if !require_root(
+        "http_routes_through_the_vip_reach_the_right_backend_with_status_as_the_spec_says",
+    ) {
+        return;
+    }
+    let w = start();
+    let ns = w.sw.ns.clone();
+    w.service(&ns, "svc-a", &["203.0.113.10"]);
+    w.service(&ns, "svc-b", &["203.0.113.11"]);
+    // A Gateway whose address is outside the pools: not Programmed, nothing on lo.
+    w.apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: web\n  namespace: {ns}\nspec:\n  gatewayClassName: {}\n  addresses:\n  - type: IPAddress\n    value: 192.0.2.200\n  listeners:\n  - name: http\n    port: 80\n    protocol: HTTP\n",
+        w.class
+    ));
+    let st = w.wait("the Gateway's status", || {
+        let s = w.gateway_status(&ns, "web");
+        (condition(&s["conditions"], "Programmed")["reason"] == "AddressNotUsable").then_some(s)
+    });
+    assert_eq!(
+        condition(&st["conditions"], "Programmed")["status"],
+        "False"
+    );
+    assert!(!crate::vips::lo_addresses(&w.sw.node)
+        .iter()
+        .any(|a| a.starts_with("192.0.2.200")));
+    // Fix the address: Programmed, with status.addresses, and the VIP on lo.
+    block_on(async {
+        let api: Api<Gateway> = Api::namespaced(w.cp().admin().await, &ns);
+        let patch =
+            serde_json::json!({"spec": {"addresses": [{"type": "IPAddress", "value": VIP}]}});
+        api.patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    });
+    let st = w.wait("the Gateway to be Programmed", || {
+        let s = w.gateway_status(&ns, "web");
+        (condition(&s["conditions"], "Programmed")["status"] == "True").then_some(s)
+    });
+    assert_eq!(
+        st["addresses"],
+        serde_json::json!([{"type": "IPAddress", "value": VIP}])
+    );
+    assert_eq!(condition(&st["conditions"], "Accepted")["status"], "True");
+    assert_eq!(
+        condition(&st["conditions"], "Programmed")["observedGeneration"],
+        2
+    );
+    assert_eq!(st["listeners"][0]["supportedKinds"][0]["kind"], "HTTPRoute");
+    w.wait("the VIP on lo", || {
+        crate::vips::lo_addresses(&w.sw.node)
+            .contains(&format!("{VIP}/32"))
+            .then_some(())
+    });
+
+    w.apply(&format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: app
+  namespace: {ns}
+spec:
+  parentRefs: [{{name: web}}]
+  hostnames: [app.example]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /a}}}}]
+    backendRefs: [{{name: svc-a, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /b}}}}, {{headers: [{{name: X-Env, value: canary}}]}}]
+    backendRefs: [{{name: svc-b, port: 8080}}]
+  - matches: [{{path: {{type: Exact, value: /w}}}}]
+    backendRefs: [{{name: svc-a, port: 8080, weight: 1}}, {{name: svc-b, port: 8080, weight: 3}}]
+  - matches: [{{path: {{type: PathPrefix, value: /old}}}}]
+    filters: [{{type: RequestRedirect, requestRedirect: {{scheme: https, statusCode: 301}}}}]
+  - matches: [{{path: {{type: PathPrefix, value: /rw}}}}]
+    filters:
+    - {{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /new}}}}}}
+    - {{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: X-Added, value: yes}}]}}}}
+    backendRefs: [{{name: svc-a, port: 8080}}]
+"#
+    ));
+    let a = w.wait("the route to serve /a", || {
+        w.get("app.example", "/a/x", &[]).ok()
+    });
+    assert_eq!(a["backend"], "a");
+    assert_eq!(a["path"], "/a/x");
+    // The backend sees the client, and the connection comes from the switch's own address.
+    assert_eq!(a["headers"]["x-forwarded-for"], "192.0.2.66");
+    assert_eq!(a["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(a["peer"], "203.0.113.1");
+    assert_eq!(w.get("app.example", "/b", &[]).unwrap()["backend"], "b");
+    assert_eq!(
+        w.get("app.example", "/zzz", &["-H", "X-Env: canary"])
+            .unwrap()["backend"],
+        "b"
+    );
+    assert_eq!(
+        w.get("app.example", "/zzz", &[]),
+        Err(404),
+        "no rule matches"
+    );
+    assert_eq!(
+        w.get("other.example", "/a", &[]),
+        Err(404),
+        "another host name is not the route's"
+    );
+    let rw = w.get("app.example", "/rw/x?q=1", &[]).unwrap();
+    assert_eq!(
+        (rw["path"].as_str(), rw["headers"]["x-added"].as_str()),
+        (Some("/new/x?q=1"), Some("yes"))
+    );
+    // Redirect.
+    let (status, head, _) = w.curl(&[
+        "--resolve",
+        &format!("app.example:80:{VIP}"),
+        "http://app.example/old/p?x=1",
+    ]);
+    assert_eq!(status, 301);
+    assert!(
+        head.lines()
+            .any(|l| l.eq_ignore_ascii_case("location: https://app.example/old/p?x=1")),
+        "{head}"
+    );
+    // Weights 1:3 over 200 requests: b gets 150 ± 30.
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..200 {
+        let b = w.get("app.example", "/w", &[]).unwrap()["backend"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        *counts.entry(b).or_default() += 1;
+    }
+    let b = counts.get("b").copied().unwrap_or(0);
+    assert!((120..=180).contains(&b), "weights 1:3 gave {counts:?}");
+    // Route status: Accepted and ResolvedRefs toward our Gateway, with the generation.
+    let rs = w.route_status(&ns, "app");
+    let parent = &rs["parents"][0];
+    assert_eq!(parent["controllerName"], "kube-gw.io/switch");
+    assert_eq!(
+        condition(&parent["conditions"], "Accepted")["status"],
+        "True"
+    );
+    assert_eq!(
+        condition(&parent["conditions"], "ResolvedRefs")["status"],
+        "True"
+    );
+    assert_eq!(
+        condition(&parent["conditions"], "Accepted")["observedGeneration"],
+        1
+    );
+    let gs = w.gateway_status(&ns, "web");
+    assert_eq!(gs["listeners"][0]["attachedRoutes"], 1);
+
+    // Cross-namespace: a route in another namespace may attach (allowedRoutes All on a second
+    // listener), but its backend in `ns` needs a ReferenceGrant there.
+    let other = unique("gwother");
+    w.cp().create_namespace(&other);
+    block_on(async {
+        let api: Api<Gateway> = Api::namespaced(w.cp().admin().await, &ns);
+        let patch = serde_json::json!({"spec": {"listeners": [
+            {"name": "http", "port": 80, "protocol": "HTTP"},
+            {"name": "shared", "port": 8000, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}
+        ]}});
+        api.patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    });
+    w.apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: cross\n  namespace: {other}\nspec:\n  parentRefs: [{{name: web, namespace: {ns}, sectionName: shared}}]\n  rules:\n  - backendRefs: [{{name: svc-a, namespace: {ns}, port: 8080}}]\n"
+    ));
+    let refused = w.wait("the cross-namespace ref to be refused", || {
+        let s = w.route_status(&other, "cross");
+        let c = condition(&s["parents"][0]["conditions"], "ResolvedRefs").clone();
+        (c["reason"] == "RefNotPermitted").then_some(c)
+    });
+    assert_eq!(refused["status"], "False");
+    let get8000 = || {
+        let (status, _, body) = w.curl(&[&format!("http://{VIP}:8000/")]);
+        (status, body)
+    };
+    // Attempted and refused: the route is served (500, the backend reference is not allowed).
+    w.wait("the refused backend to answer 500", || {
+        (get8000().0 == 500).then_some(())
+    });
+    w.apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata:\n  name: allow-{other}\n  namespace: {ns}\nspec:\n  from:\n  - group: gateway.networking.k8s.io\n    kind: HTTPRoute\n    namespace: {other}\n  to:\n  - group: \"\"\n    kind: Service\n"
+    ));
+    let body = w.wait("the granted backend to answer", || {
+        let (s, b) = get8000();
+        (s == 200).then_some(b)
+    });
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["backend"],
+        "a"
+    );
+    w.wait("ResolvedRefs True", || {
+        let s = w.route_status(&other, "cross");
+        (condition(&s["parents"][0]["conditions"], "ResolvedRefs")["status"] == "True")
+            .then_some(())
+    });
+    let _ = &w.backend;
+}
+
+/// A CA and a server certificate for `names`, signed by it; (ca_pem, cert_pem, key_pem, serial).
+fn issue(names: &[&str], serial: u64) -> (String, String, String) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "kube-gw test CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let mut leaf =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    leaf.serial_number = Some(rcgen::SerialNumber::from(serial));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+fn tls_secret_yaml(ns: &str, name: &str, cert: &str, key: &str) -> String {
+    use base64::Engine;
+    let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {ns}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+        b(cert),
+        b(key)
+    )
+}
+
+#[test]
+fn https_with_the_secret_s_certificate_rotation_bad_secrets_and_tls_passthrough() {
+    if !require_root("https_with_the_secret_s_certificate_rotation_bad_secrets_and_tls_passthrough")
+    {
+        return;
+    }
+    let mut w = start();
+    let ns = w.sw.ns.clone();
+    w.service(&ns, "svc-a", &["203.0.113.10"]);
+    let (ca1, cert1, key1) = issue(&["app.example"], 1001);
+    let (ca2, cert2, key2) = issue(&["app.example"], 2002);
+    // The TLS backend for passthrough, with its own certificate.
+    let (pass_ca, pass_cert, pass_key) = issue(&["pass.example"], 3003);
+    let lab_file = |lab: &Lab, name: &str, text: &str| lab.write(name, text).display().to_string();
+    let ca1_path = lab_file(&w.sw.lab, "ca1.pem", &ca1);
+    let ca2_path = lab_file(&w.sw.lab, "ca2.pem", &ca2);
+    let pass_ca_path = lab_file(&w.sw.lab, "pass-ca.pem", &pass_ca);
+    let pc = lab_file(&w.sw.lab, "pass.crt", &pass_cert);
+    let pk = lab_file(&w.sw.lab, "pass.key", &pass_key);
+    let echo = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/netns/harness/echo.py");
+    let backend = w.backend.clone();
+    w.sw.lab.spawn(
+        &backend,
+        "echo-tls",
+        "python3",
+        &[echo, "tls", "203.0.113.12", "8443", &pc, &pk],
+    );
+    // The TLS Service's port is 8443 on the endpoints; reuse the 8080 Service port name.
+    w.apply(&format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-tls-2\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: svc-tls-2\naddressType: IPv4\nports:\n- name: tls\n  port: 8443\n  protocol: TCP\nendpoints:\n- addresses: [\"203.0.113.12\"]\n  conditions: {{ready: true}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-tls-2\n  namespace: {ns}\nspec:\n  ports:\n  - name: tls\n    port: 443\n    protocol: TCP\n"
+    ));
+    w.apply(&tls_secret_yaml(&ns, "app-cert", &cert1, &key1));
+    w.apply(&tls_secret_yaml(
+        &ns,
+        "bad-cert",
+        "not a certificate",
+        "not a key",
+    ));
+    w.apply(&format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: tls
+  namespace: {ns}
+spec:
+  gatewayClassName: {class}
+  addresses: [{{type: IPAddress, value: "{VIP}"}}]
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+    hostname: app.example
+    tls: {{certificateRefs: [{{name: app-cert}}]}}
+  - name: bad
+    port: 443
+    protocol: HTTPS
+    hostname: bad.example
+    tls: {{certificateRefs: [{{name: bad-cert}}]}}
+  - name: pass
+    port: 8443
+    protocol: TLS
+    tls: {{mode: Passthrough}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: app
+  namespace: {ns}
+spec:
+  parentRefs: [{{name: tls, sectionName: https}}]
+  rules:
+  - backendRefs: [{{name: svc-a, port: 8080}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata:
+  name: pass
+  namespace: {ns}
+spec:
+  parentRefs: [{{name: tls, sectionName: pass}}]
+  hostnames: [pass.example]
+  rules:
+  - backendRefs: [{{name: svc-tls-2, port: 443}}]
+"#,
+        class = w.class
+    ));
+    // The bad Secret fails its listener only.
+    let st = w.wait("the Gateway to be Programmed", || {
+        let s = w.gateway_status(&ns, "tls");
+        (condition(&s["conditions"], "Programmed")["status"] == "True"
+            && s["listeners"].as_array().is_some_and(|l| l.len() == 3))
+        .then_some(s)
+    });
+    let listener = |name: &str| {
+        st["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let bad = condition(&listener("bad")["conditions"], "ResolvedRefs").clone();
+    assert_eq!(
+        (bad["status"].as_str(), bad["reason"].as_str()),
+        (Some("False"), Some("InvalidCertificateRef")),
+        "{bad}"
+    );
+    assert!(
+        bad["message"].as_str().unwrap().contains("bad-cert"),
+        "{bad}"
+    );
+    for good in ["https", "pass"] {
+        assert_eq!(
+            condition(&listener(good)["conditions"], "Programmed")["status"],
+            "True",
+            "{good}"
+        );
+    }
+    assert_eq!(
+        condition(&st["conditions"], "Accepted")["reason"],
+        "ListenersNotValid"
+    );
+
+    // HTTPS, verified by the client against the CA of the Secret's certificate.
+    let https = |ca: &str, host: &str| {
+        w.curl(&[
+            "--cacert",
+            ca,
+            "--resolve",
+            &format!("{host}:443:{VIP}"),
+            &format!("https://{host}/x"),
+        ])
+    };
+    let (status, _, body) = w.wait("HTTPS through the VIP", || {
+        let r = https(&ca1_path, "app.example");
+        (r.0 == 200).then_some(r)
+    });
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            v["backend"].as_str(),
+            v["headers"]["x-forwarded-proto"].as_str()
+        ),
+        (Some("a"), Some("https"))
+    );
+    // Unknown SNI (the bad listener's host has no usable certificate): the handshake fails.
+    let (status, _, _) = https(&ca1_path, "bad.example");
+    assert_eq!(
+        status, 0,
+        "no certificate for bad.example: the handshake must fail"
+    );
+
+    // Rotation: an open connection keeps working; new handshakes get the new certificate.
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/netns/harness/https_client.py"
+    );
+    let mut held = w
+        .client
+        .command("python3")
+        .args([script, VIP, "443", "app.example", &ca1_path, "/held"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(held.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (first["status"].as_u64(), first["backend"].as_str()),
+        (Some(200), Some("a"))
+    );
+    block_on(async {
+        let api: Api<Secret> = Api::namespaced(w.cp().admin().await, &ns);
+        let s: Secret =
+            serde_yaml::from_str(&tls_secret_yaml(&ns, "app-cert", &cert2, &key2)).unwrap();
+        api.replace(
+            "app-cert",
+            &Default::default(),
+            &Secret {
+                metadata: api.get("app-cert").await.unwrap().metadata,
+                ..s
+            },
+        )
+        .await
+        .unwrap();
+    });
+    w.wait("new handshakes to get the new certificate", || {
+        (https(&ca2_path, "app.example").0 == 200).then_some(())
+    });
+    assert_eq!(
+        https(&ca1_path, "app.example").0,
+        0,
+        "the old CA no longer verifies new handshakes"
+    );
+    let mut stdin = held.stdin.take().unwrap();
+    writeln!(stdin).unwrap();
+    let second: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        second["status"].as_u64(),
+        Some(200),
+        "the open connection still works"
+    );
+    assert_eq!(
+        second["serial"], first["serial"],
+        "and keeps the certificate it was handshaken with"
+    );
+    drop(stdin);
+    let _ = held.wait();
+
+    // Passthrough: the client verifies the backend's own certificate through the VIP.
+    let (status, _, body) = w.wait("TLS passthrough", || {
+        let r = w.curl(&[
+            "--cacert",
+            &pass_ca_path,
+            "--resolve",
+            &format!("pass.example:8443:{VIP}"),
+            "https://pass.example:8443/p",
+        ]);
+        (r.0 == 200).then_some(r)
+    });
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["backend"], "tls");
+    // Untouched: no X-Forwarded-* (the gateway never saw the HTTP inside), and the backend's
+    // peer is the switch (a TCP proxy), not the client.
+    assert!(v["headers"].get("x-forwarded-for").is_none(), "{v}");
+    assert_eq!(v["peer"], "203.0.113.1");
+    // An SNI without a route: the connection is closed.
+    let (status, _, _) = w.curl(&[
+        "-k",
+        "--resolve",
+        &format!("nope.example:8443:{VIP}"),
+        "https://nope.example:8443/",
+    ]);
+    assert_eq!(status, 0);
+    let _ = Command::new("true").status();
+    let _ = &mut w;
+}
+
+#[test]
+fn bad_input_costs_one_connection_and_nothing_else() {
+    if !require_root("bad_input_costs_one_connection_and_nothing_else") {
+        return;
+    }
+    let w = start();
+    let ns = w.sw.ns.clone();
+    w.service(&ns, "svc-a", &["203.0.113.10"]);
+    w.apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: web\n  namespace: {ns}\nspec:\n  gatewayClassName: {}\n  addresses:\n  - type: IPAddress\n    value: {VIP}\n  listeners:\n  - name: http\n    port: 80\n    protocol: HTTP\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: app\n  namespace: {ns}\nspec:\n  parentRefs: [{{name: web}}]\n  rules:\n  - backendRefs: [{{name: svc-a, port: 8080}}]\n",
+        w.class
+    ));
+    w.wait("the route to serve", || w.get("x", "/", &[]).ok());
+    // Raw bytes to the VIP from the client namespace (Python: one connection each).
+    let raw = |payload: &str, wait: f64| -> String {
+        let code = format!(
+            "import socket,sys,time\ns=socket.create_connection(('{VIP}',80),timeout=20)\ns.sendall({payload})\ntime.sleep({wait})\nout=b''\n\
+             try:\n  while True:\n    d=s.recv(65536)\n    if not d: break\n    out+=d\nexcept Exception as e:\n  out+=('ERR '+type(e).__name__).encode()\nprint(out[:200].decode('latin1'))\n"
+        );
+        String::from_utf8_lossy(&w.client.try_exec("python3", &["-c", &code]).stdout).to_string()
+    };
+    let malformed = raw("b'GARBAGE\\x00\\x01 / HTTP/9.9\\r\\n\\r\\n'", 0.0);
+    assert!(
+        malformed.starts_with("HTTP/1.1 400"),
+        "malformed request: {malformed}"
+    );
+    let big = raw(
+        "b'GET / HTTP/1.1\\r\\nHost: x\\r\\nX-Big: ' + b'a'*200000 + b'\\r\\n\\r\\n'",
+        0.0,
+    );
+    assert!(
+        big.starts_with("HTTP/1.1 431") || big.starts_with("HTTP/1.1 400"),
+        "oversized headers: {big}"
+    );
+    // Slowloris: half a request line, then nothing: closed after the header timeout (10 s).
+    let t0 = std::time::Instant::now();
+    let slow = raw("b'GET / HTTP/1.1\\r\\nHost: x\\r\\n'", 0.0);
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(8) && took < Duration::from_secs(19),
+        "slow client closed after {took:?}: {slow:?}"
+    );
+    assert!(
+        !slow.contains("ERR timeout"),
+        "the gateway, not the client, closed it: {slow}"
+    );
+    // TLS garbage on an HTTP port is malformed HTTP too.
+    let tls = raw("b'\\x16\\x03\\x01\\x00\\x05hello'", 0.0);
+    assert!(tls.starts_with("HTTP/1.1 400") || tls.is_empty(), "{tls}");
+    // Everything else still works.
+    assert_eq!(w.get("x", "/after", &[]).unwrap()["backend"], "a");
+}

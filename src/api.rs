@@ -30,6 +30,8 @@ pub enum Request {
     BgpNeighbors,
     /// What each BGP neighbor has been sent (Adj-RIB-Out), or one neighbor's.
     BgpRoutes { neighbor: Option<String> },
+    /// The L7 gateway: steering, what each VIP:port serves, the Gateways' states.
+    Gateway,
     /// The BFD sessions.
     Bfd,
     /// Take a neighbor's BFD session administratively down (`down`), or back up.
@@ -64,6 +66,7 @@ impl Request {
             Request::Drain => "drain",
             Request::Undrain => "undrain",
             Request::Bfd => "bfd",
+            Request::Gateway => "gateway",
             Request::BfdAdmin { .. } => "bfd-admin",
         }
     }
@@ -279,6 +282,46 @@ pub struct BgpRoutesOf {
 
 /// `bfd`'s answer.
 pub type BfdSessions = Vec<BfdRow>;
+
+/// `kube-gw gateway`: the L7 gateway as it serves now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayView {
+    /// `[gateway]` is configured.
+    pub enabled: bool,
+    /// The Gateway API objects were listed.
+    pub synced: bool,
+    /// `ebpf (program N)` or `bind: <why>`.
+    pub steering: String,
+    pub listeners: Vec<GatewayListenerRow>,
+    pub gateways: Vec<GatewayRow>,
+}
+
+/// One VIP:port the gateway serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayListenerRow {
+    pub address: String,
+    /// `http`, `https` or `tls-passthrough`.
+    pub kind: String,
+    /// Host patterns with routes.
+    pub hosts: Vec<String>,
+    /// Rules (one per match) or passthrough routes.
+    pub routes: usize,
+    /// `host → namespace/secret` (HTTPS).
+    pub certificates: Vec<String>,
+    /// `serving`, or why not.
+    pub state: String,
+}
+
+/// One Gateway of kube-gw's classes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRow {
+    pub gateway: String,
+    pub addresses: Vec<String>,
+    pub programmed: bool,
+    pub reason: String,
+    /// `name: Programmed/reason, N routes`.
+    pub listeners: Vec<String>,
+}
 
 /// One BFD session, as `kube-gw bfd` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -179,6 +179,10 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         },
         bgp: speaker.clone(),
         fib: fib.as_ref().map(|f| f.report.clone()),
+        gateway: gateway.as_ref().map(|g| admin::views::GatewayHandles {
+            report: g.report.clone(),
+            state: g.state.clone(),
+        }),
         watchdog: watchdog_rx,
         socket: admin_path.display().to_string(),
         http: http_addr.to_string(),

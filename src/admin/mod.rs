@@ -58,6 +58,8 @@ pub struct Handles {
     pub bgp: Arc<Speaker>,
     /// The FIB installer's report, when a neighbor imports routes.
     pub fib: Option<watch::Receiver<crate::fib::FibReport>>,
+    /// The gateway's report and state, with `[gateway]`.
+    pub gateway: Option<views::GatewayHandles>,
     pub watchdog: watch::Receiver<WatchdogState>,
     /// Where the admin socket and the HTTP listener are (for status).
     pub socket: String,
@@ -115,6 +117,7 @@ impl Admin {
             },
             Request::Cluster => Response::ok(&views::cluster(&h.kube.snapshot.borrow())),
             Request::Bfd => Response::ok(&views::bfd(&h.bgp)),
+            Request::Gateway => Response::ok(&views::gateway(h.gateway.as_ref())),
             Request::BfdAdmin { neighbor, down } => {
                 if h.bgp.bfd_admin(&neighbor, down).await {
                     tracing::info!(%neighbor, down, "BFD session set administratively through the admin socket");

@@ -3,7 +3,7 @@
 //! watch receivers, reports and atomics; nothing here waits on a subsystem.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::{Handles, PipelineView};
@@ -458,5 +458,116 @@ pub fn cluster(s: &ClusterSnapshot) -> ClusterView {
             })
             .collect(),
         complete: s.complete,
+    }
+}
+
+/// What the admin side reads of the gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayHandles {
+    pub report: tokio::sync::watch::Receiver<crate::gateway::GatewayReport>,
+    pub state: tokio::sync::watch::Receiver<Arc<crate::gateway::plan::GatewayState>>,
+}
+
+/// `gateway`: steering, the VIP:ports and the Gateways.
+pub fn gateway(h: Option<&GatewayHandles>) -> crate::api::GatewayView {
+    use crate::api::{GatewayListenerRow, GatewayRow, GatewayView};
+    use crate::gateway::plan::PortPlan;
+    use crate::gateway::steer::Mode;
+    let Some(h) = h else {
+        return GatewayView::default();
+    };
+    let report = h.report.borrow().clone();
+    let state = h.state.borrow().clone();
+    let failed = report
+        .steering
+        .as_ref()
+        .map(|s| s.failed.clone())
+        .unwrap_or_default();
+    let steering = match report.steering.as_ref().map(|s| &s.mode) {
+        Some(Mode::Ebpf { program_id, .. }) => format!("ebpf sk_lookup (program {program_id})"),
+        Some(Mode::Bind { reason }) => format!("one socket per VIP:port: {reason}"),
+        None => "not started".into(),
+    };
+    let listeners = state
+        .ports
+        .iter()
+        .map(|(pair, plan)| {
+            let (kind, hosts, routes, certificates) = match plan {
+                PortPlan::Http { routes, tls } => (
+                    if tls.is_some() { "https" } else { "http" },
+                    routes.hosts.iter().map(|(h, _)| h.to_string()).collect(),
+                    routes.hosts.iter().map(|(_, r)| r.len()).sum(),
+                    tls.iter()
+                        .flat_map(|t| t.by_host.iter().map(|(h, c)| format!("{h} → {}", c.secret)))
+                        .collect(),
+                ),
+                PortPlan::Passthrough { routes } => (
+                    "tls-passthrough",
+                    routes.iter().map(|r| r.host.to_string()).collect(),
+                    routes.len(),
+                    Vec::new(),
+                ),
+            };
+            GatewayListenerRow {
+                address: pair.to_string(),
+                kind: kind.into(),
+                hosts,
+                routes,
+                certificates,
+                state: failed
+                    .get(pair)
+                    .map_or_else(|| "serving".to_string(), |e| format!("not served: {e}")),
+            }
+        })
+        .collect();
+    let cond = |c: &[crate::gateway::plan::Condition], t: &str| {
+        c.iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status, c.reason.clone()))
+            .unwrap_or((false, "-".into()))
+    };
+    let gateways = state
+        .status
+        .gateways
+        .iter()
+        .map(|(k, g)| {
+            let (programmed, reason) = cond(&g.conditions, "Programmed");
+            GatewayRow {
+                gateway: k.to_string(),
+                addresses: g.addresses.iter().map(ToString::to_string).collect(),
+                programmed,
+                reason,
+                listeners: g
+                    .listeners
+                    .iter()
+                    .map(|l| {
+                        let (ok, why) = cond(&l.conditions, "Programmed");
+                        let not = l.conditions.iter().find(|c| {
+                            !c.status && c.type_ != "Conflicted"
+                                || c.status && c.type_ == "Conflicted"
+                        });
+                        let detail = if ok {
+                            why
+                        } else {
+                            not.map_or(why, |c| format!("{}: {}", c.reason, c.message))
+                        };
+                        format!(
+                            "{}: {} ({}), {} routes",
+                            l.name,
+                            if ok { "programmed" } else { "not programmed" },
+                            detail,
+                            l.attached_routes
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    GatewayView {
+        enabled: true,
+        synced: report.synced,
+        steering,
+        listeners,
+        gateways,
     }
 }

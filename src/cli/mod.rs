@@ -17,8 +17,8 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::api::{
-    BfdSessions, BgpNeighbors, BgpRoutes, ClusterView, DrainAnswer, Frozen, LogFilterChanged,
-    Reloaded, Request, Status, Vips,
+    BfdSessions, BgpNeighbors, BgpRoutes, ClusterView, DrainAnswer, Frozen, GatewayView,
+    LogFilterChanged, Reloaded, Request, Status, Vips,
 };
 use crate::config;
 use crate::exit;
@@ -94,6 +94,13 @@ pub enum Command {
     Bfd {
         #[command(subcommand)]
         what: Option<BfdCommand>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the L7 gateway: how VIP:ports are steered, what each serves (routes,
+    /// certificates), and the Gateways' states.
+    Gateway {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -201,6 +208,9 @@ fn dispatch(cli: Cli) -> u8 {
                 },
             };
             show::<BfdSessions>(&socket(), &req, *json, render::bfd)
+        }
+        Command::Gateway { json } => {
+            show::<GatewayView>(&socket(), &Request::Gateway, *json, render::gateway)
         }
         Command::LogLevel { filter } => show::<LogFilterChanged>(
             &socket(),

@@ -276,6 +276,64 @@ pub fn status(s: &Status) -> String {
     o
 }
 
+/// The `gateway` view.
+pub fn gateway(v: &crate::api::GatewayView) -> String {
+    let mut o = String::new();
+    if !v.enabled {
+        let _ = writeln!(
+            o,
+            "the gateway is off (no [gateway] section in the configuration)"
+        );
+        return o;
+    }
+    let _ = writeln!(o, "steering: {}", v.steering);
+    if !v.synced {
+        let _ = writeln!(o, "the Gateway API objects are not listed yet (are the CRDs installed? see `kube-gw status`)");
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<26} {:<16} {:>6}  {:<28} Hosts / certificates",
+        "VIP:port", "Kind", "Routes", "State"
+    );
+    for l in &v.listeners {
+        let hosts = if l.certificates.is_empty() {
+            l.hosts.join(", ")
+        } else {
+            l.certificates.join(", ")
+        };
+        let _ = writeln!(
+            o,
+            "{:<26} {:<16} {:>6}  {:<28} {}",
+            l.address, l.kind, l.routes, l.state, hosts
+        );
+    }
+    if v.listeners.is_empty() {
+        let _ = writeln!(o, "(no VIP:port is served)");
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<40} {:<14} {:<20} Addresses",
+        "Gateway", "Programmed", "Reason"
+    );
+    for g in &v.gateways {
+        let _ = writeln!(
+            o,
+            "{:<40} {:<14} {:<20} {}",
+            g.gateway,
+            if g.programmed { "yes" } else { "no" },
+            g.reason,
+            g.addresses.join(", ")
+        );
+        for l in &g.listeners {
+            let _ = writeln!(o, "    {l}");
+        }
+    }
+    if v.gateways.is_empty() {
+        let _ = writeln!(o, "(no Gateway of kube-gw's classes)");
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -292,6 +292,11 @@ pub struct GatewayView {
     pub synced: bool,
     /// `ebpf (program N)` or `bind: <why>`.
     pub steering: String,
+    /// The ciphers the kernel takes over, or why kernel TLS is off.
+    pub kernel_tls: String,
+    /// Terminated TLS connections so far: handed to the kernel, kept in userspace.
+    pub tls_connections_kernel: u64,
+    pub tls_connections_userspace: u64,
     pub listeners: Vec<GatewayListenerRow>,
     pub gateways: Vec<GatewayRow>,
 }

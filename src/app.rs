@@ -182,6 +182,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         gateway: gateway.as_ref().map(|g| admin::views::GatewayHandles {
             report: g.report.clone(),
             state: g.state.clone(),
+            stats: g.stats.clone(),
         }),
         watchdog: watchdog_rx,
         socket: admin_path.display().to_string(),

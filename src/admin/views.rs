@@ -466,6 +466,7 @@ pub fn cluster(s: &ClusterSnapshot) -> ClusterView {
 pub struct GatewayHandles {
     pub report: tokio::sync::watch::Receiver<crate::gateway::GatewayReport>,
     pub state: tokio::sync::watch::Receiver<Arc<crate::gateway::plan::GatewayState>>,
+    pub stats: Arc<crate::gateway::proxy::ProxyStats>,
 }
 
 /// `gateway`: steering, the VIP:ports and the Gateways.
@@ -563,7 +564,15 @@ pub fn gateway(h: Option<&GatewayHandles>) -> crate::api::GatewayView {
             }
         })
         .collect();
+    let kernel_tls = match h.stats.kernel_tls.lock().ok().and_then(|k| k.clone()) {
+        None => "not probed yet".to_string(),
+        Some(k) => k.unavailable.unwrap_or_else(|| k.ciphers.join(", ")),
+    };
+    let count = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     GatewayView {
+        kernel_tls,
+        tls_connections_kernel: count(&h.stats.ktls_connections),
+        tls_connections_userspace: count(&h.stats.userspace_tls_connections),
         enabled: true,
         synced: report.synced,
         steering,

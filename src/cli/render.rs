@@ -287,6 +287,11 @@ pub fn gateway(v: &crate::api::GatewayView) -> String {
         return o;
     }
     let _ = writeln!(o, "steering: {}", v.steering);
+    let _ = writeln!(
+        o,
+        "kernel TLS: {} (connections: {} in the kernel, {} in userspace)",
+        v.kernel_tls, v.tls_connections_kernel, v.tls_connections_userspace
+    );
     if !v.synced {
         let _ = writeln!(o, "the Gateway API objects are not listed yet (are the CRDs installed? see `kube-gw status`)");
     }

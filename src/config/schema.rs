@@ -263,6 +263,10 @@ pub struct GatewayConfig {
     /// sourced from; default: the kernel's choice for the route to the endpoint.
     #[serde(default)]
     pub source_addresses: Vec<IpAddr>,
+    /// Hand terminated TLS sessions to the kernel (`tls` module) where it supports the
+    /// cipher; userspace rustls otherwise.
+    #[serde(default = "yes")]
+    pub kernel_tls: bool,
     /// Seconds a client has to send its request headers or finish its TLS handshake.
     #[serde(default = "default_header_timeout", with = "seconds")]
     pub header_timeout: std::time::Duration,

@@ -25,6 +25,7 @@
 //! it gets plain values and reports what it serves (tests/architecture.rs).
 
 pub mod compute;
+pub mod ktls;
 pub mod plan;
 pub mod proxy;
 pub mod sni;
@@ -70,6 +71,8 @@ pub struct Gateway {
     pub state: watch::Receiver<Arc<GatewayState>>,
     pub vips: watch::Receiver<GatewayVips>,
     pub report: watch::Receiver<GatewayReport>,
+    /// Kernel TLS support and connection counts.
+    pub stats: Arc<proxy::ProxyStats>,
     pub task: tokio::task::JoinHandle<()>,
 }
 
@@ -105,8 +108,10 @@ pub fn spawn(
         }),
         header_timeout: cfg.header_timeout,
         backend_timeout: cfg.backend_timeout,
+        kernel_tls: cfg.kernel_tls,
     };
-    let proxy_task = tokio::spawn(proxy::run(acc_rx, state_rx.clone(), opts));
+    let stats = Arc::new(proxy::ProxyStats::default());
+    let proxy_task = tokio::spawn(proxy::run(acc_rx, state_rx.clone(), opts, stats.clone()));
     let steering = Steering::start(acc_tx, cfg.ebpf);
     let task = tokio::spawn(async move {
         run(
@@ -127,6 +132,7 @@ pub fn spawn(
         state: state_rx,
         vips: vips_rx,
         report: report_rx,
+        stats,
         task,
     })
 }

@@ -64,6 +64,8 @@ pub struct ProxyOptions {
     pub header_timeout: Duration,
     /// A backend must answer (headers) within this.
     pub backend_timeout: Duration,
+    /// Hand terminated TLS sessions to the kernel where it can take them.
+    pub kernel_tls: bool,
 }
 
 impl Default for ProxyOptions {
@@ -73,8 +75,19 @@ impl Default for ProxyOptions {
             source_v6: None,
             header_timeout: Duration::from_secs(10),
             backend_timeout: Duration::from_secs(30),
+            kernel_tls: true,
         }
     }
+}
+
+/// What the proxy reports: kernel TLS support and how terminated connections were served.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    pub kernel_tls: std::sync::Mutex<Option<super::ktls::KtlsSupport>>,
+    /// TLS connections handed to the kernel.
+    pub ktls_connections: AtomicU64,
+    /// TLS connections served by rustls in userspace.
+    pub userspace_tls_connections: AtomicU64,
 }
 
 /// The state with the TLS server configurations built from it.
@@ -96,6 +109,7 @@ impl ResolvesServerCert for SniResolver {
 fn runtime(
     state: Arc<GatewayState>,
     tickets: &Arc<dyn rustls::server::ProducesTickets>,
+    extract_secrets: bool,
 ) -> Runtime {
     let mut tls = BTreeMap::new();
     for (pair, plan) in &state.ports {
@@ -116,6 +130,7 @@ fn runtime(
             .with_cert_resolver(Arc::new(SniResolver(certs.clone())));
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         cfg.ticketer = tickets.clone();
+        cfg.enable_secret_extraction = extract_secrets;
         tls.insert(*pair, Arc::new(cfg));
     }
     Runtime { state, tls }
@@ -129,6 +144,8 @@ struct Conn {
     runtime: watch::Receiver<Arc<Runtime>>,
     client: Client<HttpConnector, Body>,
     opts: ProxyOptions,
+    ktls: Arc<super::ktls::Probe>,
+    stats: Arc<ProxyStats>,
 }
 
 /// Runs the proxy until `accepted` closes.
@@ -136,7 +153,27 @@ pub async fn run(
     mut accepted: mpsc::Receiver<Accepted>,
     mut state: watch::Receiver<Arc<GatewayState>>,
     opts: ProxyOptions,
+    stats: Arc<ProxyStats>,
 ) {
+    let ktls = Arc::new(if opts.kernel_tls {
+        super::ktls::probe().await
+    } else {
+        super::ktls::Probe {
+            support: super::ktls::KtlsSupport {
+                unavailable: Some("off in the configuration ([gateway] kernel-tls = false)".into()),
+                ciphers: Vec::new(),
+            },
+            ciphers: None,
+        }
+    });
+    match &ktls.support.unavailable {
+        None => tracing::info!(ciphers = ?ktls.support.ciphers, "gateway: kernel TLS available"),
+        Some(why) => tracing::info!("gateway: kernel TLS not used: {why}; TLS stays in userspace"),
+    }
+    if let Ok(mut k) = stats.kernel_tls.lock() {
+        *k = Some(ktls.support.clone());
+    }
+    let extract = ktls.support.unavailable.is_none();
     let tickets: Arc<dyn rustls::server::ProducesTickets> =
         match rustls::crypto::ring::Ticketer::new() {
             Ok(t) => t,
@@ -148,11 +185,12 @@ pub async fn run(
     let (rt_tx, rt_rx) = watch::channel(Arc::new(runtime(
         state.borrow_and_update().clone(),
         &tickets,
+        extract,
     )));
     let rebuild = async {
         while state.changed().await.is_ok() {
             let s = state.borrow_and_update().clone();
-            rt_tx.send_replace(Arc::new(runtime(s, &tickets)));
+            rt_tx.send_replace(Arc::new(runtime(s, &tickets, extract)));
         }
         std::future::pending::<()>().await;
     };
@@ -181,6 +219,8 @@ pub async fn run(
                 runtime: rt_rx.clone(),
                 client: client.clone(),
                 opts: opts.clone(),
+                ktls: ktls.clone(),
+                stats: stats.clone(),
             };
             tokio::spawn(connection(a.stream, conn));
         }
@@ -214,11 +254,35 @@ async fn connection(stream: TcpStream, mut conn: Conn) {
         (0, _) => passthrough(stream, conn).await,
         (1, _) => serve_http(TokioIo::new(stream), Arc::new(conn)).await,
         (2, Some(cfg)) => {
-            let accept = tokio_rustls::TlsAcceptor::from(cfg).accept(stream);
+            // Corked: during the handshake rustls reads whole records only, so that nothing is
+            // left half-read when the session moves to the kernel.
+            let accept =
+                tokio_rustls::TlsAcceptor::from(cfg).accept(::ktls::CorkStream::new(stream));
             match tokio::time::timeout(conn.opts.header_timeout, accept).await {
                 Ok(Ok(tls)) => {
                     conn.tls = true;
-                    serve_http(TokioIo::new(tls), Arc::new(conn)).await;
+                    let suite = tls.get_ref().1.negotiated_cipher_suite();
+                    let kernel = conn
+                        .ktls
+                        .ciphers
+                        .as_ref()
+                        .is_some_and(|c| suite.is_some_and(|s| c.is_compatible(s)));
+                    if kernel {
+                        match super::ktls::KernelTls::from_rustls(tls).await {
+                            Ok(k) => {
+                                conn.stats.ktls_connections.fetch_add(1, Ordering::Relaxed);
+                                serve_http(TokioIo::new(k), Arc::new(conn)).await;
+                            }
+                            Err(e) => {
+                                tracing::debug!(peer = %conn.peer, "gateway: handing the session to kernel TLS failed: {e}")
+                            }
+                        }
+                    } else {
+                        conn.stats
+                            .userspace_tls_connections
+                            .fetch_add(1, Ordering::Relaxed);
+                        serve_http(TokioIo::new(tls), Arc::new(conn)).await;
+                    }
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(peer = %conn.peer, vip = %conn.pair, "gateway: TLS handshake failed: {e}")

@@ -15,6 +15,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod gateway;
 #[path = "../netns/harness/mod.rs"]
 mod harness;
 
@@ -43,6 +44,10 @@ fn role(args: &[String]) {
         Some("clients") => clients(&args[1], args[2].parse().unwrap(), &args[3..]),
         Some("hold") => hold(&args[1], args[2].parse().unwrap(), &args[3]),
         Some("ipvs") => ipvs_pass(&args[1]),
+        Some("httpbulk") => gateway::httpbulk(args[1].parse().unwrap()),
+        Some("tlsstat") => gateway::tlsstat(),
+        Some("gateway") => gateway::gateway(&args[1], &args[2], &args[3]),
+        Some("tlsget") => gateway::tlsget(&args[1], &args[2], &args[3]),
         other => panic!("unknown role {other:?}"),
     }
 }
@@ -1174,6 +1179,10 @@ const TESTS: &[Test] = &[
     (
         "a_flow_moved_between_switches_survives_only_where_the_endpoint_sees_the_same_packets",
         a_flow_moved_between_switches_survives_only_where_the_endpoint_sees_the_same_packets,
+    ),
+    (
+        "gateway_terminates_tls_in_the_kernel_and_shares_a_vip_with_ipvs",
+        gateway::gateway_terminates_tls_in_the_kernel_and_shares_a_vip_with_ipvs,
     ),
     // Last: it unloads and reloads the IPVS modules.
     (

@@ -1,0 +1,381 @@
+//! The gateway on the real kernel: kernel TLS for each TLS 1.3 cipher (the kernel's own
+//! counters rise; a large transfer arrives intact), and one VIP shared by an IPVS Service
+//! (port 80) and the gateway (port 443), both serving.
+//!
+//! Roles (this binary in a namespace): `gateway CERT KEY BACKEND` runs steering and the proxy
+//! for one HTTPS listener at VIP:443; `httpbulk PORT` is an HTTP backend answering
+//! `/bytes/N` with N deterministic bytes; `tlsget SUITE CA PATH` fetches through the VIP with
+//! one cipher suite and prints the body's length and checksum; `tlsstat` prints
+//! `/proc/net/tls_stat` of its namespace.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube_gw::gateway::plan::{
+    Backend, CertRef, Certificates, GatewayState, HostPattern, Match, PathMatch, PortPlan,
+    RouteTable, Rule,
+};
+use kube_gw::gateway::proxy::{ProxyOptions, ProxyStats};
+use kube_gw::gateway::steer::{Pair, Steering};
+use kube_gw::model::ObjectKey;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::harness::{self, Lab};
+use crate::{me, run_role, world, VIP};
+
+/// The deterministic body of `/bytes/N`, in 8-byte words.
+fn word(i: u64) -> u64 {
+    let mut x = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^ (x >> 27)
+}
+
+fn checksum(data: &[u8], offset: u64, acc: &mut u64) {
+    for (i, b) in data.iter().enumerate() {
+        *acc = acc
+            .wrapping_mul(31)
+            .wrapping_add(u64::from(*b) ^ (offset + i as u64));
+    }
+}
+
+fn expected(n: u64) -> u64 {
+    let mut acc = 0;
+    let mut off = 0;
+    let mut buf = Vec::with_capacity(1 << 16);
+    while off < n {
+        buf.clear();
+        let len = (n - off).min(1 << 16);
+        fill(&mut buf, off, len);
+        checksum(&buf, off, &mut acc);
+        off += len;
+    }
+    acc
+}
+
+fn fill(buf: &mut Vec<u8>, off: u64, len: u64) {
+    for j in off..off + len {
+        buf.push(word(j / 8).to_le_bytes()[(j % 8) as usize]);
+    }
+}
+
+pub fn httpbulk(port: u16) {
+    let l = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+    println!("listening");
+    for c in l.incoming() {
+        let Ok(mut c) = c else { continue };
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let n: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.strip_prefix("/bytes/"))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"
+            );
+            let mut off = 0;
+            let mut buf = Vec::with_capacity(1 << 16);
+            while off < n {
+                buf.clear();
+                let len = (n - off).min(1 << 16);
+                fill(&mut buf, off, len);
+                if c.write_all(&buf).is_err() {
+                    return;
+                }
+                off += len;
+            }
+        });
+    }
+}
+
+pub fn tlsstat() {
+    print!(
+        "{}",
+        std::fs::read_to_string("/proc/net/tls_stat").unwrap_or_default()
+    );
+}
+
+/// The gateway of one switch: VIP:443 HTTPS → `backend`, with kernel TLS where it can.
+pub fn gateway(cert: &str, key: &str, backend: &str) {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let private = PrivateKeyDer::from_pem_file(key).unwrap();
+    let certified = rustls::sign::CertifiedKey::from_der(
+        chain,
+        private,
+        &rustls::crypto::ring::default_provider(),
+    )
+    .unwrap();
+    let key = |s: &str| ObjectKey {
+        namespace: "lab".into(),
+        name: s.into(),
+    };
+    let rule = Rule {
+        route: key("route"),
+        rule: 0,
+        match_: Match {
+            path: PathMatch::Prefix("/".into()),
+            method: None,
+            headers: vec![],
+            query: vec![],
+        },
+        filters: vec![],
+        backends: vec![Backend {
+            name: "lab/bulk:8081".into(),
+            weight: 1,
+            endpoints: vec![backend.parse().unwrap()],
+            error: None,
+        }],
+        created: 0,
+    };
+    let mut routes = RouteTable::default();
+    routes.push(HostPattern::Any, rule);
+    routes.finish();
+    let pair = Pair {
+        addr: VIP.parse::<IpAddr>().unwrap(),
+        port: 443,
+    };
+    let mut state = GatewayState::default();
+    state.ports.insert(
+        pair,
+        PortPlan::Http {
+            routes,
+            tls: Some(Certificates {
+                by_host: vec![(
+                    HostPattern::Any,
+                    CertRef {
+                        secret: key("cert"),
+                        key: Arc::new(certified),
+                    },
+                )],
+            }),
+        },
+    );
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            let mut steering = Steering::start(tx, true);
+            let report = steering.set(&BTreeSet::from([pair]));
+            assert!(report.failed.is_empty(), "{report:?}");
+            let (_state_tx, state_rx) = tokio::sync::watch::channel(Arc::new(state));
+            let stats = Arc::new(ProxyStats::default());
+            let proxy = tokio::spawn(kube_gw::gateway::proxy::run(
+                rx,
+                state_rx,
+                ProxyOptions::default(),
+                stats.clone(),
+            ));
+            // Ready once the kernel TLS probe has answered.
+            loop {
+                if let Some(k) = stats.kernel_tls.lock().unwrap().clone() {
+                    println!("ready {:?} kernel-tls {k:?}", steering.mode());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = proxy.await;
+        });
+}
+
+/// GET `path` through VIP:443 with one TLS 1.3 cipher suite; prints `<status> <length> <checksum>`.
+pub fn tlsget(suite: &str, ca: &str, path: &str) {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .retain(|s| format!("{:?}", s.suite()) == suite);
+    assert_eq!(provider.cipher_suites.len(), 1, "no suite {suite}");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("app.example").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let sock = TcpStream::connect(SocketAddr::new(VIP.parse().unwrap(), 443)).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let status = String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("0")
+        .to_string();
+    let mut acc = 0;
+    let mut off = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                checksum(&buf[..n], off, &mut acc);
+                off += n as u64;
+            }
+            // The server may close without close_notify once the body is complete.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => panic!("reading the body: {e}"),
+        }
+    }
+    println!("{status} {off} {acc}");
+}
+
+/// `/proc/net/tls_stat` of a namespace as counters.
+fn tls_stat(node: &harness::Node) -> BTreeMap<String, u64> {
+    run_role(node, &["tlsstat"])
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_string(), f.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+pub fn gateway_terminates_tls_in_the_kernel_and_shares_a_vip_with_ipvs() {
+    let mut lab = Lab::new();
+    let w = world(&mut lab, "g", 1);
+    let (b1, b1_addr) = (w.backends[0].0.clone(), w.backends[0].1.clone());
+    lab.spawn(&b1, "gbulk", &me(), &["role", "httpbulk", "8081"]);
+    // A CA and the gateway's certificate.
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["app.example".to_string()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = leaf
+        .signed_by(&key, &rcgen::Issuer::new(ca, ca_key))
+        .unwrap();
+    let ca_path = lab.write("ca.pem", &ca_cert.pem());
+    let cert_path = lab.write("gw.crt", &cert.pem());
+    let key_path = lab.write("gw.key", &key.serialize_pem());
+    // IPVS serves VIP:80 → b1:8080 (the line server).
+    crate::ipvs(
+        &lab,
+        &w.switch,
+        "g-web",
+        &crate::spec("mh", crate::web(&[&b1_addr])),
+    );
+    let backend = format!("{b1_addr}:8081");
+    lab.spawn(
+        &w.switch,
+        "ggw",
+        &me(),
+        &[
+            "role",
+            "gateway",
+            cert_path.to_str().unwrap(),
+            key_path.to_str().unwrap(),
+            &backend,
+        ],
+    );
+    harness::wait_for("the gateway to be ready", Duration::from_secs(60), || {
+        let log = lab.log("ggw");
+        log.lines()
+            .find(|l| l.starts_with("ready"))
+            .map(str::to_string)
+    });
+    let ready = lab.log("ggw");
+    println!(
+        "{}",
+        ready.lines().find(|l| l.starts_with("ready")).unwrap_or("")
+    );
+    assert!(
+        ready.contains("Ebpf"),
+        "steered by the eBPF program: {ready}"
+    );
+    assert!(
+        ready.contains("unavailable: None"),
+        "the lab kernel has kernel TLS: {ready}"
+    );
+    harness::wait_for("b1's HTTP backend", Duration::from_secs(20), || {
+        lab.log("gbulk").contains("listening").then_some(())
+    });
+
+    // Each TLS 1.3 cipher: the kernel's software TLS counters rise, the body is intact.
+    let size: u64 = std::env::var("KUBE_GW_LAB_TLS_BYTES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16 << 20);
+    for suite in [
+        "TLS13_AES_128_GCM_SHA256",
+        "TLS13_AES_256_GCM_SHA384",
+        "TLS13_CHACHA20_POLY1305_SHA256",
+    ] {
+        let before = tls_stat(&w.switch);
+        let t = std::time::Instant::now();
+        let out = run_role(
+            &w.client,
+            &[
+                "tlsget",
+                suite,
+                ca_path.to_str().unwrap(),
+                &format!("/bytes/{size}"),
+            ],
+        );
+        let secs = t.elapsed().as_secs_f64();
+        let after = tls_stat(&w.switch);
+        let f: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(f.first().copied(), Some("200"), "{suite}: {out}");
+        assert_eq!(
+            f[1].parse::<u64>().unwrap(),
+            size,
+            "{suite}: every byte arrived"
+        );
+        assert_eq!(
+            f[2].parse::<u64>().unwrap(),
+            expected(size),
+            "{suite}: the bytes are the backend's"
+        );
+        let rose =
+            |k: &str| after.get(k).copied().unwrap_or(0) > before.get(k).copied().unwrap_or(0);
+        assert!(
+            rose("TlsTxSw") && rose("TlsRxSw"),
+            "{suite}: the kernel did the TLS (tls_stat before {before:?}, after {after:?})"
+        );
+        println!(
+            "kTLS {suite}: {size} bytes intact in {secs:.1}s ({:.0} MB/s under emulation)",
+            size as f64 / secs / 1e6
+        );
+    }
+
+    // The same VIP on port 80 is IPVS's, and serves.
+    let got = crate::connect_all(&w, &["192.0.2.10".to_string()]);
+    assert_eq!(
+        got.get("192.0.2.10").map(|(b, _)| b.as_str()),
+        Some("b1"),
+        "IPVS serves VIP:80 beside the gateway's VIP:443: {got:?}"
+    );
+    println!("IPVS on {VIP}:80 and the gateway on {VIP}:443 both serve");
+}

@@ -141,6 +141,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         },
         gw_status_tx,
         &liveness,
+        metrics.gateway.clone(),
     );
     let gateway_vips = gateway
         .as_ref()

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub admin_requests: Family<CommandLabel, Counter>,
     pub watchdog_pings: Counter,
     loop_heartbeat_age_ms: Family<LoopLabel, Gauge>,
+    /// The gateway's families (registered whether or not `[gateway]` is on: they stay empty).
+    pub gateway: crate::gateway::metrics::GatewayMetrics,
 }
 
 impl Metrics {
@@ -71,10 +73,12 @@ impl Metrics {
             admin_requests: Family::default(),
             watchdog_pings: Counter::default(),
             loop_heartbeat_age_ms: Family::default(),
+            gateway: crate::gateway::metrics::GatewayMetrics::default(),
             registry,
         };
         let mut m = m;
         let r = &mut m.registry;
+        m.gateway.register(r);
         r.register("ready", "1 when the daemon is serving", m.ready.clone());
         r.register(
             "config_generation",

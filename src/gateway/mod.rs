@@ -26,6 +26,7 @@
 
 pub mod compute;
 pub mod ktls;
+pub mod metrics;
 pub mod plan;
 pub mod proxy;
 pub mod sni;
@@ -90,6 +91,7 @@ pub fn spawn(
     inputs: GatewayInputs,
     statuses: watch::Sender<Arc<Statuses>>,
     liveness: &crate::lifecycle::Liveness,
+    metrics: metrics::GatewayMetrics,
 ) -> Option<Gateway> {
     let cfg = inputs.config.borrow().gateway.clone()?;
     let hb = liveness.register("gateway");
@@ -110,7 +112,10 @@ pub fn spawn(
         backend_timeout: cfg.backend_timeout,
         kernel_tls: cfg.kernel_tls,
     };
-    let stats = Arc::new(proxy::ProxyStats::default());
+    let stats = Arc::new(proxy::ProxyStats {
+        metrics,
+        ..proxy::ProxyStats::default()
+    });
     let proxy_task = tokio::spawn(proxy::run(acc_rx, state_rx.clone(), opts, stats.clone()));
     let steering = Steering::start(acc_tx, cfg.ebpf);
     let task = tokio::spawn(async move {

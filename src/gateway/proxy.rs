@@ -88,6 +88,8 @@ pub struct ProxyStats {
     pub ktls_connections: AtomicU64,
     /// TLS connections served by rustls in userspace.
     pub userspace_tls_connections: AtomicU64,
+    /// The Prometheus families (registered by the daemon).
+    pub metrics: super::metrics::GatewayMetrics,
 }
 
 /// The state with the TLS server configurations built from it.
@@ -267,6 +269,9 @@ async fn connection(stream: TcpStream, mut conn: Conn) {
                         .ciphers
                         .as_ref()
                         .is_some_and(|c| suite.is_some_and(|s| c.is_compatible(s)));
+                    conn.stats
+                        .metrics
+                        .handshake("ok", if kernel { "kernel" } else { "userspace" });
                     if kernel {
                         match super::ktls::KernelTls::from_rustls(tls).await {
                             Ok(k) => {
@@ -285,9 +290,11 @@ async fn connection(stream: TcpStream, mut conn: Conn) {
                     }
                 }
                 Ok(Err(e)) => {
+                    conn.stats.metrics.handshake("failed", "-");
                     tracing::debug!(peer = %conn.peer, vip = %conn.pair, "gateway: TLS handshake failed: {e}")
                 }
                 Err(_) => {
+                    conn.stats.metrics.handshake("timeout", "-");
                     tracing::debug!(peer = %conn.peer, vip = %conn.pair, "gateway: TLS handshake timed out")
                 }
             }
@@ -502,6 +509,9 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     };
     let scheme = if conn.tls { "https" } else { "http" };
     let log = |status: StatusCode, route: &str, backend: &str, endpoint: &str| {
+        conn.stats
+            .metrics
+            .request(route, status.as_u16(), started.elapsed().as_secs_f64());
         tracing::info!(
             target: "kube_gw::access",
             client = %conn.peer.ip(),
@@ -571,6 +581,7 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         );
     }
     if backend.endpoints.is_empty() {
+        conn.stats.metrics.backend_error(&route, "no_endpoints");
         log(StatusCode::SERVICE_UNAVAILABLE, &route, &backend.name, "-");
         return local(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints");
     }
@@ -649,10 +660,19 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
                 attempt += 1;
             }
             Ok(Err(e)) => {
+                conn.stats.metrics.backend_error(
+                    &route,
+                    if e.is_connect() {
+                        "connect"
+                    } else {
+                        "response"
+                    },
+                );
                 log(StatusCode::BAD_GATEWAY, &route, &backend.name, &ep);
                 return local(StatusCode::BAD_GATEWAY, &format!("backend {ep}: {e}"));
             }
             Err(_) => {
+                conn.stats.metrics.backend_error(&route, "timeout");
                 log(StatusCode::GATEWAY_TIMEOUT, &route, &backend.name, &ep);
                 return local(StatusCode::GATEWAY_TIMEOUT, "backend timed out");
             }

@@ -6,8 +6,8 @@
 //! and update only its own Lease in `kube-node-lease`, whatever RBAC says (seen: "can only
 //! access leases in the kube-node-lease system namespace"). So the election reads the Leases
 //! the switches already keep: every kube-gw switch renews its node Lease (`kube::node`), and
-//! the candidates label their Node `kube-gw.io/gateway=true`. The leader is the candidate with
-//! the smallest name among those whose Lease is alive.
+//! the candidates label their Node `kube-gw.io/gateway=<controller name, '/' as '.'>`. The
+//! leader is the candidate with the smallest name among those whose Lease is alive.
 //!
 //! - Alive: its `renewTime` changed within the Lease duration, timed by this switch's clock
 //!   since it saw the change (never by comparing clocks across switches); a Lease seen for
@@ -42,12 +42,37 @@ pub struct Election {
     pub client: Client,
     /// This switch (its Node name).
     pub identity: String,
+    /// What the candidates share: the value of their [`LABEL`] (switches serving another
+    /// `controllerName` elect their own writer).
+    pub group: String,
+}
+
+/// A label value for a controller name (`kube-gw.io/switch` → `kube-gw.io.switch`): label
+/// values allow neither `/` nor more than 63 characters.
+pub fn group_of(controller: &str) -> String {
+    let v: String = controller
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    let v = v.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    v.chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
 }
 
 impl std::fmt::Debug for Election {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Election")
             .field("identity", &self.identity)
+            .field("group", &self.group)
             .finish_non_exhaustive()
     }
 }
@@ -101,7 +126,7 @@ impl Election {
         seen: &mut Seen,
     ) -> Result<bool, kube::Error> {
         if !*labelled {
-            let patch = serde_json::json!({"metadata": {"labels": {LABEL: "true"}}});
+            let patch = serde_json::json!({"metadata": {"labels": {LABEL: self.group}}});
             nodes
                 .patch(
                     &self.identity,
@@ -112,7 +137,7 @@ impl Election {
             *labelled = true;
         }
         let candidates = nodes
-            .list_metadata(&ListParams::default().labels(&format!("{LABEL}=true")))
+            .list_metadata(&ListParams::default().labels(&format!("{LABEL}={}", self.group)))
             .await?;
         let names: BTreeSet<String> = candidates
             .items
@@ -146,6 +171,13 @@ impl Election {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_controller_name_becomes_a_label_value() {
+        assert_eq!(group_of("kube-gw.io/switch"), "kube-gw.io.switch");
+        assert_eq!(group_of("example.com/a b/"), "example.com.a.b");
+        assert!(group_of(&"x".repeat(100)).len() <= 63);
+    }
 
     #[test]
     fn the_smallest_alive_name_leads() {

@@ -247,6 +247,7 @@ async fn gateway_side(
     let election = leader::Election {
         client: client.clone(),
         identity: name.to_string(),
+        group: leader::group_of(&g.controller_name),
     };
     tokio::join!(
         gateway::run(client.clone(), out.clone(), report.clone()),

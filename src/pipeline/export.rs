@@ -253,6 +253,57 @@ mod tests {
         assert!(Arc::ptr_eq(v3[&b].as_ref().unwrap(), &c));
     }
 
+    #[test]
+    fn a_gateway_vip_is_exported_only_when_programmed_and_on_lo_and_with_l4_only_when_both_are_ready(
+    ) {
+        let g: IpNet = "198.51.100.40/32".parse().unwrap();
+        let both: IpNet = "198.51.100.41/32".parse().unwrap();
+        let mut d = DesiredState::default();
+        vip(&mut d, both, true, "");
+        let d = Arc::new(d);
+        let on_lo: OrdSet<IpAddr> = [g.addr(), both.addr()].into_iter().collect();
+        let ready_l4 = Arc::new(BTreeSet::from([both.addr()]));
+        let not_ready_l4 = Arc::new(BTreeSet::new());
+        let run = |gw: &[(IpNet, bool)], lo: &OrdSet<IpAddr>, ready: &Arc<BTreeSet<IpAddr>>| {
+            let gateway: GatewayVips = Arc::new(gw.iter().map(|(n, r)| (n.addr(), *r)).collect());
+            let now = Inputs {
+                desired: &d,
+                vips: lo,
+                ready: Some(ready),
+                statics: &[],
+                gateway: &gateway,
+            };
+            let v = full(&now, &Exported::default()).unwrap_or_default();
+            // The incremental gate agrees with the full computation.
+            let mut gate = Gate::default();
+            let first = gate
+                .next(&inputs(&d, lo, Some(ready), &[]), &Exported::default())
+                .unwrap_or_default();
+            let inc = gate.next(&now, &first).unwrap_or(first);
+            assert_eq!(v, inc);
+            v.keys().copied().collect::<Vec<IpNet>>()
+        };
+        // Not Programmed (or not steered): not exported, although on lo.
+        assert_eq!(run(&[(g, false)], &on_lo, &ready_l4), vec![both]);
+        // Programmed and on lo: exported.
+        assert_eq!(run(&[(g, true)], &on_lo, &ready_l4), vec![g, both]);
+        // Programmed but not on lo: not exported.
+        assert_eq!(
+            run(&[(g, true)], &OrdSet::new(), &ready_l4),
+            Vec::<IpNet>::new()
+        );
+        // An address both claim: both parts must be ready.
+        assert_eq!(
+            run(&[(both, false)], &on_lo, &ready_l4),
+            Vec::<IpNet>::new()
+        );
+        assert_eq!(
+            run(&[(both, true)], &on_lo, &not_ready_l4),
+            Vec::<IpNet>::new()
+        );
+        assert_eq!(run(&[(both, true)], &on_lo, &ready_l4), vec![both]);
+    }
+
     /// A small deterministic generator (no dependency for one test).
     struct Rng(u64);
     impl Rng {

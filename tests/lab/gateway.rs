@@ -8,21 +8,14 @@
 //! one cipher suite and prints the body's length and checksum; `tlsstat` prints
 //! `/proc/net/tls_stat` of its namespace.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube_gw::gateway::plan::{
-    Backend, CertRef, Certificates, GatewayState, HostPattern, Match, PathMatch, PortPlan,
-    RouteTable, Rule,
-};
-use kube_gw::gateway::proxy::{ProxyOptions, ProxyStats};
-use kube_gw::gateway::steer::{Pair, Steering};
-use kube_gw::model::ObjectKey;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 
 use crate::harness::{self, Lab};
 use crate::{me, run_role, world, VIP};
@@ -111,90 +104,7 @@ pub fn tlsstat() {
 
 /// The gateway of one switch: VIP:443 HTTPS → `backend`, with kernel TLS where it can.
 pub fn gateway(cert: &str, key: &str, backend: &str) {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let private = PrivateKeyDer::from_pem_file(key).unwrap();
-    let certified = rustls::sign::CertifiedKey::from_der(
-        chain,
-        private,
-        &rustls::crypto::ring::default_provider(),
-    )
-    .unwrap();
-    let key = |s: &str| ObjectKey {
-        namespace: "lab".into(),
-        name: s.into(),
-    };
-    let rule = Rule {
-        route: key("route"),
-        rule: 0,
-        match_: Match {
-            path: PathMatch::Prefix("/".into()),
-            method: None,
-            headers: vec![],
-            query: vec![],
-        },
-        filters: vec![],
-        backends: vec![Backend {
-            name: "lab/bulk:8081".into(),
-            weight: 1,
-            endpoints: vec![backend.parse().unwrap()],
-            error: None,
-        }],
-        created: 0,
-    };
-    let mut routes = RouteTable::default();
-    routes.push(HostPattern::Any, rule);
-    routes.finish();
-    let pair = Pair {
-        addr: VIP.parse::<IpAddr>().unwrap(),
-        port: 443,
-    };
-    let mut state = GatewayState::default();
-    state.ports.insert(
-        pair,
-        PortPlan::Http {
-            routes,
-            tls: Some(Certificates {
-                by_host: vec![(
-                    HostPattern::Any,
-                    CertRef {
-                        secret: key("cert"),
-                        key: Arc::new(certified),
-                    },
-                )],
-            }),
-        },
-    );
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let (tx, rx) = tokio::sync::mpsc::channel(64);
-            let mut steering = Steering::start(tx, true);
-            let report = steering.set(&BTreeSet::from([pair]));
-            assert!(report.failed.is_empty(), "{report:?}");
-            let (_state_tx, state_rx) = tokio::sync::watch::channel(Arc::new(state));
-            let stats = Arc::new(ProxyStats::default());
-            let proxy = tokio::spawn(kube_gw::gateway::proxy::run(
-                rx,
-                state_rx,
-                ProxyOptions::default(),
-                stats.clone(),
-            ));
-            // Ready once the kernel TLS probe has answered.
-            loop {
-                if let Some(k) = stats.kernel_tls.lock().unwrap().clone() {
-                    println!("ready {:?} kernel-tls {k:?}", steering.mode());
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let _ = proxy.await;
-        });
+    crate::gateway_role::serve_https(VIP, 443, cert, key, backend, true);
 }
 
 /// GET `path` through VIP:443 with one TLS 1.3 cipher suite; prints `<status> <length> <checksum>`.

@@ -16,6 +16,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod gateway;
+#[path = "../common/gateway_role.rs"]
+mod gateway_role;
 #[path = "../netns/harness/mod.rs"]
 mod harness;
 

@@ -80,7 +80,7 @@ fn gobgp_path(g: &GoBgp, afi: &str, prefix: &str) -> (Vec<String>, Vec<u64>) {
 }
 
 /// `birdc show route PREFIX all`, whatever its exit status ("Network not found" fails).
-fn bird_route(bird: &Bird, prefix: &str) -> String {
+pub(crate) fn bird_route(bird: &Bird, prefix: &str) -> String {
     let out = std::process::Command::new("birdc")
         .arg("-s")
         .arg(&bird.ctl)
@@ -94,7 +94,7 @@ fn bird_route(bird: &Bird, prefix: &str) -> String {
 /// (AS 65000) with the session up: `extra_vip` and `bgp` as for [`Switch::start_with`]
 /// (`bgp` holds the leaf's `[[bgp.neighbors]]` entry). Returns the switch, its node, the
 /// leaf's node and its BIRD.
-fn switch_and_leaf(
+pub(crate) fn switch_and_leaf(
     extra_vip: &str,
     bgp: &str,
 ) -> (Switch, crate::harness::Node, crate::harness::Node, Bird) {

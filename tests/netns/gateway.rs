@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -66,16 +66,44 @@ struct World {
     client: Node,
     backend: Node,
     class: String,
+    /// This test's `controllerName`: switches of other tests (sharing the control plane)
+    /// neither serve its Gateways nor take part in its election.
+    controller: String,
+}
+
+fn gateway_config(controller: &str) -> String {
+    format!(
+        "\n[gateway]\ncontroller-name = \"{controller}\"\nsource-addresses = [\"203.0.113.1\"]\n"
+    )
 }
 
 fn start() -> World {
     let cp = ControlPlane::shared();
     crds(cp);
-    let mut sw = Switch::start_in(
-        None,
+    let controller = format!("kube-gw.io/{}", unique("t"));
+    setup(
+        Switch::start_in(None, "", &gateway_config(&controller)),
+        controller,
+    )
+}
+
+/// With a BIRD leaf (192.0.2.1, AS 65000) peering with the switch.
+fn start_with_leaf() -> (World, crate::harness::peers::Bird) {
+    let cp = ControlPlane::shared();
+    crds(cp);
+    let controller = format!("kube-gw.io/{}", unique("t"));
+    let (sw, _, _, bird) = crate::bgp::switch_and_leaf(
         "",
-        "\n[gateway]\nsource-addresses = [\"203.0.113.1\"]\n",
+        &format!(
+            "[[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n{}",
+            gateway_config(&controller)
+        ),
     );
+    (setup(sw, controller), bird)
+}
+
+fn setup(mut sw: Switch, controller: String) -> World {
+    let cp = ControlPlane::shared();
     let client = sw.lab.node("client");
     let backend = sw.lab.node("backend");
     let (sw_node, lab) = (sw.node.clone(), &mut sw.lab);
@@ -97,15 +125,22 @@ fn start() -> World {
             &[echo, name, addr, "8080"],
         );
     }
+    for name in ["a", "b"] {
+        let log = format!("echo-{name}");
+        wait_for(&format!("backend {name} listening"), CONVERGE, || {
+            sw.lab.log(&log).contains("listening").then_some(())
+        });
+    }
     let class = unique("switch");
     cp.apply_manifest(&format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: {class}\nspec:\n  controllerName: kube-gw.io/switch\n"
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: {class}\nspec:\n  controllerName: {controller}\n"
     ));
     World {
         sw,
         client,
         backend,
         class,
+        controller,
     }
 }
 
@@ -209,10 +244,43 @@ fn http_routes_through_the_vip_reach_the_right_backend_with_status_as_the_spec_s
     ) {
         return;
     }
-    let w = start();
+    let (w, bird) = start_with_leaf();
     let ns = w.sw.ns.clone();
     w.service(&ns, "svc-a", &["203.0.113.10"]);
     w.service(&ns, "svc-b", &["203.0.113.11"]);
+    let announced =
+        || crate::bgp::bird_route(&bird, &format!("{VIP}/32")).contains("via 192.0.2.2");
+    // Fail closed: a Gateway with its address but no listener kube-gw can serve is not
+    // Programmed; its VIP goes on lo and is not announced.
+    w.apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: udp\n  namespace: {ns}\nspec:\n  gatewayClassName: {}\n  addresses:\n  - type: IPAddress\n    value: {VIP}\n  listeners:\n  - name: dns\n    port: 53\n    protocol: UDP\n",
+        w.class
+    ));
+    let st = w.wait("the UDP Gateway's status", || {
+        let s = w.gateway_status(&ns, "udp");
+        (condition(&s["conditions"], "Programmed")["status"] == "False").then_some(s)
+    });
+    assert_eq!(
+        condition(&st["listeners"][0]["conditions"], "Accepted")["reason"],
+        "UnsupportedProtocol"
+    );
+    w.wait("the VIP on lo", || {
+        crate::vips::lo_addresses(&w.sw.node)
+            .contains(&format!("{VIP}/32"))
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !announced(),
+        "a VIP whose Gateway is not Programmed must not be announced"
+    );
+    block_on(async {
+        let api: Api<Gateway> = Api::namespaced(w.cp().admin().await, &ns);
+        api.delete("udp", &Default::default()).await.unwrap();
+    });
+    w.wait("the VIP to leave lo", || {
+        (!crate::vips::lo_addresses(&w.sw.node).contains(&format!("{VIP}/32"))).then_some(())
+    });
     // A Gateway whose address is outside the pools: not Programmed, nothing on lo.
     w.apply(&format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: web\n  namespace: {ns}\nspec:\n  gatewayClassName: {}\n  addresses:\n  - type: IPAddress\n    value: 192.0.2.200\n  listeners:\n  - name: http\n    port: 80\n    protocol: HTTP\n",
@@ -257,6 +325,8 @@ fn http_routes_through_the_vip_reach_the_right_backend_with_status_as_the_spec_s
             .contains(&format!("{VIP}/32"))
             .then_some(())
     });
+    // Programmed: now announced to the leaf, with the switch as next hop.
+    w.wait("the VIP announced", || announced().then_some(()));
 
     w.apply(&format!(
         r#"apiVersion: gateway.networking.k8s.io/v1
@@ -336,10 +406,30 @@ spec:
     }
     let b = counts.get("b").copied().unwrap_or(0);
     assert!((120..=180).contains(&b), "weights 1:3 gave {counts:?}");
+    // Per-route metrics: the 200 requests of the weights check, at least, and the 404s.
+    let text = crate::bgp::metrics(&w.sw.node);
+    let count = |route: &str, code: u16| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("kube_gw_gateway_requests_total{"))
+            .filter(|l| {
+                l.contains(&format!("route=\"{route}\"")) && l.contains(&format!("code=\"{code}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(count(&format!("{ns}/app"), 200) >= 200.0, "{text}");
+    assert!(
+        count("-", 404) >= 2.0,
+        "the unmatched requests are counted under route \"-\""
+    );
+    assert!(
+        text.contains("kube_gw_gateway_request_duration_seconds_bucket{"),
+        "latency histogram"
+    );
     // Route status: Accepted and ResolvedRefs toward our Gateway, with the generation.
     let rs = w.route_status(&ns, "app");
     let parent = &rs["parents"][0];
-    assert_eq!(parent["controllerName"], "kube-gw.io/switch");
+    assert_eq!(parent["controllerName"], w.controller.as_str());
     assert_eq!(
         condition(&parent["conditions"], "Accepted")["status"],
         "True"
@@ -460,7 +550,7 @@ fn https_with_the_secret_s_certificate_rotation_bad_secrets_and_tls_passthrough(
         "python3",
         &[echo, "tls", "203.0.113.12", "8443", &pc, &pk],
     );
-    // The TLS Service's port is 8443 on the endpoints; reuse the 8080 Service port name.
+    // The TLS backend's Service: port 443 ("tls"), its endpoint listening on 8443.
     w.apply(&format!(
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-tls-2\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: svc-tls-2\naddressType: IPv4\nports:\n- name: tls\n  port: 8443\n  protocol: TCP\nendpoints:\n- addresses: [\"203.0.113.12\"]\n  conditions: {{ready: true}}\n---\n\
          apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-tls-2\n  namespace: {ns}\nspec:\n  ports:\n  - name: tls\n    port: 443\n    protocol: TCP\n"
@@ -671,7 +761,32 @@ spec:
         "https://nope.example:8443/",
     ]);
     assert_eq!(status, 0);
-    let _ = Command::new("true").status();
+    // Handshakes are counted: this host's kernel has no `tls` module, so all in userspace,
+    // and the ones refused for want of a certificate as failed.
+    let text = crate::bgp::metrics(&w.sw.node);
+    let handshakes = |result: &str, mode: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("kube_gw_gateway_tls_handshakes_total{"))
+            .filter(|l| {
+                l.contains(&format!("result=\"{result}\""))
+                    && l.contains(&format!("mode=\"{mode}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(handshakes("ok", "userspace") >= 3.0, "{text}");
+    assert!(handshakes("failed", "-") >= 2.0, "{text}");
+    let view: serde_json::Value =
+        serde_json::from_str(&w.sw.kg.cli(&["gateway", "--json"])).unwrap();
+    let why = view["kernel_tls"].as_str().unwrap();
+    assert!(
+        why.contains("module") || why.contains("failed"),
+        "kernel TLS unavailable here, and why: {view}"
+    );
+    assert!(
+        view["tls_connections_userspace"].as_u64().unwrap() >= 3,
+        "{view}"
+    );
     let _ = &mut w;
 }
 

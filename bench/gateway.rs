@@ -1,0 +1,448 @@
+//! Benchmark: the L7 gateway against HAProxy 2.6 and nginx 1.22 (Debian packages) doing the
+//! same job on the same VIP, in the same run, alternating rounds. Needs root.
+//!
+//!   sudo cargo bench --bench gateway                          # 3 rounds, 5 s per measurement
+//!   sudo KUBE_GW_BENCH_ROUNDS=5 KUBE_GW_BENCH_SECONDS=10 cargo bench --bench gateway
+//!
+//! ```text
+//!   client ns (load, CPU 0) ── switch ns (the proxy, one worker pinned to CPU 1; VIP 198.51.100.40:443 on lo)
+//!                                   └── backend ns: nginx serving / ("ok") and /1m (1 MiB), plain HTTP :8080 (CPU 0)
+//! ```
+//!
+//! Same ECDSA P-256 certificate, TLS 1.3 only, ALPN h2 and http/1.1, keep-alive to the
+//! backend for all three. kube-gw runs as the daemon's own proxy and eBPF steering
+//! (`tests/common/gateway_role.rs`), without access logs, as are the others. This host's kernel
+//! has no `tls` module: TLS is in userspace for all three here; the kernel TLS bulk target is
+//! measured in the real-kernel lab (see bench/README.md).
+//!
+//! Measurements: full handshakes/s (wrk, `Connection: close`: a new TLS connection per
+//! request), keep-alive HTTP/1.1 requests/s (wrk, 50 connections), HTTP/2 requests/s (h2load,
+//! 10 connections × 10 streams), 1 MiB bulk throughput (wrk, 4 connections), p99 latency at a
+//! fixed 500 requests/s (hey), CPU-seconds per 10 000 keep-alive requests (the proxy's
+//! /proc/PID/stat), and the proxy's RSS at the end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../tests/common/gateway_role.rs"]
+mod gateway_role;
+#[path = "../tests/netns/harness/mod.rs"]
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use harness::{Lab, Node};
+
+const VIP: &str = "198.51.100.40";
+const BACKEND: &str = "203.0.113.10";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Proxy {
+    KubeGw,
+    Haproxy,
+    Nginx,
+}
+
+impl Proxy {
+    fn name(self) -> &'static str {
+        match self {
+            Proxy::KubeGw => "kube-gw",
+            Proxy::Haproxy => "HAProxy 2.6",
+            Proxy::Nginx => "nginx 1.22",
+        }
+    }
+}
+
+const METRICS: [&str; 7] = [
+    "full handshakes/s",
+    "keep-alive HTTP/1.1 req/s",
+    "HTTP/2 req/s",
+    "1 MiB bulk MB/s",
+    "p99 ms at 500 req/s",
+    "CPU-s per 10k req",
+    "RSS MiB",
+];
+
+fn me() -> String {
+    std::env::current_exe().unwrap().display().to_string()
+}
+
+fn seconds() -> u64 {
+    std::env::var("KUBE_GW_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
+}
+
+fn out(node: &Node, cmd: &[&str]) -> String {
+    let o = node.try_exec(cmd[0], &cmd[1..]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The first number after `key` in `text` (with a unit suffix handled by `scale`).
+fn after(text: &str, key: &str) -> Option<f64> {
+    let rest = &text[text.find(key)? + key.len()..];
+    let tok: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != ',')
+        .collect();
+    let (num, unit): (String, String) = tok.chars().partition(|c| c.is_ascii_digit() || *c == '.');
+    let v: f64 = num.parse().ok()?;
+    Some(match unit.as_str() {
+        "KB" => v / 1000.0,
+        "MB" => v,
+        "GB" => v * 1000.0,
+        _ => v,
+    })
+}
+
+/// utime + stime of a process and its children threads, in seconds.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    let tick = 100.0; // USER_HZ
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .map(|s| {
+            let f: Vec<&str> = s
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / tick
+        })
+        .sum()
+}
+
+fn rss_mib(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .sum::<f64>()
+        / 1024.0
+}
+
+/// Every pid in the process tree under `pid` (nginx's master and worker).
+fn tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let p = all[i];
+        if let Ok(c) = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")) {
+            all.extend(c.split_whitespace().filter_map(|x| x.parse::<u32>().ok()));
+        }
+        i += 1;
+    }
+    all
+}
+
+struct World {
+    lab: Lab,
+    client: Node,
+    switch: Node,
+    dir: String,
+}
+
+fn world() -> World {
+    let mut lab = Lab::new();
+    let client = lab.node("client");
+    let switch = lab.node("switch");
+    let backend = lab.node("backend");
+    lab.link(&client, &["192.0.2.66/30"], &switch, &["192.0.2.65/30"]);
+    lab.link(
+        &switch,
+        &["203.0.113.1/24"],
+        &backend,
+        &[&format!("{BACKEND}/24")],
+    );
+    client.exec("ip", &["route", "add", "default", "via", "192.0.2.65"]);
+    backend.exec("ip", &["route", "add", "default", "via", "203.0.113.1"]);
+    switch.exec("ip", &["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+    let dir = lab.dir().display().to_string();
+    // Certificate: ECDSA P-256 (rcgen's default).
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["app.example".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    lab.write("cert.pem", &cert.pem());
+    lab.write("key.pem", &key.serialize_pem());
+    lab.write(
+        "combined.pem",
+        &format!("{}{}", cert.pem(), key.serialize_pem()),
+    );
+    // The backend: nginx, static files.
+    std::fs::create_dir_all(format!("{dir}/www")).unwrap();
+    std::fs::write(format!("{dir}/www/index.html"), "ok\n").unwrap();
+    std::fs::write(format!("{dir}/www/1m"), vec![b'x'; 1 << 20]).unwrap();
+    for d in ["be", "px"] {
+        std::fs::create_dir_all(format!("{dir}/{d}/logs")).unwrap();
+    }
+    lab.write(
+        "backend.conf",
+        &format!(
+            "worker_processes 1; daemon off; pid {dir}/be/nginx.pid; error_log {dir}/be/error.log;\n\
+             events {{ worker_connections 8192; }}\n\
+             http {{ access_log off; keepalive_requests 1000000; client_body_temp_path {dir}/be; proxy_temp_path {dir}/be;\n\
+               fastcgi_temp_path {dir}/be; uwsgi_temp_path {dir}/be; scgi_temp_path {dir}/be;\n\
+               server {{ listen {BACKEND}:8080; root {dir}/www; index index.html; }} }}\n"
+        ),
+    );
+    lab.spawn(
+        &backend,
+        "backend",
+        "taskset",
+        &[
+            "-c",
+            "0",
+            "nginx",
+            "-p",
+            &format!("{dir}/be"),
+            "-c",
+            &format!("{dir}/backend.conf"),
+        ],
+    );
+    harness::wait_for("the backend", Duration::from_secs(20), || {
+        (out(&switch, &["curl", "-s", &format!("http://{BACKEND}:8080/")]).trim() == "ok")
+            .then_some(())
+    });
+    World {
+        lab,
+        client,
+        switch,
+        dir,
+    }
+}
+
+/// Starts a proxy on the switch (CPU 1); returns its pids.
+fn start(w: &mut World, p: Proxy) -> Vec<u32> {
+    let dir = w.dir.clone();
+    let backend = format!("{BACKEND}:8080");
+    let pid = match p {
+        Proxy::KubeGw => w.lab.spawn(
+            &w.switch,
+            "proxy",
+            "taskset",
+            &[
+                "-c",
+                "1",
+                &me(),
+                "role",
+                "gateway",
+                &format!("{dir}/cert.pem"),
+                &format!("{dir}/key.pem"),
+                &backend,
+            ],
+        ),
+        Proxy::Haproxy => {
+            w.lab.write(
+                "haproxy.cfg",
+                &format!(
+                    "global\n  nbthread 1\n  maxconn 8000\n\
+                     defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n\
+                     frontend fe\n  bind {VIP}:443 ssl crt {dir}/combined.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3\n  default_backend be\n\
+                     backend be\n  http-reuse always\n  server b1 {backend}\n"
+                ),
+            );
+            w.lab.spawn(
+                &w.switch,
+                "proxy",
+                "taskset",
+                &[
+                    "-c",
+                    "1",
+                    "haproxy",
+                    "-db",
+                    "-f",
+                    &format!("{dir}/haproxy.cfg"),
+                ],
+            )
+        }
+        Proxy::Nginx => {
+            w.lab.write(
+                "proxy.conf",
+                &format!(
+                    "worker_processes 1; daemon off; pid {dir}/px/nginx.pid; error_log {dir}/px/error.log;\n\
+                     events {{ worker_connections 20000; }}\n\
+                     http {{ access_log off; keepalive_requests 1000000; client_body_temp_path {dir}/px; proxy_temp_path {dir}/px;\n\
+                       fastcgi_temp_path {dir}/px; uwsgi_temp_path {dir}/px; scgi_temp_path {dir}/px;\n\
+                       upstream be {{ server {backend}; keepalive 64; }}\n\
+                       server {{ listen {VIP}:443 ssl http2; ssl_certificate {dir}/cert.pem; ssl_certificate_key {dir}/key.pem;\n\
+                         ssl_protocols TLSv1.3; location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}\n"
+                ),
+            );
+            w.lab.spawn(
+                &w.switch,
+                "proxy",
+                "taskset",
+                &[
+                    "-c",
+                    "1",
+                    "nginx",
+                    "-p",
+                    &format!("{dir}/px"),
+                    "-c",
+                    &format!("{dir}/proxy.conf"),
+                ],
+            )
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while out(
+        &w.client,
+        &["curl", "-sk", "--max-time", "2", &format!("https://{VIP}/")],
+    )
+    .trim()
+        != "ok"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} does not serve within 30 s; its log:\n{}",
+            p.name(),
+            w.lab.log("proxy")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // `taskset` execs the proxy; nginx forks its worker.
+    std::thread::sleep(Duration::from_millis(300));
+    tree(pid)
+}
+
+fn measure(w: &mut World, p: Proxy) -> BTreeMap<&'static str, f64> {
+    let pids = start(w, p);
+    let d = seconds().to_string();
+    let url = format!("https://{VIP}/");
+    let load = |cmd: &[&str]| {
+        let mut full = vec!["taskset", "-c", "0"];
+        full.extend_from_slice(cmd);
+        out(&w.client, &full)
+    };
+    let mut m = BTreeMap::new();
+    let t = load(&[
+        "wrk",
+        "-t1",
+        "-c16",
+        &format!("-d{d}s"),
+        "-H",
+        "Connection: close",
+        &url,
+    ]);
+    m.insert(METRICS[0], after(&t, "Requests/sec:").unwrap_or(0.0));
+    let cpu0 = cpu_seconds(&pids);
+    let t = load(&["wrk", "-t1", "-c50", &format!("-d{d}s"), &url]);
+    let cpu1 = cpu_seconds(&pids);
+    let rps = after(&t, "Requests/sec:").unwrap_or(0.0);
+    m.insert(METRICS[1], rps);
+    let reqs = after(&t, "requests in").map_or(rps * seconds() as f64, |_| rps * seconds() as f64);
+    m.insert(
+        METRICS[5],
+        if reqs > 0.0 {
+            (cpu1 - cpu0) / reqs * 10_000.0
+        } else {
+            0.0
+        },
+    );
+    let t = load(&["h2load", "-c10", "-m10", "-D", &d, &url]);
+    m.insert(METRICS[2], after(&t, "s, ").unwrap_or(0.0));
+    let t = load(&["wrk", "-t1", "-c4", &format!("-d{d}s"), &format!("{url}1m")]);
+    m.insert(METRICS[3], after(&t, "Transfer/sec:").unwrap_or(0.0));
+    let t = load(&["hey", "-z", &format!("{d}s"), "-c", "10", "-q", "50", &url]);
+    m.insert(METRICS[4], after(&t, "99% in").map_or(0.0, |s| s * 1000.0));
+    m.insert(METRICS[6], rss_mib(&pids));
+    w.lab.stop("proxy", Duration::from_secs(5));
+    eprintln!("{}: {m:?}", p.name());
+    m
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("role") {
+        // role gateway CERT KEY BACKEND
+        gateway_role::serve_https(VIP, 443, &args[2], &args[3], &args[4], true);
+        return;
+    }
+    if !harness::require_root("bench gateway") {
+        return;
+    }
+    let missing: Vec<&str> = [
+        "haproxy", "nginx", "wrk", "h2load", "hey", "taskset", "curl",
+    ]
+    .into_iter()
+    .filter(|t| {
+        !std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {t} >/dev/null")])
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+    .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "bench gateway: missing {missing:?}; install the peers and load generators first:\n  \
+             apt-get install haproxy nginx-light wrk nghttp2-client hey util-linux curl\n\
+             (stop the haproxy and nginx services the packages start: the benchmark runs its own)"
+        );
+        std::process::exit(1);
+    }
+    let rounds: usize = std::env::var("KUBE_GW_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let mut w = world();
+    let order = [Proxy::KubeGw, Proxy::Haproxy, Proxy::Nginx];
+    let mut all: BTreeMap<Proxy, BTreeMap<&str, Vec<f64>>> = BTreeMap::new();
+    for r in 0..rounds {
+        for i in 0..3 {
+            let p = order[(i + r) % 3];
+            for (k, v) in measure(&mut w, p) {
+                all.entry(p).or_default().entry(k).or_default().push(v);
+            }
+        }
+    }
+    let med: BTreeMap<Proxy, BTreeMap<&str, f64>> = all
+        .into_iter()
+        .map(|(p, m)| {
+            (
+                p,
+                m.into_iter()
+                    .map(|(k, mut v)| (k, median(&mut v)))
+                    .collect(),
+            )
+        })
+        .collect();
+    println!("\ngateway benchmark: medians of {rounds} alternating rounds, {} s each, proxy on one core\n", seconds());
+    println!("| metric | kube-gw | HAProxy 2.6 | nginx 1.22 | × HAProxy | × nginx |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for k in METRICS {
+        let v = |p: Proxy| med[&p][k];
+        let (g, h, n) = (v(Proxy::KubeGw), v(Proxy::Haproxy), v(Proxy::Nginx));
+        println!(
+            "| {k} | {g:.2} | {h:.2} | {n:.2} | {:.2} | {:.2} |",
+            g / h,
+            g / n
+        );
+    }
+    println!("\n(× > 1 is better for rates; < 1 is better for p99, CPU and RSS)");
+    let hs = med[&Proxy::KubeGw][METRICS[0]] / med[&Proxy::Haproxy][METRICS[0]];
+    let ka = med[&Proxy::KubeGw][METRICS[1]] / med[&Proxy::Nginx][METRICS[1]];
+    println!(
+        "target: full handshakes/s ≥ 1.0 × HAProxy: {hs:.2} ({})",
+        if hs >= 1.0 { "met" } else { "NOT met" }
+    );
+    println!(
+        "target: keep-alive req/s ≥ 1.0 × nginx: {ka:.2} ({})",
+        if ka >= 1.0 { "met" } else { "NOT met" }
+    );
+}

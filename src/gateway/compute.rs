@@ -640,6 +640,11 @@ fn granted(
         })
 }
 
+/// Why a reference across namespaces is refused.
+fn not_granted(kind: &str, ns: &str, name: &str) -> String {
+    format!("{kind} {ns}/{name} is in another namespace and no ReferenceGrant there allows it")
+}
+
 fn certificate(
     inp: &Inputs<'_>,
     gw_ns: &str,
@@ -655,13 +660,7 @@ fn certificate(
     }
     let ns = r.namespace.as_deref().unwrap_or(gw_ns);
     if !granted(inp, "Gateway", gw_ns, "", "Secret", ns, &r.name) {
-        return Err((
-            "RefNotPermitted",
-            format!(
-                "Secret {ns}/{} is in another namespace and no ReferenceGrant there allows it",
-                r.name
-            ),
-        ));
+        return Err(("RefNotPermitted", not_granted("Secret", ns, &r.name)));
     }
     let key = ObjectKey {
         namespace: ns.into(),
@@ -745,10 +744,7 @@ fn resolve_backend(
         return fail(
             backend,
             "RefNotPermitted",
-            format!(
-                "Service {ns}/{} is in another namespace and no ReferenceGrant there allows it",
-                b.name
-            ),
+            not_granted("Service", ns, &b.name),
         );
     }
     let key = ObjectKey {

@@ -35,17 +35,27 @@ fn checksum(data: &[u8], offset: u64, acc: &mut u64) {
     }
 }
 
-fn expected(n: u64) -> u64 {
-    let mut acc = 0;
+/// The body of `/bytes/n` in 64 KiB chunks, each with its offset; `f` false stops.
+fn body(n: u64, mut f: impl FnMut(&[u8], u64) -> bool) {
     let mut off = 0;
     let mut buf = Vec::with_capacity(1 << 16);
     while off < n {
         buf.clear();
         let len = (n - off).min(1 << 16);
         fill(&mut buf, off, len);
-        checksum(&buf, off, &mut acc);
+        if !f(&buf, off) {
+            return;
+        }
         off += len;
     }
+}
+
+fn expected(n: u64) -> u64 {
+    let mut acc = 0;
+    body(n, |chunk, off| {
+        checksum(chunk, off, &mut acc);
+        true
+    });
     acc
 }
 
@@ -80,17 +90,7 @@ pub fn httpbulk(port: u16) {
                 c,
                 "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"
             );
-            let mut off = 0;
-            let mut buf = Vec::with_capacity(1 << 16);
-            while off < n {
-                buf.clear();
-                let len = (n - off).min(1 << 16);
-                fill(&mut buf, off, len);
-                if c.write_all(&buf).is_err() {
-                    return;
-                }
-                off += len;
-            }
+            body(n, |chunk, _| c.write_all(chunk).is_ok());
         });
     }
 }

@@ -779,7 +779,7 @@ fn resolve_backend(
 
 /// An HTTPRoute's rules, compiled once for all its parents.
 struct Compiled {
-    rules: Vec<Rule>,
+    rules: Vec<Arc<Rule>>,
     /// Accepted=False: an unsupported filter or an invalid match.
     problem: Option<Condition>,
     resolved: Option<Condition>,
@@ -814,14 +814,14 @@ fn compile_http(inp: &Inputs<'_>, r: &Object<api::HttpRouteSpec>) -> Compiled {
         };
         for m in &matches {
             match compile_match(m) {
-                Ok(match_) => out.rules.push(Rule {
+                Ok(match_) => out.rules.push(Arc::new(Rule {
                     route: r.key.clone(),
                     rule: i,
                     match_,
                     filters: filters.clone(),
                     backends: backends.clone(),
                     created: r.created,
-                }),
+                })),
                 Err(msg) => {
                     out.problem = Some(Condition::new("Accepted", false, "UnsupportedValue", msg))
                 }

@@ -151,7 +151,8 @@ impl std::fmt::Display for HostPattern {
 /// group, rules in Gateway API precedence order.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RouteTable {
-    pub hosts: Vec<(HostPattern, Vec<Rule>)>,
+    /// Rules are shared (`Arc`): a request takes its rule without copying it.
+    pub hosts: Vec<(HostPattern, Vec<Arc<Rule>>)>,
 }
 
 /// A path match.
@@ -331,7 +332,7 @@ impl RouteTable {
     }
 
     /// Adds a rule under a host pattern.
-    pub fn push(&mut self, host: HostPattern, rule: Rule) {
+    pub fn push(&mut self, host: HostPattern, rule: Arc<Rule>) {
         match self.hosts.iter_mut().find(|(h, _)| *h == host) {
             Some((_, rules)) => rules.push(rule),
             None => self.hosts.push((host, vec![rule])),
@@ -340,7 +341,7 @@ impl RouteTable {
 
     /// The rule a request goes to: the most specific host group that matches the host, then
     /// the first rule of that group that matches (no fall-through to less specific hosts).
-    pub fn select(&self, req: &RequestView<'_>) -> Option<&Rule> {
+    pub fn select(&self, req: &RequestView<'_>) -> Option<&Arc<Rule>> {
         let (_, rules) = self.hosts.iter().find(|(h, _)| h.matches(req.host))?;
         rules.iter().find(|r| r.match_.matches(req))
     }

@@ -480,7 +480,7 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method_s = req.method().to_string();
     let query = req.uri().query().map(str::to_string);
-    let rule: Option<Rule> = {
+    let rule: Option<Arc<Rule>> = {
         let view = RequestView {
             host: &host,
             path: &path,
@@ -642,7 +642,12 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         );
         *up.method_mut() = method.clone();
         *up.uri_mut() = uri;
-        *up.headers_mut() = headers.clone();
+        // The headers are moved into the one attempt there is; copied only when a retry may follow.
+        *up.headers_mut() = if retry_ok && attempt == 0 {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
         let sent = tokio::time::timeout(conn.opts.backend_timeout, conn.client.request(up)).await;
         let ep = endpoint.to_string();
         match sent {

@@ -54,7 +54,7 @@ pub fn serve_https(vip: &str, port: u16, cert: &str, key: &str, backend: &str, k
         created: 0,
     };
     let mut routes = RouteTable::default();
-    routes.push(HostPattern::Any, rule);
+    routes.push(HostPattern::Any, Arc::new(rule));
     routes.finish();
     let pair = Pair {
         addr: vip.parse::<IpAddr>().unwrap(),

@@ -374,6 +374,10 @@ fn main() {
         gateway_role::serve_https(VIP, 443, &args[2], &args[3], &args[4], true);
         return;
     }
+    if !args.iter().any(|a| a == "--bench") {
+        println!("gateway: run with `sudo cargo bench --bench gateway` (skipped under cargo test)");
+        return;
+    }
     if !harness::require_root("bench gateway") {
         return;
     }

@@ -211,7 +211,9 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
         "frr defaults datacenter\n\
          router bgp 65001\n bgp router-id 192.0.2.9\n no bgp ebgp-requires-policy\n\
          neighbor 2001:db8:2::2 remote-as 65010\n\
+         neighbor 2001:db8:2::2 timers connect 1\n\
          neighbor 192.0.2.10 remote-as 65010\n\
+         neighbor 192.0.2.10 timers connect 1\n\
          address-family ipv4 unicast\n  neighbor 192.0.2.10 activate\n exit-address-family\n\
          address-family ipv6 unicast\n  neighbor 2001:db8:2::2 activate\n exit-address-family\n",
     );

@@ -805,10 +805,14 @@ fn bad_input_costs_one_connection_and_nothing_else() {
     ));
     w.wait("the route to serve", || w.get("x", "/", &[]).ok());
     // Raw bytes to the VIP from the client namespace (Python: one connection each).
+    // What the client got back, or `ERR <kind>` where sending or reading failed (a server that
+    // closes while the client still sends makes the kernel reset the connection, and the
+    // reset may discard an answer already sent).
     let raw = |payload: &str, wait: f64| -> String {
         let code = format!(
-            "import socket,sys,time\ns=socket.create_connection(('{VIP}',80),timeout=20)\ns.sendall({payload})\ntime.sleep({wait})\nout=b''\n\
-             try:\n  while True:\n    d=s.recv(65536)\n    if not d: break\n    out+=d\nexcept Exception as e:\n  out+=('ERR '+type(e).__name__).encode()\nprint(out[:200].decode('latin1'))\n"
+            "import socket,sys,time\ns=socket.create_connection(('{VIP}',80),timeout=20)\nout=b''\n\
+             try:\n  s.sendall({payload})\n  time.sleep({wait})\n  while True:\n    d=s.recv(65536)\n    if not d: break\n    out+=d\n\
+             except Exception as e:\n  out+=('ERR '+type(e).__name__).encode()\nprint(out[:200].decode('latin1'))\n"
         );
         String::from_utf8_lossy(&w.client.try_exec("python3", &["-c", &code]).stdout).to_string()
     };
@@ -821,9 +825,14 @@ fn bad_input_costs_one_connection_and_nothing_else() {
         "b'GET / HTTP/1.1\\r\\nHost: x\\r\\nX-Big: ' + b'a'*200000 + b'\\r\\n\\r\\n'",
         0.0,
     );
+    // Refused with 431 (or 400), or, when the answer was lost to the reset of a client still
+    // sending, reset: either way the gateway closed it (what follows shows it still serves).
     assert!(
-        big.starts_with("HTTP/1.1 431") || big.starts_with("HTTP/1.1 400"),
-        "oversized headers: {big}"
+        big.starts_with("HTTP/1.1 431")
+            || big.starts_with("HTTP/1.1 400")
+            || big.contains("ERR ConnectionResetError")
+            || big.contains("ERR BrokenPipeError"),
+        "oversized headers: {big:?}"
     );
     // Slowloris: half a request line, then nothing: closed after the header timeout (10 s).
     let t0 = std::time::Instant::now();

@@ -27,6 +27,8 @@ const CLOSED_PORT: u16 = 9001;
 /// documentation ranges hold 768 addresses, not 5 000), IPv6 2001:db8::/32; neither leaves the
 /// test's namespace.
 fn vip(v6: bool, i: u32) -> IpAddr {
+    // From ::1 up: the prefix's ::0 is the subnet-router anycast address.
+    let i = i + 1;
     if v6 {
         IpAddr::V6(Ipv6Addr::new(
             0x2001,
@@ -39,10 +41,45 @@ fn vip(v6: bool, i: u32) -> IpAddr {
             i as u16,
         ))
     } else {
-        IpAddr::V4(Ipv4Addr::from(
-            u32::from(Ipv4Addr::new(198, 18, 0, 0)) + 1 + i,
-        ))
+        IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i))
     }
+}
+
+/// Makes `n` VIPs of a family local in `node` the cheap way, as a range on `lo` (what
+/// matters here is the socket lookup of locally delivered packets): one address and one
+/// local route, not thousands of addresses. Thousands of addresses, and the teardown of
+/// their namespace, hold the kernel's RTNL lock for long enough to stall other tests'
+/// routing daemons (seen in CI: an FRR session missed its 60 s).
+fn local_vips(node: &Node, v6: bool, n: u32) -> Vec<IpAddr> {
+    if v6 {
+        node.exec(
+            "ip",
+            &[
+                "-6",
+                "addr",
+                "add",
+                "2001:db8:5e:0:1::/64",
+                "dev",
+                "lo",
+                "nodad",
+            ],
+        );
+        node.exec(
+            "ip",
+            &[
+                "-6",
+                "route",
+                "add",
+                "local",
+                "2001:db8:5e::/64",
+                "dev",
+                "lo",
+            ],
+        );
+    } else {
+        node.exec("ip", &["addr", "add", "198.18.0.0/15", "dev", "lo"]);
+    }
+    (0..n).map(|i| vip(v6, i)).collect()
 }
 
 /// Puts `n` VIPs of a family on `lo` in `node` (one `ip -batch`).
@@ -128,7 +165,7 @@ fn sk_lookup_steers_1_100_and_5000_vips_of_each_family_to_one_socket() {
         for n in [1u32, 100, 5000] {
             let mut lab = Lab::new();
             let node = lab.node("gw");
-            let vips = add_vips(&lab, &node, v6, n);
+            let vips = local_vips(&node, v6, n);
             let (program_id, map_ids) = in_namespace(&node, async || {
                 let (tx, mut rx) = mpsc::channel(16);
                 let mut steering = Steering::start(tx, true);

@@ -341,7 +341,7 @@ fn measure(w: &mut World, p: Proxy) -> BTreeMap<&'static str, f64> {
     let cpu1 = cpu_seconds(&pids);
     let rps = after(&t, "Requests/sec:").unwrap_or(0.0);
     m.insert(METRICS[1], rps);
-    let reqs = after(&t, "requests in").map_or(rps * seconds() as f64, |_| rps * seconds() as f64);
+    let reqs = rps * seconds() as f64;
     m.insert(
         METRICS[5],
         if reqs > 0.0 {

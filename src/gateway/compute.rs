@@ -909,7 +909,7 @@ fn attach(
     route: &ObjectKey,
     parents: &[ParentRef],
     hostnames: &[String],
-    kind: &str,
+    kind: &'static str,
     problem: &Option<Condition>,
     resolved: &Option<Condition>,
     mut serve: impl FnMut(&GatewayInfo, &ListenerInfo, &[HostPattern]),
@@ -959,7 +959,7 @@ fn attach(
                 AllowedNs::All => true,
                 AllowedNs::Selector(sel) => sel.matches(&ns_labels),
             };
-            if !ns_ok || !l.kinds.contains(&kind_static(kind)) {
+            if !ns_ok || !l.kinds.contains(&kind) {
                 continue;
             }
             allowed_any = true;
@@ -1027,13 +1027,6 @@ fn attach(
         });
     }
     out
-}
-
-fn kind_static(kind: &str) -> &'static str {
-    match kind {
-        "HTTPRoute" => "HTTPRoute",
-        _ => "TLSRoute",
-    }
 }
 
 #[cfg(test)]

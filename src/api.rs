@@ -297,6 +297,9 @@ pub struct GatewayView {
     /// Terminated TLS connections so far: handed to the kernel, kept in userspace.
     pub tls_connections_kernel: u64,
     pub tls_connections_userspace: u64,
+    /// Where the TLS session-ticket keys come from (a Secret, or this switch's own), and why.
+    #[serde(default)]
+    pub session_tickets: String,
     pub listeners: Vec<GatewayListenerRow>,
     pub gateways: Vec<GatewayRow>,
 }

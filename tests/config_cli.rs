@@ -324,6 +324,18 @@ fn bad_cases(dir: &Path) -> Vec<(&'static str, String, &'static str, &'static st
             "bgp (FRR)",
         ),
         (
+            "a gateway source address inside a VIP pool",
+            format!("{GOOD}[gateway]\nsource-addresses = [\"198.51.100.9\"]\n"),
+            "15:20",
+            "inside a VIP pool",
+        ),
+        (
+            "a session-ticket Secret without its namespace",
+            format!("{GOOD}[gateway]\nsession-ticket-secret = \"tickets\"\n"),
+            "15:25",
+            "namespace/name",
+        ),
+        (
             "wrong type",
             GOOD.replace("asn = 65010", "asn = \"65010\""),
             "8:7",

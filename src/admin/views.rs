@@ -573,6 +573,7 @@ pub fn gateway(h: Option<&GatewayHandles>) -> crate::api::GatewayView {
         kernel_tls,
         tls_connections_kernel: count(&h.stats.ktls_connections),
         tls_connections_userspace: count(&h.stats.userspace_tls_connections),
+        session_tickets: state.tickets.describe(),
         enabled: true,
         synced: report.synced,
         steering,

@@ -292,6 +292,7 @@ pub fn gateway(v: &crate::api::GatewayView) -> String {
         "kernel TLS: {} (connections: {} in the kernel, {} in userspace)",
         v.kernel_tls, v.tls_connections_kernel, v.tls_connections_userspace
     );
+    let _ = writeln!(o, "session tickets: {}", v.session_tickets);
     if !v.synced {
         let _ = writeln!(o, "the Gateway API objects are not listed yet (are the CRDs installed? see `kube-gw status`)");
     }

@@ -273,6 +273,23 @@ pub struct GatewayConfig {
     /// Seconds a backend has to answer with its response headers.
     #[serde(default = "default_backend_timeout", with = "seconds")]
     pub backend_timeout: std::time::Duration,
+    /// `namespace/name` of the Secret whose entries (32 random bytes each) are the TLS
+    /// session-ticket keys every switch shares; `""`: each switch keeps its own.
+    #[serde(default = "default_ticket_secret")]
+    pub session_ticket_secret: String,
+}
+
+impl GatewayConfig {
+    /// The session-ticket Secret as (namespace, name), unless sharing is off.
+    pub fn ticket_secret(&self) -> Option<(&str, &str)> {
+        self.session_ticket_secret
+            .split_once('/')
+            .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
+    }
+}
+
+fn default_ticket_secret() -> String {
+    "kube-system/kube-gw-session-tickets".into()
 }
 
 fn default_controller_name() -> String {

@@ -115,6 +115,13 @@ fn gateway_rules(g: &GatewayConfig, vip: Option<&VipConfig>, out: &mut Findings)
             );
         }
     }
+    if !g.session_ticket_secret.is_empty() && g.ticket_secret().is_none() {
+        out.error(
+            KeyPath::keys(&["gateway", "session-ticket-secret"]),
+            format!("`{}` is not namespace/name", g.session_ticket_secret),
+            "name the Secret as namespace/name (kube-system/kube-gw-session-tickets), or \"\" to keep each switch's keys its own",
+        );
+    }
     if g.controller_name.is_empty() || !g.controller_name.contains('/') {
         out.error(
             KeyPath::keys(&["gateway", "controller-name"]),

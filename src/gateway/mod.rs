@@ -16,6 +16,7 @@
 //!   socket per family), with the per-pair fallback where BPF is unavailable.
 //! - [`proxy`]: HTTP/1.1 and HTTP/2 (hyper), TLS (rustls), TLS passthrough; backend pools.
 //! - [`sni`]: the SNI of a ClientHello, for passthrough (pure).
+//! - [`tickets`]: the TLS session-ticket keys every switch shares (from a Secret).
 //!
 //! Make before break, as for L4 VIPs: a Gateway VIP is announced only once its Gateway is
 //! Programmed and every one of its VIP:ports is steered to the proxy; a VIP that goes is
@@ -31,6 +32,7 @@ pub mod plan;
 pub mod proxy;
 pub mod sni;
 pub mod steer;
+pub mod tickets;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -191,13 +193,26 @@ async fn run(mut inp: GatewayInputs, mut steering: Steering, out: Outputs, hb: H
                 .as_ref()
                 .map(|g| g.controller_name.clone())
                 .unwrap_or_default();
-            let next = compute::compute(&compute::Inputs {
+            let mut next = compute::compute(&compute::Inputs {
                 gateway: &gw,
                 cluster: &cluster,
                 controller: &controller,
                 pools: &cfg.vip.pools,
                 l4: &l4,
             });
+            let ticket_secret = cfg
+                .gateway
+                .as_ref()
+                .and_then(|g| g.ticket_secret())
+                .map(|(ns, name)| ObjectKey::new(ns, name));
+            next.tickets =
+                tickets::TicketKeys::from_secret(ticket_secret.as_ref(), gw.ticket_secret.as_ref());
+            if next.tickets != out.state.borrow().tickets {
+                match &next.tickets.problem {
+                    Some(p) => tracing::warn!("gateway: session tickets: {p}"),
+                    None => tracing::info!("gateway: session tickets: {}", next.tickets.describe()),
+                }
+            }
             // Break after make: withdraw what goes (or stops being ready) first.
             let before = out.vips.borrow().clone();
             let keep: BTreeMap<IpAddr, bool> = before

@@ -21,6 +21,8 @@ pub struct GatewayState {
     /// Gateway addresses, and whether each may be announced (its Gateway is Programmed).
     pub vips: BTreeMap<IpAddr, bool>,
     pub status: Statuses,
+    /// The TLS session-ticket keys (shared from a Secret, or none: this switch's own).
+    pub tickets: super::tickets::TicketKeys,
 }
 
 /// One VIP:port.

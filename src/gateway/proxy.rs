@@ -108,6 +108,25 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// The ticketer in force: the shared one made from the state's keys (rebuilt only when they
+/// change), else this switch's own.
+struct Tickets {
+    own: Arc<dyn rustls::server::ProducesTickets>,
+    keys: super::tickets::TicketKeys,
+    shared: Option<Arc<dyn rustls::server::ProducesTickets>>,
+}
+
+impl Tickets {
+    fn for_state(&mut self, state: &GatewayState) -> &Arc<dyn rustls::server::ProducesTickets> {
+        if state.tickets != self.keys {
+            self.keys = state.tickets.clone();
+            self.shared = super::tickets::SharedTicketer::new(&self.keys)
+                .map(|t| t as Arc<dyn rustls::server::ProducesTickets>);
+        }
+        self.shared.as_ref().unwrap_or(&self.own)
+    }
+}
+
 fn runtime(
     state: Arc<GatewayState>,
     tickets: &Arc<dyn rustls::server::ProducesTickets>,
@@ -176,23 +195,32 @@ pub async fn run(
         *k = Some(ktls.support.clone());
     }
     let extract = ktls.support.unavailable.is_none();
-    let tickets: Arc<dyn rustls::server::ProducesTickets> =
-        match rustls::crypto::ring::Ticketer::new() {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!("gateway: cannot make a TLS session ticketer: {e}");
-                return;
-            }
-        };
+    // This switch's own keys: used while no shared key is known, and kept for the whole run
+    // so that its tickets stay good across state changes.
+    let own: Arc<dyn rustls::server::ProducesTickets> = match rustls::crypto::ring::Ticketer::new()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("gateway: cannot make a TLS session ticketer: {e}");
+            return;
+        }
+    };
+    let mut tickets = Tickets {
+        own,
+        keys: super::tickets::TicketKeys::default(),
+        shared: None,
+    };
+    let first = state.borrow_and_update().clone();
     let (rt_tx, rt_rx) = watch::channel(Arc::new(runtime(
-        state.borrow_and_update().clone(),
-        &tickets,
+        first.clone(),
+        tickets.for_state(&first),
         extract,
     )));
     let rebuild = async {
         while state.changed().await.is_ok() {
             let s = state.borrow_and_update().clone();
-            rt_tx.send_replace(Arc::new(runtime(s, &tickets, extract)));
+            let t = tickets.for_state(&s);
+            rt_tx.send_replace(Arc::new(runtime(s, t, extract)));
         }
         std::future::pending::<()>().await;
     };

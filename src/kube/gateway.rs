@@ -1,6 +1,7 @@
 //! The Gateway API side of the adapter: watches the `gateway.networking.k8s.io/v1` objects
-//! (GatewayClass, Gateway, HTTPRoute, TLSRoute, ReferenceGrant), `kubernetes.io/tls` Secrets
-//! and Namespaces, and publishes them as one [`GatewaySnapshot`].
+//! (GatewayClass, Gateway, HTTPRoute, TLSRoute, ReferenceGrant), `kubernetes.io/tls` Secrets,
+//! Namespaces and the one session-ticket Secret (`[gateway] session-ticket-secret`, watched
+//! by name), and publishes them as one [`GatewaySnapshot`].
 //!
 //! ```text
 //!  reflector stores (one per resource) ──"changed"──► publish: convert all ──► watch<Arc<GatewaySnapshot>>
@@ -33,7 +34,7 @@ use tokio::sync::{watch, Notify};
 use super::report::{KubeReport, WatchState};
 use crate::model::gateway::{
     GatewayClassSpec, GatewaySnapshot, GatewaySpec, HttpRouteSpec, Object, ReferenceGrantSpec,
-    TlsRouteSpec, TlsSecret,
+    TicketSecret, TlsRouteSpec, TlsSecret,
 };
 use crate::model::ObjectKey;
 
@@ -135,6 +136,21 @@ struct Stores {
     grants: Store<ReferenceGrant>,
     secrets: Store<Secret>,
     namespaces: Store<Namespace>,
+    /// The session-ticket Secret (one object at most), when configured.
+    tickets: Option<Store<Secret>>,
+}
+
+/// The session-ticket Secret's data entries.
+pub fn ticket_secret(s: &Secret) -> TicketSecret {
+    TicketSecret {
+        key: key_of(&s.metadata),
+        entries: s
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), Arc::from(v.0.as_slice())))
+            .collect(),
+    }
 }
 
 impl Stores {
@@ -167,6 +183,10 @@ impl Stores {
             let t = tls_secret(&x);
             s.secrets.insert(t.key.clone(), t);
         }
+        s.ticket_secret = self
+            .tickets
+            .as_ref()
+            .and_then(|t| t.state().first().map(|x| ticket_secret(x)));
         for n in self.namespaces.state() {
             let labels: BTreeMap<String, String> = n.metadata.labels.clone().unwrap_or_default();
             s.namespaces
@@ -225,11 +245,13 @@ async fn track<K>(
     }
 }
 
-/// Runs the gateway watches until dropped, publishing on `out`.
+/// Runs the gateway watches until dropped, publishing on `out`. `tickets` names the
+/// session-ticket Secret (namespace, name) to watch, if any.
 pub async fn run(
     client: Client,
     out: watch::Sender<Arc<GatewaySnapshot>>,
     report: Arc<KubeReport>,
+    tickets: Option<(&str, &str)>,
 ) {
     let changed = Notify::new();
     let (classes, w_classes) = reflector::store();
@@ -239,7 +261,9 @@ pub async fn run(
     let (grants, w_grants) = reflector::store();
     let (secrets, w_secrets) = reflector::store();
     let (namespaces, w_namespaces) = reflector::store();
+    let (ticket_store, w_tickets) = reflector::store();
     let stores = Stores {
+        tickets: tickets.map(|_| ticket_store),
         classes,
         gateways,
         http,
@@ -309,6 +333,19 @@ pub async fn run(
                 r,
                 n
             ),
+            async {
+                if let Some((ns, name)) = tickets {
+                    track(
+                        "secret (session tickets)",
+                        Api::<Secret>::namespaced(c.clone(), ns),
+                        cfg().fields(&format!("metadata.name={name}")),
+                        w_tickets,
+                        r,
+                        n,
+                    )
+                    .await;
+                }
+            },
         );
     };
     let publish = async {
@@ -323,6 +360,11 @@ pub async fn run(
                 stores.grants.wait_until_ready(),
                 stores.secrets.wait_until_ready(),
                 stores.namespaces.wait_until_ready(),
+                async {
+                    if let Some(t) = &stores.tickets {
+                        let _ = t.wait_until_ready().await;
+                    }
+                },
             );
         };
         ready.await;

@@ -250,7 +250,12 @@ async fn gateway_side(
         group: leader::group_of(&g.controller_name),
     };
     tokio::join!(
-        gateway::run(client.clone(), out.clone(), report.clone()),
+        gateway::run(
+            client.clone(),
+            out.clone(),
+            report.clone(),
+            g.ticket_secret()
+        ),
         election.run(leader_tx),
         gateway_status::run(
             client.clone(),

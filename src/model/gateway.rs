@@ -337,6 +337,15 @@ pub struct TlsSecret {
     pub key_pem: Arc<[u8]>,
 }
 
+/// The Secret of shared TLS session-ticket keys (`[gateway] session-ticket-secret`): its data
+/// entries as found (checked by the gateway, not here).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TicketSecret {
+    pub key: ObjectKey,
+    #[serde(skip)]
+    pub entries: BTreeMap<String, Arc<[u8]>>,
+}
+
 /// Everything the gateway reads from the cluster besides Services and EndpointSlices.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct GatewaySnapshot {
@@ -347,6 +356,8 @@ pub struct GatewaySnapshot {
     pub tls_routes: OrdMap<ObjectKey, Object<TlsRouteSpec>>,
     pub grants: OrdMap<ObjectKey, Object<ReferenceGrantSpec>>,
     pub secrets: OrdMap<ObjectKey, TlsSecret>,
+    /// The session-ticket Secret, when configured and found.
+    pub ticket_secret: Option<TicketSecret>,
     /// Namespace labels (for `allowedRoutes.namespaces.selector`).
     pub namespaces: OrdMap<String, BTreeMap<String, String>>,
     /// The Gateway API's CRDs are installed and every watched resource was listed.

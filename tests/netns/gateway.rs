@@ -78,11 +78,16 @@ fn gateway_config(controller: &str) -> String {
 }
 
 fn start() -> World {
+    start_with("")
+}
+
+/// With `extra` lines in `[gateway]`.
+fn start_with(extra: &str) -> World {
     let cp = ControlPlane::shared();
     crds(cp);
     let controller = format!("kube-gw.io/{}", unique("t"));
     setup(
-        Switch::start_in(None, "", &gateway_config(&controller)),
+        Switch::start_in(None, "", &format!("{}{extra}", gateway_config(&controller))),
         controller,
     )
 }
@@ -851,4 +856,215 @@ fn bad_input_costs_one_connection_and_nothing_else() {
     assert!(tls.starts_with("HTTP/1.1 400") || tls.is_empty(), "{tls}");
     // Everything else still works.
     assert_eq!(w.get("x", "/after", &[]).unwrap()["backend"], "a");
+}
+
+/// Creates or replaces the Opaque Secret `ns/name` with `entries`.
+fn put_secret(cp: &ControlPlane, ns: &str, name: &str, entries: &[(&str, Vec<u8>)]) {
+    block_on(async {
+        let api: Api<Secret> = Api::namespaced(cp.admin().await, ns);
+        let mut s = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            },
+            data: Some(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.clone())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        match api.get_opt(name).await.unwrap() {
+            None => {
+                api.create(&Default::default(), &s).await.unwrap();
+            }
+            Some(old) => {
+                s.metadata = old.metadata;
+                api.replace(name, &Default::default(), &s).await.unwrap();
+            }
+        }
+    });
+}
+
+fn random_key() -> Vec<u8> {
+    let mut k = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut k))
+        .unwrap();
+    k
+}
+
+#[test]
+fn session_tickets_from_a_secret_resume_across_a_restart_and_a_key_rotation() {
+    if !require_root("session_tickets_from_a_secret_resume_across_a_restart_and_a_key_rotation") {
+        return;
+    }
+    let secret = unique("tickets");
+    let mut w = start_with(&format!(
+        "session-ticket-secret = \"kube-system/{secret}\"\n"
+    ));
+    let ns = w.sw.ns.clone();
+    w.service(&ns, "svc-a", &["203.0.113.10"]);
+    let (ca, cert, key) = issue(&["app.example"], 4004);
+    let ca_path = w.sw.lab.write("ca.pem", &ca).display().to_string();
+    w.apply(&tls_secret_yaml(&ns, "app-cert", &cert, &key));
+    w.apply(&format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: tls
+  namespace: {ns}
+spec:
+  gatewayClassName: {class}
+  addresses: [{{type: IPAddress, value: "{VIP}"}}]
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+    hostname: app.example
+    tls: {{certificateRefs: [{{name: app-cert}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: app
+  namespace: {ns}
+spec:
+  parentRefs: [{{name: tls}}]
+  rules:
+  - backendRefs: [{{name: svc-a, port: 8080}}]
+"#,
+        class = w.class
+    ));
+    let https_ok = |w: &World| {
+        w.curl(&[
+            "--cacert",
+            &ca_path,
+            "--resolve",
+            &format!("app.example:443:{VIP}"),
+            "https://app.example/x",
+        ])
+        .0 == 200
+    };
+    w.wait("HTTPS through the VIP", || https_ok(&w).then_some(()));
+    let tickets = |w: &World| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&w.sw.kg.cli(&["gateway", "--json"])).unwrap();
+        v["session_tickets"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    // No Secret yet: this switch's own keys, and the view says what to create.
+    let own = tickets(&w);
+    assert!(
+        own.starts_with("this switch's own keys") && own.contains("not found"),
+        "{own}"
+    );
+
+    let old = random_key();
+    put_secret(
+        w.cp(),
+        "kube-system",
+        &secret,
+        &[("2026-11-01", old.clone())],
+    );
+    w.wait("the shared key to be in force", || {
+        tickets(&w)
+            .contains("1 key(s), 2026-11-01 encrypts")
+            .then_some(())
+    });
+
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/netns/harness/tickets_client.py"
+    );
+    let spawn_client = |w: &World| {
+        let mut c = w
+            .client
+            .command("python3")
+            .args([script, VIP, "443", "app.example", &ca_path])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(c.stdout.take().unwrap()).lines();
+        (c, out)
+    };
+    let (mut client, mut out) = spawn_client(&w);
+    let mut stdin = client.stdin.take().unwrap();
+    let mut ask = |cmd: &str| -> (u64, bool) {
+        writeln!(stdin, "{cmd}").unwrap();
+        let line = out.next().expect("an answer").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["version"], "TLSv1.3", "{line}");
+        (
+            v["status"].as_u64().unwrap(),
+            v["reused"].as_bool().unwrap(),
+        )
+    };
+    assert_eq!(ask("new s1"), (200, false), "a first handshake is full");
+    assert_eq!(
+        ask("resume s1"),
+        (200, true),
+        "and resumes on the same switch"
+    );
+
+    // A restarted kube-gw has no memory of its keys but the Secret: the ticket still opens
+    // (as it would on another switch ECMP moves the client to).
+    let name = w.sw.kg.name.clone();
+    let st = w.sw.lab.stop(&name, Duration::from_secs(30)).unwrap();
+    assert_eq!(st.code(), Some(0), "{}", w.sw.lab.log(&name));
+    w.sw.kg.restart(&mut w.sw.lab, &w.sw.node.clone());
+    w.wait("HTTPS after the restart", || https_ok(&w).then_some(()));
+    w.wait("the shared key after the restart", || {
+        tickets(&w).contains("2026-11-01 encrypts").then_some(())
+    });
+    assert_eq!(ask("resume s1"), (200, true), "resumed after the restart");
+
+    // Rotation: a new key encrypts, the old one still decrypts.
+    let new = random_key();
+    let encoded = |k: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(k)
+    };
+    let (old_b64, new_b64) = (encoded(&old), encoded(&new));
+    put_secret(
+        w.cp(),
+        "kube-system",
+        &secret,
+        &[("2026-11-01", old), ("2026-12-01", new.clone())],
+    );
+    w.wait("the new key to encrypt", || {
+        tickets(&w)
+            .contains("2 key(s), 2026-12-01 encrypts")
+            .then_some(())
+    });
+    assert_eq!(ask("resume s1"), (200, true), "the old key still decrypts");
+    assert_eq!(ask("new s2"), (200, false));
+    // The old key removed: its tickets are refused and the client makes a full handshake
+    // (still served); tickets of the new key resume.
+    put_secret(w.cp(), "kube-system", &secret, &[("2026-12-01", new)]);
+    w.wait("the old key to go", || {
+        tickets(&w).contains("1 key(s), 2026-12-01").then_some(())
+    });
+    assert_eq!(
+        ask("resume s1"),
+        (200, false),
+        "the old key's ticket is refused"
+    );
+    assert_eq!(
+        ask("resume s2"),
+        (200, true),
+        "the new key's ticket resumes"
+    );
+    drop(stdin);
+    let _ = client.wait();
+
+    // The changes were logged, the keys were not.
+    let log = w.sw.lab.log(&w.sw.kg.name);
+    assert!(log.contains("session tickets"), "{log}");
+    assert!(!log.contains(&old_b64) && !log.contains(&new_b64));
 }

@@ -719,6 +719,7 @@ fn resolve_backend(
         name: format!("{ns}/{}:{port}", b.name),
         weight: b.weight.unwrap_or(1),
         endpoints: Vec::new(),
+        proxy_protocol: false,
         error: None,
     };
     let fail = |mut backend: Backend, reason: &str, msg: String| {
@@ -758,6 +759,16 @@ fn resolve_backend(
             format!("Service {key} not found"),
         );
     };
+    match super::proxy_protocol::wanted(&svc.annotations) {
+        Ok(on) => backend.proxy_protocol = on,
+        Err(msg) => {
+            return fail(
+                backend,
+                "UnsupportedProtocol",
+                format!("Service {key}: {msg}"),
+            )
+        }
+    }
     let Some(sp) = svc
         .ports
         .iter()

@@ -303,6 +303,9 @@ pub struct Backend {
     pub weight: u32,
     /// Where requests go (ready endpoints, or serving-terminating ones if none is ready).
     pub endpoints: Vec<SocketAddr>,
+    /// Send a PROXY protocol v2 header first (the Service's `kube-gw.io/proxy-protocol: v2`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_protocol: bool,
     /// Why requests given to this backend fail (a reference that did not resolve → 500).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

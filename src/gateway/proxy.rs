@@ -167,6 +167,20 @@ struct Conn {
     opts: ProxyOptions,
     ktls: Arc<super::ktls::Probe>,
     stats: Arc<ProxyStats>,
+    /// The SNI of a terminated TLS connection.
+    sni: Option<String>,
+    /// Idle backend connections of this client connection only: those that began with a
+    /// PROXY protocol header (it names this client), never shared through `client`'s pool.
+    private: std::sync::Mutex<Vec<(SocketAddr, PrivateSender)>>,
+}
+
+type PrivateSender = hyper::client::conn::http1::SendRequest<Body>;
+
+/// Why a request to a backend failed: before it reached the backend (`connect`, retried
+/// elsewhere for idempotent requests) or after.
+struct SendError {
+    connect: bool,
+    text: String,
 }
 
 /// Runs the proxy until `accepted` closes.
@@ -251,6 +265,8 @@ pub async fn run(
                 opts: opts.clone(),
                 ktls: ktls.clone(),
                 stats: stats.clone(),
+                sni: None,
+                private: std::sync::Mutex::new(Vec::new()),
             };
             tokio::spawn(connection(a.stream, conn));
         }
@@ -291,6 +307,7 @@ async fn connection(stream: TcpStream, mut conn: Conn) {
             match tokio::time::timeout(conn.opts.header_timeout, accept).await {
                 Ok(Ok(tls)) => {
                     conn.tls = true;
+                    conn.sni = tls.get_ref().1.server_name().map(str::to_string);
                     let suite = tls.get_ref().1.negotiated_cipher_suite();
                     let kernel = conn
                         .ktls
@@ -676,7 +693,11 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         } else {
             std::mem::take(&mut headers)
         };
-        let sent = tokio::time::timeout(conn.opts.backend_timeout, conn.client.request(up)).await;
+        let sent = tokio::time::timeout(
+            conn.opts.backend_timeout,
+            send(conn, backend.proxy_protocol, endpoint, up),
+        )
+        .await;
         let ep = endpoint.to_string();
         match sent {
             Ok(Ok(resp)) => {
@@ -688,21 +709,19 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
                 log(parts.status, &route, &backend.name, &ep);
                 return Response::from_parts(parts, b.boxed());
             }
-            Ok(Err(e)) if e.is_connect() && retry_ok && attempt == 0 => {
-                tracing::debug!(endpoint = %ep, "gateway: connect failed, retrying another endpoint: {e}");
+            Ok(Err(e)) if e.connect && retry_ok && attempt == 0 => {
+                tracing::debug!(endpoint = %ep, "gateway: connect failed, retrying another endpoint: {}", e.text);
                 attempt += 1;
             }
             Ok(Err(e)) => {
-                conn.stats.metrics.backend_error(
-                    &route,
-                    if e.is_connect() {
-                        "connect"
-                    } else {
-                        "response"
-                    },
-                );
+                conn.stats
+                    .metrics
+                    .backend_error(&route, if e.connect { "connect" } else { "response" });
                 log(StatusCode::BAD_GATEWAY, &route, &backend.name, &ep);
-                return local(StatusCode::BAD_GATEWAY, &format!("backend {ep}: {e}"));
+                return local(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("backend {ep}: {}", e.text),
+                );
             }
             Err(_) => {
                 conn.stats.metrics.backend_error(&route, "timeout");
@@ -711,6 +730,87 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
             }
         }
     }
+}
+
+/// Sends one request to `endpoint`: through the shared pool, or, for a backend that wants the
+/// PROXY protocol, over a connection of this client connection only.
+async fn send(
+    conn: &Conn,
+    proxy_protocol: bool,
+    endpoint: SocketAddr,
+    mut req: Request<Body>,
+) -> Result<Response<Incoming>, SendError> {
+    if !proxy_protocol {
+        return conn.client.request(req).await.map_err(|e| SendError {
+            connect: e.is_connect(),
+            text: e.to_string(),
+        });
+    }
+    // Origin form: this connection speaks to the endpoint directly.
+    if let Some(pq) = req.uri().path_and_query().cloned() {
+        *req.uri_mut() = Uri::from(pq);
+    }
+    let idle = {
+        let mut p = conn.private.lock().unwrap_or_else(|e| e.into_inner());
+        p.retain(|(_, s)| !s.is_closed());
+        p.iter()
+            .position(|(e, _)| *e == endpoint)
+            .map(|i| p.swap_remove(i).1)
+    };
+    // An idle connection the backend closed meanwhile is replaced, not failed.
+    let reusable = match idle {
+        Some(mut s) => s.ready().await.is_ok().then_some(s),
+        None => None,
+    };
+    let mut sender = match reusable {
+        Some(s) => s,
+        None => {
+            let mut s = private_connection(conn, endpoint).await?;
+            s.ready().await.map_err(|e| SendError {
+                connect: true,
+                text: e.to_string(),
+            })?;
+            s
+        }
+    };
+    let resp = sender.send_request(req).await.map_err(|e| SendError {
+        connect: false,
+        text: e.to_string(),
+    })?;
+    conn.private
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((endpoint, sender));
+    Ok(resp)
+}
+
+/// A new backend connection that starts with the PROXY protocol v2 header of this client.
+async fn private_connection(conn: &Conn, endpoint: SocketAddr) -> Result<PrivateSender, SendError> {
+    let connect_err = |text: String| SendError {
+        connect: true,
+        text,
+    };
+    let mut stream = connect(endpoint, &conn.opts)
+        .await
+        .map_err(|e| connect_err(format!("connect: {e}")))?;
+    let header = super::proxy_protocol::header(
+        conn.peer,
+        SocketAddr::new(conn.pair.addr, conn.pair.port),
+        conn.sni.as_deref(),
+    );
+    stream
+        .write_all(&header)
+        .await
+        .map_err(|e| connect_err(format!("PROXY header: {e}")))?;
+    let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| connect_err(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = driver.await {
+            tracing::debug!("gateway: backend connection ended: {e}");
+        }
+    });
+    Ok(sender)
 }
 
 /// `host:port`, `[v6]:port`, `host` → the host.
@@ -789,6 +889,15 @@ async fn passthrough(mut stream: TcpStream, conn: Conn) {
         }
     };
     let mut up = up;
+    if backend.proxy_protocol {
+        let mut header = super::proxy_protocol::header(
+            conn.peer,
+            SocketAddr::new(conn.pair.addr, conn.pair.port),
+            sni.as_deref(),
+        );
+        header.extend_from_slice(&buf);
+        buf = header;
+    }
     if up.write_all(&buf).await.is_err() {
         return;
     }
@@ -923,6 +1032,7 @@ mod tests {
             name: n.into(),
             weight: w,
             endpoints: vec![],
+            proxy_protocol: false,
             error: None,
         };
         let bs = vec![b("a", 1), b("b", 3), b("z", 0)];

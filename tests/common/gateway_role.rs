@@ -49,6 +49,7 @@ pub fn serve_https(vip: &str, port: u16, cert: &str, key: &str, backend: &str, k
             name: "lab/bulk:8081".into(),
             weight: 1,
             endpoints: vec![backend.parse().unwrap()],
+            proxy_protocol: false,
             error: None,
         }],
         created: 0,

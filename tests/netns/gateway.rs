@@ -1068,3 +1068,198 @@ spec:
     assert!(log.contains("session tickets"), "{log}");
     assert!(!log.contains(&old_b64) && !log.contains(&new_b64));
 }
+
+#[test]
+fn proxy_protocol_v2_names_each_client_to_backends_that_ask_for_it() {
+    if !require_root("proxy_protocol_v2_names_each_client_to_backends_that_ask_for_it") {
+        return;
+    }
+    let mut w = start();
+    let ns = w.sw.ns.clone();
+    let echo = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/netns/harness/echo.py");
+    let (pass_ca, pass_cert, pass_key) = issue(&["pass.example"], 5005);
+    let pass_ca_path =
+        w.sw.lab
+            .write("pass-ca.pem", &pass_ca)
+            .display()
+            .to_string();
+    let pc = w.sw.lab.write("pass.crt", &pass_cert).display().to_string();
+    let pk = w.sw.lab.write("pass.key", &pass_key).display().to_string();
+    let backend = w.backend.clone();
+    w.sw.lab.spawn(
+        &backend,
+        "echo-pp",
+        "python3",
+        &[echo, "pp", "203.0.113.12", "8081", "--proxy-v2"],
+    );
+    w.sw.lab.spawn(
+        &backend,
+        "echo-pp-tls",
+        "python3",
+        &[
+            echo,
+            "pp-tls",
+            "203.0.113.12",
+            "8444",
+            &pc,
+            &pk,
+            "--proxy-v2",
+        ],
+    );
+    for log in ["echo-pp", "echo-pp-tls"] {
+        wait_for(&format!("{log} listening"), CONVERGE, || {
+            w.sw.lab.log(log).contains("listening").then_some(())
+        });
+    }
+    let service = |name: &str, annotation: &str, port: u16, target: u16| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations: {{kube-gw.io/proxy-protocol: \"{annotation}\"}}\nspec:\n  ports:\n  - name: p\n    port: {port}\n    protocol: TCP\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: {name}\n\
+             addressType: IPv4\nports:\n- name: p\n  port: {target}\n  protocol: TCP\nendpoints:\n- addresses: [\"203.0.113.12\"]\n  conditions: {{ready: true}}\n"
+        )
+    };
+    w.apply(&service("svc-pp", "v2", 80, 8081));
+    w.apply(&service("svc-pp-tls", "v2", 443, 8444));
+    w.apply(&service("svc-v1", "v1", 80, 8081));
+    w.apply(&format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: pp
+  namespace: {ns}
+spec:
+  gatewayClassName: {class}
+  addresses: [{{type: IPAddress, value: "{VIP}"}}]
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+  - name: pass
+    port: 8443
+    protocol: TLS
+    tls: {{mode: Passthrough}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: pp
+  namespace: {ns}
+spec:
+  parentRefs: [{{name: pp, sectionName: http}}]
+  hostnames: [pp.example]
+  rules:
+  - backendRefs: [{{name: svc-pp, port: 80}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: v1
+  namespace: {ns}
+spec:
+  parentRefs: [{{name: pp, sectionName: http}}]
+  hostnames: [v1.example]
+  rules:
+  - backendRefs: [{{name: svc-v1, port: 80}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata:
+  name: pass
+  namespace: {ns}
+spec:
+  parentRefs: [{{name: pp, sectionName: pass}}]
+  hostnames: [pass.example]
+  rules:
+  - backendRefs: [{{name: svc-pp-tls, port: 443}}]
+"#,
+        class = w.class
+    ));
+    let first = w.wait("HTTP through the VIP to the PROXY backend", || {
+        w.get("pp.example", "/a", &["--local-port", "40001"]).ok()
+    });
+    assert_eq!(first["backend"], "pp");
+    assert_eq!(first["proxy"]["src"], "192.0.2.66:40001", "{first}");
+    assert_eq!(first["proxy"]["dst"], format!("{VIP}:80"), "{first}");
+    assert_eq!(first["proxy"]["authority"], serde_json::Value::Null);
+    // The TCP peer is the switch; the header is what names the client.
+    assert_eq!(first["peer"], "203.0.113.1");
+
+    // Two requests on one client connection share one backend connection (one header).
+    let out = w.client.try_exec(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "--max-time",
+            "10",
+            "--resolve",
+            &format!("pp.example:80:{VIP}"),
+            "--local-port",
+            "40002",
+            "http://pp.example/1",
+            "http://pp.example/2",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let body = String::from_utf8_lossy(&out.stdout).to_string();
+    let answers: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&body)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(answers.len(), 2, "{body}");
+    assert_eq!(answers[0]["proxy"]["src"], "192.0.2.66:40002");
+    assert_eq!(answers[0]["conn"], answers[1]["conn"], "{body}");
+    // Another client gets its own backend connection: the header names it, not the first.
+    let other = w
+        .get("pp.example", "/b", &["--local-port", "40003"])
+        .unwrap();
+    assert_eq!(other["proxy"]["src"], "192.0.2.66:40003", "{other}");
+    assert_ne!(other["conn"], answers[0]["conn"]);
+
+    // TLS passthrough: the header, then the client's TLS bytes untouched (the client
+    // verifies the backend's certificate), with the SNI as the authority.
+    let (status, _, body) = w.wait("passthrough to the PROXY backend", || {
+        let r = w.curl(&[
+            "--cacert",
+            &pass_ca_path,
+            "--resolve",
+            &format!("pass.example:8443:{VIP}"),
+            "--local-port",
+            "40004",
+            "https://pass.example:8443/p",
+        ]);
+        (r.0 == 200).then_some(r)
+    });
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            v["backend"].as_str(),
+            v["proxy"]["src"].as_str(),
+            v["proxy"]["dst"].as_str(),
+            v["proxy"]["authority"].as_str()
+        ),
+        (
+            Some("pp-tls"),
+            Some("192.0.2.66:40004"),
+            Some(format!("{VIP}:8443").as_str()),
+            Some("pass.example")
+        )
+    );
+
+    // A version kube-gw does not send: the route says so, requests get 500, and the backend
+    // was never sent a connection without its header (the refusal is the route's).
+    let st = w.wait("the v1 route's ResolvedRefs", || {
+        let s = w.route_status(&ns, "v1");
+        let c = s["parents"]
+            .as_array()
+            .and_then(|p| p.first())
+            .map(|p| condition(&p["conditions"], "ResolvedRefs").clone())?;
+        (c["status"] == "False").then_some(c)
+    });
+    assert_eq!(st["reason"], "UnsupportedProtocol", "{st}");
+    assert!(st["message"].as_str().unwrap().contains("\"v1\""), "{st}");
+    assert_eq!(w.get("v1.example", "/", &[]), Err(500));
+    assert!(!w.sw.lab.log("echo-pp").contains("refused a connection"));
+    let _ = &mut w;
+}

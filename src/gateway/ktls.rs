@@ -10,7 +10,8 @@
 //! Reads are kube-gw's own ([`KernelTls`]), not the crate's stream: a record that is not
 //! application data (an alert, close_notify, or a peer's KeyUpdate, which kernels before 6.13
 //! cannot follow) makes `read` fail with `EIO` when no control-message buffer is given; that
-//! ends this one connection as an end of stream, cleanly, whatever the peer sent.
+//! ends this one connection as an end of stream, cleanly, whatever the peer sent: the
+//! shutdown that follows sends a close_notify alert (sealed by the kernel) before the FIN.
 
 use std::io;
 use std::pin::Pin;
@@ -85,6 +86,8 @@ pub struct KernelTls {
     drained: Vec<u8>,
     at: usize,
     inner: TcpStream,
+    /// The close_notify alert went (once, at shutdown).
+    notified: bool,
 }
 
 impl KernelTls {
@@ -97,6 +100,7 @@ impl KernelTls {
             drained: drained.unwrap_or_default(),
             at: 0,
             inner,
+            notified: false,
         })
     }
 }
@@ -135,7 +139,17 @@ impl AsyncWrite for KernelTls {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
+    /// A close_notify alert (sealed by the kernel), then the TCP FIN: the peer sees the TLS
+    /// session end as it should, also when it ends because the kernel could not follow the
+    /// peer's KeyUpdate.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if !this.notified {
+            this.notified = true;
+            if let Err(e) = kube_gw_sockopt::send_tls_close_notify(&this.inner) {
+                tracing::debug!("gateway: close_notify not sent: {e}");
+            }
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }

@@ -5,8 +5,9 @@
 //! Roles (this binary in a namespace): `gateway CERT KEY BACKEND` runs steering and the proxy
 //! for one HTTPS listener at VIP:443; `httpbulk PORT` is an HTTP backend answering
 //! `/bytes/N` with N deterministic bytes; `tlsget SUITE CA PATH` fetches through the VIP with
-//! one cipher suite and prints the body's length and checksum; `tlsstat` prints
-//! `/proc/net/tls_stat` of its namespace.
+//! one cipher suite and prints the body's length and checksum; `tlskeyupdate CA` sends a
+//! TLS 1.3 KeyUpdate on a kept-alive connection and reports what each request got;
+//! `tlsstat` prints `/proc/net/tls_stat` of its namespace.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -107,8 +108,8 @@ pub fn gateway(cert: &str, key: &str, backend: &str) {
     crate::gateway_role::serve_https(VIP, 443, cert, key, backend, true);
 }
 
-/// GET `path` through VIP:443 with one TLS 1.3 cipher suite; prints `<status> <length> <checksum>`.
-pub fn tlsget(suite: &str, ca: &str, path: &str) {
+/// A TLS 1.3 client of VIP:443 (`app.example`) with one cipher suite.
+fn tls_client(suite: &str, ca: &str) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut provider = rustls::crypto::ring::default_provider();
     provider
         .cipher_suites
@@ -126,7 +127,14 @@ pub fn tlsget(suite: &str, ca: &str, path: &str) {
     let name = rustls::pki_types::ServerName::try_from("app.example").unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
     let sock = TcpStream::connect(SocketAddr::new(VIP.parse().unwrap(), 443)).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, sock);
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    rustls::StreamOwned::new(conn, sock)
+}
+
+/// GET `path` through VIP:443 with one TLS 1.3 cipher suite; prints `<status> <length> <checksum>`.
+pub fn tlsget(suite: &str, ca: &str, path: &str) {
+    let mut tls = tls_client(suite, ca);
     write!(
         tls,
         "GET {path} HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n"
@@ -159,6 +167,45 @@ pub fn tlsget(suite: &str, ca: &str, path: &str) {
         }
     }
     println!("{status} {off} {acc}");
+}
+
+/// One keep-alive GET of `/bytes/1000` on `tls`: `answered <status>` once the whole body
+/// came, or `closed: <how>` when the connection ended without an answer.
+fn keepalive_get(tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> String {
+    if let Err(e) = write!(tls, "GET /bytes/1000 HTTP/1.1\r\nHost: app.example\r\n\r\n") {
+        return format!("closed: write {e}");
+    }
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tls.read(&mut byte) {
+            Ok(0) => return "closed: end of stream".into(),
+            Ok(_) => head.push(byte[0]),
+            Err(e) => return format!("closed: {:?}", e.kind()),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1).unwrap_or("0").to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    match tls.read_exact(&mut body) {
+        Ok(()) => format!("answered {status}"),
+        Err(e) => format!("closed: in the body {:?}", e.kind()),
+    }
+}
+
+/// Two requests on one connection, then a KeyUpdate (this side's keys, with the peer asked
+/// to update its own), then a third; prints one line per request.
+pub fn tlskeyupdate(ca: &str) {
+    let mut tls = tls_client("TLS13_AES_128_GCM_SHA256", ca);
+    println!("1 {}", keepalive_get(&mut tls));
+    println!("2 {}", keepalive_get(&mut tls));
+    tls.conn.refresh_traffic_keys().unwrap();
+    println!("3 {}", keepalive_get(&mut tls));
 }
 
 /// `/proc/net/tls_stat` of a namespace as counters.
@@ -279,6 +326,39 @@ pub fn gateway_terminates_tls_in_the_kernel_and_shares_a_vip_with_ipvs() {
             size as f64 / secs / 1e6
         );
     }
+
+    // A peer's KeyUpdate: this kernel (6.1) cannot rekey, so the connection that sent it
+    // ends, cleanly; before it, the same kept-alive connection was answered twice (the
+    // control), and a new connection afterwards is served (nothing else affected).
+    let out = run_role(&w.client, &["tlskeyupdate", ca_path.to_str().unwrap()]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some("1 answered 200"),
+        "kept alive: {out}"
+    );
+    assert_eq!(lines.get(1).copied(), Some("2 answered 200"), "{out}");
+    assert_eq!(
+        lines.get(2).copied(),
+        Some("3 closed: end of stream"),
+        "after the KeyUpdate the connection ends without an answer, with close_notify \
+         (rustls reports a close without it as UnexpectedEof): {out}"
+    );
+    println!("KeyUpdate: {}", lines.get(2).unwrap_or(&""));
+    let after = run_role(
+        &w.client,
+        &[
+            "tlsget",
+            "TLS13_AES_128_GCM_SHA256",
+            ca_path.to_str().unwrap(),
+            "/bytes/1000",
+        ],
+    );
+    assert!(
+        after.starts_with("200 1000 "),
+        "a new connection is served: {after}"
+    );
+    assert!(lab.running("ggw"), "the gateway is still running");
 
     // The same VIP on port 80 is IPVS's, and serves.
     let got = crate::connect_all(&w, &["192.0.2.10".to_string()]);

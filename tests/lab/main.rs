@@ -50,6 +50,7 @@ fn role(args: &[String]) {
         Some("tlsstat") => gateway::tlsstat(),
         Some("gateway") => gateway::gateway(&args[1], &args[2], &args[3]),
         Some("tlsget") => gateway::tlsget(&args[1], &args[2], &args[3]),
+        Some("tlskeyupdate") => gateway::tlskeyupdate(&args[1]),
         other => panic!("unknown role {other:?}"),
     }
 }

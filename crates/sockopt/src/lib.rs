@@ -9,9 +9,13 @@
 //!   neighbors can refuse a GTSM neighbor's connection that came from too far before any of
 //!   its data is read.
 //!
-//! This crate holds the only `unsafe` code of kube-gw: a `setsockopt(2)` and a
-//! `getsockopt(2)` call, each on a borrowed descriptor with a pointer and length of a buffer
-//! that lives across the call. The daemon crate keeps `unsafe_code = "forbid"`. Everything
+//! And for the gateway's kernel TLS: a `close_notify` alert sent as a TLS record by the kernel
+//! (`sendmsg(2)` with the `TLS_SET_RECORD_TYPE` control message), so a connection the kernel
+//! encrypts ends as TLS says it should.
+//!
+//! This crate holds the only `unsafe` code of kube-gw: a `setsockopt(2)`, a `getsockopt(2)`
+//! and a `sendmsg(2)` call, each on a borrowed descriptor with pointers and lengths of
+//! buffers that live across the call. The daemon crate keeps `unsafe_code = "forbid"`. Everything
 //! else (building the kernel's `struct tcp_md5sig` byte by byte, reading the TTL out of the
 //! saved headers) is safe code and unit-tested.
 //!
@@ -135,6 +139,55 @@ pub fn ttl_of(ip_header: &[u8]) -> Option<u8> {
     }
 }
 
+/// `TLS_SET_RECORD_TYPE` of `SOL_TLS` (linux/tls.h) and the TLS record type of an alert.
+const TLS_SET_RECORD_TYPE: i32 = 1;
+const RECORD_TYPE_ALERT: u8 = 21;
+
+/// The control message `TLS_SET_RECORD_TYPE` with one byte of data, laid out as
+/// `CMSG_SPACE(1)`: the header, then the data, padded to the header's alignment.
+#[repr(C)]
+struct RecordTypeCmsg {
+    hdr: libc::cmsghdr,
+    data: [u8; 8],
+}
+
+/// Sends a TLS `close_notify` alert (level warning) on a socket whose transmit side is kernel
+/// TLS (`TLS_TX` set): the kernel seals it as one alert record. Only for such sockets: plain
+/// TCP ignores the control message and would send the two bytes as data. Fails with the
+/// kernel's errno (`EAGAIN` when the send buffer is full: the caller closes anyway).
+pub fn send_tls_close_notify(sock: &impl AsFd) -> io::Result<()> {
+    // AlertLevel warning (1), AlertDescription close_notify (0).
+    let payload = [1u8, 0u8];
+    let mut cmsg = RecordTypeCmsg {
+        hdr: libc::cmsghdr {
+            cmsg_len: std::mem::size_of::<libc::cmsghdr>() + 1,
+            cmsg_level: libc::SOL_TLS,
+            cmsg_type: TLS_SET_RECORD_TYPE,
+        },
+        data: [RECORD_TYPE_ALERT, 0, 0, 0, 0, 0, 0, 0],
+    };
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr().cast_mut().cast::<libc::c_void>(),
+        iov_len: payload.len(),
+    };
+    // SAFETY: an all-zero `msghdr` is a valid value (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = (&mut cmsg as *mut RecordTypeCmsg).cast::<libc::c_void>();
+    msg.msg_controllen = std::mem::size_of::<RecordTypeCmsg>();
+    let fd = sock.as_fd();
+    // SAFETY: `fd` is a descriptor borrowed for the duration of the call; `msg` points at
+    // `iov` (one buffer of `payload.len()` bytes) and at `cmsg` (`msg_controllen` bytes, a
+    // well-formed control message), all live across the call and only read by the kernel.
+    let r = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT) };
+    if r >= 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn getsockopt(sock: &impl AsFd, level: i32, name: i32, buf: &mut [u8]) -> io::Result<usize> {
     let fd = sock.as_fd();
     let mut len = libc::socklen_t::try_from(buf.len())
@@ -185,6 +238,15 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
+
+    #[test]
+    fn the_record_type_message_is_cmsg_space_of_one_byte() {
+        // CMSG_SPACE(1) and CMSG_LEN(1) as the C macros compute them.
+        // SAFETY: pure arithmetic on a length.
+        let (space, len) = unsafe { (libc::CMSG_SPACE(1), libc::CMSG_LEN(1)) };
+        assert_eq!(std::mem::size_of::<RecordTypeCmsg>(), space as usize);
+        assert_eq!(std::mem::size_of::<libc::cmsghdr>() + 1, len as usize);
+    }
 
     #[test]
     fn the_md5sig_layout_matches_the_kernel_header() {

@@ -13,6 +13,8 @@ fn main() {
     println!("cargo:rerun-if-changed=ebpf/Cargo.lock");
     println!("cargo:rerun-if-env-changed=KUBE_GW_EBPF");
     println!("cargo:rustc-check-cfg=cfg(kube_gw_no_ebpf)");
+    // cargo-fuzz builds with --cfg fuzzing (src/lib.rs keeps the system allocator then).
+    println!("cargo:rustc-check-cfg=cfg(fuzzing)");
     let out = PathBuf::from(env::var_os("OUT_DIR").unwrap_or_default());
     let object = out.join("kube-gw-ebpf.o");
     if env::var("KUBE_GW_EBPF").as_deref() == Ok("off") {

@@ -719,6 +719,7 @@ fn resolve_backend(
         name: format!("{ns}/{}:{port}", b.name),
         weight: b.weight.unwrap_or(1),
         endpoints: Vec::new(),
+        authorities: Vec::new(),
         proxy_protocol: false,
         error: None,
     };
@@ -780,11 +781,13 @@ fn resolve_backend(
             format!("Service {key} has no TCP port {port}"),
         );
     };
+    let mut endpoints = Vec::new();
     for v4 in [true, false] {
         for d in crate::desired::endpoints(inp.cluster, svc, &sp.name, Protocol::Tcp, v4) {
-            backend.endpoints.push(SocketAddr::new(d.address, d.port));
+            endpoints.push(SocketAddr::new(d.address, d.port));
         }
     }
+    backend.set_endpoints(endpoints);
     (backend, None)
 }
 
@@ -832,6 +835,7 @@ fn compile_http(inp: &Inputs<'_>, r: &Object<api::HttpRouteSpec>) -> Compiled {
                     filters: filters.clone(),
                     backends: backends.clone(),
                     created: r.created,
+                    metrics: Default::default(),
                 })),
                 Err(msg) => {
                     out.problem = Some(Condition::new("Accepted", false, "UnsupportedValue", msg))

@@ -86,6 +86,20 @@ impl GatewayMetrics {
         );
     }
 
+    /// The handles of one route's series, for [`RouteHandles::request`].
+    pub fn route(&self, route: &str) -> RouteHandles {
+        RouteHandles {
+            duration: self
+                .duration
+                .get_or_create(&RouteLabel {
+                    route: route.to_string(),
+                })
+                .clone(),
+            codes: std::sync::Mutex::new(Vec::new()),
+            name: route.to_string(),
+        }
+    }
+
     /// One request done.
     pub fn request(&self, route: &str, code: u16, seconds: f64) {
         self.requests
@@ -119,5 +133,87 @@ impl GatewayMetrics {
                 mode: mode.to_string(),
             })
             .inc();
+    }
+}
+
+/// One route's series, looked up once (per rule and desired state) instead of per request:
+/// the family lookups hash and allocate their label set.
+#[derive(Debug)]
+pub struct RouteHandles {
+    /// `namespace/name` of the route.
+    pub name: String,
+    duration: Histogram,
+    /// Request counters by status code, as they come.
+    codes: std::sync::Mutex<Vec<(u16, Counter)>>,
+}
+
+impl RouteHandles {
+    /// One request of this route done.
+    pub fn request(&self, families: &GatewayMetrics, code: u16, seconds: f64) {
+        self.duration.observe(seconds);
+        let mut codes = self.codes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = codes.iter().find(|(k, _)| *k == code) {
+            c.inc();
+            return;
+        }
+        let c = families
+            .requests
+            .get_or_create(&RouteCode {
+                route: self.name.clone(),
+                code,
+            })
+            .clone();
+        c.inc();
+        codes.push((code, c));
+    }
+}
+
+/// A rule's [`RouteHandles`], made at its first request. A clone starts empty (it is a cache).
+#[derive(Debug, Default)]
+pub struct RouteCache(std::sync::OnceLock<RouteHandles>);
+
+impl Clone for RouteCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl RouteCache {
+    pub fn get(&self, families: &GatewayMetrics, route: &dyn std::fmt::Display) -> &RouteHandles {
+        self.0.get_or_init(|| families.route(&route.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_handles_count_into_the_same_series_as_the_families() {
+        let m = GatewayMetrics::default();
+        let cache = RouteCache::default();
+        let h = cache.get(&m, &"ns/web");
+        h.request(&m, 200, 0.001);
+        h.request(&m, 200, 0.001);
+        h.request(&m, 503, 0.001);
+        m.request("ns/web", 200, 0.001);
+        let count = |code| {
+            m.requests
+                .get_or_create(&RouteCode {
+                    route: "ns/web".into(),
+                    code,
+                })
+                .get()
+        };
+        assert_eq!((count(200), count(503)), (3, 1));
+        let mut r = Registry::default();
+        m.register(&mut r);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap_or_default();
+        assert!(
+            text.contains("kube_gw_gateway_request_duration_seconds_count{route=\"ns/web\"} 4")
+                || text.contains("gateway_request_duration_seconds_count{route=\"ns/web\"} 4"),
+            "{text}"
+        );
     }
 }

@@ -14,7 +14,8 @@
 //! - [`plan`]: those plans, and request matching over them (pure).
 //! - [`steer`]: the eBPF `sk_lookup` program and its maps (VIP:port → the gateway's listening
 //!   socket per family), with the per-pair fallback where BPF is unavailable.
-//! - [`proxy`]: HTTP/1.1 and HTTP/2 (hyper), TLS (rustls), TLS passthrough; backend pools.
+//! - [`proxy`]: HTTP/1.1 and HTTP/2 (hyper), TLS (rustls), TLS passthrough.
+//! - [`pool`]: the proxy's backend connections (per client connection, then a shared pool).
 //! - [`proxy_protocol`]: the PROXY protocol v2 header toward backends that ask for it (pure).
 //! - [`sni`]: the SNI of a ClientHello, for passthrough (pure).
 //! - [`tickets`]: the TLS session-ticket keys every switch shares (from a Secret).
@@ -30,6 +31,7 @@ pub mod compute;
 pub mod ktls;
 pub mod metrics;
 pub mod plan;
+pub mod pool;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod sni;

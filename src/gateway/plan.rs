@@ -155,6 +155,12 @@ impl std::fmt::Display for HostPattern {
 pub struct RouteTable {
     /// Rules are shared (`Arc`): a request takes its rule without copying it.
     pub hosts: Vec<(HostPattern, Vec<Arc<Rule>>)>,
+    /// Some rule matches on headers / on the query ([`finish`](Self::finish) sets them): a
+    /// request's headers and query are gathered for matching only then.
+    #[serde(skip)]
+    pub reads_headers: bool,
+    #[serde(skip)]
+    pub reads_query: bool,
 }
 
 /// A path match.
@@ -283,6 +289,9 @@ pub struct Rule {
     /// Route creation time (ties: older first).
     #[serde(skip)]
     pub created: i64,
+    /// The route's metric series, looked up at its first request.
+    #[serde(skip)]
+    pub metrics: super::metrics::RouteCache,
 }
 
 /// A filter the proxy applies.
@@ -303,12 +312,26 @@ pub struct Backend {
     pub weight: u32,
     /// Where requests go (ready endpoints, or serving-terminating ones if none is ready).
     pub endpoints: Vec<SocketAddr>,
+    /// `endpoints` as URI authorities, index for index (made once, not per request).
+    #[serde(skip)]
+    pub authorities: Vec<Option<hyper::http::uri::Authority>>,
     /// Send a PROXY protocol v2 header first (the Service's `kube-gw.io/proxy-protocol: v2`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub proxy_protocol: bool,
     /// Why requests given to this backend fail (a reference that did not resolve → 500).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl Backend {
+    /// Sets the endpoints (and their authorities).
+    pub fn set_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
+        self.authorities = endpoints
+            .iter()
+            .map(|e| e.to_string().parse().ok())
+            .collect();
+        self.endpoints = endpoints;
+    }
 }
 
 /// A passthrough route of one VIP:port.
@@ -334,6 +357,9 @@ impl RouteTable {
                     .then(a.rule.cmp(&b.rule))
             });
         }
+        let all = || self.hosts.iter().flat_map(|(_, r)| r.iter());
+        self.reads_headers = all().any(|r| !r.match_.headers.is_empty());
+        self.reads_query = all().any(|r| !r.match_.query.is_empty());
     }
 
     /// Adds a rule under a host pattern.

@@ -4,7 +4,7 @@
 //! ```text
 //!  Accepted (stream, peer, VIP:port) ──► plan of VIP:port ─┬─ HTTP: hyper (HTTP/1.1, h2c) ──┐
 //!                                                           ├─ HTTPS: rustls (SNI → cert,   ├─► route → filters → backend
-//!                                                           │  ALPN h2/http1.1) → hyper ────┘    → endpoint (pooled client)
+//!                                                           │  ALPN h2/http1.1) → hyper ────┘    → endpoint (pool.rs)       
 //!                                                           └─ TLS passthrough: SNI → backend, bytes copied untouched
 //! ```
 //!
@@ -17,7 +17,7 @@
 //! - Outputs: the responses; one access-log line per request (target `kube_gw::access`).
 //! - Backend connections are sourced from `[gateway] source-addresses` when set (the switch's
 //!   own address, not the anycast VIP: replies must come back to this switch), else from the
-//!   kernel's choice for the route; they are pooled per endpoint.
+//!   kernel's choice for the route; they are kept per client connection, then pooled (`pool`).
 //! - Bad input costs one connection: malformed HTTP gets 400, oversized headers 431, a client
 //!   that sends its headers too slowly is closed after the header timeout, TLS garbage or an
 //!   unknown SNI ends the handshake with an alert.
@@ -35,8 +35,6 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST, LOCATION};
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -161,20 +159,20 @@ fn runtime(
 struct Conn {
     pair: Pair,
     peer: SocketAddr,
+    /// The client's address as `X-Forwarded-For` and `Forwarded` write it (made once).
+    peer_ip: String,
+    peer_ip_value: HeaderValue,
+    forwarded_for: String,
     tls: bool,
     runtime: watch::Receiver<Arc<Runtime>>,
-    client: Client<HttpConnector, Body>,
+    /// Backend connections: this client connection's own, and the shared idle pool.
+    backends: std::sync::Mutex<super::pool::Local>,
     opts: ProxyOptions,
     ktls: Arc<super::ktls::Probe>,
     stats: Arc<ProxyStats>,
     /// The SNI of a terminated TLS connection.
     sni: Option<String>,
-    /// Idle backend connections of this client connection only: those that began with a
-    /// PROXY protocol header (it names this client), never shared through `client`'s pool.
-    private: std::sync::Mutex<Vec<(SocketAddr, PrivateSender)>>,
 }
-
-type PrivateSender = hyper::client::conn::http1::SendRequest<Body>;
 
 /// Why a request to a backend failed: before it reached the backend (`connect`, retried
 /// elsewhere for idempotent requests) or after.
@@ -238,35 +236,38 @@ pub async fn run(
         }
         std::future::pending::<()>().await;
     };
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    match (opts.source_v4, opts.source_v6) {
-        (Some(a), Some(b)) => connector.set_local_addresses(a, b),
-        (Some(a), None) => connector.set_local_address(Some(IpAddr::V4(a))),
-        (None, Some(b)) => connector.set_local_address(Some(IpAddr::V6(b))),
-        (None, None) => {}
-    }
-    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_timer(TokioTimer::new())
-        .build(connector);
+    let shared = Arc::new(super::pool::Shared::default());
+    let prune = async {
+        loop {
+            tokio::time::sleep(super::pool::IDLE_TIMEOUT / 4).await;
+            shared.prune();
+        }
+    };
     let serve = async {
         while let Some(a) = accepted.recv().await {
+            let ip = canonical(a.peer.ip());
+            let peer_ip = ip.to_string();
             let conn = Conn {
                 pair: Pair {
                     addr: canonical(a.local.ip()),
                     port: a.local.port(),
                 },
                 peer: a.peer,
+                peer_ip_value: HeaderValue::from_str(&peer_ip)
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+                forwarded_for: if ip.is_ipv6() {
+                    format!("\"[{peer_ip}]\"")
+                } else {
+                    peer_ip.clone()
+                },
+                peer_ip,
                 tls: false,
                 runtime: rt_rx.clone(),
-                client: client.clone(),
+                backends: std::sync::Mutex::new(super::pool::Local::new(shared.clone())),
                 opts: opts.clone(),
                 ktls: ktls.clone(),
                 stats: stats.clone(),
                 sni: None,
-                private: std::sync::Mutex::new(Vec::new()),
             };
             tokio::spawn(connection(a.stream, conn));
         }
@@ -274,6 +275,7 @@ pub async fn run(
     tokio::select! {
         () = rebuild => {}
         () = serve => {}
+        () = prune => {}
     }
 }
 
@@ -353,7 +355,10 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Flattened writes: a small response goes out as one TLS record and one send, not a record
+    // for the head and another for the body.
     b.http1()
+        .writev(false)
         .timer(TokioTimer::new())
         .header_read_timeout(conn.opts.header_timeout)
         .max_buf_size(64 * 1024);
@@ -409,26 +414,33 @@ fn pick_backend(backends: &[Backend]) -> Option<&Backend> {
     None
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// The hop-by-hop headers (RFC 9110 7.6.1), besides those a Connection header lists.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    hyper::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    hyper::header::PROXY_AUTHENTICATE,
+    hyper::header::PROXY_AUTHORIZATION,
+    hyper::header::TE,
+    hyper::header::TRAILER,
+    hyper::header::TRANSFER_ENCODING,
+    hyper::header::UPGRADE,
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let listed: Vec<String> = h
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-        .collect();
-    for n in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(listed) {
-        h.remove(n.as_str());
+    if h.contains_key(hyper::header::CONNECTION) {
+        let listed: Vec<HeaderName> = h
+            .get_all(hyper::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
+            .collect();
+        for n in &listed {
+            h.remove(n);
+        }
+    }
+    for n in &HOP_BY_HOP {
+        h.remove(n);
     }
 }
 
@@ -508,178 +520,219 @@ pub fn redirect_location(
     loc
 }
 
-async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
+async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let started = Instant::now();
-    let host_header = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    let host = strip_port(&host_header).to_ascii_lowercase();
-    let path = req.uri().path().to_string();
-    let method_s = req.method().to_string();
-    let query = req.uri().query().map(str::to_string);
+    let (mut parts, body) = req.into_parts();
+    // Cheap clones (shared bytes): the request's parts stay borrowable while its headers
+    // change.
+    let uri = parts.uri.clone();
+    let host_value = match uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(HOST).cloned(),
+    };
+    let host_header = host_value
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let host: std::borrow::Cow<'_, str> = {
+        let h = strip_port(host_header);
+        if h.bytes().any(|b| b.is_ascii_uppercase()) {
+            h.to_ascii_lowercase().into()
+        } else {
+            h.into()
+        }
+    };
+    let path = uri.path();
+    let query = uri.query();
+    let method = parts.method.clone();
     let rule: Option<Arc<Rule>> = {
-        let view = RequestView {
-            host: &host,
-            path: &path,
-            method: req.method().as_str(),
-            headers: req
-                .headers()
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("")))
-                .collect(),
-            query: query
-                .as_deref()
-                .unwrap_or("")
-                .split('&')
-                .filter(|s| !s.is_empty())
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    (k.to_string(), v.to_string())
-                })
-                .collect(),
-        };
         let rt = conn.runtime.borrow();
         match rt.state.ports.get(&conn.pair) {
-            Some(PortPlan::Http { routes, .. }) => routes.select(&view).cloned(),
+            Some(PortPlan::Http { routes, .. }) => {
+                let view = RequestView {
+                    host: &host,
+                    path,
+                    method: method.as_str(),
+                    headers: if routes.reads_headers {
+                        parts
+                            .headers
+                            .iter()
+                            .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("")))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
+                    query: if routes.reads_query {
+                        query
+                            .unwrap_or("")
+                            .split('&')
+                            .filter(|s| !s.is_empty())
+                            .map(|kv| {
+                                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                                (k.to_string(), v.to_string())
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
+                };
+                routes.select(&view).cloned()
+            }
             _ => None,
         }
     };
     let scheme = if conn.tls { "https" } else { "http" };
-    let log = |status: StatusCode, route: &str, backend: &str, endpoint: &str| {
-        conn.stats
-            .metrics
-            .request(route, status.as_u16(), started.elapsed().as_secs_f64());
+    let log = |status: StatusCode, route: &str, backend: &str, endpoint: &dyn std::fmt::Display| {
         tracing::info!(
             target: "kube_gw::access",
             client = %conn.peer.ip(),
             vip = %conn.pair,
             scheme,
             host = %host,
-            method = %method_s,
+            method = %method,
             path = %path,
             route,
             backend,
-            endpoint,
+            endpoint = %endpoint,
             status = status.as_u16(),
             ms = started.elapsed().as_secs_f64() * 1000.0,
         );
     };
     let Some(rule) = rule else {
-        log(StatusCode::NOT_FOUND, "-", "-", "-");
+        conn.stats
+            .metrics
+            .request("-", 404, started.elapsed().as_secs_f64());
+        log(StatusCode::NOT_FOUND, "-", "-", &"-");
         return local(StatusCode::NOT_FOUND, "no route");
     };
-    let route = rule.route.to_string();
+    let series = rule.metrics.get(&conn.stats.metrics, &rule.route);
+    let route = series.name.as_str();
+    let done = |status: StatusCode, backend: &str, endpoint: &dyn std::fmt::Display| {
+        series.request(
+            &conn.stats.metrics,
+            status.as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+        log(status, route, backend, endpoint);
+    };
     let mut response_mods = Vec::new();
-    let mut out_path = path.clone();
+    let mut out_path: Option<String> = None;
     let mut out_host: Option<String> = None;
     for f in &rule.filters {
         match f {
             Filter::Redirect(r) => {
-                let p = r
-                    .path
-                    .as_ref()
-                    .map_or(path.clone(), |m| modified_path(&path, &rule.match_.path, m));
-                let loc = redirect_location(r, scheme, &host, conn.pair.port, &p, query.as_deref());
+                let p = r.path.as_ref().map_or(path.to_string(), |m| {
+                    modified_path(path, &rule.match_.path, m)
+                });
+                let loc = redirect_location(r, scheme, &host, conn.pair.port, &p, query);
                 let code =
                     StatusCode::from_u16(r.status_code.unwrap_or(302)).unwrap_or(StatusCode::FOUND);
                 let mut resp = local(code, "redirect");
                 if let Ok(v) = HeaderValue::from_str(&loc) {
                     resp.headers_mut().insert(LOCATION, v);
                 }
-                log(code, &route, "-", "-");
+                done(code, "-", &"-");
                 return resp;
             }
-            Filter::RequestHeaders(m) => modify(req.headers_mut(), m),
-            Filter::ResponseHeaders(m) => response_mods.push(m.clone()),
+            Filter::RequestHeaders(m) => modify(&mut parts.headers, m),
+            Filter::ResponseHeaders(m) => response_mods.push(m),
             Filter::Rewrite(w) => {
                 if let Some(h) = &w.hostname {
                     out_host = Some(h.clone());
                 }
                 if let Some(m) = &w.path {
-                    out_path = modified_path(&path, &rule.match_.path, m);
+                    out_path = Some(modified_path(path, &rule.match_.path, m));
                 }
             }
         }
     }
     let Some(backend) = pick_backend(&rule.backends) else {
-        log(StatusCode::INTERNAL_SERVER_ERROR, &route, "-", "-");
+        done(StatusCode::INTERNAL_SERVER_ERROR, "-", &"-");
         return local(StatusCode::INTERNAL_SERVER_ERROR, "no backend");
     };
     if let Some(e) = &backend.error {
-        log(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &route,
-            &backend.name,
-            "-",
-        );
+        done(StatusCode::INTERNAL_SERVER_ERROR, &backend.name, &"-");
         return local(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("backend unavailable: {e}"),
         );
     }
     if backend.endpoints.is_empty() {
-        conn.stats.metrics.backend_error(&route, "no_endpoints");
-        log(StatusCode::SERVICE_UNAVAILABLE, &route, &backend.name, "-");
+        conn.stats.metrics.backend_error(route, "no_endpoints");
+        done(StatusCode::SERVICE_UNAVAILABLE, &backend.name, &"-");
         return local(StatusCode::SERVICE_UNAVAILABLE, "no ready endpoints");
     }
     let first = (random() % backend.endpoints.len() as u64) as usize;
     let idempotent = matches!(
-        *req.method(),
+        method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
     );
     let retry_ok =
-        idempotent && hyper::body::Body::is_end_stream(req.body()) && backend.endpoints.len() > 1;
+        idempotent && hyper::body::Body::is_end_stream(&body) && backend.endpoints.len() > 1;
     // Headers of the request to the backend.
-    let mut headers = req.headers().clone();
+    let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
-    let peer_ip = conn.peer.ip();
     let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {peer_ip}"),
-        None => peer_ip.to_string(),
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", conn.peer_ip)).ok(),
+        None => Some(conn.peer_ip_value.clone()),
     };
-    let fwd_for = if peer_ip.is_ipv6() {
-        format!("\"[{peer_ip}]\"")
-    } else {
-        peer_ip.to_string()
-    };
-    let set = |h: &mut HeaderMap, n: &'static str, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(n, v);
+    if let Some(v) = xff {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+    );
+    if let Some(h) = &host_value {
+        headers.insert("x-forwarded-host", h.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "for={};proto={scheme};host=\"{host_header}\"",
+        conn.forwarded_for
+    )) {
+        headers.insert("forwarded", v);
+    }
+    match (&out_host, &host_value) {
+        (Some(h), _) => {
+            if let Ok(v) = HeaderValue::from_str(h) {
+                headers.insert(HOST, v);
+            }
         }
+        (None, Some(v)) => {
+            headers.insert(HOST, v.clone());
+        }
+        (None, None) => {}
+    }
+    // The path and query toward the backend: the client's as they came unless rewritten.
+    let pq: hyper::http::uri::PathAndQuery = match (&out_path, uri.path_and_query()) {
+        (None, Some(pq)) => pq.clone(),
+        (Some(p), _) => {
+            let text = match query {
+                Some(q) => format!("{p}?{q}"),
+                None => p.clone(),
+            };
+            match text.parse() {
+                Ok(pq) => pq,
+                Err(_) => return local(StatusCode::BAD_REQUEST, "bad path"),
+            }
+        }
+        (None, None) => hyper::http::uri::PathAndQuery::from_static("/"),
     };
-    set(&mut headers, "x-forwarded-for", &xff);
-    set(&mut headers, "x-forwarded-proto", scheme);
-    set(&mut headers, "x-forwarded-host", &host_header);
-    set(
-        &mut headers,
-        "forwarded",
-        &format!("for={fwd_for};proto={scheme};host=\"{host_header}\""),
-    );
-    set(
-        &mut headers,
-        "host",
-        out_host.as_deref().unwrap_or(&host_header),
-    );
-    let method = req.method().clone();
-    let pq = match &query {
-        Some(q) => format!("{out_path}?{q}"),
-        None => out_path.clone(),
-    };
-    let mut body = Some(req.into_body().boxed());
+    let mut body = Some(body.boxed());
     let mut attempt = 0;
     loop {
         let endpoint = backend.endpoints[(first + attempt) % backend.endpoints.len()];
-        let uri: Uri = match format!("http://{endpoint}{pq}").parse() {
-            Ok(u) => u,
-            Err(_) => return local(StatusCode::BAD_REQUEST, "bad path"),
+        let mut uri_parts = hyper::http::uri::Parts::default();
+        uri_parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
+        uri_parts.authority = backend
+            .authorities
+            .get((first + attempt) % backend.endpoints.len())
+            .cloned()
+            .flatten()
+            .or_else(|| endpoint.to_string().parse().ok());
+        uri_parts.path_and_query = Some(pq.clone());
+        let Ok(uri) = Uri::from_parts(uri_parts) else {
+            return local(StatusCode::BAD_REQUEST, "bad path");
         };
         let mut up = Request::new(
             body.take()
@@ -698,7 +751,6 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
             send(conn, backend.proxy_protocol, endpoint, up),
         )
         .await;
-        let ep = endpoint.to_string();
         match sent {
             Ok(Ok(resp)) => {
                 let (mut parts, b) = resp.into_parts();
@@ -706,86 +758,90 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
                 for m in &response_mods {
                     modify(&mut parts.headers, m);
                 }
-                log(parts.status, &route, &backend.name, &ep);
+                done(parts.status, &backend.name, &endpoint);
                 return Response::from_parts(parts, b.boxed());
             }
             Ok(Err(e)) if e.connect && retry_ok && attempt == 0 => {
-                tracing::debug!(endpoint = %ep, "gateway: connect failed, retrying another endpoint: {}", e.text);
+                tracing::debug!(endpoint = %endpoint, "gateway: connect failed, retrying another endpoint: {}", e.text);
                 attempt += 1;
             }
             Ok(Err(e)) => {
                 conn.stats
                     .metrics
-                    .backend_error(&route, if e.connect { "connect" } else { "response" });
-                log(StatusCode::BAD_GATEWAY, &route, &backend.name, &ep);
+                    .backend_error(route, if e.connect { "connect" } else { "response" });
+                done(StatusCode::BAD_GATEWAY, &backend.name, &endpoint);
                 return local(
                     StatusCode::BAD_GATEWAY,
-                    &format!("backend {ep}: {}", e.text),
+                    &format!("backend {endpoint}: {}", e.text),
                 );
             }
             Err(_) => {
-                conn.stats.metrics.backend_error(&route, "timeout");
-                log(StatusCode::GATEWAY_TIMEOUT, &route, &backend.name, &ep);
+                conn.stats.metrics.backend_error(route, "timeout");
+                done(StatusCode::GATEWAY_TIMEOUT, &backend.name, &endpoint);
                 return local(StatusCode::GATEWAY_TIMEOUT, "backend timed out");
             }
         }
     }
 }
 
-/// Sends one request to `endpoint`: through the shared pool, or, for a backend that wants the
-/// PROXY protocol, over a connection of this client connection only.
+/// Sends one request to `endpoint` over a backend connection of this client connection (or
+/// one from the shared idle pool, or a new one; `pool`). For a backend that wants the PROXY
+/// protocol, the connection starts with the header and stays this client's.
 async fn send(
     conn: &Conn,
-    proxy_protocol: bool,
+    proxied: bool,
     endpoint: SocketAddr,
     mut req: Request<Body>,
 ) -> Result<Response<Incoming>, SendError> {
-    if !proxy_protocol {
-        return conn.client.request(req).await.map_err(|e| SendError {
-            connect: e.is_connect(),
-            text: e.to_string(),
-        });
-    }
-    // Origin form: this connection speaks to the endpoint directly.
+    // Origin form: the connection speaks to the endpoint directly.
     if let Some(pq) = req.uri().path_and_query().cloned() {
         *req.uri_mut() = Uri::from(pq);
     }
-    let idle = {
-        let mut p = conn.private.lock().unwrap_or_else(|e| e.into_inner());
-        p.retain(|(_, s)| !s.is_closed());
-        p.iter()
-            .position(|(e, _)| *e == endpoint)
-            .map(|i| p.swap_remove(i).1)
-    };
-    // An idle connection the backend closed meanwhile is replaced, not failed.
-    let reusable = match idle {
-        Some(mut s) => s.ready().await.is_ok().then_some(s),
-        None => None,
-    };
-    let mut sender = match reusable {
-        Some(s) => s,
-        None => {
-            let mut s = private_connection(conn, endpoint).await?;
-            s.ready().await.map_err(|e| SendError {
-                connect: true,
-                text: e.to_string(),
-            })?;
-            s
+    let mut stale_retried = false;
+    loop {
+        let idle = conn
+            .backends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(endpoint, proxied);
+        let reused = idle.is_some();
+        let mut sender = match idle {
+            Some(s) => s,
+            None => backend_connection(conn, endpoint, proxied).await?,
+        };
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                conn.backends
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keep(endpoint, proxied, sender);
+                return Ok(resp);
+            }
+            Err(mut e) => match e.take_message() {
+                // An idle connection the backend closed just now: the request was not sent;
+                // once more on a new connection.
+                Some(r) if reused && !stale_retried => {
+                    stale_retried = true;
+                    req = r;
+                }
+                _ => {
+                    return Err(SendError {
+                        connect: false,
+                        text: e.into_error().to_string(),
+                    })
+                }
+            },
         }
-    };
-    let resp = sender.send_request(req).await.map_err(|e| SendError {
-        connect: false,
-        text: e.to_string(),
-    })?;
-    conn.private
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((endpoint, sender));
-    Ok(resp)
+    }
 }
 
-/// A new backend connection that starts with the PROXY protocol v2 header of this client.
-async fn private_connection(conn: &Conn, endpoint: SocketAddr) -> Result<PrivateSender, SendError> {
+/// A new backend connection (from the switch's source address), ready for a request; with
+/// the PROXY protocol v2 header of this client first when `proxied`.
+async fn backend_connection(
+    conn: &Conn,
+    endpoint: SocketAddr,
+    proxied: bool,
+) -> Result<super::pool::Sender, SendError> {
     let connect_err = |text: String| SendError {
         connect: true,
         text,
@@ -793,16 +849,18 @@ async fn private_connection(conn: &Conn, endpoint: SocketAddr) -> Result<Private
     let mut stream = connect(endpoint, &conn.opts)
         .await
         .map_err(|e| connect_err(format!("connect: {e}")))?;
-    let header = super::proxy_protocol::header(
-        conn.peer,
-        SocketAddr::new(conn.pair.addr, conn.pair.port),
-        conn.sni.as_deref(),
-    );
-    stream
-        .write_all(&header)
-        .await
-        .map_err(|e| connect_err(format!("PROXY header: {e}")))?;
-    let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    if proxied {
+        let header = super::proxy_protocol::header(
+            conn.peer,
+            SocketAddr::new(conn.pair.addr, conn.pair.port),
+            conn.sni.as_deref(),
+        );
+        stream
+            .write_all(&header)
+            .await
+            .map_err(|e| connect_err(format!("PROXY header: {e}")))?;
+    }
+    let (mut sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| connect_err(e.to_string()))?;
     tokio::spawn(async move {
@@ -810,6 +868,10 @@ async fn private_connection(conn: &Conn, endpoint: SocketAddr) -> Result<Private
             tracing::debug!("gateway: backend connection ended: {e}");
         }
     });
+    sender
+        .ready()
+        .await
+        .map_err(|e| connect_err(e.to_string()))?;
     Ok(sender)
 }
 
@@ -1032,6 +1094,7 @@ mod tests {
             name: n.into(),
             weight: w,
             endpoints: vec![],
+            authorities: Vec::new(),
             proxy_protocol: false,
             error: None,
         };

@@ -35,6 +35,15 @@ pub fn serve_https(vip: &str, port: u16, cert: &str, key: &str, backend: &str, k
         namespace: "lab".into(),
         name: s.into(),
     };
+    let mut bulk = Backend {
+        name: "lab/bulk:8081".into(),
+        weight: 1,
+        endpoints: Vec::new(),
+        authorities: Vec::new(),
+        proxy_protocol: false,
+        error: None,
+    };
+    bulk.set_endpoints(vec![backend.parse().unwrap()]);
     let rule = Rule {
         route: key("route"),
         rule: 0,
@@ -45,14 +54,9 @@ pub fn serve_https(vip: &str, port: u16, cert: &str, key: &str, backend: &str, k
             query: vec![],
         },
         filters: vec![],
-        backends: vec![Backend {
-            name: "lab/bulk:8081".into(),
-            weight: 1,
-            endpoints: vec![backend.parse().unwrap()],
-            proxy_protocol: false,
-            error: None,
-        }],
+        backends: vec![bulk],
         created: 0,
+        metrics: Default::default(),
     };
     let mut routes = RouteTable::default();
     routes.push(HostPattern::Any, Arc::new(rule));

@@ -3,7 +3,9 @@
 //! - Each client connection keeps the backend connections it used ([`Local`]): a request
 //!   takes one to its endpoint that is ready now (a connection whose last response is still
 //!   streaming is not), with no shared lock or hash on the way; none ready, it takes one from
-//!   the shared idle pool ([`Shared`]), else it connects.
+//!   the shared idle pool ([`Shared`]), else it connects. It keeps at most [`LOCAL_MAX`] per
+//!   endpoint (an HTTP/2 client's concurrent streams open more): the rest go to the shared
+//!   pool as soon as they are free.
 //! - A client connection that ends gives its connections to the shared pool, where the next
 //!   client connection finds them (a client that makes one request per connection still
 //!   reuses backend connections). Idle connections there go after [`IDLE_TIMEOUT`], or when
@@ -27,6 +29,8 @@ use hyper::client::conn::http1::SendRequest;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per endpoint in the shared pool.
 pub const MAX_IDLE: usize = 256;
+/// Connections per endpoint one client connection keeps for itself.
+pub const LOCAL_MAX: usize = 4;
 
 pub type Sender = SendRequest<BoxBody<Bytes, hyper::Error>>;
 
@@ -37,28 +41,25 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// An idle connection to `endpoint` that is still open and ready.
+    /// An idle connection to `endpoint` that is still open and ready (one not ready yet stays).
     pub fn take(&self, endpoint: SocketAddr) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(&endpoint)?;
-        while let Some((since, s)) = list.pop() {
-            if s.is_ready() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(s);
-            }
-        }
-        None
+        list.retain(|(since, s)| !s.is_closed() && since.elapsed() < IDLE_TIMEOUT);
+        let i = list.iter().rposition(|(_, s)| s.is_ready())?;
+        Some(list.swap_remove(i).1)
     }
 
-    /// Keeps `s` for the next client connection, unless it is closed or the endpoint has
-    /// enough idle connections.
-    pub fn give(&self, endpoint: SocketAddr, s: Sender) {
-        if s.is_closed() {
+    /// Keeps `s` (idle since `since`) for the next client connection, unless it is closed or
+    /// the endpoint has enough idle connections.
+    pub fn give(&self, endpoint: SocketAddr, since: Instant, s: Sender) {
+        if s.is_closed() || since.elapsed() >= IDLE_TIMEOUT {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.entry(endpoint).or_default();
         if list.len() < MAX_IDLE {
-            list.push((Instant::now(), s));
+            list.push((since, s));
         }
     }
 
@@ -78,10 +79,10 @@ impl Shared {
     }
 }
 
-/// The backend connections of one client connection.
+/// The backend connections of one client connection: (endpoint, proxied, last used, sender).
 #[derive(Debug)]
 pub struct Local {
-    conns: Vec<(SocketAddr, bool, Sender)>,
+    conns: Vec<(SocketAddr, bool, Instant, Sender)>,
     shared: std::sync::Arc<Shared>,
 }
 
@@ -96,13 +97,13 @@ impl Local {
     /// A connection to `endpoint` (with a PROXY header: `proxied`) that is ready now: this
     /// client connection's own first, then (unproxied only) the shared pool's.
     pub fn take(&mut self, endpoint: SocketAddr, proxied: bool) -> Option<Sender> {
-        self.conns.retain(|(_, _, s)| !s.is_closed());
+        self.conns.retain(|(_, _, _, s)| !s.is_closed());
         if let Some(i) = self
             .conns
             .iter()
-            .position(|(e, p, s)| *e == endpoint && *p == proxied && s.is_ready())
+            .position(|(e, p, _, s)| *e == endpoint && *p == proxied && s.is_ready())
         {
-            return Some(self.conns.swap_remove(i).2);
+            return Some(self.conns.swap_remove(i).3);
         }
         if proxied {
             None
@@ -111,17 +112,38 @@ impl Local {
         }
     }
 
-    /// Keeps `s` for this client connection's next requests.
+    /// Keeps `s` for this client connection's next requests; beyond [`LOCAL_MAX`] to one
+    /// endpoint, the unproxied ones that are free go to the shared pool.
     pub fn keep(&mut self, endpoint: SocketAddr, proxied: bool, s: Sender) {
-        self.conns.push((endpoint, proxied, s));
+        self.conns.push((endpoint, proxied, Instant::now(), s));
+        let mine = self
+            .conns
+            .iter()
+            .filter(|(e, p, _, _)| *e == endpoint && *p == proxied)
+            .count();
+        if proxied || mine <= LOCAL_MAX {
+            return;
+        }
+        let mut extra = mine - LOCAL_MAX;
+        let mut i = 0;
+        while i < self.conns.len() && extra > 0 {
+            let (e, p, _, s) = &self.conns[i];
+            if *e == endpoint && !*p && s.is_ready() {
+                let (e, _, since, s) = self.conns.swap_remove(i);
+                self.shared.give(e, since, s);
+                extra -= 1;
+            } else {
+                i += 1;
+            }
+        }
     }
 }
 
 impl Drop for Local {
     fn drop(&mut self) {
-        for (e, proxied, s) in self.conns.drain(..) {
+        for (e, proxied, since, s) in self.conns.drain(..) {
             if !proxied {
-                self.shared.give(e, s);
+                self.shared.give(e, since, s);
             }
         }
     }
@@ -181,10 +203,25 @@ mod tests {
         assert_eq!(shared.idle(), 0);
         // A connection the backend closed is not handed out.
         let closed = sender(&l, &mut held).await;
-        shared.give(ep, closed);
+        shared.give(ep, Instant::now(), closed);
         held.clear();
         tokio::time::sleep(Duration::from_millis(100)).await;
         shared.prune();
         assert_eq!(shared.idle(), 0, "closed by the backend");
+
+        // One client connection keeps at most LOCAL_MAX to an endpoint; the rest are shared.
+        let mut c = Local::new(shared.clone());
+        for _ in 0..LOCAL_MAX + 2 {
+            let s = sender(&l, &mut held).await;
+            c.keep(ep, false, s);
+        }
+        assert_eq!(shared.idle(), 2);
+        // An expired connection is not pooled.
+        let old = sender(&l, &mut held).await;
+        let long_ago = Instant::now().checked_sub(IDLE_TIMEOUT + Duration::from_secs(1));
+        if let Some(t) = long_ago {
+            shared.give(ep, t, old);
+            assert_eq!(shared.idle(), 2);
+        }
     }
 }

@@ -683,8 +683,14 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         "x-forwarded-proto",
         HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
     );
-    if let Some(h) = &host_value {
-        headers.insert("x-forwarded-host", h.clone());
+    // Always ours: a client's own X-Forwarded-Host never passes.
+    match &host_value {
+        Some(h) => {
+            headers.insert("x-forwarded-host", h.clone());
+        }
+        None => {
+            headers.remove("x-forwarded-host");
+        }
     }
     if let Ok(v) = HeaderValue::from_str(&format!(
         "for={};proto={scheme};host=\"{host_header}\"",
@@ -701,7 +707,10 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         (None, Some(v)) => {
             headers.insert(HOST, v.clone());
         }
-        (None, None) => {}
+        // HTTP/1.1 needs a Host: an empty one, as the client sent none.
+        (None, None) => {
+            headers.insert(HOST, HeaderValue::from_static(""));
+        }
     }
     // The path and query toward the backend: the client's as they came unless rewritten.
     let pq: hyper::http::uri::PathAndQuery = match (&out_path, uri.path_and_query()) {
@@ -799,11 +808,15 @@ async fn send(
     }
     let mut stale_retried = false;
     loop {
-        let idle = conn
-            .backends
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take(endpoint, proxied);
+        // The retry after a stale idle connection goes to a new one, not another idle one.
+        let idle = if stale_retried {
+            None
+        } else {
+            conn.backends
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(endpoint, proxied)
+        };
         let reused = idle.is_some();
         let mut sender = match idle {
             Some(s) => s,

@@ -11,13 +11,17 @@
 //!   the rustls ticketer made from it ([`SharedTicketer`], AES-256-GCM). Without the Secret,
 //!   or when none of its entries is a key, each switch uses its own random keys (resumption
 //!   then works on that switch only) and `kube-gw gateway` says why.
-//! - A ticket is `key id (16) ‖ nonce (12) ‖ ciphertext ‖ tag (16)`; the id is a hash of the
+//! - A ticket is `key id (16) ‖ salt (16) ‖ ciphertext ‖ tag (16)`; the id is a hash of the
 //!   key, so a switch decrypts with the key that encrypted or refuses the ticket (the client
-//!   then makes a full handshake). Key bytes never appear in logs, status or errors.
+//!   then makes a full handshake). Each ticket is sealed under its own key, derived with
+//!   HKDF-SHA256 from the shared key and the ticket's random salt: a fleet may seal billions
+//!   of tickets under one shared key, which random 96-bit GCM nonces under one key would not
+//!   bear (NIST's bound is 2^32 messages). Key bytes never appear in logs, status or errors.
 
 use std::sync::Arc;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 
@@ -28,8 +32,12 @@ use crate::model::ObjectKey;
 pub const LIFETIME: u32 = 6 * 3600;
 
 const ID_LEN: usize = 16;
+const SALT_LEN: usize = 16;
 const KEY_LEN: usize = 32;
 const TAG_LEN: usize = 16;
+const HEAD: usize = ID_LEN + SALT_LEN;
+/// HKDF `info` of the per-ticket keys.
+const INFO: &[u8] = b"kube-gw session ticket v1";
 
 /// One key: its id (a hash of it) and its bytes.
 #[derive(Clone, PartialEq, Eq)]
@@ -148,10 +156,10 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// The rustls ticketer over shared keys: encrypts with the first, decrypts with the one the
-/// ticket names.
+/// The rustls ticketer over shared keys: seals with the first, opens with the one the ticket
+/// names; each ticket under its own key derived from the shared one and the ticket's salt.
 pub struct SharedTicketer {
-    keys: Vec<([u8; ID_LEN], LessSafeKey)>,
+    keys: Vec<([u8; ID_LEN], [u8; KEY_LEN])>,
     rng: SystemRandom,
 }
 
@@ -166,14 +174,7 @@ impl std::fmt::Debug for SharedTicketer {
 impl SharedTicketer {
     /// `None` when `keys` has no key.
     pub fn new(keys: &TicketKeys) -> Option<Arc<Self>> {
-        let keys: Vec<_> = keys
-            .keys
-            .iter()
-            .filter_map(|k| {
-                let unbound = UnboundKey::new(&AES_256_GCM, &k.key).ok()?;
-                Some((k.id, LessSafeKey::new(unbound)))
-            })
-            .collect();
+        let keys: Vec<_> = keys.keys.iter().map(|k| (k.id, k.key)).collect();
         (!keys.is_empty()).then(|| {
             Arc::new(Self {
                 keys,
@@ -181,6 +182,18 @@ impl SharedTicketer {
             })
         })
     }
+}
+
+/// The AEAD key of one ticket: HKDF-SHA256 (salt: the ticket's, key: the shared one).
+fn ticket_key(shared: &[u8; KEY_LEN], salt: &[u8]) -> Option<LessSafeKey> {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(shared);
+    let okm = prk.expand(&[INFO], &AES_256_GCM).ok()?;
+    Some(LessSafeKey::new(UnboundKey::from(okm)))
+}
+
+/// Each ticket has its own key, so one fixed nonce is safe.
+fn nonce() -> Nonce {
+    Nonce::assume_unique_for_key([0u8; NONCE_LEN])
 }
 
 impl rustls::server::ProducesTickets for SharedTicketer {
@@ -193,30 +206,32 @@ impl rustls::server::ProducesTickets for SharedTicketer {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        let (id, key) = self.keys.first()?;
-        let mut head = [0u8; ID_LEN + NONCE_LEN];
+        let (id, shared) = self.keys.first()?;
+        let mut head = [0u8; HEAD];
         head[..ID_LEN].copy_from_slice(id);
         self.rng.fill(&mut head[ID_LEN..]).ok()?;
-        let nonce = Nonce::try_assume_unique_for_key(&head[ID_LEN..]).ok()?;
-        let mut out = Vec::with_capacity(head.len() + plain.len() + TAG_LEN);
+        let key = ticket_key(shared, &head[ID_LEN..])?;
+        let mut out = Vec::with_capacity(HEAD + plain.len() + TAG_LEN);
         out.extend_from_slice(&head);
         out.extend_from_slice(plain);
         let tag = key
-            .seal_in_place_separate_tag(nonce, Aad::from(&head), &mut out[head.len()..])
+            .seal_in_place_separate_tag(nonce(), Aad::from(&head), &mut out[HEAD..])
             .ok()?;
         out.extend_from_slice(tag.as_ref());
         Some(out)
     }
 
     fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
-        if cipher.len() < ID_LEN + NONCE_LEN + TAG_LEN {
+        if cipher.len() < HEAD + TAG_LEN {
             return None;
         }
-        let (head, body) = cipher.split_at(ID_LEN + NONCE_LEN);
-        let (_, key) = self.keys.iter().find(|(id, _)| id[..] == head[..ID_LEN])?;
-        let nonce = Nonce::try_assume_unique_for_key(&head[ID_LEN..]).ok()?;
+        let (head, body) = cipher.split_at(HEAD);
+        let (_, shared) = self.keys.iter().find(|(id, _)| id[..] == head[..ID_LEN])?;
+        let key = ticket_key(shared, &head[ID_LEN..])?;
         let mut body = body.to_vec();
-        let plain = key.open_in_place(nonce, Aad::from(head), &mut body).ok()?;
+        let plain = key
+            .open_in_place(nonce(), Aad::from(head), &mut body)
+            .ok()?;
         Some(plain.to_vec())
     }
 }
@@ -258,7 +273,9 @@ mod tests {
             .expect("a key");
 
         let from_old = t_old.encrypt(b"session one").expect("sealed");
-        assert_ne!(&from_old[ID_LEN + NONCE_LEN..][..11], b"session one");
+        assert_ne!(&from_old[HEAD..][..11], b"session one");
+        // Two tickets of the same state differ (their own salt, so their own key).
+        assert_ne!(t_old.encrypt(b"session one"), Some(from_old.clone()));
         // Another switch with the same Secret decrypts; during a rotation both keys do.
         assert_eq!(
             t_both.decrypt(&from_old).as_deref(),
@@ -282,17 +299,20 @@ mod tests {
             SharedTicketer::new(&TicketKeys::from_secret(Some(&name()), Some(&s))).expect("a key");
         let good = t.encrypt(b"state").expect("sealed");
         assert!(t.decrypt(&good).is_some());
-        for i in [0, ID_LEN, ID_LEN + NONCE_LEN, good.len() - 1] {
+        for i in [0, ID_LEN, HEAD, good.len() - 1] {
             let mut bad = good.clone();
             bad[i] ^= 1;
             assert_eq!(t.decrypt(&bad), None, "byte {i} flipped");
         }
-        assert_eq!(t.decrypt(&good[..ID_LEN + NONCE_LEN + TAG_LEN - 1]), None);
+        assert_eq!(t.decrypt(&good[..HEAD + TAG_LEN - 1]), None);
         assert_eq!(t.decrypt(&[]), None);
     }
 
     #[test]
     fn missing_secret_or_bad_entries_fall_back_and_say_why_without_the_bytes() {
+        // The Secret's Debug (a snapshot's, in any log) names entries and lengths only.
+        let dbg = format!("{:?}", secret(&[("k1", &[7; 32])]));
+        assert!(dbg.contains("\"k1\": 32") && !dbg.contains("7, 7"), "{dbg}");
         let off = TicketKeys::from_secret(None, None);
         assert!(!off.shared() && off.secret.is_none());
         let missing = TicketKeys::from_secret(Some(&name()), None);

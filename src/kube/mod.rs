@@ -108,14 +108,25 @@ pub fn spawn(
 }
 
 /// The parts of the configuration whose change restarts the Kubernetes side.
-fn relevant(
-    c: &Config,
-) -> (
+/// What the session depends on (a reload that changes it restarts the session): the
+/// cluster, the node, its addresses, and what the gateway side watches and elects for
+/// (controller name, session-ticket Secret).
+type Relevant = (
     Option<crate::config::KubernetesConfig>,
     crate::config::NodeConfig,
     Vec<IpAddr>,
-) {
-    (c.kubernetes.clone(), c.node.clone(), node_addresses(c))
+    Option<(String, String)>,
+);
+
+fn relevant(c: &Config) -> Relevant {
+    (
+        c.kubernetes.clone(),
+        c.node.clone(),
+        node_addresses(c),
+        c.gateway
+            .as_ref()
+            .map(|g| (g.controller_name.clone(), g.session_ticket_secret.clone())),
+    )
 }
 
 async fn supervise(

@@ -328,7 +328,8 @@ pub struct Object<S> {
 }
 
 /// A `kubernetes.io/tls` Secret: its PEM data as found (checked by the gateway, not here).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Its `Debug` shows lengths, never the bytes (the private key).
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct TlsSecret {
     pub key: ObjectKey,
     #[serde(skip)]
@@ -338,12 +339,37 @@ pub struct TlsSecret {
 }
 
 /// The Secret of shared TLS session-ticket keys (`[gateway] session-ticket-secret`): its data
-/// entries as found (checked by the gateway, not here).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// entries as found (checked by the gateway, not here). Its `Debug` shows entry names and
+/// lengths, never the bytes.
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct TicketSecret {
     pub key: ObjectKey,
     #[serde(skip)]
     pub entries: BTreeMap<String, Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for TlsSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSecret")
+            .field("key", &self.key)
+            .field("cert_pem_bytes", &self.cert_pem.len())
+            .field("key_pem_bytes", &self.key_pem.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for TicketSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lengths: BTreeMap<&str, usize> = self
+            .entries
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.len()))
+            .collect();
+        f.debug_struct("TicketSecret")
+            .field("key", &self.key)
+            .field("entry_lengths", &lengths)
+            .finish()
+    }
 }
 
 /// Everything the gateway reads from the cluster besides Services and EndpointSlices.

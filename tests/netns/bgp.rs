@@ -255,10 +255,14 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
 
     bird.wait_established("sw", ESTABLISH);
     bird.wait_established("sw6", ESTABLISH);
-    frr.wait_established("2001:db8:2::2", ESTABLISH);
-    frr.wait_established("192.0.2.10", ESTABLISH);
     gobgp.wait_established("192.0.2.6", ESTABLISH);
     gobgp.wait_established("2001:db8:4::2", ESTABLISH);
+    // FRR's IPv6 session missed 60 s in three fresh-clone CI runs on this loaded 2-core
+    // machine, never in a run of the netns tests alone; the cause is not known yet. kube-gw's
+    // reconnect backoff reaches 60 s after a few failed attempts, so FRR gets twice that, and
+    // a timeout prints FRR's view of the neighbor (state, last reset, last error).
+    frr.wait_established("192.0.2.10", ESTABLISH * 2);
+    frr.wait_established("2001:db8:2::2", ESTABLISH * 2);
     for n in ["2001:db8:3::1", "192.0.2.9", "2001:db8:4::1"] {
         wait_for(&format!("kube-gw's session with {n}"), ESTABLISH, || {
             (kube_gw_state(&kg, n) == "established").then_some(())

@@ -270,13 +270,31 @@ impl Frr {
         v[peer]["bgpState"].as_str().unwrap_or("").to_string()
     }
 
-    /// Waits until the session with `peer` is Established.
+    /// Waits until the session with `peer` is Established. On a timeout the panic carries
+    /// FRR's view of the neighbor (state, last reset, connection counts) to say why.
     pub fn wait_established(&self, peer: &str, timeout: Duration) {
-        wait_for(
-            &format!("{} session with {peer} to be Established", self.name),
-            timeout,
-            || (self.peer_state(peer) == "Established").then_some(()),
-        );
+        let deadline = std::time::Instant::now() + timeout;
+        while self.peer_state(peer) != "Established" {
+            if std::time::Instant::now() > deadline {
+                let json = self
+                    .try_vtysh(&format!("show bgp neighbors {peer} json"))
+                    .unwrap_or_default();
+                let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+                let n = &v[peer];
+                panic!(
+                    "timed out after {timeout:?} waiting for {} session with {peer} to be \
+                     Established: state {}, last reset {}, connections established {} dropped {}, \
+                     last error {}; FRR's full view: {json}",
+                    self.name,
+                    n["bgpState"],
+                    n["lastResetDueTo"],
+                    n["connectionsEstablished"],
+                    n["connectionsDropped"],
+                    n["lastErrorCodeSubcode"],
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 

@@ -210,6 +210,7 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
         "frr",
         "frr defaults datacenter\n\
          router bgp 65001\n bgp router-id 192.0.2.9\n no bgp ebgp-requires-policy\n\
+         no bgp default ipv4-unicast\n\
          neighbor 2001:db8:2::2 remote-as 65010\n\
          neighbor 2001:db8:2::2 timers connect 1\n\
          neighbor 192.0.2.10 remote-as 65010\n\
@@ -257,10 +258,11 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
     bird.wait_established("sw6", ESTABLISH);
     gobgp.wait_established("192.0.2.6", ESTABLISH);
     gobgp.wait_established("2001:db8:4::2", ESTABLISH);
-    // FRR's IPv6 session missed 60 s in three fresh-clone CI runs on this loaded 2-core
-    // machine, never in a run of the netns tests alone; the cause is not known yet. kube-gw's
-    // reconnect backoff reaches 60 s after a few failed attempts, so FRR gets twice that, and
-    // a timeout prints FRR's view of the neighbor (state, last reset, last error).
+    // Each FRR neighbor carries the family its address-family block activates: FRR's
+    // `bgp default ipv4-unicast` also put IPv4 on the IPv6 session, where FRR refused
+    // kube-gw's UPDATEs (3/10, Invalid Network Field) in some CI runs: 107 sessions up and
+    // reset in 120 s. IPv4 routes over an IPv6 session is its own case, not this test's
+    // (noted for the BGP work). A timeout prints FRR's view of the neighbor.
     frr.wait_established("192.0.2.10", ESTABLISH * 2);
     frr.wait_established("2001:db8:2::2", ESTABLISH * 2);
     for n in ["2001:db8:3::1", "192.0.2.9", "2001:db8:4::1"] {

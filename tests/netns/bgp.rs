@@ -204,7 +204,13 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
             )
         ),
     );
-    let frr = Frr::start(
+    // With zebra: once the switch's link-local address has passed duplicate address
+    // detection, kube-gw's IPv6 next hop on this shared link is global + link-local (RFC
+    // 2545), and bgpd without zebra (no interface for the link-local) withdraws that
+    // attribute and misreads what follows as IPv4 NLRI (3/10, Invalid Network Field; fixed in
+    // later FRR). Whether the link-local is ready when the session comes up is timing: seen
+    // in CI, 107 sessions up and reset in 120 s.
+    let frr = Frr::start_with_zebra(
         &mut lab,
         &frr_node,
         "frr",
@@ -236,6 +242,13 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
     peer-as = 65010
 "#,
     );
+    // The switch's link-local addresses past duplicate address detection before kube-gw
+    // starts: its IPv6 next hops are then global + link-local every time, the case FRR needs
+    // zebra for (above), not only when the timing happens to give it.
+    wait_for("the switch's link-local addresses", ESTABLISH, || {
+        let out = sw.exec("ip", &["-6", "addr", "show", "tentative"]);
+        out.stdout.is_empty().then_some(())
+    });
     let kg = KubeGw::start(
         &mut lab,
         &sw,
@@ -258,11 +271,9 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
     bird.wait_established("sw6", ESTABLISH);
     gobgp.wait_established("192.0.2.6", ESTABLISH);
     gobgp.wait_established("2001:db8:4::2", ESTABLISH);
-    // Each FRR neighbor carries the family its address-family block activates: FRR's
-    // `bgp default ipv4-unicast` also put IPv4 on the IPv6 session, where FRR refused
-    // kube-gw's UPDATEs (3/10, Invalid Network Field) in some CI runs: 107 sessions up and
-    // reset in 120 s. IPv4 routes over an IPv6 session is its own case, not this test's
-    // (noted for the BGP work). A timeout prints FRR's view of the neighbor.
+    // Each FRR neighbor carries the family its address-family block activates (FRR's
+    // `bgp default ipv4-unicast` would add IPv4 to the IPv6 session). A timeout prints FRR's
+    // view of the neighbor.
     frr.wait_established("192.0.2.10", ESTABLISH * 2);
     frr.wait_established("2001:db8:2::2", ESTABLISH * 2);
     for n in ["2001:db8:3::1", "192.0.2.9", "2001:db8:4::1"] {
@@ -299,6 +310,11 @@ fn sessions_with_bird_frr_and_gobgp_reach_established_over_ipv4_and_ipv6() {
         six.first().map(String::as_str),
         Some("2001:db8:2::2"),
         "{six:?}"
+    );
+    assert_eq!(
+        six.len(),
+        2,
+        "the global and the link-local next hop (the link-locals were ready): {six:?}"
     );
     assert!(
         six.iter().skip(1).all(|h| h.starts_with("fe80:")),

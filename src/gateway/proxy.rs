@@ -245,11 +245,11 @@ pub async fn run(
     };
     let serve = async {
         while let Some(a) = accepted.recv().await {
-            let ip = canonical(a.peer.ip());
+            let ip = a.peer.ip().to_canonical();
             let peer_ip = ip.to_string();
             let conn = Conn {
                 pair: Pair {
-                    addr: canonical(a.local.ip()),
+                    addr: a.local.ip().to_canonical(),
                     port: a.local.port(),
                 },
                 peer: a.peer,
@@ -276,13 +276,6 @@ pub async fn run(
         () = rebuild => {}
         () = serve => {}
         () = prune => {}
-    }
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

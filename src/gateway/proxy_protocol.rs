@@ -29,17 +29,10 @@ const TCP6: u8 = 0x21;
 /// The TLV of the host name the client asked for (SNI).
 const PP2_TYPE_AUTHORITY: u8 = 0x02;
 
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// The header for a connection from `client` to `vip`; `authority` is the SNI, if any (at
 /// most 255 bytes are used: a longer SNI is not a host name).
 pub fn header(client: SocketAddr, vip: SocketAddr, authority: Option<&str>) -> Vec<u8> {
-    let (src, dst) = (canonical(client.ip()), canonical(vip.ip()));
+    let (src, dst) = (client.ip().to_canonical(), vip.ip().to_canonical());
     let mut addrs = Vec::with_capacity(36);
     let family = match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {

@@ -719,7 +719,6 @@ fn resolve_backend(
         name: format!("{ns}/{}:{port}", b.name),
         weight: b.weight.unwrap_or(1),
         endpoints: Vec::new(),
-        authorities: Vec::new(),
         proxy_protocol: false,
         error: None,
     };

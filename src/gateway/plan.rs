@@ -312,9 +312,6 @@ pub struct Backend {
     pub weight: u32,
     /// Where requests go (ready endpoints, or serving-terminating ones if none is ready).
     pub endpoints: Vec<SocketAddr>,
-    /// `endpoints` as URI authorities, index for index (made once, not per request).
-    #[serde(skip)]
-    pub authorities: Vec<Option<hyper::http::uri::Authority>>,
     /// Send a PROXY protocol v2 header first (the Service's `kube-gw.io/proxy-protocol: v2`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub proxy_protocol: bool,
@@ -324,12 +321,8 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Sets the endpoints (and their authorities).
+    /// Sets the endpoints.
     pub fn set_endpoints(&mut self, endpoints: Vec<SocketAddr>) {
-        self.authorities = endpoints
-            .iter()
-            .map(|e| e.to_string().parse().ok())
-            .collect();
         self.endpoints = endpoints;
     }
 }

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST, LOCATION};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, FORWARDED, HOST, LOCATION};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -163,6 +163,9 @@ struct Conn {
     peer_ip: String,
     peer_ip_value: HeaderValue,
     forwarded_for: String,
+    /// The last `Forwarded` value made, with the Host it was made for: a connection's
+    /// requests mostly name one host.
+    forwarded: std::sync::Mutex<Option<(String, HeaderValue)>>,
     tls: bool,
     runtime: watch::Receiver<Arc<Runtime>>,
     /// Backend connections: this client connection's own, and the shared idle pool.
@@ -172,6 +175,25 @@ struct Conn {
     stats: Arc<ProxyStats>,
     /// The SNI of a terminated TLS connection.
     sni: Option<String>,
+}
+
+impl Conn {
+    /// The `Forwarded` header (RFC 7239) of a request with this Host.
+    fn forwarded(&self, host: &str, scheme: &str) -> Option<HeaderValue> {
+        let mut last = self.forwarded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((h, v)) = last.as_ref() {
+            if h == host {
+                return Some(v.clone());
+            }
+        }
+        let v = HeaderValue::from_str(&format!(
+            "for={};proto={scheme};host=\"{host}\"",
+            self.forwarded_for
+        ))
+        .ok()?;
+        *last = Some((host.to_string(), v.clone()));
+        Some(v)
+    }
 }
 
 /// Why a request to a backend failed: before it reached the backend (`connect`, retried
@@ -260,6 +282,7 @@ pub async fn run(
                 } else {
                     peer_ip.clone()
                 },
+                forwarded: std::sync::Mutex::new(None),
                 peer_ip,
                 tls: false,
                 runtime: rt_rx.clone(),
@@ -407,6 +430,10 @@ fn pick_backend(backends: &[Backend]) -> Option<&Backend> {
     None
 }
 
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// The hop-by-hop headers (RFC 9110 7.6.1), besides those a Connection header lists.
 static HOP_BY_HOP: [HeaderName; 8] = [
     hyper::header::CONNECTION,
@@ -420,6 +447,10 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names (no hashing) says so.
+    if !h.keys().any(|n| HOP_BY_HOP.contains(n)) {
+        return;
+    }
     if h.contains_key(hyper::header::CONNECTION) {
         let listed: Vec<HeaderName> = h
             .get_all(hyper::header::CONNECTION)
@@ -665,31 +696,28 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     // Headers of the request to the backend.
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", conn.peer_ip)).ok(),
         None => Some(conn.peer_ip_value.clone()),
     };
     if let Some(v) = xff {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
     );
     // Always ours: a client's own X-Forwarded-Host never passes.
     match &host_value {
         Some(h) => {
-            headers.insert("x-forwarded-host", h.clone());
+            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
         }
         None => {
-            headers.remove("x-forwarded-host");
+            headers.remove(&X_FORWARDED_HOST);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "for={};proto={scheme};host=\"{host_header}\"",
-        conn.forwarded_for
-    )) {
-        headers.insert("forwarded", v);
+    if let Some(v) = conn.forwarded(host_header, scheme) {
+        headers.insert(FORWARDED, v);
     }
     match (&out_host, &host_value) {
         (Some(h), _) => {
@@ -724,18 +752,8 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let mut attempt = 0;
     loop {
         let endpoint = backend.endpoints[(first + attempt) % backend.endpoints.len()];
-        let mut uri_parts = hyper::http::uri::Parts::default();
-        uri_parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
-        uri_parts.authority = backend
-            .authorities
-            .get((first + attempt) % backend.endpoints.len())
-            .cloned()
-            .flatten()
-            .or_else(|| endpoint.to_string().parse().ok());
-        uri_parts.path_and_query = Some(pq.clone());
-        let Ok(uri) = Uri::from_parts(uri_parts) else {
-            return local(StatusCode::BAD_REQUEST, "bad path");
-        };
+        // Origin form: the connection speaks to the endpoint directly.
+        let uri = Uri::from(pq.clone());
         let mut up = Request::new(
             body.take()
                 .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed()),
@@ -795,10 +813,6 @@ async fn send(
     endpoint: SocketAddr,
     mut req: Request<Body>,
 ) -> Result<Response<Incoming>, SendError> {
-    // Origin form: the connection speaks to the endpoint directly.
-    if let Some(pq) = req.uri().path_and_query().cloned() {
-        *req.uri_mut() = Uri::from(pq);
-    }
     let mut stale_retried = false;
     loop {
         // The retry after a stale idle connection goes to a new one, not another idle one.
@@ -1100,7 +1114,6 @@ mod tests {
             name: n.into(),
             weight: w,
             endpoints: vec![],
-            authorities: Vec::new(),
             proxy_protocol: false,
             error: None,
         };

@@ -39,7 +39,6 @@ pub fn serve_https(vip: &str, port: u16, cert: &str, key: &str, backend: &str, k
         name: "lab/bulk:8081".into(),
         weight: 1,
         endpoints: Vec::new(),
-        authorities: Vec::new(),
         proxy_protocol: false,
         error: None,
     };

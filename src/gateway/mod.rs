@@ -28,6 +28,7 @@
 //! it gets plain values and reports what it serves (tests/architecture.rs).
 
 pub mod compute;
+pub mod h1;
 pub mod ktls;
 pub mod metrics;
 pub mod plan;

@@ -32,17 +32,42 @@ pub const MAX_IDLE: usize = 256;
 /// Connections per endpoint one client connection keeps for itself.
 pub const LOCAL_MAX: usize = 4;
 
-pub type Sender = SendRequest<BoxBody<Bytes, hyper::Error>>;
+pub type Sender = SendRequest<BoxBody<Bytes, super::proxy::BoxError>>;
 
-/// Idle backend connections every client connection may take.
-#[derive(Debug, Default)]
-pub struct Shared {
-    idle: Mutex<HashMap<SocketAddr, Vec<(Instant, Sender)>>>,
+/// A backend connection as the pools see it.
+pub trait Pooled {
+    /// Closed by the backend (or about to be: unusable).
+    fn is_closed(&self) -> bool;
+    /// Free for a request now.
+    fn is_ready(&self) -> bool;
 }
 
-impl Shared {
+impl Pooled for Sender {
+    fn is_closed(&self) -> bool {
+        SendRequest::is_closed(self)
+    }
+    fn is_ready(&self) -> bool {
+        SendRequest::is_ready(self)
+    }
+}
+
+/// Idle backend connections every client connection may take.
+#[derive(Debug)]
+pub struct Shared<C> {
+    idle: Mutex<HashMap<SocketAddr, Vec<(Instant, C)>>>,
+}
+
+impl<C> Default for Shared<C> {
+    fn default() -> Self {
+        Self {
+            idle: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<C: Pooled> Shared<C> {
     /// An idle connection to `endpoint` that is still open and ready (one not ready yet stays).
-    pub fn take(&self, endpoint: SocketAddr) -> Option<Sender> {
+    pub fn take(&self, endpoint: SocketAddr) -> Option<C> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(&endpoint)?;
         list.retain(|(since, s)| !s.is_closed() && since.elapsed() < IDLE_TIMEOUT);
@@ -52,7 +77,7 @@ impl Shared {
 
     /// Keeps `s` (idle since `since`) for the next client connection, unless it is closed or
     /// the endpoint has enough idle connections.
-    pub fn give(&self, endpoint: SocketAddr, since: Instant, s: Sender) {
+    pub fn give(&self, endpoint: SocketAddr, since: Instant, s: C) {
         if s.is_closed() || since.elapsed() >= IDLE_TIMEOUT {
             return;
         }
@@ -81,13 +106,13 @@ impl Shared {
 
 /// The backend connections of one client connection: (endpoint, proxied, last used, sender).
 #[derive(Debug)]
-pub struct Local {
-    conns: Vec<(SocketAddr, bool, Instant, Sender)>,
-    shared: std::sync::Arc<Shared>,
+pub struct Local<C: Pooled> {
+    conns: Vec<(SocketAddr, bool, Instant, C)>,
+    shared: std::sync::Arc<Shared<C>>,
 }
 
-impl Local {
-    pub fn new(shared: std::sync::Arc<Shared>) -> Self {
+impl<C: Pooled> Local<C> {
+    pub fn new(shared: std::sync::Arc<Shared<C>>) -> Self {
         Self {
             conns: Vec::new(),
             shared,
@@ -96,7 +121,7 @@ impl Local {
 
     /// A connection to `endpoint` (with a PROXY header: `proxied`) that is ready now: this
     /// client connection's own first, then (unproxied only) the shared pool's.
-    pub fn take(&mut self, endpoint: SocketAddr, proxied: bool) -> Option<Sender> {
+    pub fn take(&mut self, endpoint: SocketAddr, proxied: bool) -> Option<C> {
         self.conns.retain(|(_, _, _, s)| !s.is_closed());
         if let Some(i) = self
             .conns
@@ -114,7 +139,7 @@ impl Local {
 
     /// Keeps `s` for this client connection's next requests; beyond [`LOCAL_MAX`] to one
     /// endpoint, the unproxied ones that are free go to the shared pool.
-    pub fn keep(&mut self, endpoint: SocketAddr, proxied: bool, s: Sender) {
+    pub fn keep(&mut self, endpoint: SocketAddr, proxied: bool, s: C) {
         self.conns.push((endpoint, proxied, Instant::now(), s));
         let mine = self
             .conns
@@ -139,7 +164,7 @@ impl Local {
     }
 }
 
-impl Drop for Local {
+impl<C: Pooled> Drop for Local<C> {
     fn drop(&mut self) {
         for (e, proxied, since, s) in self.conns.drain(..) {
             if !proxied {
@@ -179,7 +204,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let ep = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let mut held = Vec::new();
-        let shared = Arc::new(Shared::default());
+        let shared: Arc<Shared<Sender>> = Arc::new(Shared::default());
         let mut a = Local::new(shared.clone());
         assert!(a.take(ep, false).is_none(), "nothing yet");
         let plain = sender(&l, &mut held).await;

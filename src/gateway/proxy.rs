@@ -50,7 +50,9 @@ use super::sni::{self, Hello};
 use super::steer::{Accepted, Pair};
 use crate::model::gateway::{HeaderModifier, PathModifier, RequestRedirect};
 
-type Body = BoxBody<Bytes, hyper::Error>;
+/// Errors of the bodies the proxy passes on (hyper's, and the own HTTP/1.1 client's).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, BoxError>;
 
 /// How the proxy behaves (from `[gateway]`).
 #[derive(Debug, Clone)]
@@ -169,7 +171,9 @@ struct Conn {
     tls: bool,
     runtime: watch::Receiver<Arc<Runtime>>,
     /// Backend connections: this client connection's own, and the shared idle pool.
-    backends: std::sync::Mutex<super::pool::Local>,
+    backends: std::sync::Mutex<super::pool::Local<super::pool::Sender>>,
+    /// The same for kube-gw's own HTTP/1.1 client (bodiless requests).
+    h1: Arc<std::sync::Mutex<super::pool::Local<super::h1::H1Conn>>>,
     opts: ProxyOptions,
     ktls: Arc<super::ktls::Probe>,
     stats: Arc<ProxyStats>,
@@ -259,10 +263,12 @@ pub async fn run(
         std::future::pending::<()>().await;
     };
     let shared = Arc::new(super::pool::Shared::default());
+    let shared_h1 = Arc::new(super::pool::Shared::default());
     let prune = async {
         loop {
             tokio::time::sleep(super::pool::IDLE_TIMEOUT / 4).await;
             shared.prune();
+            shared_h1.prune();
         }
     };
     let serve = async {
@@ -287,6 +293,9 @@ pub async fn run(
                 tls: false,
                 runtime: rt_rx.clone(),
                 backends: std::sync::Mutex::new(super::pool::Local::new(shared.clone())),
+                h1: Arc::new(std::sync::Mutex::new(super::pool::Local::new(
+                    shared_h1.clone(),
+                ))),
                 opts: opts.clone(),
                 ktls: ktls.clone(),
                 stats: stats.clone(),
@@ -691,8 +700,8 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
     );
-    let retry_ok =
-        idempotent && hyper::body::Body::is_end_stream(&body) && backend.endpoints.len() > 1;
+    let bodiless = hyper::body::Body::is_end_stream(&body);
+    let retry_ok = idempotent && bodiless && backend.endpoints.len() > 1;
     // Headers of the request to the backend.
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
@@ -748,29 +757,48 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         }
         (None, None) => hyper::http::uri::PathAndQuery::from_static("/"),
     };
-    let mut body = Some(body.boxed());
+    let mut body = Some(body.map_err(BoxError::from).boxed());
     let mut attempt = 0;
     loop {
         let endpoint = backend.endpoints[(first + attempt) % backend.endpoints.len()];
-        // Origin form: the connection speaks to the endpoint directly.
-        let uri = Uri::from(pq.clone());
-        let mut up = Request::new(
-            body.take()
-                .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed()),
-        );
-        *up.method_mut() = method.clone();
-        *up.uri_mut() = uri;
-        // The headers are moved into the one attempt there is; copied only when a retry may follow.
-        *up.headers_mut() = if retry_ok && attempt == 0 {
-            headers.clone()
+        let sent = if bodiless && method != Method::CONNECT {
+            // Most requests: kube-gw's own HTTP/1.1 client (h1.rs), in this task.
+            tokio::time::timeout(
+                conn.opts.backend_timeout,
+                send_h1(
+                    conn,
+                    backend.proxy_protocol,
+                    endpoint,
+                    &method,
+                    pq.as_str(),
+                    &headers,
+                ),
+            )
+            .await
+            .map(|r| r.map(|resp| resp.map(BodyExt::boxed)))
         } else {
-            std::mem::take(&mut headers)
+            // Origin form: the connection speaks to the endpoint directly.
+            let uri = Uri::from(pq.clone());
+            let mut up = Request::new(
+                body.take()
+                    .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed()),
+            );
+            *up.method_mut() = method.clone();
+            *up.uri_mut() = uri;
+            // The headers are moved into the one attempt there is; copied only when a retry
+            // may follow.
+            *up.headers_mut() = if retry_ok && attempt == 0 {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
+            tokio::time::timeout(
+                conn.opts.backend_timeout,
+                send(conn, backend.proxy_protocol, endpoint, up),
+            )
+            .await
+            .map(|r| r.map(|resp| resp.map(|b| b.map_err(BoxError::from).boxed())))
         };
-        let sent = tokio::time::timeout(
-            conn.opts.backend_timeout,
-            send(conn, backend.proxy_protocol, endpoint, up),
-        )
-        .await;
         match sent {
             Ok(Ok(resp)) => {
                 let (mut parts, b) = resp.into_parts();
@@ -779,7 +807,7 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
                     modify(&mut parts.headers, m);
                 }
                 done(parts.status, &backend.name, &endpoint);
-                return Response::from_parts(parts, b.boxed());
+                return Response::from_parts(parts, b);
             }
             Ok(Err(e)) if e.connect && retry_ok && attempt == 0 => {
                 tracing::debug!(endpoint = %endpoint, "gateway: connect failed, retrying another endpoint: {}", e.text);
@@ -855,13 +883,68 @@ async fn send(
     }
 }
 
-/// A new backend connection (from the switch's source address), ready for a request; with
-/// the PROXY protocol v2 header of this client first when `proxied`.
-async fn backend_connection(
+/// Sends one bodiless request to `endpoint` with kube-gw's own HTTP/1.1 client: over a
+/// connection this client connection kept, one from the shared idle pool, or a new one.
+/// A kept connection the backend had closed (it answered nothing) is replaced by a new one
+/// once, for idempotent methods.
+async fn send_h1(
+    conn: &Conn,
+    proxied: bool,
+    endpoint: SocketAddr,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+) -> Result<Response<super::h1::H1Body>, SendError> {
+    let mut stale_retried = false;
+    loop {
+        let idle = if stale_retried {
+            None
+        } else {
+            conn.h1
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(endpoint, proxied)
+        };
+        let reused = idle.is_some();
+        let c = match idle {
+            Some(c) => c,
+            None => super::h1::H1Conn::new(connect_backend(conn, endpoint, proxied).await?),
+        };
+        let home = super::h1::Home {
+            pool: conn.h1.clone(),
+            endpoint,
+            proxied,
+        };
+        match super::h1::round_trip(c, method, target, headers, home).await {
+            Ok(r) => return Ok(r),
+            Err(e)
+                if e.untouched
+                    && reused
+                    && !stale_retried
+                    && matches!(
+                        *method,
+                        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
+                    ) =>
+            {
+                stale_retried = true;
+            }
+            Err(e) => {
+                return Err(SendError {
+                    connect: false,
+                    text: e.text,
+                })
+            }
+        }
+    }
+}
+
+/// A new connection to `endpoint` from the switch's source address; it starts with the
+/// PROXY protocol v2 header of this client when `proxied`.
+async fn connect_backend(
     conn: &Conn,
     endpoint: SocketAddr,
     proxied: bool,
-) -> Result<super::pool::Sender, SendError> {
+) -> Result<TcpStream, SendError> {
     let connect_err = |text: String| SendError {
         connect: true,
         text,
@@ -880,6 +963,20 @@ async fn backend_connection(
             .await
             .map_err(|e| connect_err(format!("PROXY header: {e}")))?;
     }
+    Ok(stream)
+}
+
+/// A new backend connection for hyper's client (requests with a body), ready for a request.
+async fn backend_connection(
+    conn: &Conn,
+    endpoint: SocketAddr,
+    proxied: bool,
+) -> Result<super::pool::Sender, SendError> {
+    let connect_err = |text: String| SendError {
+        connect: true,
+        text,
+    };
+    let stream = connect_backend(conn, endpoint, proxied).await?;
     let (mut sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| connect_err(e.to_string()))?;

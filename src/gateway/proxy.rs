@@ -18,6 +18,9 @@
 //! - Backend connections are sourced from `[gateway] source-addresses` when set (the switch's
 //!   own address, not the anycast VIP: replies must come back to this switch), else from the
 //!   kernel's choice for the route; they are kept per client connection, then pooled (`pool`).
+//!   A request without a body (most of them) goes over kube-gw's own HTTP/1.1 client (`h1`),
+//!   in this connection's task; one with a body goes over hyper's client, which sends the body
+//!   while it reads the answer (a backend may answer early, e.g. 413).
 //! - Bad input costs one connection: malformed HTTP gets 400, oversized headers 431, a client
 //!   that sends its headers too slowly is closed after the header timeout, TLS garbage or an
 //!   unknown SNI ends the handshake with an alert.

@@ -368,6 +368,31 @@ spec:
     assert_eq!(a["headers"]["x-forwarded-proto"], "http");
     assert_eq!(a["peer"], "203.0.113.1");
     assert_eq!(w.get("app.example", "/b", &[]).unwrap()["backend"], "b");
+    // A request with a body (hyper's client toward the backend) and one without (kube-gw's
+    // own, h1.rs) both arrive whole; HEAD gets the head only.
+    let big = "x".repeat(100_000);
+    let posted = w
+        .get("app.example", "/a/post", &["--data-binary", &big])
+        .unwrap();
+    assert_eq!(
+        (posted["method"].as_str(), posted["body"].as_u64()),
+        (Some("POST"), Some(100_000)),
+        "{posted}"
+    );
+    assert_eq!(a["body"], 0);
+    // (A proxy that waited for HEAD's announced body would time out here.)
+    let (status, head, _) = w.curl(&[
+        "--resolve",
+        &format!("app.example:80:{VIP}"),
+        "-I",
+        "http://app.example/a/x",
+    ]);
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("content-length: ")),
+        "HEAD keeps the backend's Content-Length: {head}"
+    );
     assert_eq!(
         w.get("app.example", "/zzz", &["-H", "X-Env: canary"])
             .unwrap()["backend"],

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A test backend: answers every HTTP request with JSON naming itself and echoing the request
-(method, path, headers, peer), over plain TCP or TLS.
+(method, path, headers, peer, the length of its body), over plain TCP or TLS.
 
     echo.py NAME ADDRESS PORT [CERT KEY] [--proxy-v2]
 
@@ -65,10 +65,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def answer(self):
         length = int(self.headers.get("content-length") or 0)
-        self.rfile.read(length)
+        data = self.rfile.read(length)
         body = json.dumps({
             "backend": name,
             "method": self.command,
+            "body": len(data),
             "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "peer": self.client_address[0],

@@ -153,13 +153,19 @@ pub async fn round_trip(
         }
         let framing = framing(method, status, &fields)?;
         let reuse = framing.delimited() && keeps_alive(version, &fields);
+        let mut fields = fields;
+        if fields.contains_key(hyper::header::TRANSFER_ENCODING) {
+            // Transfer-Encoding decided the framing: a Content-Length beside it is not the
+            // body's length (RFC 9112 6.3) and must not reach the client.
+            fields.remove(hyper::header::CONTENT_LENGTH);
+        }
         let mut resp = Response::new(H1Body {
             conn: None,
             framing: Framing::Empty,
             home: None,
         });
+        // The backend's HTTP version concerns the backend connection only.
         *resp.status_mut() = status;
-        *resp.version_mut() = version;
         *resp.headers_mut() = fields;
         if let Framing::Empty = framing {
             if reuse && c.buf.is_empty() {
@@ -506,9 +512,12 @@ mod tests {
 
     /// A backend that reads one request head per item of `answers` and writes the answer
     /// in the given pieces (a pause between them, so they arrive in separate reads); then
-    /// closes. Returns its address and the request heads it read.
-    async fn backend(
+    /// closes, or with `linger` waits for the client to close first (so that a busy machine
+    /// cannot make a kept connection look closed by the backend). Returns its address and
+    /// the request heads it read.
+    async fn backend_with(
         answers: Vec<Vec<&'static [u8]>>,
+        linger: bool,
     ) -> (SocketAddr, tokio::task::JoinHandle<Vec<String>>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -532,13 +541,25 @@ mod tests {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
+            if linger {
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest).await;
+            }
             heads
         });
         (addr, task)
     }
 
+    async fn backend(
+        answers: Vec<Vec<&'static [u8]>>,
+    ) -> (SocketAddr, tokio::task::JoinHandle<Vec<String>>) {
+        backend_with(answers, false).await
+    }
+
     struct Client {
         home: Home,
+        /// The head of the last answer.
+        last: Mutex<HeaderMap>,
     }
 
     impl Client {
@@ -550,6 +571,7 @@ mod tests {
                     endpoint,
                     proxied: false,
                 },
+                last: Mutex::new(HeaderMap::new()),
             }
         }
 
@@ -576,6 +598,7 @@ mod tests {
                 .await
                 .map_err(|e| e.text)?;
             let status = resp.status().as_u16();
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = resp.headers().clone();
             let body = resp
                 .into_body()
                 .collect()
@@ -603,7 +626,7 @@ mod tests {
 
     #[tokio::test]
     async fn content_length_chunked_and_bodiless_answers_share_one_connection() {
-        let (addr, task) = backend(vec![
+        let (addr, task) = backend_with(vec![
             vec![b"HTTP/1.1 200 OK\r\nContent-Le", b"ngth: 5\r\n\r\nhel", b"lo"],
             vec![
                 b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -614,7 +637,11 @@ mod tests {
             vec![b"HTTP/1.1 204 No Content\r\n\r\n"],
             vec![b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n"],
             vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"],
-        ])
+            vec![
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"2\r\nok\r\n0\r\n\r\n",
+            ],
+        ], true)
         .await;
         let c = Client::new(addr);
         assert_eq!(c.get(Method::GET).await, Ok((200, b"hello".to_vec(), true)));
@@ -630,8 +657,21 @@ mod tests {
             "HEAD: the Content-Length announces no body"
         );
         assert_eq!(c.get(Method::GET).await, Ok((200, Vec::new(), true)));
+        assert_eq!(
+            c.get(Method::GET).await,
+            Ok((200, b"ok".to_vec(), true)),
+            "Transfer-Encoding decides over Content-Length"
+        );
+        assert!(
+            !c.last
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(hyper::header::CONTENT_LENGTH),
+            "and the Content-Length beside it is gone"
+        );
+        drop(c);
         let heads = task.await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(heads.len(), 5, "five requests on one connection: {heads:?}");
+        assert_eq!(heads.len(), 6, "six requests on one connection: {heads:?}");
         assert_eq!(heads[0], "GET /p?q=1 HTTP/1.1\r\nhost: app.example\r\n\r\n");
         assert!(heads[3].starts_with("HEAD /p?q=1 HTTP/1.1\r\n"));
     }
@@ -655,9 +695,12 @@ mod tests {
             task.await.unwrap_or_else(|e| panic!("{e}"));
         }
         // HTTP/1.0 with keep-alive asked for: reused (the control for the case above).
-        let (addr, task) = backend(vec![vec![
-            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
-        ]])
+        let (addr, task) = backend_with(
+            vec![vec![
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+            ]],
+            true,
+        )
         .await;
         let c = Client::new(addr);
         assert_eq!(c.get(Method::GET).await, Ok((200, b"ok".to_vec(), true)));

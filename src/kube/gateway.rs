@@ -196,6 +196,24 @@ impl Stores {
     }
 }
 
+/// What a failed watch's error means for the operator, and what to do.
+fn hint(text: &str) -> String {
+    if text.contains("404") || text.contains("NotFound") {
+        format!(
+            "{text}: are the Gateway API CRDs (standard channel, v1) installed? \
+             kube-gw's [gateway] section needs them"
+        )
+    } else if text.contains("403") || text.contains("Forbidden") || text.contains("forbidden") {
+        format!(
+            "{text}: this switch's identity may not read it; apply \
+             configs/kubernetes/kube-gw-gateway-rbac.yaml with a ClusterRoleBinding for this \
+             switch's identity (the file binds system:node:spine-1 as the example)"
+        )
+    } else {
+        text.to_string()
+    }
+}
+
 /// Watches one resource into `writer`, recording its health under `name`; every event wakes
 /// the publisher.
 async fn track<K>(
@@ -229,15 +247,7 @@ async fn track<K>(
             }
             Ok(_) => {}
             Err(e) => {
-                let text = e.to_string();
-                let hint = if text.contains("404") || text.contains("NotFound") {
-                    format!(
-                        "{text}: are the Gateway API CRDs (standard channel, v1) installed? \
-                         kube-gw's [gateway] section needs them"
-                    )
-                } else {
-                    text
-                };
+                let hint = hint(&e.to_string());
                 tracing::warn!(resource = name, error = %hint, "watch failed; retrying with backoff");
                 report.watch_state(name, WatchState::Failing, Some(hint));
             }
@@ -384,4 +394,22 @@ pub async fn run(
         }
     };
     tokio::join!(watches, publish);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hint;
+
+    #[test]
+    fn a_failed_watch_says_what_to_do() {
+        let forbidden = "ApiError: gateways.gateway.networking.k8s.io is forbidden: User \
+                         \"system:node:sw1\" cannot list resource \"gateways\": Forbidden";
+        assert!(hint(forbidden).contains("apply configs/kubernetes/kube-gw-gateway-rbac.yaml"));
+        assert!(
+            hint("ApiError: the server could not find the requested resource: NotFound")
+                .contains("are the Gateway API CRDs")
+        );
+        // Anything else is passed on as it came.
+        assert_eq!(hint("connection refused"), "connection refused");
+    }
 }

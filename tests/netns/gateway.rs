@@ -73,7 +73,7 @@ struct World {
 
 fn gateway_config(controller: &str) -> String {
     format!(
-        "\n[gateway]\ncontroller-name = \"{controller}\"\nsource-addresses = [\"203.0.113.1\"]\n"
+        "\n[gateway]\ncontroller-name = \"{controller}\"\nsource-addresses = [\"203.0.113.1\", \"2001:db8:113::1\"]\n"
     )
 }
 
@@ -112,15 +112,33 @@ fn setup(mut sw: Switch, controller: String) -> World {
     let client = sw.lab.node("client");
     let backend = sw.lab.node("backend");
     let (sw_node, lab) = (sw.node.clone(), &mut sw.lab);
-    lab.link(&client, &["192.0.2.66/30"], &sw_node, &["192.0.2.65/30"]);
+    lab.link(
+        &client,
+        &["192.0.2.66/30", "2001:db8:66::2/64"],
+        &sw_node,
+        &["192.0.2.65/30", "2001:db8:66::1/64"],
+    );
     lab.link(
         &sw_node,
-        &["203.0.113.1/24"],
+        &["203.0.113.1/24", "2001:db8:113::1/64"],
         &backend,
-        &["203.0.113.10/24", "203.0.113.11/24", "203.0.113.12/24"],
+        &[
+            "203.0.113.10/24",
+            "203.0.113.11/24",
+            "203.0.113.12/24",
+            "2001:db8:113::10/64",
+        ],
     );
     client.exec("ip", &["route", "add", "default", "via", "192.0.2.65"]);
+    client.exec(
+        "ip",
+        &["-6", "route", "add", "default", "via", "2001:db8:66::1"],
+    );
     backend.exec("ip", &["route", "add", "default", "via", "203.0.113.1"]);
+    backend.exec(
+        "ip",
+        &["-6", "route", "add", "default", "via", "2001:db8:113::1"],
+    );
     let echo = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/netns/harness/echo.py");
     for (name, addr) in [("a", "203.0.113.10"), ("b", "203.0.113.11")] {
         sw.lab.spawn(
@@ -701,6 +719,39 @@ spec:
         ),
         (Some("a"), Some("https"))
     );
+    // HTTP/2 (ALPN h2): a bodiless request and a 100 kB POST on one connection.
+    let big = "y".repeat(100_000);
+    let resolve = format!("app.example:443:{VIP}");
+    let h2 = |extra: &[&str]| {
+        let mut args = vec![
+            "--http2",
+            "--cacert",
+            &ca1_path,
+            "--resolve",
+            &resolve,
+            "https://app.example/h2",
+        ];
+        args.extend_from_slice(extra);
+        w.curl(&args)
+    };
+    let (status, head, body) = h2(&[]);
+    assert_eq!(status, 200, "{head}");
+    assert!(head.starts_with("HTTP/2 "), "spoken over HTTP/2: {head}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["backend"].as_str(), v["body"].as_u64()),
+        (Some("a"), Some(0))
+    );
+    let (status, head, body) = h2(&["--data-binary", &big]);
+    assert_eq!(status, 200, "{head}");
+    assert!(head.starts_with("HTTP/2 "), "{head}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["method"].as_str(), v["body"].as_u64()),
+        (Some("POST"), Some(100_000)),
+        "{v}"
+    );
+
     // Unknown SNI (the bad listener's host has no usable certificate): the handshake fails.
     let (status, _, _) = https(&ca1_path, "bad.example");
     assert_eq!(
@@ -1287,4 +1338,82 @@ spec:
     assert_eq!(w.get("v1.example", "/", &[]), Err(500));
     assert!(!w.sw.lab.log("echo-pp").contains("refused a connection"));
     let _ = &mut w;
+}
+
+#[test]
+fn ipv6_gateway_serves_ipv6_clients_from_ipv6_backends() {
+    if !require_root("ipv6_gateway_serves_ipv6_clients_from_ipv6_backends") {
+        return;
+    }
+    const VIP6: &str = "2001:db8:100::40";
+    let mut w = start();
+    let ns = w.sw.ns.clone();
+    let echo = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/netns/harness/echo.py");
+    let backend = w.backend.clone();
+    w.sw.lab.spawn(
+        &backend,
+        "echo-a6",
+        "python3",
+        &[echo, "a6", "2001:db8:113::10", "8080"],
+    );
+    w.wait("backend a6 listening", || {
+        w.sw.lab.log("echo-a6").contains("listening").then_some(())
+    });
+    w.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-a6\n  namespace: {ns}\nspec:\n  ports:\n  - name: http\n    port: 8080\n    protocol: TCP\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-a6-1\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: svc-a6\n\
+         addressType: IPv6\nports:\n- name: http\n  port: 8080\n  protocol: TCP\nendpoints:\n  - addresses: [\"2001:db8:113::10\"]\n    conditions: {{ready: true}}\n"
+    ));
+    w.apply(&format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: web6
+  namespace: {ns}
+spec:
+  gatewayClassName: {}
+  addresses: [{{type: IPAddress, value: "{VIP6}"}}]
+  listeners:
+  - {{name: http, port: 80, protocol: HTTP}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: app6
+  namespace: {ns}
+spec:
+  parentRefs: [{{name: web6}}]
+  hostnames: [app6.example]
+  rules:
+  - backendRefs: [{{name: svc-a6, port: 8080}}]
+"#,
+        w.class
+    ));
+    let st = w.wait("the Gateway to be Programmed", || {
+        let s = w.gateway_status(&ns, "web6");
+        (condition(&s["conditions"], "Programmed")["status"] == "True").then_some(s)
+    });
+    assert_eq!(
+        st["addresses"],
+        serde_json::json!([{"type": "IPAddress", "value": VIP6}])
+    );
+    w.wait("the VIP on lo", || {
+        crate::vips::lo_addresses(&w.sw.node)
+            .contains(&format!("{VIP6}/128"))
+            .then_some(())
+    });
+    let resolve = format!("app6.example:80:[{VIP6}]");
+    let v = w.wait("the route to serve over IPv6", || {
+        let (status, _, body) = w.curl(&["--resolve", &resolve, "http://app6.example/six"]);
+        (status == 200).then(|| serde_json::from_str::<serde_json::Value>(&body).unwrap())
+    });
+    assert_eq!(v["backend"], "a6");
+    assert_eq!(v["path"], "/six");
+    // The client as the backend learns it, and the switch's own IPv6 address as the source.
+    assert_eq!(v["headers"]["x-forwarded-for"], "2001:db8:66::2");
+    assert_eq!(
+        v["headers"]["forwarded"],
+        "for=\"[2001:db8:66::2]\";proto=http;host=\"app6.example\""
+    );
+    assert_eq!(v["peer"], "2001:db8:113::1");
 }

@@ -27,6 +27,9 @@
 mod gateway_role;
 #[path = "../tests/netns/harness/mod.rs"]
 mod harness;
+#[path = "../tests/common/proxy_world.rs"]
+#[allow(dead_code)]
+mod proxy_world;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -152,21 +155,13 @@ struct World {
 }
 
 fn world() -> World {
-    let mut lab = Lab::new();
-    let client = lab.node("client");
-    let switch = lab.node("switch");
-    let backend = lab.node("backend");
-    lab.link(&client, &["192.0.2.66/30"], &switch, &["192.0.2.65/30"]);
-    lab.link(
-        &switch,
-        &["203.0.113.1/24"],
-        &backend,
-        &[&format!("{BACKEND}/24")],
-    );
-    client.exec("ip", &["route", "add", "default", "via", "192.0.2.65"]);
-    backend.exec("ip", &["route", "add", "default", "via", "203.0.113.1"]);
-    switch.exec("ip", &["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
-    let dir = lab.dir().display().to_string();
+    let proxy_world::ProxyWorld {
+        mut lab,
+        client,
+        switch,
+        backend,
+        dir,
+    } = proxy_world::proxy_world(VIP, BACKEND);
     // Certificate: ECDSA P-256 (rcgen's default).
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["app.example".to_string()])

@@ -29,16 +29,15 @@
 mod gateway_role;
 #[path = "../tests/netns/harness/mod.rs"]
 mod harness;
+#[path = "../tests/common/proxy_world.rs"]
+mod proxy_world;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harness::{Lab, Node};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 
 const VIP: &str = "198.51.100.40";
 const BACKEND: &str = "203.0.113.10";
@@ -93,25 +92,10 @@ fn role_backend() {
 /// The client: one kept-alive TLS connection, 1 MiB responses for `secs`; prints
 /// `<body bytes> <seconds>`.
 fn role_client(ca: &str, secs: u64) {
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider
-        .cipher_suites
-        .retain(|s| format!("{:?}", s.suite()) == "TLS13_AES_128_GCM_SHA256");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("app.example").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
-    let sock = TcpStream::connect(SocketAddr::new(VIP.parse().unwrap(), 443)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut tls = BufReader::with_capacity(1 << 16, rustls::StreamOwned::new(conn, sock));
+    let mut tls = BufReader::with_capacity(
+        1 << 16,
+        proxy_world::tls13_client(VIP, "TLS13_AES_128_GCM_SHA256", ca),
+    );
     let t = Instant::now();
     let mut total = 0u64;
     let mut buf = vec![0u8; 1 << 16];
@@ -171,20 +155,13 @@ struct World {
 }
 
 fn world() -> World {
-    let mut lab = Lab::new();
-    let client = lab.node("client");
-    let switch = lab.node("switch");
-    let backend = lab.node("backend");
-    lab.link(&client, &["192.0.2.66/30"], &switch, &["192.0.2.65/30"]);
-    lab.link(
-        &switch,
-        &["203.0.113.1/24"],
-        &backend,
-        &[&format!("{BACKEND}/24")],
-    );
-    client.exec("ip", &["route", "add", "default", "via", "192.0.2.65"]);
-    backend.exec("ip", &["route", "add", "default", "via", "203.0.113.1"]);
-    switch.exec("ip", &["addr", "add", &format!("{VIP}/32"), "dev", "lo"]);
+    let proxy_world::ProxyWorld {
+        mut lab,
+        client,
+        switch,
+        backend,
+        dir,
+    } = proxy_world::proxy_world(VIP, BACKEND);
     // A CA and the gateway's certificate (ECDSA P-256).
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -208,7 +185,6 @@ fn world() -> World {
     harness::wait_for("the backend", Duration::from_secs(30), || {
         lab.log("backend").contains("listening").then_some(())
     });
-    let dir = lab.dir().display().to_string();
     World {
         lab,
         client,

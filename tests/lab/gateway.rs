@@ -12,12 +12,8 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::net::TcpStream;
 use std::time::Duration;
-
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 
 use crate::harness::{self, Lab};
 use crate::{me, run_role, world, VIP};
@@ -161,26 +157,7 @@ pub fn gateway(cert: &str, key: &str, backend: &str) {
 
 /// A TLS 1.3 client of VIP:443 (`app.example`) with one cipher suite.
 fn tls_client(suite: &str, ca: &str) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider
-        .cipher_suites
-        .retain(|s| format!("{:?}", s.suite()) == suite);
-    assert_eq!(provider.cipher_suites.len(), 1, "no suite {suite}");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("app.example").unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
-    let sock = TcpStream::connect(SocketAddr::new(VIP.parse().unwrap(), 443)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    rustls::StreamOwned::new(conn, sock)
+    crate::proxy_world::tls13_client(VIP, suite, ca)
 }
 
 /// GET `path` through VIP:443 with one TLS 1.3 cipher suite; prints `<status> <length> intact`

@@ -20,6 +20,9 @@ mod gateway;
 mod gateway_role;
 #[path = "../netns/harness/mod.rs"]
 mod harness;
+#[path = "../common/proxy_world.rs"]
+#[allow(dead_code)]
+mod proxy_world;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};

@@ -264,6 +264,15 @@ fn kube_components(v: &crate::kube::report::KubeView) -> Vec<Component> {
             info: info.clone(),
         });
     }
+    if let Some((leader, info, since)) = &v.election {
+        out.push(Component {
+            name: "gateway-status-writer".into(),
+            kind: "election".into(),
+            state: if *leader { "leader" } else { "follower" }.into(),
+            since_seconds: *since,
+            info: info.clone(),
+        });
+    }
     out
 }
 

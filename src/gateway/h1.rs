@@ -31,7 +31,7 @@ use hyper::{Method, Response, StatusCode, Version};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::pool::{Local, Pooled};
+use super::pool::{BoxError, Local, Pooled};
 
 /// Header fields a response head may have.
 pub const MAX_HEADERS: usize = 100;
@@ -317,8 +317,6 @@ pub struct H1Body {
     home: Option<Home>,
 }
 
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
-
 impl H1Body {
     /// The body ended on its message boundary: the connection goes home (when allowed and
     /// nothing unasked for follows).
@@ -342,7 +340,7 @@ impl H1Body {
 
     /// One step of the chunked decoder over what is buffered: a data frame, a state change
     /// (`Ok(None)`, try again), or `Err(true)` when more bytes are needed.
-    fn chunked_step(&mut self) -> Result<Option<Bytes>, Result<bool, BodyError>> {
+    fn chunked_step(&mut self) -> Result<Option<Bytes>, Result<bool, BoxError>> {
         let Framing::Chunked(state) = self.framing else {
             return Err(Ok(false));
         };
@@ -424,12 +422,12 @@ impl H1Body {
 
 impl hyper::body::Body for H1Body {
     type Data = Bytes;
-    type Error = BodyError;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
             match this.framing {

@@ -32,7 +32,10 @@ pub const MAX_IDLE: usize = 256;
 /// Connections per endpoint one client connection keeps for itself.
 pub const LOCAL_MAX: usize = 4;
 
-pub type Sender = SendRequest<BoxBody<Bytes, super::proxy::BoxError>>;
+/// Errors of the bodies the proxy passes on (hyper's, and the own HTTP/1.1 client's).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub type Sender = SendRequest<BoxBody<Bytes, BoxError>>;
 
 /// A backend connection as the pools see it.
 pub trait Pooled {

@@ -49,12 +49,11 @@ use tokio::sync::{mpsc, watch};
 use super::plan::{
     Backend, Certificates, Filter, GatewayState, PathMatch, PortPlan, RequestView, Rule,
 };
+use super::pool::BoxError;
 use super::sni::{self, Hello};
 use super::steer::{Accepted, Pair};
 use crate::model::gateway::{HeaderModifier, PathModifier, RequestRedirect};
 
-/// Errors of the bodies the proxy passes on (hyper's, and the own HTTP/1.1 client's).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BoxError>;
 
 /// How the proxy behaves (from `[gateway]`).

@@ -45,6 +45,8 @@ pub struct Election {
     /// What the candidates share: the value of their [`LABEL`] (switches serving another
     /// `controllerName` elect their own writer).
     pub group: String,
+    /// Where the outcome is shown (`kube-gw status`: component `gateway-status-writer`).
+    pub report: std::sync::Arc<super::report::KubeReport>,
 }
 
 /// A label value for a controller name (`kube-gw.io/switch` → `kube-gw.io.switch`): label
@@ -100,17 +102,27 @@ impl Election {
         let mut last_ok: Option<Instant> = None;
         loop {
             match self.round(&nodes, &leases, &mut labelled, &mut seen).await {
-                Ok(is_leader) => {
+                Ok((lead, alive)) => {
                     last_ok = Some(Instant::now());
+                    let is_leader = lead == self.identity;
                     if is_leader && !*leader_tx.borrow() {
                         tracing::info!(node = %self.identity, "this switch is the leader: it writes Gateway API status");
                     }
                     leader_tx.send_if_modified(|l| std::mem::replace(l, is_leader) != is_leader);
+                    self.report.election(
+                        is_leader,
+                        format!(
+                            "leader {lead}; {} other candidate(s) alive of group {}",
+                            alive, self.group
+                        ),
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "leader election: cannot read the candidates' Leases");
                     if last_ok.is_none_or(|t| t.elapsed() >= DURATION) {
                         leader_tx.send_if_modified(|l| std::mem::replace(l, false));
+                        self.report
+                            .election(false, format!("cannot read the candidates' Leases: {e}"));
                     }
                 }
             }
@@ -124,7 +136,7 @@ impl Election {
         leases: &Api<Lease>,
         labelled: &mut bool,
         seen: &mut Seen,
-    ) -> Result<bool, kube::Error> {
+    ) -> Result<(String, usize), kube::Error> {
         if !*labelled {
             let patch = serde_json::json!({"metadata": {"labels": {LABEL: self.group}}});
             nodes
@@ -164,7 +176,7 @@ impl Election {
                 alive.insert(name);
             }
         }
-        Ok(leader(&self.identity, &alive) == self.identity)
+        Ok((leader(&self.identity, &alive).to_string(), alive.len()))
     }
 }
 

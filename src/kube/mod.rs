@@ -259,6 +259,7 @@ async fn gateway_side(
         client: client.clone(),
         identity: name.to_string(),
         group: leader::group_of(&g.controller_name),
+        report: report.clone(),
     };
     tokio::join!(
         gateway::run(

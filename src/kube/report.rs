@@ -53,6 +53,8 @@ struct Inner {
     watches: BTreeMap<&'static str, WatchHealth>,
     node: Option<(String, String)>,
     snapshots: u64,
+    /// The Gateway API status writer's election: this switch leads, what it knows, since.
+    election: Option<(bool, String, Option<Instant>)>,
 }
 
 /// Shared report of the Kubernetes subsystem.
@@ -138,6 +140,16 @@ impl KubeReport {
         self.lock().node = Some((state.into(), info.into()));
     }
 
+    /// The status writer's election: whether this switch leads, and what it saw.
+    pub fn election(&self, leader: bool, info: impl Into<String>) {
+        let mut g = self.lock();
+        let since = match &g.election {
+            Some((l, _, since)) if *l == leader => *since,
+            _ => Some(Instant::now()),
+        };
+        g.election = Some((leader, info.into(), since));
+    }
+
     /// Everything, for status output.
     pub fn view(&self) -> KubeView {
         let g = self.lock();
@@ -163,6 +175,13 @@ impl KubeReport {
                 .collect(),
             node: g.node.clone(),
             snapshots: g.snapshots,
+            election: g.election.as_ref().map(|(l, info, since)| {
+                (
+                    *l,
+                    info.clone(),
+                    since.map_or(0, |t| now.duration_since(t).as_secs()),
+                )
+            }),
         }
     }
 
@@ -189,6 +208,8 @@ pub struct KubeView {
     pub watches: Vec<(String, WatchHealth, u64)>,
     pub node: Option<(String, String)>,
     pub snapshots: u64,
+    /// (this switch leads, what it saw, seconds since the last change of leadership).
+    pub election: Option<(bool, String, u64)>,
 }
 
 /// Exposes the report on `/metrics`, read at scrape time.

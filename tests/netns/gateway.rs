@@ -107,7 +107,13 @@ fn start_with_leaf() -> (World, crate::harness::peers::Bird) {
     (setup(sw, controller), bird)
 }
 
-fn setup(mut sw: Switch, controller: String) -> World {
+fn setup(sw: Switch, controller: String) -> World {
+    setup_in_class(sw, controller, None)
+}
+
+/// `setup`, joining the GatewayClass `class` (of another switch of the same controller)
+/// instead of making one.
+fn setup_in_class(mut sw: Switch, controller: String, class: Option<String>) -> World {
     let cp = ControlPlane::shared();
     let client = sw.lab.node("client");
     let backend = sw.lab.node("backend");
@@ -154,10 +160,13 @@ fn setup(mut sw: Switch, controller: String) -> World {
             sw.lab.log(&log).contains("listening").then_some(())
         });
     }
-    let class = unique("switch");
-    cp.apply_manifest(&format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: {class}\nspec:\n  controllerName: {controller}\n"
-    ));
+    let class = class.unwrap_or_else(|| {
+        let class = unique("switch");
+        cp.apply_manifest(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata:\n  name: {class}\nspec:\n  controllerName: {controller}\n"
+        ));
+        class
+    });
     World {
         sw,
         client,
@@ -1416,4 +1425,103 @@ spec:
         "for=\"[2001:db8:66::2]\";proto=http;host=\"app6.example\""
     );
     assert_eq!(v["peer"], "2001:db8:113::1");
+}
+
+/// The `gateway-status-writer` component of a switch's `kube-gw status`: (state, info).
+fn writer_role(w: &World) -> Option<(String, String)> {
+    let s = w.sw.kg.status();
+    let c = s["components"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == "gateway-status-writer")?
+        .clone();
+    Some((
+        c["state"].as_str()?.to_string(),
+        c["info"].as_str()?.to_string(),
+    ))
+}
+
+#[test]
+fn two_switches_serve_one_gateway_and_one_writes_its_status() {
+    if !require_root("two_switches_serve_one_gateway_and_one_writes_its_status") {
+        return;
+    }
+    let w1 = start();
+    let sw2 = Switch::start_in(None, "", &gateway_config(&w1.controller));
+    let w2 = setup_in_class(sw2, w1.controller.clone(), Some(w1.class.clone()));
+    let ns = w1.sw.ns.clone();
+    w1.service(&ns, "svc-a", &["203.0.113.10"]);
+    let route = |name: &str, host: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  parentRefs: [{{name: web}}]\n  hostnames: [{host}]\n  rules:\n  - backendRefs: [{{name: svc-a, port: 8080}}]\n"
+        )
+    };
+    w1.apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: web\n  namespace: {ns}\nspec:\n  gatewayClassName: {}\n  addresses:\n  - type: IPAddress\n    value: {VIP}\n  listeners:\n  - name: http\n    port: 80\n    protocol: HTTP\n---\n{}",
+        w1.class,
+        route("app", "app.example")
+    ));
+    w1.wait("the Gateway to be Programmed", || {
+        let s = w1.gateway_status(&ns, "web");
+        (condition(&s["conditions"], "Programmed")["status"] == "True").then_some(())
+    });
+    // Every switch serves: the same VIP answers through each, to its own client.
+    for w in [&w1, &w2] {
+        let v = w.wait("the route to serve through this switch", || {
+            w.get("app.example", "/x", &[]).ok()
+        });
+        assert_eq!(v["backend"], "a");
+    }
+    // Exactly one writes status: the candidate with the smallest name.
+    let (mut lead, follow) = if w1.sw.kg.name < w2.sw.kg.name {
+        (w1, w2)
+    } else {
+        (w2, w1)
+    };
+    let lead_name = lead.sw.kg.name.clone();
+    lead.wait("one leader and one follower", || {
+        let (a, b) = (writer_role(&lead)?, writer_role(&follow)?);
+        (a.0 == "leader" && b.0 == "follower").then_some(())
+    });
+    let (_, info) = writer_role(&follow).unwrap();
+    assert!(
+        info.contains(&format!("leader {lead_name};")),
+        "the follower names the leader: {info}"
+    );
+    // The leader's kube-gw stops: its Lease ages out, the follower takes over and writes
+    // the status of a route made meanwhile.
+    lead.sw.lab.stop(&lead_name, Duration::from_secs(10));
+    follow.apply(&route("later", "later.example"));
+    let deadline = std::time::Instant::now() + leader_failover();
+    loop {
+        let st = follow.route_status(&ns, "later");
+        let accepted = st["parents"]
+            .as_array()
+            .and_then(|p| p.first())
+            .map(|p| condition(&p["conditions"], "Accepted")["status"] == "True")
+            .unwrap_or(false);
+        if accepted {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower never wrote the new route's status; its role: {:?}",
+            writer_role(&follow)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        writer_role(&follow).map(|r| r.0).as_deref(),
+        Some("leader"),
+        "the follower took over"
+    );
+    assert_eq!(
+        follow.get("later.example", "/x", &[]).unwrap()["backend"],
+        "a"
+    );
+}
+
+/// Lease duration (40 s), a round, and margin for a busy machine.
+fn leader_failover() -> Duration {
+    Duration::from_secs(40 + 2 + 40)
 }

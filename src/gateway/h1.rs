@@ -337,86 +337,141 @@ impl H1Body {
         c.buf.reserve(READ);
         tokio_util::io::poll_read_buf(Pin::new(&mut c.io), cx, &mut c.buf)
     }
+}
 
-    /// One step of the chunked decoder over what is buffered: a data frame, a state change
-    /// (`Ok(None)`, try again), or `Err(true)` when more bytes are needed.
-    fn chunked_step(&mut self) -> Result<Option<Bytes>, Result<bool, BoxError>> {
-        let Framing::Chunked(state) = self.framing else {
-            return Err(Ok(false));
-        };
-        let Some(c) = self.conn.as_mut() else {
-            return Err(Ok(false));
-        };
-        let line_end = |b: &BytesMut| b.windows(2).position(|w| w == b"\r\n");
-        match state {
-            Chunked::Size => {
-                let Some(end) = line_end(&c.buf) else {
-                    if c.buf.len() > 4096 {
-                        return Err(Err("chunk-size line too long".into()));
-                    }
-                    return Err(Ok(true));
-                };
-                let line = c.buf.split_to(end + 2);
-                let digits = line[..end]
-                    .split(|b| *b == b';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim_ascii();
-                if digits.is_empty() || digits.len() > MAX_CHUNK_DIGITS {
-                    return Err(Err("malformed chunk size".into()));
-                }
-                let size = std::str::from_utf8(digits)
-                    .ok()
-                    .and_then(|d| u64::from_str_radix(d, 16).ok())
-                    .ok_or("malformed chunk size")
-                    .map_err(|e| Err(e.into()))?;
-                self.framing = Framing::Chunked(if size == 0 {
-                    Chunked::Trailers
+/// What one step of the chunked decoder found.
+#[derive(Debug)]
+enum Step {
+    /// Body bytes.
+    Data(Bytes),
+    /// The state moved; step again.
+    Again,
+    /// More bytes are needed.
+    More,
+    /// The body and its trailers are complete.
+    Done,
+    Bad(&'static str),
+}
+
+/// One step of the chunked decoder (RFC 9112 7.1) over the bytes buffered in `buf`.
+fn chunked_step(state: &mut Chunked, buf: &mut BytesMut) -> Step {
+    let line_end = |b: &BytesMut| b.windows(2).position(|w| w == b"\r\n");
+    match *state {
+        Chunked::Size => {
+            let Some(end) = line_end(buf) else {
+                return if buf.len() > 4096 {
+                    Step::Bad("chunk-size line too long")
                 } else {
-                    Chunked::Data(size)
-                });
-                Ok(None)
-            }
-            Chunked::Data(left) => {
-                if c.buf.is_empty() {
-                    return Err(Ok(true));
-                }
-                let n = c.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                let data = c.buf.split_to(n).freeze();
-                let left = left - n as u64;
-                self.framing = Framing::Chunked(if left == 0 {
-                    Chunked::DataEnd
-                } else {
-                    Chunked::Data(left)
-                });
-                Ok(Some(data))
-            }
-            Chunked::DataEnd => {
-                if c.buf.len() < 2 {
-                    return Err(Ok(true));
-                }
-                if &c.buf[..2] != b"\r\n" {
-                    return Err(Err("chunk data not followed by CRLF".into()));
-                }
-                c.buf.advance(2);
-                self.framing = Framing::Chunked(Chunked::Size);
-                Ok(None)
-            }
-            Chunked::Trailers => {
-                let Some(end) = line_end(&c.buf) else {
-                    if c.buf.len() > MAX_HEAD {
-                        return Err(Err("trailers over 64 KiB".into()));
-                    }
-                    return Err(Ok(true));
+                    Step::More
                 };
-                c.buf.advance(end + 2);
-                if end == 0 {
-                    self.framing = Framing::Chunked(Chunked::Done);
-                }
-                Ok(None)
+            };
+            let line = buf.split_to(end + 2);
+            let digits = line[..end]
+                .split(|b| *b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            if digits.is_empty() || digits.len() > MAX_CHUNK_DIGITS {
+                return Step::Bad("malformed chunk size");
             }
-            Chunked::Done => Err(Ok(false)),
+            let Some(size) = std::str::from_utf8(digits)
+                .ok()
+                .filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))
+                .and_then(|d| u64::from_str_radix(d, 16).ok())
+            else {
+                return Step::Bad("malformed chunk size");
+            };
+            *state = if size == 0 {
+                Chunked::Trailers
+            } else {
+                Chunked::Data(size)
+            };
+            Step::Again
         }
+        Chunked::Data(left) => {
+            if buf.is_empty() {
+                return Step::More;
+            }
+            let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let data = buf.split_to(n).freeze();
+            let left = left - n as u64;
+            *state = if left == 0 {
+                Chunked::DataEnd
+            } else {
+                Chunked::Data(left)
+            };
+            Step::Data(data)
+        }
+        Chunked::DataEnd => {
+            if buf.len() < 2 {
+                return Step::More;
+            }
+            if &buf[..2] != b"\r\n" {
+                return Step::Bad("chunk data not followed by CRLF");
+            }
+            buf.advance(2);
+            *state = Chunked::Size;
+            Step::Again
+        }
+        Chunked::Trailers => {
+            let Some(end) = line_end(buf) else {
+                return if buf.len() > MAX_HEAD {
+                    Step::Bad("trailers over 64 KiB")
+                } else {
+                    Step::More
+                };
+            };
+            buf.advance(end + 2);
+            if end == 0 {
+                *state = Chunked::Done;
+                return Step::Done;
+            }
+            Step::Again
+        }
+        Chunked::Done => Step::Done,
+    }
+}
+
+/// Decodes one whole response held in `input` (the answer to `method`) as the client does:
+/// status and body, or why it is refused. For the fuzz target and tests; the proxy decodes
+/// as bytes arrive.
+pub fn decode(input: &[u8], method: &Method) -> Result<(StatusCode, Vec<u8>), String> {
+    let mut buf = BytesMut::from(input);
+    loop {
+        let Some((len, status, _, fields)) = parse_head(&buf).map_err(|e| e.text)? else {
+            return Err("incomplete head".into());
+        };
+        buf.advance(len);
+        if status.is_informational() {
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err("101 Switching Protocols".into());
+            }
+            continue;
+        }
+        let body = match framing(method, status, &fields).map_err(|e| e.text)? {
+            Framing::Empty => Vec::new(),
+            Framing::Length(n) => {
+                if (buf.len() as u64) < n {
+                    return Err("the body is shorter than its Content-Length".into());
+                }
+                buf[..usize::try_from(n).map_err(|_| "too long")?].to_vec()
+            }
+            Framing::Close => buf.to_vec(),
+            Framing::Chunked(mut state) => {
+                let mut body = Vec::new();
+                loop {
+                    match chunked_step(&mut state, &mut buf) {
+                        Step::Data(d) => body.extend_from_slice(&d),
+                        Step::Again => {}
+                        Step::More => return Err("the chunked body is incomplete".into()),
+                        Step::Done => break,
+                        Step::Bad(e) => return Err(e.into()),
+                    }
+                }
+                body
+            }
+        };
+        return Ok((status, body));
     }
 }
 
@@ -452,17 +507,19 @@ impl hyper::body::Body for H1Body {
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                 }
-                Framing::Chunked(Chunked::Done) => {
-                    this.finish();
-                    return Poll::Ready(None);
+                Framing::Chunked(ref mut state) => {
+                    let c = this.conn.as_mut().ok_or("no connection")?;
+                    match chunked_step(state, &mut c.buf) {
+                        Step::Data(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                        Step::Again => continue,
+                        Step::Bad(e) => return Poll::Ready(Some(Err(e.into()))),
+                        Step::Done => {
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        Step::More => {}
+                    }
                 }
-                Framing::Chunked(_) => match this.chunked_step() {
-                    Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Ok(None) => continue,
-                    Err(Err(e)) => return Poll::Ready(Some(Err(e))),
-                    Err(Ok(false)) => return Poll::Ready(None),
-                    Err(Ok(true)) => {}
-                },
             }
             // More bytes are needed.
             match this.poll_fill(cx) {
@@ -735,6 +792,47 @@ mod tests {
             assert!(e.contains(why), "{why}: {e}");
             task.await.unwrap_or_else(|e| panic!("{e}"));
         }
+    }
+
+    #[test]
+    fn whole_answers_decode_as_the_client_reads_them() {
+        let ok = |input: &[u8], method: Method| {
+            decode(input, &method)
+                .map(|(s, b)| (s.as_u16(), String::from_utf8_lossy(&b).into_owned()))
+        };
+        assert_eq!(
+            ok(b"HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n3;a=b\r\nabc\r\n0\r\nT: 1\r\n\r\n", Method::GET),
+            Ok((200, "abc".into()))
+        );
+        assert_eq!(
+            ok(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+                Method::HEAD
+            ),
+            Ok((200, String::new()))
+        );
+        assert_eq!(
+            ok(b"HTTP/1.0 200 OK\r\n\r\nto the end", Method::GET),
+            Ok((200, "to the end".into()))
+        );
+        // A sign or a space is not a hexadecimal digit (Rust's from_str_radix takes "+5").
+        for bad in [&b"+5"[..], b"5 5", b"", b"ffffffffffffffff0"] {
+            let mut input = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            input.extend_from_slice(bad);
+            input.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+            assert_eq!(
+                ok(&input, Method::GET),
+                Err("malformed chunk size".into()),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            ok(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort",
+                Method::GET
+            ),
+            Err("the body is shorter than its Content-Length".into())
+        );
     }
 
     #[tokio::test]

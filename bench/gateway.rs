@@ -34,7 +34,7 @@ mod proxy_world;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use harness::{Lab, Node};
+use harness::Node;
 
 const VIP: &str = "198.51.100.40";
 const BACKEND: &str = "203.0.113.10";
@@ -147,15 +147,10 @@ fn tree(pid: u32) -> Vec<u32> {
     all
 }
 
-struct World {
-    lab: Lab,
-    client: Node,
-    switch: Node,
-    dir: String,
-}
+use proxy_world::ProxyWorld as World;
 
 fn world() -> World {
-    let proxy_world::ProxyWorld {
+    let World {
         mut lab,
         client,
         switch,
@@ -213,6 +208,7 @@ fn world() -> World {
         lab,
         client,
         switch,
+        backend,
         dir,
     }
 }

@@ -37,7 +37,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harness::{Lab, Node};
+use harness::Node;
 
 const VIP: &str = "198.51.100.40";
 const BACKEND: &str = "203.0.113.10";
@@ -147,15 +147,10 @@ fn tls_tx(switch: &Node) -> u64 {
         .unwrap_or(0)
 }
 
-struct World {
-    lab: Lab,
-    client: Node,
-    switch: Node,
-    dir: String,
-}
+use proxy_world::ProxyWorld as World;
 
 fn world() -> World {
-    let proxy_world::ProxyWorld {
+    let World {
         mut lab,
         client,
         switch,
@@ -189,6 +184,7 @@ fn world() -> World {
         lab,
         client,
         switch,
+        backend,
         dir,
     }
 }

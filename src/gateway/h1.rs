@@ -125,65 +125,74 @@ pub async fn round_trip(
     c.io.write_all(&head)
         .await
         .map_err(|e| err(format!("sending the request: {e}"), true))?;
-    loop {
-        let parsed = parse_head(&c.buf)?;
-        let Some((len, status, version, fields)) = parsed else {
-            if c.buf.len() > MAX_HEAD {
-                return Err(err("response head over 64 KiB", false));
-            }
-            c.buf.reserve(READ);
-            let untouched = c.buf.is_empty();
-            let n = tokio::io::AsyncReadExt::read_buf(&mut c.io, &mut c.buf)
-                .await
-                .map_err(|e| err(format!("reading the response: {e}"), untouched))?;
-            if n == 0 {
-                return Err(err("the backend closed the connection", untouched));
-            }
-            continue;
-        };
-        c.buf.advance(len);
-        if status.is_informational() {
-            if status == StatusCode::SWITCHING_PROTOCOLS {
-                return Err(err(
-                    "101 Switching Protocols to a request without Upgrade",
-                    false,
-                ));
-            }
-            continue;
+    let (status, version, fields) = loop {
+        if let Some(head) = final_head(&mut c.buf)? {
+            break head;
         }
-        let framing = framing(method, status, &fields)?;
-        let reuse = framing.delimited() && keeps_alive(version, &fields);
-        let mut fields = fields;
-        if fields.contains_key(hyper::header::TRANSFER_ENCODING) {
-            // Transfer-Encoding decided the framing: a Content-Length beside it is not the
-            // body's length (RFC 9112 6.3) and must not reach the client.
-            fields.remove(hyper::header::CONTENT_LENGTH);
+        if c.buf.len() > MAX_HEAD {
+            return Err(err("response head over 64 KiB", false));
         }
-        let mut resp = Response::new(H1Body {
-            conn: None,
-            framing: Framing::Empty,
-            home: None,
-        });
-        // The backend's HTTP version concerns the backend connection only.
-        *resp.status_mut() = status;
-        *resp.headers_mut() = fields;
-        if let Framing::Empty = framing {
-            if reuse && c.buf.is_empty() {
-                home.keep(c);
-            }
-            return Ok(resp);
+        c.buf.reserve(READ);
+        let untouched = c.buf.is_empty();
+        let n = tokio::io::AsyncReadExt::read_buf(&mut c.io, &mut c.buf)
+            .await
+            .map_err(|e| err(format!("reading the response: {e}"), untouched))?;
+        if n == 0 {
+            return Err(err("the backend closed the connection", untouched));
         }
-        // The head's Transfer-Encoding no longer applies once the body is decoded: the proxy
-        // removes it with the other hop-by-hop fields.
-        let body = resp.body_mut();
-        body.conn = Some(c);
-        body.framing = framing;
-        body.home = reuse.then_some(home);
+    };
+    let framing = framing(method, status, &fields)?;
+    let reuse = framing.delimited() && keeps_alive(version, &fields);
+    let mut fields = fields;
+    if fields.contains_key(hyper::header::TRANSFER_ENCODING) {
+        // Transfer-Encoding decided the framing: a Content-Length beside it is not the
+        // body's length (RFC 9112 6.3) and must not reach the client.
+        fields.remove(hyper::header::CONTENT_LENGTH);
+    }
+    let mut resp = Response::new(H1Body {
+        conn: None,
+        framing: Framing::Empty,
+        home: None,
+    });
+    // The backend's HTTP version concerns the backend connection only.
+    *resp.status_mut() = status;
+    *resp.headers_mut() = fields;
+    if let Framing::Empty = framing {
+        if reuse && c.buf.is_empty() {
+            home.keep(c);
+        }
         return Ok(resp);
     }
+    // The head's Transfer-Encoding no longer applies once the body is decoded: the proxy
+    // removes it with the other hop-by-hop fields.
+    let body = resp.body_mut();
+    body.conn = Some(c);
+    body.framing = framing;
+    body.home = reuse.then_some(home);
+    Ok(resp)
 }
 
 type Head = (usize, StatusCode, Version, HeaderMap);
+
+/// Consumes the response heads at the start of `buf` up to the final one (interim 1xx heads
+/// are skipped) and returns it; `None` if more bytes are needed.
+fn final_head(buf: &mut BytesMut) -> Result<Option<(StatusCode, Version, HeaderMap)>, Error> {
+    loop {
+        let Some((len, status, version, fields)) = parse_head(buf)? else {
+            return Ok(None);
+        };
+        buf.advance(len);
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(err(
+                "101 Switching Protocols to a request without Upgrade",
+                false,
+            ));
+        }
+        if !status.is_informational() {
+            return Ok(Some((status, version, fields)));
+        }
+    }
+}
 
 /// The response head at the start of `buf`: its length and contents, or `None` if more
 /// bytes are needed.
@@ -437,42 +446,33 @@ fn chunked_step(state: &mut Chunked, buf: &mut BytesMut) -> Step {
 /// as bytes arrive.
 pub fn decode(input: &[u8], method: &Method) -> Result<(StatusCode, Vec<u8>), String> {
     let mut buf = BytesMut::from(input);
-    loop {
-        let Some((len, status, _, fields)) = parse_head(&buf).map_err(|e| e.text)? else {
-            return Err("incomplete head".into());
-        };
-        buf.advance(len);
-        if status.is_informational() {
-            if status == StatusCode::SWITCHING_PROTOCOLS {
-                return Err("101 Switching Protocols".into());
+    let Some((status, _, fields)) = final_head(&mut buf).map_err(|e| e.text)? else {
+        return Err("incomplete head".into());
+    };
+    let body = match framing(method, status, &fields).map_err(|e| e.text)? {
+        Framing::Empty => Vec::new(),
+        Framing::Length(n) => {
+            if (buf.len() as u64) < n {
+                return Err("the body is shorter than its Content-Length".into());
             }
-            continue;
+            buf[..usize::try_from(n).map_err(|_| "too long")?].to_vec()
         }
-        let body = match framing(method, status, &fields).map_err(|e| e.text)? {
-            Framing::Empty => Vec::new(),
-            Framing::Length(n) => {
-                if (buf.len() as u64) < n {
-                    return Err("the body is shorter than its Content-Length".into());
+        Framing::Close => buf.to_vec(),
+        Framing::Chunked(mut state) => {
+            let mut body = Vec::new();
+            loop {
+                match chunked_step(&mut state, &mut buf) {
+                    Step::Data(d) => body.extend_from_slice(&d),
+                    Step::Again => {}
+                    Step::More => return Err("the chunked body is incomplete".into()),
+                    Step::Done => break,
+                    Step::Bad(e) => return Err(e.into()),
                 }
-                buf[..usize::try_from(n).map_err(|_| "too long")?].to_vec()
             }
-            Framing::Close => buf.to_vec(),
-            Framing::Chunked(mut state) => {
-                let mut body = Vec::new();
-                loop {
-                    match chunked_step(&mut state, &mut buf) {
-                        Step::Data(d) => body.extend_from_slice(&d),
-                        Step::Again => {}
-                        Step::More => return Err("the chunked body is incomplete".into()),
-                        Step::Done => break,
-                        Step::Bad(e) => return Err(e.into()),
-                    }
-                }
-                body
-            }
-        };
-        return Ok((status, body));
-    }
+            body
+        }
+    };
+    Ok((status, body))
 }
 
 impl hyper::body::Body for H1Body {

@@ -759,7 +759,8 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         }
         (None, None) => hyper::http::uri::PathAndQuery::from_static("/"),
     };
-    let mut body = Some(body.map_err(BoxError::from).boxed());
+    // Boxed only on hyper's path: the own client never sends a body.
+    let mut body = Some(body);
     let mut attempt = 0;
     loop {
         let endpoint = backend.endpoints[(first + attempt) % backend.endpoints.len()];
@@ -781,10 +782,10 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         } else {
             // Origin form: the connection speaks to the endpoint directly.
             let uri = Uri::from(pq.clone());
-            let mut up = Request::new(
-                body.take()
-                    .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed()),
-            );
+            let mut up = Request::new(body.take().map_or_else(
+                || Empty::new().map_err(|never| match never {}).boxed(),
+                |b| b.map_err(BoxError::from).boxed(),
+            ));
             *up.method_mut() = method.clone();
             *up.uri_mut() = uri;
             // The headers are moved into the one attempt there is; copied only when a retry

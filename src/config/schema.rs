@@ -263,6 +263,11 @@ pub struct GatewayConfig {
     /// sourced from; default: the kernel's choice for the route to the endpoint.
     #[serde(default)]
     pub source_addresses: Vec<IpAddr>,
+    /// Prefixes, each inside a `[vip]` pool, from which a Gateway without `spec.addresses`
+    /// gets one address (the status writer records it in `status.addresses`, and every
+    /// switch serves what is recorded there). Empty: such a Gateway is not Programmed.
+    #[serde(default)]
+    pub address_pools: Vec<IpNet>,
     /// Hand terminated TLS sessions to the kernel (`tls` module) where it supports the
     /// cipher; userspace rustls otherwise.
     #[serde(default = "yes")]

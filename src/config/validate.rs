@@ -115,6 +115,15 @@ fn gateway_rules(g: &GatewayConfig, vip: Option<&VipConfig>, out: &mut Findings)
             );
         }
     }
+    for (i, p) in g.address_pools.iter().enumerate() {
+        if !vip.is_some_and(|v| v.pools.iter().any(|q| q.contains(p))) {
+            out.error(
+                KeyPath::keys(&["gateway", "address-pools"]).index(i),
+                format!("{p} is not inside a [vip] pool"),
+                "Gateway addresses are VIPs: put each address pool inside one of [vip] pools",
+            );
+        }
+    }
     if !g.session_ticket_secret.is_empty() && g.ticket_secret().is_none() {
         out.error(
             KeyPath::keys(&["gateway", "session-ticket-secret"]),

@@ -4,8 +4,11 @@
 //! Gateway API semantics implemented here, in one place:
 //! - GatewayClasses whose `controllerName` is kube-gw's are Accepted; their Gateways are ours.
 //! - A Gateway's addresses come from `spec.addresses` (type `IPAddress`) and must lie in the
-//!   configured VIP pools; without one it is not Programmed (`AddressNotAssigned`: kube-gw does
-//!   not allocate addresses yet).
+//!   configured VIP pools. A Gateway without `spec.addresses` gets one address from
+//!   `[gateway] address-pools`: the one in its `status.addresses` if that is still free (so an
+//!   address, once written, stays), else the lowest free one, older Gateways first. Every
+//!   switch computes the same allocation from the same objects; the status writer records it.
+//!   Without an address the Gateway is not Programmed (`AddressNotAssigned`).
 //! - Listeners: HTTP, HTTPS (Terminate, `certificateRefs` to `kubernetes.io/tls` Secrets, across
 //!   namespaces only with a ReferenceGrant) and TLS (Passthrough). On one port, listeners of
 //!   different protocols conflict (`ProtocolConflict`), as do two with the same hostname
@@ -45,6 +48,8 @@ pub struct Inputs<'a> {
     /// The `controllerName` kube-gw answers to.
     pub controller: &'a str,
     pub pools: &'a [IpNet],
+    /// `[gateway] address-pools`: where Gateways without `spec.addresses` get theirs.
+    pub address_pools: &'a [IpNet],
     /// TCP VIP:ports IPVS serves for plain Services, and the Service of each.
     pub l4: &'a BTreeMap<Pair, ObjectKey>,
 }
@@ -143,10 +148,11 @@ pub fn compute(inp: &Inputs<'_>) -> GatewayState {
         .filter(|g| ours.contains(g.spec.gateway_class_name.as_str()))
         .collect();
     gws.sort_by(|a, b| a.created.cmp(&b.created).then(a.key.cmp(&b.key)));
+    let allocated = allocate(inp, &gws);
     let mut claimed: BTreeMap<Pair, ObjectKey> = BTreeMap::new();
     let mut infos: BTreeMap<ObjectKey, GatewayInfo> = BTreeMap::new();
     for g in gws {
-        let info = gateway_info(inp, g, &mut claimed);
+        let info = gateway_info(inp, g, allocated.get(&g.key).copied(), &mut claimed);
         infos.insert(g.key.clone(), info);
     }
 
@@ -387,12 +393,53 @@ fn gateway_status(gw: &GatewayInfo, programmed: bool) -> GatewayStatus {
     }
 }
 
+/// An address for each Gateway without `spec.addresses` (`gws` oldest first), from the
+/// address pools: first every Gateway keeps the address its status records, if still free;
+/// then the others get the lowest free ones. Exhausted pools leave a Gateway without one.
+fn allocate(inp: &Inputs<'_>, gws: &[&Object<GatewaySpec>]) -> BTreeMap<ObjectKey, IpAddr> {
+    let mut taken: BTreeSet<IpAddr> = gws
+        .iter()
+        .flat_map(|g| &g.spec.addresses)
+        .filter_map(|a| a.value.parse().ok())
+        .collect();
+    let in_pools = |ip: &IpAddr| inp.address_pools.iter().any(|p| p.contains(ip));
+    let wanting: Vec<&&Object<GatewaySpec>> =
+        gws.iter().filter(|g| g.spec.addresses.is_empty()).collect();
+    let mut out = BTreeMap::new();
+    for g in &wanting {
+        if let Some(ip) = g
+            .spec
+            .assigned
+            .iter()
+            .find(|ip| in_pools(ip) && !taken.contains(ip))
+        {
+            taken.insert(*ip);
+            out.insert(g.key.clone(), *ip);
+        }
+    }
+    for g in wanting {
+        if out.contains_key(&g.key) {
+            continue;
+        }
+        let free = inp
+            .address_pools
+            .iter()
+            .find_map(|p| p.hosts().find(|ip| !taken.contains(ip)));
+        if let Some(ip) = free {
+            taken.insert(ip);
+            out.insert(g.key.clone(), ip);
+        }
+    }
+    out
+}
+
 fn gateway_info(
     inp: &Inputs<'_>,
     g: &Object<GatewaySpec>,
+    allocated: Option<IpAddr>,
     claimed: &mut BTreeMap<Pair, ObjectKey>,
 ) -> GatewayInfo {
-    let mut addresses = Vec::new();
+    let mut addresses: Vec<IpAddr> = allocated.into_iter().collect();
     let mut address_problem = None;
     for a in &g.spec.addresses {
         let ty = a.type_.as_deref().unwrap_or("IPAddress");
@@ -428,7 +475,12 @@ fn gateway_info(
         address_problem = Some((
             true,
             "AddressNotAssigned",
-            "kube-gw does not allocate Gateway addresses yet: set spec.addresses to an IPAddress in one of its VIP pools".to_string(),
+            if inp.address_pools.is_empty() {
+                "no address: set spec.addresses to an IPAddress in one of kube-gw's VIP pools, or configure [gateway] address-pools".to_string()
+            } else {
+                "no free address is left in [gateway] address-pools: free one, or widen the pools"
+                    .to_string()
+            },
         ));
     }
     let mut listeners: Vec<ListenerInfo> = g

@@ -35,6 +35,7 @@ struct World {
     cluster: ClusterSnapshot,
     l4: BTreeMap<Pair, ObjectKey>,
     pools: Vec<IpNet>,
+    address_pools: Vec<IpNet>,
 }
 
 impl World {
@@ -73,6 +74,7 @@ impl World {
                 "192.0.2.0/24".parse().unwrap(),
                 "2001:db8::/64".parse().unwrap(),
             ],
+            address_pools: vec![],
         };
         w.service("app", "web", &["10.0.0.1", "10.0.0.2"]);
         w
@@ -138,6 +140,7 @@ impl World {
             cluster: &self.cluster,
             controller: CONTROLLER,
             pools: &self.pools,
+            address_pools: &self.address_pools,
             l4: &self.l4,
         })
     }
@@ -266,6 +269,66 @@ fn without_an_address_in_a_pool_nothing_is_served_and_the_gateway_says_why() {
         (false, "AddressNotUsable")
     );
     assert!(!st.status.gateways.contains_key(&key("app", "theirs")));
+}
+
+#[test]
+fn gateways_without_spec_addresses_get_stable_ones_from_the_address_pools() {
+    let mut w = World::new();
+    w.address_pools = vec!["192.0.2.64/30".parse().unwrap()];
+    let bare = |assigned: &[&str]| {
+        let mut s: GatewaySpec = from_json(
+            serde_json::json!({"gatewayClassName": "switch", "listeners": [{"name": "h", "port": 80, "protocol": "HTTP"}]}),
+        );
+        s.assigned = assigned.iter().map(|a| a.parse().unwrap()).collect();
+        s
+    };
+    let addr =
+        |st: &GatewayState, name: &str| st.status.gateways[&key("app", name)].addresses.clone();
+    let ip = |a: &str| vec![a.parse::<IpAddr>().unwrap()];
+    // .65 and .66 are the pool's hosts. An explicit address takes .65 out of the pool.
+    w.gateway("app", "fixed", 1, http_gateway("192.0.2.65"));
+    w.gw.gateways
+        .insert(key("app", "old"), obj("app", "old", 2, bare(&[])));
+    w.gw.gateways
+        .insert(key("app", "new"), obj("app", "new", 3, bare(&[])));
+    let st = w.compute();
+    assert_eq!(addr(&st, "old"), ip("192.0.2.66"));
+    assert!(addr(&st, "new").is_empty());
+    let c = cond(
+        &st.status.gateways[&key("app", "new")].conditions,
+        "Programmed",
+    );
+    assert_eq!((c.status, c.reason.as_str()), (false, "AddressNotAssigned"));
+    assert!(c.message.contains("no free address"), "{c:?}");
+    // The explicit Gateway goes: "new" gets .65, and "old" keeps .66 though .65 is lower.
+    w.gw.gateways.remove(&key("app", "fixed"));
+    w.gw.gateways.insert(
+        key("app", "old"),
+        obj("app", "old", 2, bare(&["192.0.2.66"])),
+    );
+    let st = w.compute();
+    assert_eq!(addr(&st, "old"), ip("192.0.2.66"));
+    assert_eq!(addr(&st, "new"), ip("192.0.2.65"));
+    // A recorded address another Gateway holds, or outside the pools, is not kept.
+    w.gw.gateways.insert(
+        key("app", "new"),
+        obj("app", "new", 3, bare(&["192.0.2.66"])),
+    );
+    w.gw.gateways.insert(
+        key("app", "odd"),
+        obj("app", "odd", 4, bare(&["192.0.2.10"])),
+    );
+    let st = w.compute();
+    assert_eq!(addr(&st, "old"), ip("192.0.2.66"));
+    assert_eq!(addr(&st, "new"), ip("192.0.2.65"));
+    assert!(addr(&st, "odd").is_empty());
+    assert!(
+        st.vips
+            .keys()
+            .any(|v| *v == "192.0.2.65".parse::<IpAddr>().unwrap()),
+        "{:?}",
+        st.vips
+    );
 }
 
 #[test]

@@ -203,6 +203,11 @@ async fn run(mut inp: GatewayInputs, mut steering: Steering, out: Outputs, hb: H
                 cluster: &cluster,
                 controller: &controller,
                 pools: &cfg.vip.pools,
+                address_pools: cfg
+                    .gateway
+                    .as_ref()
+                    .map(|g| g.address_pools.as_slice())
+                    .unwrap_or_default(),
                 l4: &l4,
             });
             let ticket_secret = cfg

@@ -111,6 +111,25 @@ fn object<S: Clone>(meta: &ObjectMeta, spec: &S) -> Object<S> {
     }
 }
 
+/// The IP addresses of a Gateway's `status.addresses` (others, and junk, are ignored).
+fn status_addresses(status: Option<&serde_json::Value>) -> Vec<std::net::IpAddr> {
+    status
+        .and_then(|s| s.get("addresses"))
+        .and_then(|a| a.as_array())
+        .map(|a| {
+            a.iter()
+                .filter(|a| {
+                    a.get("type")
+                        .and_then(|t| t.as_str())
+                        .unwrap_or("IPAddress")
+                        == "IPAddress"
+                })
+                .filter_map(|a| a.get("value")?.as_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A TLS Secret's certificate and key as found (`tls.crt`, `tls.key`); absent data is empty.
 pub fn tls_secret(s: &Secret) -> TlsSecret {
     let get = |k: &str| -> Arc<[u8]> {
@@ -164,7 +183,8 @@ impl Stores {
             s.classes.insert(o.key.name.to_string(), o);
         }
         for g in self.gateways.state() {
-            let o = object(&g.metadata, &g.spec);
+            let mut o = object(&g.metadata, &g.spec);
+            o.spec.assigned = status_addresses(g.status.as_ref());
             s.gateways.insert(o.key.clone(), o);
         }
         for r in self.http.state() {

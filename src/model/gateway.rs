@@ -32,6 +32,11 @@ pub struct GatewaySpec {
     pub gateway_class_name: String,
     pub listeners: Vec<Listener>,
     pub addresses: Vec<GatewayAddress>,
+    /// Not part of the spec: the IP addresses in the Gateway's `status.addresses`, which
+    /// kube-gw's status writer put there when it allocated one (a Gateway without
+    /// `spec.addresses`). Filled by `kube/` from the status; the allocation keeps them.
+    #[serde(skip)]
+    pub assigned: Vec<std::net::IpAddr>,
 }
 
 /// `spec.addresses[]`.

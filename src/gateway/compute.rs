@@ -579,6 +579,18 @@ fn listener_info(inp: &Inputs<'_>, g: &Object<GatewaySpec>, l: &api::Listener) -
         ("HTTP", _) => Some(Proto::Http),
         ("HTTPS", "Terminate") => Some(Proto::Https),
         ("TLS", "Passthrough") => Some(Proto::Passthrough),
+        // A protocol kube-gw serves, with a TLS mode it does not serve with it.
+        (p @ ("HTTPS" | "TLS"), m) => {
+            accepted = Some(Condition::new(
+                "Accepted",
+                false,
+                "UnsupportedValue",
+                format!(
+                    "tls.mode {m} is not supported on a {p} listener: kube-gw serves HTTPS with Terminate and TLS with Passthrough"
+                ),
+            ));
+            None
+        }
         (p, m) => {
             accepted = Some(Condition::new(
                 "Accepted",

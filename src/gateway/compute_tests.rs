@@ -619,3 +619,31 @@ fn routes_attach_only_where_listeners_allow_them() {
         .select(&req("a", "/"))
         .is_none());
 }
+
+#[test]
+fn an_unserved_tls_mode_is_an_unsupported_value_and_an_unknown_protocol_unsupported() {
+    let mut w = World::new();
+    w.gateway(
+        "app",
+        "gw",
+        1,
+        serde_json::json!({
+            "gatewayClassName": "switch",
+            "addresses": [{"value": "192.0.2.10"}],
+            "listeners": [
+                {"name": "t", "port": 8443, "protocol": "TLS", "tls": {"mode": "Terminate"}},
+                {"name": "s", "port": 9000, "protocol": "SCTP"},
+                {"name": "p", "port": 443, "protocol": "TLS", "tls": {"mode": "Passthrough"}}
+            ]
+        }),
+    );
+    let st = w.compute();
+    let ls = &st.status.gateways[&key("app", "gw")].listeners;
+    let acc = |i: usize| {
+        let c = cond(&ls[i].conditions, "Accepted");
+        (c.status, c.reason.clone())
+    };
+    assert_eq!(acc(0), (false, "UnsupportedValue".to_string()));
+    assert_eq!(acc(1), (false, "UnsupportedProtocol".to_string()));
+    assert_eq!(acc(2), (true, "Accepted".to_string()));
+}

@@ -29,6 +29,7 @@ use ipnet::IpNet;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::model_override::{ModelOverride, DEFAULT_MAX_BODY, DEFAULT_PATHS};
 use super::plan::{
     Backend, CertRef, Certificates, Condition, Filter, GatewayState, GatewayStatus, HostPattern,
     ListenerStatus, Match, ParentStatus, PathMatch, PortPlan, RouteStatus, RouteTable, Rule,
@@ -871,7 +872,16 @@ fn compile_http(inp: &Inputs<'_>, r: &Object<api::HttpRouteSpec>) -> Compiled {
     for (i, rule) in r.spec.rules.iter().enumerate() {
         let mut filters = Vec::new();
         for f in &rule.filters {
-            match filter(f) {
+            match filter(inp, &r.key.namespace, f) {
+                Ok(Filter::Unresolved(why)) => {
+                    out.resolved = out.resolved.take().or(Some(Condition::new(
+                        "ResolvedRefs",
+                        false,
+                        "ExtensionRefNotResolved",
+                        why.clone(),
+                    )));
+                    filters.push(Filter::Unresolved(why));
+                }
                 Ok(x) => filters.push(x),
                 Err(msg) => {
                     out.problem = Some(Condition::new("Accepted", false, "UnsupportedValue", msg))
@@ -909,9 +919,32 @@ fn compile_http(inp: &Inputs<'_>, r: &Object<api::HttpRouteSpec>) -> Compiled {
     out
 }
 
-fn filter(f: &api::HttpFilter) -> Result<Filter, String> {
+fn filter(inp: &Inputs<'_>, ns: &str, f: &api::HttpFilter) -> Result<Filter, String> {
     let missing = || format!("filter {} lacks its settings", f.type_);
     match f.type_.as_str() {
+        "ExtensionRef" => {
+            let x = f.extension_ref.as_ref().ok_or_else(missing)?;
+            if x.group != api::KUBE_GW_GROUP || x.kind != "ModelOverride" {
+                return Err(format!(
+                    "ExtensionRef to {}/{} is not supported: kube-gw's filters are {}/ModelOverride",
+                    x.group,
+                    x.kind,
+                    api::KUBE_GW_GROUP
+                ));
+            }
+            let key = ObjectKey {
+                namespace: ns.into(),
+                name: x.name.as_str().into(),
+            };
+            Ok(match inp.gateway.model_overrides.get(&key) {
+                None => Filter::Unresolved(format!(
+                    "ModelOverride {ns}/{} not found (is configs/kubernetes/kube-gw-modeloverride-crd.yaml applied?)",
+                    x.name
+                )),
+                Some(o) => model_override(&key, &o.spec)
+                    .map_or_else(Filter::Unresolved, |m| Filter::ModelOverride(Arc::new(m))),
+            })
+        }
         "RequestHeaderModifier" => Ok(Filter::RequestHeaders(
             f.request_header_modifier.clone().ok_or_else(missing)?,
         )),
@@ -924,6 +957,43 @@ fn filter(f: &api::HttpFilter) -> Result<Filter, String> {
         "URLRewrite" => Ok(Filter::Rewrite(f.url_rewrite.clone().ok_or_else(missing)?)),
         other => Err(format!("filter type {other} is not supported by kube-gw")),
     }
+}
+
+/// A `ModelOverride` object compiled; `Err` says why it cannot be used.
+fn model_override(key: &ObjectKey, spec: &api::ModelOverrideSpec) -> Result<ModelOverride, String> {
+    let models: Vec<(String, u32)> = spec
+        .models
+        .iter()
+        .map(|m| (m.name.clone(), m.weight.unwrap_or(1)))
+        .filter(|(n, w)| !n.is_empty() && *w > 0)
+        .collect();
+    if models.is_empty() {
+        return Err(format!(
+            "ModelOverride {key} names no model with a weight above 0"
+        ));
+    }
+    let reject = match spec.on_unparsable.as_deref() {
+        None | Some("PassThrough") => false,
+        Some("Reject") => true,
+        Some(other) => {
+            return Err(format!(
+                "ModelOverride {key}: onUnparsable {other:?} is neither PassThrough nor Reject"
+            ))
+        }
+    };
+    Ok(ModelOverride {
+        name: key.to_string(),
+        models,
+        paths: if spec.paths.is_empty() {
+            DEFAULT_PATHS.iter().map(|p| p.to_string()).collect()
+        } else {
+            spec.paths.clone()
+        },
+        max_body: spec
+            .max_body_bytes
+            .map_or(DEFAULT_MAX_BODY, |n| n.min(64 << 20) as usize),
+        reject,
+    })
 }
 
 fn regex(s: &str) -> Result<regex::Regex, String> {

@@ -647,3 +647,59 @@ fn an_unserved_tls_mode_is_an_unsupported_value_and_an_unknown_protocol_unsuppor
     assert_eq!(acc(1), (false, "UnsupportedProtocol".to_string()));
     assert_eq!(acc(2), (true, "Accepted".to_string()));
 }
+
+#[test]
+fn an_extension_ref_filter_resolves_to_its_model_override_or_fails_requests() {
+    let mut w = World::new();
+    w.gateway("app", "gw", 1, http_gateway("192.0.2.10"));
+    let route = |kind: &str| {
+        serde_json::json!({
+            "parentRefs": [{"name": "gw"}],
+            "rules": [{
+                "filters": [{"type": "ExtensionRef", "extensionRef": {"group": "kube-gw.io", "kind": kind, "name": "llm"}}],
+                "backendRefs": [{"name": "web", "port": 8080}]
+            }]
+        })
+    };
+    w.http_route("app", "r", 2, route("ModelOverride"));
+    // Not there yet: the route says so and its requests fail (the filter is never skipped).
+    let st = w.compute();
+    let parent = |st: &GatewayState| {
+        st.status.http_routes[&key("app", "r")].parents[0]
+            .conditions
+            .clone()
+    };
+    let c = cond(&parent(&st), "ResolvedRefs").clone();
+    assert_eq!(
+        (c.status, c.reason.as_str()),
+        (false, "ExtensionRefNotResolved")
+    );
+    let rule = table(&st, pair("192.0.2.10", 80))
+        .select(&req("a", "/api/chat"))
+        .unwrap();
+    assert!(
+        matches!(&rule.filters[0], Filter::Unresolved(m) if m.contains("app/llm")),
+        "{:?}",
+        rule.filters
+    );
+    // Created: resolved, with its defaults.
+    w.gw.model_overrides.insert(
+        key("app", "llm"),
+        obj("app", "llm", 3, from_json(serde_json::json!({"models": [{"name": "a", "weight": 3}, {"name": "b"}, {"name": "off", "weight": 0}]}))),
+    );
+    let st = w.compute();
+    assert!(cond(&parent(&st), "ResolvedRefs").status);
+    let rule = table(&st, pair("192.0.2.10", 80))
+        .select(&req("a", "/api/chat"))
+        .unwrap();
+    let Filter::ModelOverride(m) = &rule.filters[0] else {
+        panic!("{:?}", rule.filters)
+    };
+    assert_eq!(m.models, vec![("a".to_string(), 3), ("b".to_string(), 1)]);
+    assert_eq!((m.paths.len(), m.max_body, m.reject), (4, 1 << 20, false));
+    // Another kind is not kube-gw's: the route is not Accepted.
+    w.http_route("app", "r", 2, route("Other"));
+    let st = w.compute();
+    let c = cond(&parent(&st), "Accepted").clone();
+    assert_eq!((c.status, c.reason.as_str()), (false, "UnsupportedValue"));
+}

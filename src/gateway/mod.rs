@@ -31,6 +31,7 @@ pub mod compute;
 pub mod h1;
 pub mod ktls;
 pub mod metrics;
+pub mod model_override;
 pub mod plan;
 pub mod pool;
 pub mod proxy;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::model_override::ModelOverride;
 use super::steer::Pair;
 use crate::model::gateway::{HeaderModifier, ParentRef, RequestRedirect, UrlRewrite};
 use crate::model::ObjectKey;
@@ -302,6 +303,11 @@ pub enum Filter {
     ResponseHeaders(HeaderModifier),
     Redirect(RequestRedirect),
     Rewrite(UrlRewrite),
+    /// `ExtensionRef` to a `ModelOverride`.
+    ModelOverride(Arc<ModelOverride>),
+    /// An `ExtensionRef` that did not resolve: requests the filter would have processed get
+    /// 500 with this reason (never a silent skip).
+    Unresolved(String),
 }
 
 /// One backendRef, resolved.

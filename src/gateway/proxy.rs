@@ -46,6 +46,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
+use super::model_override;
 use super::plan::{
     Backend, Certificates, Filter, GatewayState, PathMatch, PortPlan, RequestView, Rule,
 };
@@ -653,6 +654,7 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let mut response_mods = Vec::new();
     let mut out_path: Option<String> = None;
     let mut out_host: Option<String> = None;
+    let mut model_filter = None;
     for f in &rule.filters {
         match f {
             Filter::Redirect(r) => {
@@ -671,6 +673,15 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
             }
             Filter::RequestHeaders(m) => modify(&mut parts.headers, m),
             Filter::ResponseHeaders(m) => response_mods.push(m),
+            Filter::ModelOverride(m) => {
+                if m.applies(&method, path) {
+                    model_filter = Some(m);
+                }
+            }
+            Filter::Unresolved(why) => {
+                done(StatusCode::INTERNAL_SERVER_ERROR, "-", &"-");
+                return local(StatusCode::INTERNAL_SERVER_ERROR, why);
+            }
             Filter::Rewrite(w) => {
                 if let Some(h) = &w.hostname {
                     out_host = Some(h.clone());
@@ -759,8 +770,33 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         }
         (None, None) => hyper::http::uri::PathAndQuery::from_static("/"),
     };
-    // Boxed only on hyper's path: the own client never sends a body.
+    // The model override reads the body whole (bounded) and rewrites it.
     let mut body = Some(body);
+    let mut prepared: Option<Body> = None;
+    if let (Some(mo), false) = (model_filter, bodiless) {
+        let model = mo.pick(random());
+        let Some(incoming) = body.take() else {
+            return local(StatusCode::INTERNAL_SERVER_ERROR, "no body");
+        };
+        match model_override::apply(mo, model, &mut headers, incoming).await {
+            Ok((b, applied)) => {
+                tracing::debug!(filter = %mo.name, ?applied, "gateway: model override");
+                prepared = Some(b);
+            }
+            Err(code) => {
+                done(code, &backend.name, &"-");
+                return local(
+                    code,
+                    if code == StatusCode::PAYLOAD_TOO_LARGE {
+                        "request body over the model override's maxBodyBytes"
+                    } else {
+                        "request body is not a JSON object (model override)"
+                    },
+                );
+            }
+        }
+    }
+    // Boxed only on hyper's path: the own client never sends a body.
     let mut attempt = 0;
     loop {
         let endpoint = backend.endpoints[(first + attempt) % backend.endpoints.len()];
@@ -782,10 +818,12 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         } else {
             // Origin form: the connection speaks to the endpoint directly.
             let uri = Uri::from(pq.clone());
-            let mut up = Request::new(body.take().map_or_else(
-                || Empty::new().map_err(|never| match never {}).boxed(),
-                |b| b.map_err(BoxError::from).boxed(),
-            ));
+            let mut up = Request::new(
+                prepared
+                    .take()
+                    .or_else(|| body.take().map(|b| b.map_err(BoxError::from).boxed()))
+                    .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed()),
+            );
             *up.method_mut() = method.clone();
             *up.uri_mut() = uri;
             // The headers are moved into the one attempt there is; copied only when a retry

@@ -33,13 +33,16 @@ use tokio::sync::{watch, Notify};
 
 use super::report::{KubeReport, WatchState};
 use crate::model::gateway::{
-    GatewayClassSpec, GatewaySnapshot, GatewaySpec, HttpRouteSpec, Object, ReferenceGrantSpec,
-    TicketSecret, TlsRouteSpec, TlsSecret,
+    GatewayClassSpec, GatewaySnapshot, GatewaySpec, HttpRouteSpec, ModelOverrideSpec, Object,
+    ReferenceGrantSpec, TicketSecret, TlsRouteSpec, TlsSecret,
 };
 use crate::model::ObjectKey;
 
 macro_rules! gateway_kind {
     ($(#[$doc:meta])* $name:ident, $spec:ty, $kind:literal, $plural:literal, $scope:ty) => {
+        gateway_kind!($(#[$doc])* $name, $spec, $kind, $plural, $scope, "gateway.networking.k8s.io", "v1");
+    };
+    ($(#[$doc:meta])* $name:ident, $spec:ty, $kind:literal, $plural:literal, $scope:ty, $group:literal, $version:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Deserialize, Serialize)]
         pub struct $name {
@@ -51,10 +54,10 @@ macro_rules! gateway_kind {
             pub status: Option<serde_json::Value>,
         }
         impl k8s_openapi::Resource for $name {
-            const API_VERSION: &'static str = "gateway.networking.k8s.io/v1";
-            const GROUP: &'static str = "gateway.networking.k8s.io";
+            const API_VERSION: &'static str = concat!($group, "/", $version);
+            const GROUP: &'static str = $group;
             const KIND: &'static str = $kind;
-            const VERSION: &'static str = "v1";
+            const VERSION: &'static str = $version;
             const URL_PATH_SEGMENT: &'static str = $plural;
             type Scope = $scope;
         }
@@ -89,6 +92,11 @@ gateway_kind!(
 gateway_kind!(
     /// `ReferenceGrant`.
     ReferenceGrant, ReferenceGrantSpec, "ReferenceGrant", "referencegrants", k8s_openapi::NamespaceResourceScope
+);
+
+gateway_kind!(
+    /// `ModelOverride` (kube-gw's own filter, `configs/kubernetes/kube-gw-modeloverride-crd.yaml`).
+    ModelOverride, ModelOverrideSpec, "ModelOverride", "modeloverrides", k8s_openapi::NamespaceResourceScope, "kube-gw.io", "v1alpha1"
 );
 
 fn key_of(meta: &ObjectMeta) -> ObjectKey {
@@ -153,6 +161,7 @@ struct Stores {
     http: Store<HttpRoute>,
     tls: Store<TlsRoute>,
     grants: Store<ReferenceGrant>,
+    overrides: Store<ModelOverride>,
     secrets: Store<Secret>,
     namespaces: Store<Namespace>,
     /// The session-ticket Secret (one object at most), when configured.
@@ -194,6 +203,10 @@ impl Stores {
         for r in self.tls.state() {
             let o = object(&r.metadata, &r.spec);
             s.tls_routes.insert(o.key.clone(), o);
+        }
+        for r in self.overrides.state() {
+            let o = object(&r.metadata, &r.spec);
+            s.model_overrides.insert(o.key.clone(), o);
         }
         for r in self.grants.state() {
             let o = object(&r.metadata, &r.spec);
@@ -289,6 +302,7 @@ pub async fn run(
     let (http, w_http) = reflector::store();
     let (tls, w_tls) = reflector::store();
     let (grants, w_grants) = reflector::store();
+    let (overrides, w_overrides) = reflector::store();
     let (secrets, w_secrets) = reflector::store();
     let (namespaces, w_namespaces) = reflector::store();
     let (ticket_store, w_tickets) = reflector::store();
@@ -299,6 +313,7 @@ pub async fn run(
         http,
         tls,
         grants,
+        overrides,
         secrets,
         namespaces,
     };
@@ -347,6 +362,20 @@ pub async fn run(
                 r,
                 n
             ),
+            async {
+                // kube-gw's own CRD is optional: watched once it is served (checked each
+                // minute until then), and no failing watch is reported without it.
+                let api = Api::<ModelOverride>::all(c.clone());
+                loop {
+                    match api.list(&kube::api::ListParams::default().limit(1)).await {
+                        Err(kube::Error::Api(e)) if e.code == 404 => {
+                            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                        }
+                        _ => break,
+                    }
+                }
+                track("modeloverrides", api, cfg(), w_overrides, r, n).await;
+            },
             track(
                 "secrets (tls)",
                 Api::<Secret>::all(c.clone()),
@@ -388,6 +417,12 @@ pub async fn run(
                 stores.http.wait_until_ready(),
                 stores.tls.wait_until_ready(),
                 stores.grants.wait_until_ready(),
+                // kube-gw's own CRD is optional: without it, no ModelOverride exists and the
+                // gateway starts after a short wait instead of never.
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    stores.overrides.wait_until_ready(),
+                ),
                 stores.secrets.wait_until_ready(),
                 stores.namespaces.wait_until_ready(),
                 async {

@@ -216,6 +216,42 @@ pub struct HttpFilter {
     pub response_header_modifier: Option<HeaderModifier>,
     pub request_redirect: Option<RequestRedirect>,
     pub url_rewrite: Option<UrlRewrite>,
+    pub extension_ref: Option<LocalObjectRef>,
+}
+
+/// A reference to an object in the referrer's namespace (`extensionRef`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LocalObjectRef {
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+}
+
+/// The API group of kube-gw's own resources (`ModelOverride`).
+pub const KUBE_GW_GROUP: &str = "kube-gw.io";
+
+/// `ModelOverride.spec` (`kube-gw.io/v1alpha1`): the settings of the model-override filter.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ModelOverrideSpec {
+    /// The models written into requests, with optional weights (default 1 each).
+    pub models: Vec<WeightedModel>,
+    /// The request paths rewritten (default: Ollama's and OpenAI's generation APIs).
+    pub paths: Vec<String>,
+    /// Bodies larger than this are never rewritten (default 1 MiB).
+    pub max_body_bytes: Option<u64>,
+    /// `PassThrough` (default) or `Reject`: what happens to a body that is not a JSON object
+    /// or is over the bound.
+    pub on_unparsable: Option<String>,
+}
+
+/// `spec.models[]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WeightedModel {
+    pub name: String,
+    pub weight: Option<u32>,
 }
 
 /// `requestHeaderModifier` / `responseHeaderModifier`.
@@ -386,6 +422,8 @@ pub struct GatewaySnapshot {
     pub http_routes: OrdMap<ObjectKey, Object<HttpRouteSpec>>,
     pub tls_routes: OrdMap<ObjectKey, Object<TlsRouteSpec>>,
     pub grants: OrdMap<ObjectKey, Object<ReferenceGrantSpec>>,
+    /// kube-gw's `ModelOverride` filters (empty when their CRD is not installed).
+    pub model_overrides: OrdMap<ObjectKey, Object<ModelOverrideSpec>>,
     pub secrets: OrdMap<ObjectKey, TlsSecret>,
     /// The session-ticket Secret, when configured and found.
     pub ticket_secret: Option<TicketSecret>,

@@ -21,7 +21,7 @@ use crate::controlplane::{block_on, ControlPlane};
 use crate::harness::{require_root, wait_for, Lab, Node};
 use crate::vips::Switch;
 
-const VIP: &str = "198.51.100.40";
+pub(crate) const VIP: &str = "198.51.100.40";
 const CONVERGE: Duration = Duration::from_secs(30);
 
 fn unique(prefix: &str) -> String {
@@ -51,6 +51,10 @@ fn crds(cp: &ControlPlane) {
                     });
             cp.apply_manifest(&yaml);
         }
+        // kube-gw's own CRD (the model-override filter), before any switch starts.
+        cp.apply_manifest(include_str!(
+            "../../configs/kubernetes/kube-gw-modeloverride-crd.yaml"
+        ));
         wait_for("the Gateway API to be served", CONVERGE, || {
             block_on(async {
                 let api: Api<Gateway> = Api::all(cp.admin().await);
@@ -61,11 +65,11 @@ fn crds(cp: &ControlPlane) {
 }
 
 /// The world of one gateway test.
-struct World {
-    sw: Switch,
-    client: Node,
-    backend: Node,
-    class: String,
+pub(crate) struct World {
+    pub(crate) sw: Switch,
+    pub(crate) client: Node,
+    pub(crate) backend: Node,
+    pub(crate) class: String,
     /// This test's `controllerName`: switches of other tests (sharing the control plane)
     /// neither serve its Gateways nor take part in its election.
     controller: String,
@@ -77,7 +81,7 @@ fn gateway_config(controller: &str) -> String {
     )
 }
 
-fn start() -> World {
+pub(crate) fn start() -> World {
     start_with("")
 }
 
@@ -178,7 +182,7 @@ fn setup_in_class(mut sw: Switch, controller: String, class: Option<String>) -> 
 
 impl World {
     /// Like `wait_for`, with kube-gw's log in the failure.
-    fn wait<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    pub(crate) fn wait<T>(&self, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         let deadline = std::time::Instant::now() + CONVERGE;
         loop {
             if let Some(v) = f() {
@@ -200,12 +204,12 @@ impl World {
         ControlPlane::shared()
     }
 
-    fn apply(&self, yaml: &str) {
+    pub(crate) fn apply(&self, yaml: &str) {
         self.cp().apply_manifest(yaml);
     }
 
     /// A selector-less Service `name` (TCP 8080 "http") with ready endpoints at `eps`:8080.
-    fn service(&self, ns: &str, name: &str, eps: &[&str]) {
+    pub(crate) fn service(&self, ns: &str, name: &str, eps: &[&str]) {
         let endpoints: Vec<String> = eps
             .iter()
             .map(|e| format!("  - addresses: [\"{e}\"]\n    conditions: {{ready: true}}\n"))
@@ -225,7 +229,7 @@ impl World {
         })
     }
 
-    fn route_status(&self, ns: &str, name: &str) -> serde_json::Value {
+    pub(crate) fn route_status(&self, ns: &str, name: &str) -> serde_json::Value {
         block_on(async {
             let api: Api<HttpRoute> = Api::namespaced(self.cp().admin().await, ns);
             api.get(name).await.unwrap().status.unwrap_or_default()
@@ -233,7 +237,7 @@ impl World {
     }
 
     /// `curl` in the client namespace; returns (HTTP status, headers, body).
-    fn curl(&self, args: &[&str]) -> (u16, String, String) {
+    pub(crate) fn curl(&self, args: &[&str]) -> (u16, String, String) {
         let mut all = vec!["-sS", "--max-time", "10", "-D", "-", "-o", "/dev/stdout"];
         all.extend_from_slice(args);
         let out = self.client.try_exec("curl", &all);
@@ -262,7 +266,7 @@ impl World {
     }
 }
 
-fn condition<'a>(conds: &'a serde_json::Value, t: &str) -> &'a serde_json::Value {
+pub(crate) fn condition<'a>(conds: &'a serde_json::Value, t: &str) -> &'a serde_json::Value {
     conds
         .as_array()
         .and_then(|a| a.iter().find(|c| c["type"] == t))

@@ -10,6 +10,7 @@ mod bgp;
 mod controlplane;
 mod gateway;
 mod harness;
+mod model_override;
 mod placement;
 mod restart;
 mod steer;

@@ -19,7 +19,8 @@
 //! request), keep-alive HTTP/1.1 requests/s (wrk, 50 connections), HTTP/2 requests/s (h2load,
 //! 10 connections × 10 streams), 1 MiB bulk throughput (wrk, 4 connections), p99 latency at a
 //! fixed 500 requests/s (hey), CPU-seconds per 10 000 keep-alive requests (the proxy's
-//! /proc/PID/stat), and the proxy's RSS at the end.
+//! /proc/PID/stat), and the proxy's RSS at the end. Then the model-override filter's cost:
+//! kube-gw alone, keep-alive JSON POSTs to /api/generate with and without the filter.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -183,7 +184,8 @@ fn world() -> World {
              events {{ worker_connections 8192; }}\n\
              http {{ access_log off; keepalive_requests 1000000; client_body_temp_path {dir}/be; proxy_temp_path {dir}/be;\n\
                fastcgi_temp_path {dir}/be; uwsgi_temp_path {dir}/be; scgi_temp_path {dir}/be;\n\
-               server {{ listen {BACKEND}:8080; root {dir}/www; index index.html; }} }}\n"
+               server {{ listen {BACKEND}:8080; root {dir}/www; index index.html;\n\
+                 location /api/ {{ return 200 \"ok\\n\"; }} }} }}\n"
         ),
     );
     lab.spawn(
@@ -215,24 +217,26 @@ fn world() -> World {
 
 /// Starts a proxy on the switch (CPU 1); returns its pids.
 fn start(w: &mut World, p: Proxy) -> Vec<u32> {
+    start_with(w, p, false)
+}
+
+/// [`start`]; kube-gw with the model-override filter on its route when `model_override`.
+fn start_with(w: &mut World, p: Proxy, model_override: bool) -> Vec<u32> {
     let dir = w.dir.clone();
     let backend = format!("{BACKEND}:8080");
+    let (cert, key) = (format!("{dir}/cert.pem"), format!("{dir}/key.pem"));
     let pid = match p {
-        Proxy::KubeGw => w.lab.spawn(
-            &w.switch,
-            "proxy",
-            "taskset",
-            &[
-                "-c",
-                "1",
-                &me(),
-                "role",
-                "gateway",
-                &format!("{dir}/cert.pem"),
-                &format!("{dir}/key.pem"),
-                &backend,
-            ],
-        ),
+        Proxy::KubeGw => {
+            let me = me();
+            let mut args = vec!["-c", "1", &me];
+            if model_override {
+                args.push("role-model-override");
+            } else {
+                args.extend(["role", "gateway"]);
+            }
+            args.extend([cert.as_str(), key.as_str(), backend.as_str()]);
+            w.lab.spawn(&w.switch, "proxy", "taskset", &args)
+        }
         Proxy::Haproxy => {
             w.lab.write(
                 "haproxy.cfg",
@@ -353,6 +357,46 @@ fn measure(w: &mut World, p: Proxy) -> BTreeMap<&'static str, f64> {
     m
 }
 
+/// The model-override filter's cost: keep-alive POSTs of a JSON body to /api/generate (wrk,
+/// 50 connections) through kube-gw with and without the filter; (req/s, CPU µs per request).
+fn measure_override(w: &mut World, with: bool) -> (f64, f64) {
+    let pids = start_with(w, Proxy::KubeGw, with);
+    let script = w.lab.write(
+        "post.lua",
+        "wrk.method = \"POST\"\n\
+         wrk.headers[\"Content-Type\"] = \"application/json\"\n\
+         wrk.body = '{\"model\": \"llama3.2:1b\", \"prompt\": \"Why is the sky blue? Answer in one sentence.\", \"stream\": false, \"options\": {\"temperature\": 0.7}}'\n",
+    );
+    let d = seconds().to_string();
+    let cpu0 = cpu_seconds(&pids);
+    let t = out(
+        &w.client,
+        &[
+            "taskset",
+            "-c",
+            "0",
+            "wrk",
+            "-t1",
+            "-c50",
+            &format!("-d{d}s"),
+            "-s",
+            script.to_str().unwrap(),
+            &format!("https://{VIP}/api/generate"),
+        ],
+    );
+    let cpu1 = cpu_seconds(&pids);
+    w.lab.stop("proxy", Duration::from_secs(5));
+    let rps = after(&t, "Requests/sec:").unwrap_or(0.0);
+    let reqs = rps * seconds() as f64;
+    let us = if reqs > 0.0 {
+        (cpu1 - cpu0) / reqs * 1e6
+    } else {
+        0.0
+    };
+    eprintln!("kube-gw, model override {with}: {rps:.0} req/s, {us:.1} µs CPU per request");
+    (rps, us)
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -363,6 +407,28 @@ fn main() {
     if args.first().map(String::as_str) == Some("role") {
         // role gateway CERT KEY BACKEND
         gateway_role::serve_https(VIP, 443, &args[2], &args[3], &args[4], true);
+        return;
+    }
+    if args.first().map(String::as_str) == Some("role-model-override") {
+        // role-model-override CERT KEY BACKEND: the same, with the model-override filter.
+        let mo = kube_gw::gateway::model_override::ModelOverride {
+            name: "lab/llm".into(),
+            models: vec![("qwen2.5:0.5b".into(), 1)],
+            paths: vec!["/api/generate".into()],
+            max_body: 1 << 20,
+            reject: false,
+        };
+        gateway_role::serve_https_with(
+            VIP,
+            443,
+            &args[1],
+            &args[2],
+            &args[3],
+            true,
+            vec![kube_gw::gateway::plan::Filter::ModelOverride(
+                std::sync::Arc::new(mo),
+            )],
+        );
         return;
     }
     if !args.iter().any(|a| a == "--bench") {
@@ -430,6 +496,31 @@ fn main() {
         );
     }
     println!("\n(× > 1 is better for rates; < 1 is better for p99, CPU and RSS)");
+    // The model-override filter: the same proxy, with and without it, alternating.
+    let (mut rps, mut cpu): ([Vec<f64>; 2], [Vec<f64>; 2]) = Default::default();
+    for r in 0..rounds {
+        for i in 0..2 {
+            let with = (i + r) % 2 == 1;
+            let (a, b) = measure_override(&mut w, with);
+            rps[usize::from(with)].push(a);
+            cpu[usize::from(with)].push(b);
+        }
+    }
+    let (r0, r1) = (median(&mut rps[0]), median(&mut rps[1]));
+    let (c0, c1) = (median(&mut cpu[0]), median(&mut cpu[1]));
+    println!(
+        "\nmodel override (POST /api/generate, 132-byte JSON body, keep-alive, 50 connections)\n"
+    );
+    println!("| kube-gw | req/s | CPU µs per request |");
+    println!("|---|---:|---:|");
+    println!("| without the filter | {r0:.0} | {c0:.1} |");
+    println!("| with the filter | {r1:.0} | {c1:.1} |");
+    println!(
+        "| with ÷ without | {:.2} | {:.2} (+{:.1} µs) |",
+        r1 / r0,
+        c1 / c0,
+        c1 - c0
+    );
     let hs = med[&Proxy::KubeGw][METRICS[0]] / med[&Proxy::Haproxy][METRICS[0]];
     let ka = med[&Proxy::KubeGw][METRICS[1]] / med[&Proxy::Nginx][METRICS[1]];
     println!(

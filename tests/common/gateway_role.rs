@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube_gw::gateway::plan::{
-    Backend, CertRef, Certificates, GatewayState, HostPattern, Match, PathMatch, PortPlan,
+    Backend, CertRef, Certificates, Filter, GatewayState, HostPattern, Match, PathMatch, PortPlan,
     RouteTable, Rule,
 };
 use kube_gw::gateway::proxy::{ProxyOptions, ProxyStats};
@@ -20,6 +20,19 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// Serves `vip:port` (HTTPS, any SNI) → `backend` (`addr:port`) until killed, on one thread
 /// (as nginx with one worker and HAProxy with one thread).
 pub fn serve_https(vip: &str, port: u16, cert: &str, key: &str, backend: &str, kernel_tls: bool) {
+    serve_https_with(vip, port, cert, key, backend, kernel_tls, vec![]);
+}
+
+/// [`serve_https`] with `filters` on its one rule.
+pub fn serve_https_with(
+    vip: &str,
+    port: u16,
+    cert: &str,
+    key: &str,
+    backend: &str,
+    kernel_tls: bool,
+    filters: Vec<Filter>,
+) {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .unwrap()
         .collect::<Result<_, _>>()
@@ -52,7 +65,7 @@ pub fn serve_https(vip: &str, port: u16, cert: &str, key: &str, backend: &str, k
             headers: vec![],
             query: vec![],
         },
-        filters: vec![],
+        filters,
         backends: vec![bulk],
         created: 0,
         metrics: Default::default(),

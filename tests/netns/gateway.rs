@@ -557,7 +557,7 @@ spec:
 }
 
 /// A CA and a server certificate for `names`, signed by it; (ca_pem, cert_pem, key_pem, serial).
-fn issue(names: &[&str], serial: u64) -> (String, String, String) {
+pub(crate) fn issue(names: &[&str], serial: u64) -> (String, String, String) {
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca.distinguished_name
@@ -574,7 +574,7 @@ fn issue(names: &[&str], serial: u64) -> (String, String, String) {
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 
-fn tls_secret_yaml(ns: &str, name: &str, cert: &str, key: &str) -> String {
+pub(crate) fn tls_secret_yaml(ns: &str, name: &str, cert: &str, key: &str) -> String {
     use base64::Engine;
     let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     format!(

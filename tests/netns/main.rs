@@ -9,6 +9,7 @@ mod bgp;
 #[path = "../common/controlplane.rs"]
 mod controlplane;
 mod gateway;
+mod gateway_reload;
 mod harness;
 mod model_override;
 mod placement;

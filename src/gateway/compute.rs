@@ -894,6 +894,17 @@ fn compile_http(inp: &Inputs<'_>, r: &Object<api::HttpRouteSpec>) -> Compiled {
             out.resolved = out.resolved.take().or(problem);
             backends.push(backend);
         }
+        let t = rule.timeouts.clone().unwrap_or_default();
+        let timeouts = match (
+            t.request.as_deref().map(duration).transpose(),
+            t.backend_request.as_deref().map(duration).transpose(),
+        ) {
+            (Ok(r), Ok(b)) => (r, b),
+            (Err(msg), _) | (_, Err(msg)) => {
+                out.problem = Some(Condition::new("Accepted", false, "UnsupportedValue", msg));
+                (None, None)
+            }
+        };
         let matches: Vec<api::HttpMatch> = if rule.matches.is_empty() {
             vec![api::HttpMatch::default()]
         } else {
@@ -907,6 +918,8 @@ fn compile_http(inp: &Inputs<'_>, r: &Object<api::HttpRouteSpec>) -> Compiled {
                     match_,
                     filters: filters.clone(),
                     backends: backends.clone(),
+                    request_timeout: timeouts.0.filter(|d| !d.is_zero()),
+                    backend_timeout: timeouts.1,
                     created: r.created,
                     metrics: Default::default(),
                 })),
@@ -957,6 +970,41 @@ fn filter(inp: &Inputs<'_>, ns: &str, f: &api::HttpFilter) -> Result<Filter, Str
         "URLRewrite" => Ok(Filter::Rewrite(f.url_rewrite.clone().ok_or_else(missing)?)),
         other => Err(format!("filter type {other} is not supported by kube-gw")),
     }
+}
+
+/// A Gateway API duration: one to four `<number><unit>` parts, units `h`, `m`, `s`, `ms`
+/// (`1h30m`, `500ms`, `0s`).
+pub fn duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a Gateway API duration (like 10s, 500ms, 1h30m)");
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = text;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 5 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (std::time::Duration::from_millis(1), 2)
+        } else if rest.starts_with('h') {
+            (std::time::Duration::from_secs(3600), 1)
+        } else if rest.starts_with('m') {
+            (std::time::Duration::from_secs(60), 1)
+        } else if rest.starts_with('s') {
+            (std::time::Duration::from_secs(1), 1)
+        } else {
+            return Err(bad());
+        };
+        rest = &rest[len..];
+        total += unit * u32::try_from(n).map_err(|_| bad())?;
+        parts += 1;
+    }
+    if parts == 0 || parts > 4 {
+        return Err(bad());
+    }
+    Ok(total)
 }
 
 /// A `ModelOverride` object compiled; `Err` says why it cannot be used.

@@ -703,3 +703,45 @@ fn an_extension_ref_filter_resolves_to_its_model_override_or_fails_requests() {
     let c = cond(&parent(&st), "Accepted").clone();
     assert_eq!((c.status, c.reason.as_str()), (false, "UnsupportedValue"));
 }
+
+#[test]
+fn route_timeouts_are_gateway_api_durations_and_0s_disables() {
+    use std::time::Duration;
+    assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+    assert_eq!(duration("1h30m"), Ok(Duration::from_secs(5400)));
+    assert_eq!(duration("1h1m1s1ms"), Ok(Duration::from_millis(3_661_001)));
+    assert_eq!(duration("0s"), Ok(Duration::ZERO));
+    for bad in ["", "10", "1d", "1.5s", "123456s", "1h1m1s1ms1h", "s", "-1s"] {
+        assert!(duration(bad).is_err(), "{bad:?}");
+    }
+    let mut w = World::new();
+    w.gateway("app", "gw", 1, http_gateway("192.0.2.10"));
+    w.http_route(
+        "app",
+        "r",
+        2,
+        serde_json::json!({
+            "parentRefs": [{"name": "gw"}],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/a"}}], "timeouts": {"request": "2s", "backendRequest": "500ms"}, "backendRefs": [{"name": "web", "port": 8080}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/b"}}], "timeouts": {"request": "0s", "backendRequest": "0s"}, "backendRefs": [{"name": "web", "port": 8080}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/c"}}], "backendRefs": [{"name": "web", "port": 8080}]}
+            ]
+        }),
+    );
+    let st = w.compute();
+    let t = table(&st, pair("192.0.2.10", 80));
+    let of = |p: &str| {
+        let r = t.select(&req("a", p)).unwrap();
+        (r.request_timeout, r.backend_timeout)
+    };
+    assert_eq!(
+        of("/a"),
+        (
+            Some(Duration::from_secs(2)),
+            Some(Duration::from_millis(500))
+        )
+    );
+    assert_eq!(of("/b"), (None, Some(Duration::ZERO)));
+    assert_eq!(of("/c"), (None, None));
+}

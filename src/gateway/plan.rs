@@ -287,6 +287,14 @@ pub struct Rule {
     pub match_: Match,
     pub filters: Vec<Filter>,
     pub backends: Vec<Backend>,
+    /// `timeouts.request`: the client has its answer's head within this, or 504; `None`: no
+    /// bound (absent or `0s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_timeout: Option<std::time::Duration>,
+    /// `timeouts.backendRequest`: `None` → `[gateway] backend-timeout`; `Some(ZERO)` (`0s`)
+    /// → no bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_timeout: Option<std::time::Duration>,
     /// Route creation time (ties: older first).
     #[serde(skip)]
     pub created: i64,

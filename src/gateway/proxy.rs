@@ -397,7 +397,7 @@ where
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(request(req, &conn).await) }
     });
-    if let Err(e) = b.serve_connection(io, svc).await {
+    if let Err(e) = b.serve_connection_with_upgrades(io, svc).await {
         tracing::debug!("gateway: connection ended: {e}");
     }
 }
@@ -457,6 +457,22 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     hyper::header::TRANSFER_ENCODING,
     hyper::header::UPGRADE,
 ];
+
+/// The `Upgrade` header of an HTTP/1.1 request that asks to upgrade (`Connection: upgrade`).
+fn upgrade_asked<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != hyper::Version::HTTP_11 {
+        return None;
+    }
+    let asks = req
+        .headers()
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| req.headers().get(hyper::header::UPGRADE).cloned())
+        .flatten()
+}
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     // Most messages carry none: one pass over the names (no hashing) says so.
@@ -556,8 +572,12 @@ pub fn redirect_location(
     loc
 }
 
-async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
+async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let started = Instant::now();
+    // An HTTP/1.1 Upgrade (WebSocket): the request goes on with its Upgrade header, and a 101
+    // from the backend joins the two connections.
+    let upgrade = upgrade_asked(&req);
+    let mut client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     // Cheap clones (shared bytes): the request's parts stay borrowable while its headers
     // change.
@@ -741,6 +761,13 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     if let Some(v) = conn.forwarded(host_header, scheme) {
         headers.insert(FORWARDED, v);
     }
+    if let Some(u) = &upgrade {
+        headers.insert(
+            hyper::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+        headers.insert(hyper::header::UPGRADE, u.clone());
+    }
     match (&out_host, &host_value) {
         (Some(h), _) => {
             if let Ok(v) = HeaderValue::from_str(h) {
@@ -769,6 +796,19 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
             }
         }
         (None, None) => hyper::http::uri::PathAndQuery::from_static("/"),
+    };
+    // Each attempt's bound: the rule's backendRequest timeout (`0s`: none; absent: the
+    // configured one), cut to what is left of its request timeout.
+    let backend_timeout = match rule.backend_timeout {
+        None => conn.opts.backend_timeout,
+        Some(d) if d.is_zero() => Duration::from_secs(365 * 86_400),
+        Some(d) => d,
+    };
+    let deadline = rule.request_timeout.map(|d| started + d);
+    let bound = || {
+        deadline.map_or(backend_timeout, |dl| {
+            backend_timeout.min(dl.saturating_duration_since(Instant::now()))
+        })
     };
     // The model override reads the body whole (bounded) and rewrites it.
     let mut body = Some(body);
@@ -800,10 +840,10 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let mut attempt = 0;
     loop {
         let endpoint = backend.endpoints[(first + attempt) % backend.endpoints.len()];
-        let sent = if bodiless && method != Method::CONNECT {
+        let sent = if bodiless && method != Method::CONNECT && upgrade.is_none() {
             // Most requests: kube-gw's own HTTP/1.1 client (h1.rs), in this task.
             tokio::time::timeout(
-                conn.opts.backend_timeout,
+                bound(),
                 send_h1(
                     conn,
                     backend.proxy_protocol,
@@ -833,17 +873,32 @@ async fn request(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
             } else {
                 std::mem::take(&mut headers)
             };
-            tokio::time::timeout(
-                conn.opts.backend_timeout,
-                send(conn, backend.proxy_protocol, endpoint, up),
-            )
-            .await
-            .map(|r| r.map(|resp| resp.map(|b| b.map_err(BoxError::from).boxed())))
+            tokio::time::timeout(bound(), send(conn, backend.proxy_protocol, endpoint, up))
+                .await
+                .map(|r| r.map(|resp| resp.map(|b| b.map_err(BoxError::from).boxed())))
         };
         match sent {
-            Ok(Ok(resp)) => {
+            Ok(Ok(mut resp)) => {
+                let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                let kept_upgrade = resp.headers().get(hyper::header::UPGRADE).cloned();
+                if let (true, Some(client)) = (upgraded, client_upgrade.take()) {
+                    let backend = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(async move {
+                        if let (Ok(c), Ok(b)) = (client.await, backend.await) {
+                            let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
+                            let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
+                        }
+                    });
+                }
                 let (mut parts, b) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
+                if let (true, Some(u)) = (upgraded, kept_upgrade) {
+                    parts.headers.insert(
+                        hyper::header::CONNECTION,
+                        HeaderValue::from_static("upgrade"),
+                    );
+                    parts.headers.insert(hyper::header::UPGRADE, u);
+                }
                 for m in &response_mods {
                     modify(&mut parts.headers, m);
                 }
@@ -900,10 +955,13 @@ async fn send(
         };
         match sender.try_send_request(req).await {
             Ok(resp) => {
-                conn.backends
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .keep(endpoint, proxied, sender);
+                // An upgraded connection is the two ends' now, never pooled.
+                if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    conn.backends
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .keep(endpoint, proxied, sender);
+                }
                 return Ok(resp);
             }
             Err(mut e) => match e.take_message() {
@@ -1022,7 +1080,7 @@ async fn backend_connection(
         .await
         .map_err(|e| connect_err(e.to_string()))?;
     tokio::spawn(async move {
-        if let Err(e) = driver.await {
+        if let Err(e) = driver.with_upgrades().await {
             tracing::debug!("gateway: backend connection ended: {e}");
         }
     });

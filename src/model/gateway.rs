@@ -173,6 +173,15 @@ pub struct HttpRule {
     pub matches: Vec<HttpMatch>,
     pub filters: Vec<HttpFilter>,
     pub backend_refs: Vec<BackendRef>,
+    pub timeouts: Option<RouteTimeouts>,
+}
+
+/// `rules[].timeouts`: Gateway API durations (`1h30m`, `500ms`; `0s` disables).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RouteTimeouts {
+    pub request: Option<String>,
+    pub backend_request: Option<String>,
 }
 
 /// `rules[].matches[]`.

@@ -67,6 +67,8 @@ pub fn serve_https_with(
         },
         filters,
         backends: vec![bulk],
+        request_timeout: None,
+        backend_timeout: None,
         created: 0,
         metrics: Default::default(),
     };

@@ -63,6 +63,9 @@ const FEATURES: &[&str] = &[
     "HTTPRoute307RedirectStatusCode",
     "HTTPRoute308RedirectStatusCode",
     "HTTPRouteNamedRouteRule",
+    "HTTPRouteRequestTimeout",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteBackendProtocolWebSocket",
 ];
 
 /// Tests skipped for a reason outside kube-gw, with the reason (also in the report).

@@ -786,6 +786,8 @@ fn resolve_backend(
         endpoints: Vec::new(),
         proxy_protocol: false,
         error: None,
+        request_headers: Vec::new(),
+        response_headers: Vec::new(),
     };
     let fail = |mut backend: Backend, reason: &str, msg: String| {
         backend.error = Some(msg.clone());
@@ -890,8 +892,22 @@ fn compile_http(inp: &Inputs<'_>, r: &Object<api::HttpRouteSpec>) -> Compiled {
         }
         let mut backends = Vec::new();
         for b in &rule.backend_refs {
-            let (backend, problem) = resolve_backend(inp, &r.key.namespace, "HTTPRoute", b);
+            let (mut backend, problem) = resolve_backend(inp, &r.key.namespace, "HTTPRoute", b);
             out.resolved = out.resolved.take().or(problem);
+            for f in &b.filters {
+                match (f.type_.as_str(), &f.request_header_modifier, &f.response_header_modifier) {
+                    ("RequestHeaderModifier", Some(m), _) => backend.request_headers.push(m.clone()),
+                    ("ResponseHeaderModifier", _, Some(m)) => backend.response_headers.push(m.clone()),
+                    (t, _, _) => {
+                        out.problem = Some(Condition::new(
+                            "Accepted",
+                            false,
+                            "UnsupportedValue",
+                            format!("backendRef filter {t} is not supported by kube-gw (RequestHeaderModifier and ResponseHeaderModifier are)"),
+                        ))
+                    }
+                }
+            }
             backends.push(backend);
         }
         let t = rule.timeouts.clone().unwrap_or_default();

@@ -745,3 +745,34 @@ fn route_timeouts_are_gateway_api_durations_and_0s_disables() {
     assert_eq!(of("/b"), (None, Some(Duration::ZERO)));
     assert_eq!(of("/c"), (None, None));
 }
+
+#[test]
+fn backend_ref_header_filters_go_with_their_backend_and_others_are_refused() {
+    let mut w = World::new();
+    w.gateway("app", "gw", 1, http_gateway("192.0.2.10"));
+    let route = |t: &str| {
+        serde_json::json!({
+            "parentRefs": [{"name": "gw"}],
+            "rules": [{"backendRefs": [{"name": "web", "port": 8080, "filters": [
+                {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-b", "value": "1"}]}},
+                {"type": t, "responseHeaderModifier": {"remove": ["server"]}}
+            ]}]}]
+        })
+    };
+    w.http_route("app", "r", 2, route("ResponseHeaderModifier"));
+    let st = w.compute();
+    let rule = table(&st, pair("192.0.2.10", 80))
+        .select(&req("a", "/"))
+        .unwrap();
+    let b = &rule.backends[0];
+    assert_eq!((b.request_headers.len(), b.response_headers.len()), (1, 1));
+    assert_eq!(b.request_headers[0].set[0].name, "x-b");
+    w.http_route("app", "r", 2, route("RequestMirror"));
+    let st = w.compute();
+    let c = cond(
+        &st.status.http_routes[&key("app", "r")].parents[0].conditions,
+        "Accepted",
+    )
+    .clone();
+    assert_eq!((c.status, c.reason.as_str()), (false, "UnsupportedValue"));
+}

@@ -332,6 +332,11 @@ pub struct Backend {
     /// Why requests given to this backend fail (a reference that did not resolve → 500).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The backendRef's own header filters, applied after the rule's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub request_headers: Vec<HeaderModifier>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub response_headers: Vec<HeaderModifier>,
 }
 
 impl Backend {

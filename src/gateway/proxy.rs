@@ -738,6 +738,10 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     // Headers of the request to the backend.
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
+    for m in &backend.request_headers {
+        modify(&mut headers, m);
+    }
+    response_mods.extend(backend.response_headers.iter());
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", conn.peer_ip)).ok(),
         None => Some(conn.peer_ip_value.clone()),
@@ -1312,6 +1316,8 @@ mod tests {
             endpoints: vec![],
             proxy_protocol: false,
             error: None,
+            request_headers: vec![],
+            response_headers: vec![],
         };
         let bs = vec![b("a", 1), b("b", 3), b("z", 0)];
         let mut counts = BTreeMap::new();

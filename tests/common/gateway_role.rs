@@ -54,6 +54,8 @@ pub fn serve_https_with(
         endpoints: Vec::new(),
         proxy_protocol: false,
         error: None,
+        request_headers: vec![],
+        response_headers: vec![],
     };
     bulk.set_endpoints(vec![backend.parse().unwrap()]);
     let rule = Rule {

@@ -66,6 +66,7 @@ const FEATURES: &[&str] = &[
     "HTTPRouteRequestTimeout",
     "HTTPRouteBackendTimeout",
     "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteBackendRequestHeaderModification",
 ];
 
 /// Tests skipped for a reason outside kube-gw, with the reason (also in the report).

@@ -505,8 +505,8 @@ pub fn gateway(h: Option<&GatewayHandles>) -> crate::api::GatewayView {
             let (kind, hosts, routes, certificates) = match plan {
                 PortPlan::Http { routes, tls } => (
                     if tls.is_some() { "https" } else { "http" },
-                    routes.hosts.iter().map(|(h, _)| h.to_string()).collect(),
-                    routes.hosts.iter().map(|(_, r)| r.len()).sum(),
+                    routes.hosts.iter().map(|(h, _, _)| h.to_string()).collect(),
+                    routes.hosts.iter().map(|(_, r, _)| r.len()).sum(),
                     tls.iter()
                         .flat_map(|t| t.by_host.iter().map(|(h, c)| format!("{h} → {}", c.secret)))
                         .collect(),

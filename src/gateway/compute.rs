@@ -180,7 +180,7 @@ pub fn compute(inp: &Inputs<'_>) -> GatewayState {
                     let table = tables.entry(pair).or_default();
                     for h in hosts {
                         for rule in &compiled.rules {
-                            table.push(h.clone(), rule.clone());
+                            table.push_via(l.host.clone(), h.clone(), rule.clone());
                         }
                     }
                 }
@@ -264,6 +264,9 @@ pub fn compute(inp: &Inputs<'_>) -> GatewayState {
                                 routes: tables.get(&pair).cloned().unwrap_or_default(),
                                 tls: (p == Proto::Https).then(Certificates::default),
                             });
+                            if let PortPlan::Http { routes, .. } = plan {
+                                routes.listen(l.host.clone());
+                            }
                             if let (
                                 PortPlan::Http {
                                     tls: Some(certs), ..

@@ -776,3 +776,43 @@ fn backend_ref_header_filters_go_with_their_backend_and_others_are_refused() {
     .clone();
     assert_eq!((c.status, c.reason.as_str()), (false, "UnsupportedValue"));
 }
+
+#[test]
+fn a_request_is_served_only_by_routes_of_the_most_specific_listener_its_host_matches() {
+    let mut w = World::new();
+    w.gateway(
+        "app",
+        "gw",
+        1,
+        serde_json::json!({
+            "gatewayClassName": "switch",
+            "addresses": [{"value": "192.0.2.10"}],
+            "listeners": [
+                {"name": "any", "port": 80, "protocol": "HTTP"},
+                {"name": "wild", "port": 80, "protocol": "HTTP", "hostname": "*.example.com"},
+                {"name": "abc", "port": 80, "protocol": "HTTP", "hostname": "abc.example.com"}
+            ]
+        }),
+    );
+    // Attached to the empty-hostname listener, with hostnames that reach into the others'.
+    w.http_route("app", "to-any", 2, serde_json::json!({
+        "parentRefs": [{"name": "gw", "sectionName": "any"}],
+        "hostnames": ["bar.com", "abc.example.com", "x.example.com"],
+        "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/any"}}], "backendRefs": [{"name": "web", "port": 8080}]}]
+    }));
+    w.http_route("app", "to-wild", 3, serde_json::json!({
+        "parentRefs": [{"name": "gw", "sectionName": "wild"}],
+        "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/wild"}}], "backendRefs": [{"name": "web", "port": 8080}]}]
+    }));
+    let st = w.compute();
+    let t = table(&st, pair("192.0.2.10", 80));
+    let route =
+        |host: &str, path: &str| t.select(&req(host, path)).map(|r| r.route.name.to_string());
+    assert_eq!(route("bar.com", "/any").as_deref(), Some("to-any"));
+    // x.example.com belongs to listener "wild": the route of "any" is not a candidate.
+    assert_eq!(route("x.example.com", "/any"), None);
+    assert_eq!(route("x.example.com", "/wild").as_deref(), Some("to-wild"));
+    // abc.example.com belongs to listener "abc", which has no route: nothing serves it.
+    assert_eq!(route("abc.example.com", "/any"), None);
+    assert_eq!(route("abc.example.com", "/wild"), None);
+}

@@ -154,8 +154,13 @@ impl std::fmt::Display for HostPattern {
 /// group, rules in Gateway API precedence order.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RouteTable {
-    /// Rules are shared (`Arc`): a request takes its rule without copying it.
-    pub hosts: Vec<(HostPattern, Vec<Arc<Rule>>)>,
+    /// Rules are shared (`Arc`): a request takes its rule without copying it. Each group is
+    /// (host pattern, rules, the hostname of the listener they came through).
+    pub hosts: Vec<(HostPattern, Vec<Arc<Rule>>, HostPattern)>,
+    /// The hostnames of the port's listeners, most specific first: a request belongs to the
+    /// most specific one its host matches, and only routes attached through that listener
+    /// serve it (listener isolation). Empty: no isolation (every group is a candidate).
+    pub listeners: Vec<HostPattern>,
     /// Some rule matches on headers / on the query ([`finish`](Self::finish) sets them): a
     /// request's headers and query are gathered for matching only then.
     #[serde(skip)]
@@ -359,7 +364,10 @@ impl RouteTable {
     pub fn finish(&mut self) {
         self.hosts
             .sort_by(|a, b| b.0.rank().cmp(&a.0.rank()).then(a.0.cmp(&b.0)));
-        for (_, rules) in &mut self.hosts {
+        self.listeners
+            .sort_by(|a, b| b.rank().cmp(&a.rank()).then(a.cmp(b)));
+        self.listeners.dedup();
+        for (_, rules, _) in &mut self.hosts {
             rules.sort_by(|a, b| {
                 a.match_
                     .precedence()
@@ -369,23 +377,47 @@ impl RouteTable {
                     .then(a.rule.cmp(&b.rule))
             });
         }
-        let all = || self.hosts.iter().flat_map(|(_, r)| r.iter());
+        let all = || self.hosts.iter().flat_map(|(_, r, _)| r.iter());
         self.reads_headers = all().any(|r| !r.match_.headers.is_empty());
         self.reads_query = all().any(|r| !r.match_.query.is_empty());
     }
 
-    /// Adds a rule under a host pattern.
+    /// Adds a rule under a host pattern (no listener isolation).
     pub fn push(&mut self, host: HostPattern, rule: Arc<Rule>) {
-        match self.hosts.iter_mut().find(|(h, _)| *h == host) {
-            Some((_, rules)) => rules.push(rule),
-            None => self.hosts.push((host, vec![rule])),
+        self.push_via(HostPattern::Any, host, rule);
+    }
+
+    /// Adds a rule under a host pattern, attached through a listener with this hostname.
+    pub fn push_via(&mut self, listener: HostPattern, host: HostPattern, rule: Arc<Rule>) {
+        match self
+            .hosts
+            .iter_mut()
+            .find(|(h, _, l)| *h == host && *l == listener)
+        {
+            Some((_, rules, _)) => rules.push(rule),
+            None => self.hosts.push((host, vec![rule], listener)),
         }
     }
 
-    /// The rule a request goes to: the most specific host group that matches the host, then
-    /// the first rule of that group that matches (no fall-through to less specific hosts).
+    /// Declares a listener of this port (see `listeners`).
+    pub fn listen(&mut self, hostname: HostPattern) {
+        self.listeners.push(hostname);
+    }
+
+    /// The rule a request goes to: the most specific listener its host matches, then among
+    /// the routes attached through it the most specific host group that matches, then the
+    /// first rule of that group that matches (no fall-through to less specific hosts or
+    /// other listeners).
     pub fn select(&self, req: &RequestView<'_>) -> Option<&Arc<Rule>> {
-        let (_, rules) = self.hosts.iter().find(|(h, _)| h.matches(req.host))?;
+        let listener = if self.listeners.is_empty() {
+            None
+        } else {
+            Some(self.listeners.iter().find(|l| l.matches(req.host))?)
+        };
+        let (_, rules, _) = self
+            .hosts
+            .iter()
+            .find(|(h, _, l)| listener.is_none_or(|x| x == l) && h.matches(req.host))?;
         rules.iter().find(|r| r.match_.matches(req))
     }
 }

@@ -67,6 +67,7 @@ const FEATURES: &[&str] = &[
     "HTTPRouteBackendTimeout",
     "HTTPRouteBackendProtocolWebSocket",
     "HTTPRouteBackendRequestHeaderModification",
+    "GatewayHTTPListenerIsolation",
 ];
 
 /// Tests skipped for a reason outside kube-gw, with the reason (also in the report).

@@ -210,6 +210,7 @@ fn incremental_updates_end_where_a_fresh_computation_does() {
                             name: format!("p{port}"),
                             port,
                             protocol,
+                            app_protocol: None,
                         });
                     }
                 }

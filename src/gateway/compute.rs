@@ -789,6 +789,7 @@ fn resolve_backend(
         endpoints: Vec::new(),
         proxy_protocol: false,
         error: None,
+        h2c: false,
         request_headers: Vec::new(),
         response_headers: Vec::new(),
     };
@@ -850,6 +851,7 @@ fn resolve_backend(
             format!("Service {key} has no TCP port {port}"),
         );
     };
+    backend.h2c = sp.app_protocol.as_deref() == Some("kubernetes.io/h2c");
     let mut endpoints = Vec::new();
     for v4 in [true, false] {
         for d in crate::desired::endpoints(inp.cluster, svc, &sp.name, Protocol::Tcp, v4) {

@@ -96,6 +96,7 @@ impl World {
                 name: "http".into(),
                 port: 8080,
                 protocol: Protocol::Tcp,
+                app_protocol: None,
             }],
             client_ip_affinity: None,
             external_traffic_local: false,
@@ -815,4 +816,25 @@ fn a_request_is_served_only_by_routes_of_the_most_specific_listener_its_host_mat
     // abc.example.com belongs to listener "abc", which has no route: nothing serves it.
     assert_eq!(route("abc.example.com", "/any"), None);
     assert_eq!(route("abc.example.com", "/wild"), None);
+}
+
+#[test]
+fn a_service_port_with_app_protocol_h2c_makes_its_backend_h2c() {
+    let mut w = World::new();
+    w.service("app", "grpc", &["10.0.0.9"]);
+    let mut svc = w.cluster.services[&key("app", "grpc")].clone();
+    svc.ports[0].app_protocol = Some("kubernetes.io/h2c".into());
+    w.cluster.upsert_service(svc);
+    w.gateway("app", "gw", 1, http_gateway("192.0.2.10"));
+    w.http_route("app", "r", 2, serde_json::json!({
+        "parentRefs": [{"name": "gw"}],
+        "rules": [
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/g"}}], "backendRefs": [{"name": "grpc", "port": 8080}]},
+            {"backendRefs": [{"name": "web", "port": 8080}]}
+        ]
+    }));
+    let st = w.compute();
+    let t = table(&st, pair("192.0.2.10", 80));
+    assert!(t.select(&req("a", "/g")).unwrap().backends[0].h2c);
+    assert!(!t.select(&req("a", "/")).unwrap().backends[0].h2c);
 }

@@ -337,6 +337,10 @@ pub struct Backend {
     /// Why requests given to this backend fail (a reference that did not resolve → 500).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// HTTP/2 with prior knowledge to the endpoints (the Service port's `appProtocol` is
+    /// `kubernetes.io/h2c`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub h2c: bool,
     /// The backendRef's own header filters, applied after the rule's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub request_headers: Vec<HeaderModifier>,

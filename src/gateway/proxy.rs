@@ -161,6 +161,13 @@ fn runtime(
 }
 
 /// What every request of a connection shares.
+/// The proxy's h2c connections by endpoint.
+type H2cConns = Arc<
+    std::sync::Mutex<
+        std::collections::HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<Body>>,
+    >,
+>;
+
 struct Conn {
     pair: Pair,
     peer: SocketAddr,
@@ -177,6 +184,8 @@ struct Conn {
     backends: std::sync::Mutex<super::pool::Local<super::pool::Sender>>,
     /// The same for kube-gw's own HTTP/1.1 client (bodiless requests).
     h1: Arc<std::sync::Mutex<super::pool::Local<super::h1::H1Conn>>>,
+    /// HTTP/2 (h2c) connections to endpoints, shared by every client connection (multiplexed).
+    h2c: H2cConns,
     opts: ProxyOptions,
     ktls: Arc<super::ktls::Probe>,
     stats: Arc<ProxyStats>,
@@ -267,6 +276,7 @@ pub async fn run(
     };
     let shared = Arc::new(super::pool::Shared::default());
     let shared_h1 = Arc::new(super::pool::Shared::default());
+    let shared_h2c = H2cConns::default();
     let prune = async {
         loop {
             tokio::time::sleep(super::pool::IDLE_TIMEOUT / 4).await;
@@ -299,6 +309,7 @@ pub async fn run(
                 h1: Arc::new(std::sync::Mutex::new(super::pool::Local::new(
                     shared_h1.clone(),
                 ))),
+                h2c: shared_h2c.clone(),
                 opts: opts.clone(),
                 ktls: ktls.clone(),
                 stats: stats.clone(),
@@ -844,7 +855,7 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let mut attempt = 0;
     loop {
         let endpoint = backend.endpoints[(first + attempt) % backend.endpoints.len()];
-        let sent = if bodiless && method != Method::CONNECT && upgrade.is_none() {
+        let sent = if bodiless && method != Method::CONNECT && upgrade.is_none() && !backend.h2c {
             // Most requests: kube-gw's own HTTP/1.1 client (h1.rs), in this task.
             tokio::time::timeout(
                 bound(),
@@ -877,9 +888,34 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
             } else {
                 std::mem::take(&mut headers)
             };
-            tokio::time::timeout(bound(), send(conn, backend.proxy_protocol, endpoint, up))
+            if backend.h2c && upgrade.is_none() {
+                // HTTP/2 with prior knowledge: the authority travels in the URI.
+                let authority = up
+                    .headers_mut()
+                    .remove(HOST)
+                    .and_then(|h| h.to_str().ok().map(str::to_string))
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| endpoint.to_string());
+                match Uri::builder()
+                    .scheme("http")
+                    .authority(authority.as_str())
+                    .path_and_query(pq.clone())
+                    .build()
+                {
+                    Ok(u) => *up.uri_mut() = u,
+                    Err(_) => return local(StatusCode::BAD_REQUEST, "bad authority"),
+                }
+                tokio::time::timeout(
+                    bound(),
+                    send_h2c(conn, backend.proxy_protocol, endpoint, up),
+                )
                 .await
                 .map(|r| r.map(|resp| resp.map(|b| b.map_err(BoxError::from).boxed())))
+            } else {
+                tokio::time::timeout(bound(), send(conn, backend.proxy_protocol, endpoint, up))
+                    .await
+                    .map(|r| r.map(|resp| resp.map(|b| b.map_err(BoxError::from).boxed())))
+            }
         };
         match sent {
             Ok(Ok(mut resp)) => {
@@ -984,6 +1020,57 @@ async fn send(
             },
         }
     }
+}
+
+/// Sends one request to an h2c `endpoint` (HTTP/2 with prior knowledge) over the proxy's
+/// shared connection to it, made when there is none or it closed. A backend that wants the
+/// PROXY protocol gets a connection per request (its header names one client).
+async fn send_h2c(
+    conn: &Conn,
+    proxied: bool,
+    endpoint: SocketAddr,
+    req: Request<Body>,
+) -> Result<Response<Incoming>, SendError> {
+    let err = |connect: bool| {
+        move |e: hyper::Error| SendError {
+            connect,
+            text: e.to_string(),
+        }
+    };
+    let cached = if proxied {
+        None
+    } else {
+        conn.h2c
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&endpoint)
+            .filter(|s| !s.is_closed())
+            .cloned()
+    };
+    let mut sender = match cached {
+        Some(s) => s,
+        None => {
+            let stream = connect_backend(conn, endpoint, proxied).await?;
+            let (s, driver) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .map_err(err(true))?;
+            tokio::spawn(async move {
+                if let Err(e) = driver.await {
+                    tracing::debug!("gateway: h2c backend connection ended: {e}");
+                }
+            });
+            if !proxied {
+                conn.h2c
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(endpoint, s.clone());
+            }
+            s
+        }
+    };
+    sender.ready().await.map_err(err(true))?;
+    sender.send_request(req).await.map_err(err(false))
 }
 
 /// Sends one bodiless request to `endpoint` with kube-gw's own HTTP/1.1 client: over a
@@ -1316,6 +1403,7 @@ mod tests {
             endpoints: vec![],
             proxy_protocol: false,
             error: None,
+            h2c: false,
             request_headers: vec![],
             response_headers: vec![],
         };

@@ -95,6 +95,7 @@ pub fn service_view(s: &core::Service) -> Option<Service> {
                 name: p.name.clone().unwrap_or_default(),
                 port: u16::try_from(p.port).ok()?,
                 protocol: protocol(p.protocol.as_deref())?,
+                app_protocol: p.app_protocol.clone(),
             })
         })
         .collect();

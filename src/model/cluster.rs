@@ -94,6 +94,9 @@ pub struct ServicePort {
     pub name: String,
     pub port: u16,
     pub protocol: Protocol,
+    /// `appProtocol` (`kubernetes.io/h2c` makes the gateway speak HTTP/2 to the endpoints).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
 }
 
 /// What kube-gw needs of an EndpointSlice.

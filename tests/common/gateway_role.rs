@@ -54,6 +54,7 @@ pub fn serve_https_with(
         endpoints: Vec::new(),
         proxy_protocol: false,
         error: None,
+        h2c: false,
         request_headers: vec![],
         response_headers: vec![],
     };

@@ -68,6 +68,7 @@ const FEATURES: &[&str] = &[
     "HTTPRouteBackendProtocolWebSocket",
     "HTTPRouteBackendRequestHeaderModification",
     "GatewayHTTPListenerIsolation",
+    "HTTPRouteBackendProtocolH2C",
 ];
 
 /// Tests skipped for a reason outside kube-gw, with the reason (also in the report).

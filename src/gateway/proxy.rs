@@ -160,7 +160,6 @@ fn runtime(
     Runtime { state, tls }
 }
 
-/// What every request of a connection shares.
 /// The proxy's h2c connections by endpoint.
 type H2cConns = Arc<
     std::sync::Mutex<
@@ -168,6 +167,7 @@ type H2cConns = Arc<
     >,
 >;
 
+/// What every request of a connection shares.
 struct Conn {
     pair: Pair,
     peer: SocketAddr,
@@ -485,6 +485,15 @@ fn upgrade_asked<B>(req: &Request<B>) -> Option<HeaderValue> {
         .flatten()
 }
 
+/// Puts back the two headers an upgrade needs, which `strip_hop_by_hop` took out.
+fn keep_upgrade(h: &mut HeaderMap, upgrade: HeaderValue) {
+    h.insert(
+        hyper::header::CONNECTION,
+        HeaderValue::from_static("upgrade"),
+    );
+    h.insert(hyper::header::UPGRADE, upgrade);
+}
+
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     // Most messages carry none: one pass over the names (no hashing) says so.
     if !h.keys().any(|n| HOP_BY_HOP.contains(n)) {
@@ -589,7 +598,7 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     // from the backend joins the two connections.
     let upgrade = upgrade_asked(&req);
     let mut client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, body_in) = req.into_parts();
     // Cheap clones (shared bytes): the request's parts stay borrowable while its headers
     // change.
     let uri = parts.uri.clone();
@@ -744,7 +753,7 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
     );
-    let bodiless = hyper::body::Body::is_end_stream(&body);
+    let bodiless = hyper::body::Body::is_end_stream(&body_in);
     let retry_ok = idempotent && bodiless && backend.endpoints.len() > 1;
     // Headers of the request to the backend.
     let mut headers = std::mem::take(&mut parts.headers);
@@ -777,11 +786,7 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         headers.insert(FORWARDED, v);
     }
     if let Some(u) = &upgrade {
-        headers.insert(
-            hyper::header::CONNECTION,
-            HeaderValue::from_static("upgrade"),
-        );
-        headers.insert(hyper::header::UPGRADE, u.clone());
+        keep_upgrade(&mut headers, u.clone());
     }
     match (&out_host, &host_value) {
         (Some(h), _) => {
@@ -825,33 +830,31 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
             backend_timeout.min(dl.saturating_duration_since(Instant::now()))
         })
     };
-    // The model override reads the body whole (bounded) and rewrites it.
-    let mut body = Some(body);
-    let mut prepared: Option<Body> = None;
-    if let (Some(mo), false) = (model_filter, bodiless) {
-        let model = mo.pick(random());
-        let Some(incoming) = body.take() else {
-            return local(StatusCode::INTERNAL_SERVER_ERROR, "no body");
-        };
-        match model_override::apply(mo, model, &mut headers, incoming).await {
-            Ok((b, applied)) => {
-                tracing::debug!(filter = %mo.name, ?applied, "gateway: model override");
-                prepared = Some(b);
-            }
-            Err(code) => {
-                done(code, &backend.name, &"-");
-                return local(
-                    code,
-                    if code == StatusCode::PAYLOAD_TOO_LARGE {
-                        "request body over the model override's maxBodyBytes"
-                    } else {
-                        "request body is not a JSON object (model override)"
-                    },
-                );
+    // The body for hyper's path (the own client never sends one): boxed only when that path
+    // takes it; the model override reads it whole (bounded) and rewrites it.
+    let (mut body, mut incoming): (Option<Body>, Option<Incoming>) = match model_filter {
+        Some(mo) if !bodiless => {
+            let model = mo.pick(random());
+            match model_override::apply(mo, model, &mut headers, body_in).await {
+                Ok((b, applied)) => {
+                    tracing::debug!(filter = %mo.name, ?applied, "gateway: model override");
+                    (Some(b), None)
+                }
+                Err(code) => {
+                    done(code, &backend.name, &"-");
+                    return local(
+                        code,
+                        if code == StatusCode::PAYLOAD_TOO_LARGE {
+                            "request body over the model override's maxBodyBytes"
+                        } else {
+                            "request body is not a JSON object (model override)"
+                        },
+                    );
+                }
             }
         }
-    }
-    // Boxed only on hyper's path: the own client never sends a body.
+        _ => (None, Some(body_in)),
+    };
     let mut attempt = 0;
     loop {
         let endpoint = backend.endpoints[(first + attempt) % backend.endpoints.len()];
@@ -874,9 +877,8 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
             // Origin form: the connection speaks to the endpoint directly.
             let uri = Uri::from(pq.clone());
             let mut up = Request::new(
-                prepared
-                    .take()
-                    .or_else(|| body.take().map(|b| b.map_err(BoxError::from).boxed()))
+                body.take()
+                    .or_else(|| incoming.take().map(|b| b.map_err(BoxError::from).boxed()))
                     .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed()),
             );
             *up.method_mut() = method.clone();
@@ -888,7 +890,7 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
             } else {
                 std::mem::take(&mut headers)
             };
-            if backend.h2c && upgrade.is_none() {
+            let sent = if backend.h2c && upgrade.is_none() {
                 // HTTP/2 with prior knowledge: the authority travels in the URI.
                 let authority = up
                     .headers_mut()
@@ -910,12 +912,11 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
                     send_h2c(conn, backend.proxy_protocol, endpoint, up),
                 )
                 .await
-                .map(|r| r.map(|resp| resp.map(|b| b.map_err(BoxError::from).boxed())))
             } else {
                 tokio::time::timeout(bound(), send(conn, backend.proxy_protocol, endpoint, up))
                     .await
-                    .map(|r| r.map(|resp| resp.map(|b| b.map_err(BoxError::from).boxed())))
-            }
+            };
+            sent.map(|r| r.map(|resp| resp.map(|b| b.map_err(BoxError::from).boxed())))
         };
         match sent {
             Ok(Ok(mut resp)) => {
@@ -933,11 +934,7 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
                 let (mut parts, b) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 if let (true, Some(u)) = (upgraded, kept_upgrade) {
-                    parts.headers.insert(
-                        hyper::header::CONNECTION,
-                        HeaderValue::from_static("upgrade"),
-                    );
-                    parts.headers.insert(hyper::header::UPGRADE, u);
+                    keep_upgrade(&mut parts.headers, u);
                 }
                 for m in &response_mods {
                     modify(&mut parts.headers, m);

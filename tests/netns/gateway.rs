@@ -266,6 +266,22 @@ impl World {
     }
 }
 
+/// A JSON merge patch of `ns/name` (the client made inside: it lives in block_on's runtime).
+pub(crate) fn merge<K>(ns: &str, name: &str, patch: serde_json::Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    block_on(async {
+        let api: Api<K> = Api::namespaced(ControlPlane::shared().admin().await, ns);
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("patch {name}: {e}"));
+    });
+}
+
 pub(crate) fn condition<'a>(conds: &'a serde_json::Value, t: &str) -> &'a serde_json::Value {
     conds
         .as_array()

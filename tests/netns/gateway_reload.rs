@@ -6,11 +6,9 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
 use kube_gw::kube::gateway::{Gateway, HttpRoute};
 
-use crate::controlplane::{block_on, ControlPlane};
-use crate::gateway::{self, issue, tls_secret_yaml, VIP};
+use crate::gateway::{self, issue, merge, tls_secret_yaml, VIP};
 use crate::harness::require_root;
 
 const LOAD_SECONDS: u64 = 14;
@@ -20,22 +18,6 @@ fn backend_of(w: &gateway::World, scheme: &str) -> Option<String> {
     let (status, _, body) = w.curl(&["-k", &format!("{scheme}://{VIP}/")]);
     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
     (status == 200).then(|| v["backend"].as_str().unwrap_or_default().to_string())
-}
-
-/// A JSON merge patch of `ns/name` (the client made inside: it lives in block_on's runtime).
-fn merge<K>(ns: &str, name: &str, patch: serde_json::Value)
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    block_on(async {
-        let api: Api<K> = Api::namespaced(ControlPlane::shared().admin().await, ns);
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap_or_else(|e| panic!("patch {name}: {e}"));
-    });
 }
 
 #[test]

@@ -63,20 +63,13 @@ fn model_override(w: &World, ns: &str, spec: &str) {
     ));
 }
 
+/// A merge patch of the ModelOverride's spec.
 fn patch_override(ns: &str, spec: serde_json::Value) {
-    crate::controlplane::block_on(async {
-        let api: kube::Api<kube_gw::kube::gateway::ModelOverride> = kube::Api::namespaced(
-            crate::controlplane::ControlPlane::shared().admin().await,
-            ns,
-        );
-        api.patch(
-            "llm",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({ "spec": spec })),
-        )
-        .await
-        .unwrap();
-    });
+    gateway::merge::<kube_gw::kube::gateway::ModelOverride>(
+        ns,
+        "llm",
+        serde_json::json!({ "spec": spec }),
+    );
 }
 
 #[test]

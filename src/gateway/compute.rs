@@ -31,9 +31,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::model_override::{ModelOverride, DEFAULT_MAX_BODY, DEFAULT_PATHS};
 use super::plan::{
-    Backend, CertRef, Certificates, Condition, Filter, GatewayState, GatewayStatus, HostPattern,
-    ListenerStatus, Match, ParentStatus, PathMatch, PortPlan, RouteStatus, RouteTable, Rule,
-    SniRoute, StrMatch, ValueMatch,
+    Allocation, Backend, CertRef, Certificates, Condition, Filter, GatewayState, GatewayStatus,
+    HostPattern, ListenerStatus, Match, ParentStatus, PathMatch, PortPlan, RouteStatus, RouteTable,
+    Rule, SniRoute, StrMatch, ValueMatch,
 };
 use super::steer::Pair;
 use crate::model::gateway::{
@@ -53,6 +53,8 @@ pub struct Inputs<'a> {
     pub address_pools: &'a [IpNet],
     /// TCP VIP:ports IPVS serves for plain Services, and the Service of each.
     pub l4: &'a BTreeMap<Pair, ObjectKey>,
+    /// The addresses the previous computation allocated (its `GatewayState::allocations`).
+    pub previous: &'a BTreeMap<ObjectKey, Allocation>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,11 +151,12 @@ pub fn compute(inp: &Inputs<'_>) -> GatewayState {
         .filter(|g| ours.contains(g.spec.gateway_class_name.as_str()))
         .collect();
     gws.sort_by(|a, b| a.created.cmp(&b.created).then(a.key.cmp(&b.key)));
-    let allocated = allocate(inp, &gws);
+    st.allocations = allocate(inp, &gws);
     let mut claimed: BTreeMap<Pair, ObjectKey> = BTreeMap::new();
     let mut infos: BTreeMap<ObjectKey, GatewayInfo> = BTreeMap::new();
     for g in gws {
-        let info = gateway_info(inp, g, allocated.get(&g.key).copied(), &mut claimed);
+        let allocated = st.allocations.get(&g.key).map(|a| a.ip);
+        let info = gateway_info(inp, g, allocated, &mut claimed);
         infos.insert(g.key.clone(), info);
     }
 
@@ -397,10 +400,21 @@ fn gateway_status(gw: &GatewayInfo, programmed: bool) -> GatewayStatus {
     }
 }
 
-/// An address for each Gateway without `spec.addresses` (`gws` oldest first), from the
-/// address pools: first every Gateway keeps the address its status records, if still free;
-/// then the others get the lowest free ones. Exhausted pools leave a Gateway without one.
-fn allocate(inp: &Inputs<'_>, gws: &[&Object<GatewaySpec>]) -> BTreeMap<ObjectKey, IpAddr> {
+/// An address for each Gateway without `spec.addresses` (`gws` oldest first: an older
+/// Gateway keeps a contested address), from the address pools; exhausted pools leave a
+/// Gateway without one. Each Gateway first claims, if it is in the pools and still free:
+///
+/// - the address its status records, when that status changed since the previous
+///   computation saw it: someone wrote it since (the status-writing switch, or an operator),
+///   and every switch follows what the status says;
+/// - otherwise the address the previous computation gave it. The status watch lags the
+///   writes; taking the stale status it still shows would undo a newer allocation, which the
+///   next status event undoes again (two Gateways swapping addresses every round, found by
+///   the conformance suite under churn);
+/// - with nothing remembered (after a restart), the address its status records.
+///
+/// The Gateways whose claim failed then get the lowest free addresses.
+fn allocate(inp: &Inputs<'_>, gws: &[&Object<GatewaySpec>]) -> BTreeMap<ObjectKey, Allocation> {
     let mut taken: BTreeSet<IpAddr> = gws
         .iter()
         .flat_map(|g| &g.spec.addresses)
@@ -411,14 +425,13 @@ fn allocate(inp: &Inputs<'_>, gws: &[&Object<GatewaySpec>]) -> BTreeMap<ObjectKe
         gws.iter().filter(|g| g.spec.addresses.is_empty()).collect();
     let mut out = BTreeMap::new();
     for g in &wanting {
-        if let Some(ip) = g
-            .spec
-            .assigned
-            .iter()
-            .find(|ip| in_pools(ip) && !taken.contains(ip))
-        {
+        let claim: &[IpAddr] = match inp.previous.get(&g.key) {
+            Some(p) if p.seen == g.spec.assigned => std::slice::from_ref(&p.ip),
+            _ => &g.spec.assigned,
+        };
+        if let Some(ip) = claim.iter().find(|ip| in_pools(ip) && !taken.contains(ip)) {
             taken.insert(*ip);
-            out.insert(g.key.clone(), *ip);
+            out.insert(g.key.clone(), Allocation::new(*ip, g));
         }
     }
     for g in wanting {
@@ -431,10 +444,19 @@ fn allocate(inp: &Inputs<'_>, gws: &[&Object<GatewaySpec>]) -> BTreeMap<ObjectKe
             .find_map(|p| p.hosts().find(|ip| !taken.contains(ip)));
         if let Some(ip) = free {
             taken.insert(ip);
-            out.insert(g.key.clone(), ip);
+            out.insert(g.key.clone(), Allocation::new(ip, g));
         }
     }
     out
+}
+
+impl Allocation {
+    fn new(ip: IpAddr, g: &Object<GatewaySpec>) -> Self {
+        Self {
+            ip,
+            seen: g.spec.assigned.clone(),
+        }
+    }
 }
 
 fn gateway_info(

@@ -36,6 +36,7 @@ struct World {
     l4: BTreeMap<Pair, ObjectKey>,
     pools: Vec<IpNet>,
     address_pools: Vec<IpNet>,
+    previous: BTreeMap<ObjectKey, Allocation>,
 }
 
 impl World {
@@ -75,6 +76,7 @@ impl World {
                 "2001:db8::/64".parse().unwrap(),
             ],
             address_pools: vec![],
+            previous: BTreeMap::new(),
         };
         w.service("app", "web", &["10.0.0.1", "10.0.0.2"]);
         w
@@ -123,6 +125,13 @@ impl World {
         });
     }
 
+    /// Computes as the gateway's loop does: remembering the allocations for the next round.
+    fn compute_again(&mut self) -> GatewayState {
+        let st = self.compute();
+        self.previous = st.allocations.clone();
+        st
+    }
+
     fn gateway(&mut self, ns: &str, name: &str, created: i64, spec: serde_json::Value) {
         self.gw
             .gateways
@@ -143,6 +152,7 @@ impl World {
             pools: &self.pools,
             address_pools: &self.address_pools,
             l4: &self.l4,
+            previous: &self.previous,
         })
     }
 }
@@ -330,6 +340,73 @@ fn gateways_without_spec_addresses_get_stable_ones_from_the_address_pools() {
         "{:?}",
         st.vips
     );
+}
+
+#[test]
+fn an_allocation_holds_while_the_status_watch_lags_and_follows_a_status_written_since() {
+    let mut w = World::new();
+    w.address_pools = vec!["192.0.2.64/29".parse().unwrap()];
+    let bare = |assigned: &[&str]| {
+        let mut s: GatewaySpec = from_json(
+            serde_json::json!({"gatewayClassName": "switch", "listeners": [{"name": "h", "port": 80, "protocol": "HTTP"}]}),
+        );
+        s.assigned = assigned.iter().map(|a| a.parse().unwrap()).collect();
+        s
+    };
+    let set = |w: &mut World, name: &str, created: i64, assigned: &[&str]| {
+        w.gw.gateways
+            .insert(key("app", name), obj("app", name, created, bare(assigned)));
+    };
+    let addr = |st: &GatewayState, name: &str| {
+        st.status.gateways[&key("app", name)]
+            .addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    // "x" holds .65 by its status; "a" is new and gets .66.
+    set(&mut w, "x", 1, &["192.0.2.65"]);
+    set(&mut w, "a", 2, &[]);
+    let st = w.compute_again();
+    assert_eq!(addr(&st, "a"), ["192.0.2.66"]);
+    // "x" goes before the status written for "a" is seen: "a" keeps .66, though .65 is
+    // lower and its status still shows nothing.
+    w.gw.gateways.remove(&key("app", "x"));
+    let st = w.compute_again();
+    assert_eq!(addr(&st, "a"), ["192.0.2.66"]);
+    // A new Gateway then takes the freed .65; the written status arriving changes nothing.
+    set(&mut w, "b", 3, &[]);
+    let st = w.compute_again();
+    assert_eq!(
+        (addr(&st, "a"), addr(&st, "b")),
+        (
+            vec!["192.0.2.66".to_string()],
+            vec!["192.0.2.65".to_string()]
+        )
+    );
+    set(&mut w, "a", 2, &["192.0.2.66"]);
+    let st = w.compute_again();
+    assert_eq!(
+        (addr(&st, "a"), addr(&st, "b")),
+        (
+            vec!["192.0.2.66".to_string()],
+            vec!["192.0.2.65".to_string()]
+        )
+    );
+    // A status written since with another address (the status-writing switch decided
+    // otherwise) is followed.
+    set(&mut w, "a", 2, &["192.0.2.68"]);
+    let st = w.compute_again();
+    assert_eq!(addr(&st, "a"), ["192.0.2.68"]);
+    assert!(!st
+        .vips
+        .contains_key(&"192.0.2.66".parse::<IpAddr>().unwrap()));
+    // A status claiming an address an older Gateway holds is not followed: "b" gets the
+    // lowest free one.
+    set(&mut w, "b", 3, &["192.0.2.68"]);
+    let st = w.compute_again();
+    assert_eq!(addr(&st, "a"), ["192.0.2.68"]);
+    assert_eq!(addr(&st, "b"), ["192.0.2.65"]);
 }
 
 #[test]

@@ -199,6 +199,7 @@ async fn run(mut inp: GatewayInputs, mut steering: Steering, out: Outputs, hb: H
                 .as_ref()
                 .map(|g| g.controller_name.clone())
                 .unwrap_or_default();
+            let previous = out.state.borrow().allocations.clone();
             let mut next = compute::compute(&compute::Inputs {
                 gateway: &gw,
                 cluster: &cluster,
@@ -210,6 +211,7 @@ async fn run(mut inp: GatewayInputs, mut steering: Steering, out: Outputs, hb: H
                     .map(|g| g.address_pools.as_slice())
                     .unwrap_or_default(),
                 l4: &l4,
+                previous: &previous,
             });
             let ticket_secret = cfg
                 .gateway

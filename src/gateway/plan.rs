@@ -24,6 +24,16 @@ pub struct GatewayState {
     pub status: Statuses,
     /// The TLS session-ticket keys (shared from a Secret, or none: this switch's own).
     pub tickets: super::tickets::TicketKeys,
+    /// The addresses allocated from `[gateway] address-pools`, by Gateway: the next
+    /// computation's `Inputs::previous`.
+    pub allocations: BTreeMap<ObjectKey, Allocation>,
+}
+
+/// An address allocated to a Gateway, and the addresses its status recorded at the time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Allocation {
+    pub ip: IpAddr,
+    pub seen: Vec<IpAddr>,
 }
 
 /// One VIP:port.

@@ -29,12 +29,14 @@ use ipnet::IpNet;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::backend_tls::ClientCert;
 use super::model_override::{ModelOverride, DEFAULT_MAX_BODY, DEFAULT_PATHS};
 use super::plan::{
     Allocation, Backend, CertRef, Certificates, Condition, Filter, GatewayState, GatewayStatus,
     HostPattern, ListenerStatus, Match, ParentStatus, PathMatch, PortPlan, RouteStatus, RouteTable,
     Rule, SniRoute, StrMatch, ValueMatch,
 };
+use super::policy::Policies;
 use super::steer::Pair;
 use crate::model::gateway::{
     self as api, BackendRef, GatewaySnapshot, GatewaySpec, Object, ParentRef, GROUP,
@@ -112,6 +114,8 @@ struct GatewayInfo {
     addresses: Vec<IpAddr>,
     address_problem: Option<(bool, &'static str, String)>,
     listeners: Vec<ListenerInfo>,
+    /// `spec.tls.backend.clientCertificateRef`, when given: the certificate, or why not.
+    client_cert: Option<Result<ClientCert, (&'static str, String)>>,
 }
 
 /// Computes the gateway's desired state and statuses. Pure and deterministic.
@@ -160,11 +164,12 @@ pub fn compute(inp: &Inputs<'_>) -> GatewayState {
         infos.insert(g.key.clone(), info);
     }
 
+    let policies = Policies::new(inp.gateway);
     let mut tables: BTreeMap<Pair, RouteTable> = BTreeMap::new();
     let mut sni: BTreeMap<Pair, Vec<SniRoute>> = BTreeMap::new();
     // HTTPRoutes.
     for r in inp.gateway.http_routes.values() {
-        let compiled = compile_http(inp, r);
+        let compiled = compile_http(inp, &policies, r);
         let parents = attach(
             inp,
             &mut infos,
@@ -205,7 +210,9 @@ pub fn compute(inp: &Inputs<'_>) -> GatewayState {
         let mut resolved = None;
         for rule in &r.spec.rules {
             for b in &rule.backend_refs {
-                let (backend, problem) = resolve_backend(inp, &r.key.namespace, "TLSRoute", b);
+                // Passthrough: the client's TLS goes through; no policy applies.
+                let (backend, problem) =
+                    resolve_backend(inp, None, &r.key.namespace, "TLSRoute", b);
                 resolved = resolved.or(problem);
                 backends.push(backend);
             }
@@ -246,6 +253,60 @@ pub fn compute(inp: &Inputs<'_>) -> GatewayState {
         }
     }
 
+    // BackendTLSPolicies: their ancestors are the Gateways of the HTTPRoutes that use a
+    // Service they target.
+    let mut ancestors: BTreeMap<ObjectKey, BTreeSet<ParentRef>> = BTreeMap::new();
+    for r in inp.gateway.http_routes.values() {
+        let Some(rs) = st.status.http_routes.get(&r.key) else {
+            continue;
+        };
+        for b in r.spec.rules.iter().flat_map(|rule| &rule.backend_refs) {
+            if !b.group.as_deref().unwrap_or("").is_empty()
+                || b.kind.as_deref().unwrap_or("Service") != "Service"
+            {
+                continue;
+            }
+            let svc = ObjectKey::new(b.namespace.as_deref().unwrap_or(&r.key.namespace), &b.name);
+            for policy in policies.targeting(&svc) {
+                for p in &rs.parents {
+                    ancestors
+                        .entry(policy.clone())
+                        .or_default()
+                        .insert(ParentRef {
+                            group: Some(GROUP.to_string()),
+                            kind: Some("Gateway".to_string()),
+                            namespace: Some(
+                                p.parent
+                                    .namespace
+                                    .clone()
+                                    .unwrap_or_else(|| r.key.namespace.to_string()),
+                            ),
+                            name: p.parent.name.clone(),
+                            section_name: None,
+                            port: None,
+                        });
+                }
+            }
+        }
+    }
+    for (key, generation, conditions) in policies.conditions() {
+        st.status.backend_tls_policies.insert(
+            key.clone(),
+            RouteStatus {
+                generation,
+                parents: ancestors
+                    .remove(key)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|parent| ParentStatus {
+                        parent,
+                        conditions: conditions.clone(),
+                    })
+                    .collect(),
+            },
+        );
+    }
+
     // Ports, VIPs and Gateway statuses.
     for (key, gw) in &infos {
         let programmed_listeners = gw.listeners.iter().filter(|l| l.valid()).count();
@@ -269,6 +330,11 @@ pub fn compute(inp: &Inputs<'_>) -> GatewayState {
                             });
                             if let PortPlan::Http { routes, .. } = plan {
                                 routes.listen(l.host.clone());
+                                routes.client_cert = gw
+                                    .client_cert
+                                    .as_ref()
+                                    .and_then(|c| c.as_ref().ok())
+                                    .cloned();
                             }
                             if let (
                                 PortPlan::Http {
@@ -334,6 +400,18 @@ fn gateway_status(gw: &GatewayInfo, programmed: bool) -> GatewayStatus {
             "Accepted",
             "accepted by kube-gw",
         )),
+    }
+    match &gw.client_cert {
+        None => {}
+        Some(Ok(c)) => conditions.push(Condition::new(
+            "ResolvedRefs",
+            true,
+            "ResolvedRefs",
+            format!("client certificate for backends from Secret {}", c.secret),
+        )),
+        Some(Err((reason, msg))) => {
+            conditions.push(Condition::new("ResolvedRefs", false, reason, msg.clone()))
+        }
     }
     conditions.push(match &gw.address_problem {
         Some((_, reason, msg)) => Condition::new("Programmed", false, reason, msg.clone()),
@@ -586,11 +664,33 @@ fn gateway_info(
             }
         }
     }
+    let client_cert = g
+        .spec
+        .tls
+        .as_ref()
+        .and_then(|t| t.backend.as_ref())
+        .and_then(|b| b.client_certificate_ref.as_ref())
+        .map(|r| {
+            certificate(inp, &g.key.namespace, r)
+                .map(|c| ClientCert::new(c.secret, c.key))
+                .map_err(|(reason, msg)| {
+                    let reason = if reason == "InvalidCertificateRef" {
+                        "InvalidClientCertificateRef"
+                    } else {
+                        reason
+                    };
+                    (
+                        reason,
+                        format!("spec.tls.backend.clientCertificateRef: {msg}"),
+                    )
+                })
+        });
     GatewayInfo {
         generation: g.generation,
         addresses,
         address_problem,
         listeners,
+        client_cert,
     }
 }
 
@@ -799,6 +899,7 @@ fn certificate(
 /// Resolves one backendRef; the second value is the route's ResolvedRefs problem, if any.
 fn resolve_backend(
     inp: &Inputs<'_>,
+    policies: Option<&Policies>,
     route_ns: &str,
     route_kind: &str,
     b: &BackendRef,
@@ -814,6 +915,7 @@ fn resolve_backend(
         h2c: false,
         request_headers: Vec::new(),
         response_headers: Vec::new(),
+        tls: None,
     };
     let fail = |mut backend: Backend, reason: &str, msg: String| {
         backend.error = Some(msg.clone());
@@ -873,7 +975,16 @@ fn resolve_backend(
             format!("Service {key} has no TCP port {port}"),
         );
     };
-    backend.h2c = sp.app_protocol.as_deref() == Some("kubernetes.io/h2c");
+    match policies.and_then(|p| p.lookup(&key, &sp.name)) {
+        Some((_, Ok(tls))) => backend.tls = Some(tls),
+        // Never plaintext instead: requests fail (500) and the policy's status says why.
+        Some((policy, Err(why))) => {
+            backend.error = Some(format!("BackendTLSPolicy {policy}: {why}"));
+        }
+        None => {
+            backend.h2c = sp.app_protocol.as_deref() == Some("kubernetes.io/h2c");
+        }
+    }
     let mut endpoints = Vec::new();
     for v4 in [true, false] {
         for d in crate::desired::endpoints(inp.cluster, svc, &sp.name, Protocol::Tcp, v4) {
@@ -892,7 +1003,7 @@ struct Compiled {
     resolved: Option<Condition>,
 }
 
-fn compile_http(inp: &Inputs<'_>, r: &Object<api::HttpRouteSpec>) -> Compiled {
+fn compile_http(inp: &Inputs<'_>, policies: &Policies, r: &Object<api::HttpRouteSpec>) -> Compiled {
     let mut out = Compiled {
         rules: Vec::new(),
         problem: None,
@@ -919,7 +1030,8 @@ fn compile_http(inp: &Inputs<'_>, r: &Object<api::HttpRouteSpec>) -> Compiled {
         }
         let mut backends = Vec::new();
         for b in &rule.backend_refs {
-            let (mut backend, problem) = resolve_backend(inp, &r.key.namespace, "HTTPRoute", b);
+            let (mut backend, problem) =
+                resolve_backend(inp, Some(policies), &r.key.namespace, "HTTPRoute", b);
             out.resolved = out.resolved.take().or(problem);
             for f in &b.filters {
                 match (f.type_.as_str(), &f.request_header_modifier, &f.response_header_modifier) {

@@ -27,12 +27,14 @@
 //! The gateway must not import the Kubernetes adapter, IPVS, netlink, BGP or the pipeline:
 //! it gets plain values and reports what it serves (tests/architecture.rs).
 
+pub mod backend_tls;
 pub mod compute;
 pub mod h1;
 pub mod ktls;
 pub mod metrics;
 pub mod model_override;
 pub mod plan;
+pub mod policy;
 pub mod pool;
 pub mod proxy;
 pub mod proxy_protocol;

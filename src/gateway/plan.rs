@@ -177,6 +177,9 @@ pub struct RouteTable {
     pub reads_headers: bool,
     #[serde(skip)]
     pub reads_query: bool,
+    /// The certificate the Gateway shows backends that ask (`spec.tls.backend`).
+    #[serde(skip)]
+    pub client_cert: Option<super::backend_tls::ClientCert>,
 }
 
 /// A path match.
@@ -356,6 +359,22 @@ pub struct Backend {
     pub request_headers: Vec<HeaderModifier>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub response_headers: Vec<HeaderModifier>,
+    /// TLS to the endpoints, as the Service port's BackendTLSPolicy asks.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_backend_tls"
+    )]
+    pub tls: Option<Arc<super::backend_tls::BackendTls>>,
+}
+
+fn ser_backend_tls<S: serde::Serializer>(
+    t: &Option<Arc<super::backend_tls::BackendTls>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&format!("BackendTLSPolicy {} (SNI {:?})", t.policy, t.sni)),
+        None => s.serialize_none(),
+    }
 }
 
 impl Backend {
@@ -518,4 +537,6 @@ pub struct Statuses {
     pub gateways: BTreeMap<ObjectKey, GatewayStatus>,
     pub http_routes: BTreeMap<ObjectKey, RouteStatus>,
     pub tls_routes: BTreeMap<ObjectKey, RouteStatus>,
+    /// BackendTLSPolicies: their ancestors (Gateways) as a route's parents are kept.
+    pub backend_tls_policies: BTreeMap<ObjectKey, RouteStatus>,
 }

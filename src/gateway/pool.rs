@@ -54,13 +54,22 @@ impl Pooled for Sender {
     }
 }
 
-/// Idle backend connections every client connection may take.
-#[derive(Debug)]
-pub struct Shared<C> {
-    idle: Mutex<HashMap<SocketAddr, Vec<(Instant, C)>>>,
+/// Where a pooled connection goes: its endpoint, and the TLS setup it was made with (see
+/// `backend_tls::pool_id`; 0: plaintext). A connection is only reused for the same of both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Dest {
+    pub endpoint: SocketAddr,
+    pub tls: u64,
 }
 
-impl<C> Default for Shared<C> {
+/// Idle backend connections every client connection may take, by destination (`K`: an
+/// endpoint, or a [`Dest`]).
+#[derive(Debug)]
+pub struct Shared<C, K = SocketAddr> {
+    idle: Mutex<HashMap<K, Vec<(Instant, C)>>>,
+}
+
+impl<C, K> Default for Shared<C, K> {
     fn default() -> Self {
         Self {
             idle: Mutex::new(HashMap::new()),
@@ -68,9 +77,9 @@ impl<C> Default for Shared<C> {
     }
 }
 
-impl<C: Pooled> Shared<C> {
+impl<C: Pooled, K: Copy + Eq + std::hash::Hash> Shared<C, K> {
     /// An idle connection to `endpoint` that is still open and ready (one not ready yet stays).
-    pub fn take(&self, endpoint: SocketAddr) -> Option<C> {
+    pub fn take(&self, endpoint: K) -> Option<C> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(&endpoint)?;
         list.retain(|(since, s)| !s.is_closed() && since.elapsed() < IDLE_TIMEOUT);
@@ -80,7 +89,7 @@ impl<C: Pooled> Shared<C> {
 
     /// Keeps `s` (idle since `since`) for the next client connection, unless it is closed or
     /// the endpoint has enough idle connections.
-    pub fn give(&self, endpoint: SocketAddr, since: Instant, s: C) {
+    pub fn give(&self, endpoint: K, since: Instant, s: C) {
         if s.is_closed() || since.elapsed() >= IDLE_TIMEOUT {
             return;
         }
@@ -109,13 +118,13 @@ impl<C: Pooled> Shared<C> {
 
 /// The backend connections of one client connection: (endpoint, proxied, last used, sender).
 #[derive(Debug)]
-pub struct Local<C: Pooled> {
-    conns: Vec<(SocketAddr, bool, Instant, C)>,
-    shared: std::sync::Arc<Shared<C>>,
+pub struct Local<C: Pooled, K: Copy + Eq + std::hash::Hash = SocketAddr> {
+    conns: Vec<(K, bool, Instant, C)>,
+    shared: std::sync::Arc<Shared<C, K>>,
 }
 
-impl<C: Pooled> Local<C> {
-    pub fn new(shared: std::sync::Arc<Shared<C>>) -> Self {
+impl<C: Pooled, K: Copy + Eq + std::hash::Hash> Local<C, K> {
+    pub fn new(shared: std::sync::Arc<Shared<C, K>>) -> Self {
         Self {
             conns: Vec::new(),
             shared,
@@ -124,7 +133,7 @@ impl<C: Pooled> Local<C> {
 
     /// A connection to `endpoint` (with a PROXY header: `proxied`) that is ready now: this
     /// client connection's own first, then (unproxied only) the shared pool's.
-    pub fn take(&mut self, endpoint: SocketAddr, proxied: bool) -> Option<C> {
+    pub fn take(&mut self, endpoint: K, proxied: bool) -> Option<C> {
         self.conns.retain(|(_, _, _, s)| !s.is_closed());
         if let Some(i) = self
             .conns
@@ -142,7 +151,7 @@ impl<C: Pooled> Local<C> {
 
     /// Keeps `s` for this client connection's next requests; beyond [`LOCAL_MAX`] to one
     /// endpoint, the unproxied ones that are free go to the shared pool.
-    pub fn keep(&mut self, endpoint: SocketAddr, proxied: bool, s: C) {
+    pub fn keep(&mut self, endpoint: K, proxied: bool, s: C) {
         self.conns.push((endpoint, proxied, Instant::now(), s));
         let mine = self
             .conns
@@ -167,7 +176,7 @@ impl<C: Pooled> Local<C> {
     }
 }
 
-impl<C: Pooled> Drop for Local<C> {
+impl<C: Pooled, K: Copy + Eq + std::hash::Hash> Drop for Local<C, K> {
     fn drop(&mut self) {
         for (e, proxied, since, s) in self.conns.drain(..) {
             if !proxied {

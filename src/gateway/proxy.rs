@@ -181,7 +181,7 @@ struct Conn {
     tls: bool,
     runtime: watch::Receiver<Arc<Runtime>>,
     /// Backend connections: this client connection's own, and the shared idle pool.
-    backends: std::sync::Mutex<super::pool::Local<super::pool::Sender>>,
+    backends: std::sync::Mutex<super::pool::Local<super::pool::Sender, super::pool::Dest>>,
     /// The same for kube-gw's own HTTP/1.1 client (bodiless requests).
     h1: Arc<std::sync::Mutex<super::pool::Local<super::h1::H1Conn>>>,
     /// HTTP/2 (h2c) connections to endpoints, shared by every client connection (multiplexed).
@@ -621,10 +621,12 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let path = uri.path();
     let query = uri.query();
     let method = parts.method.clone();
+    let mut client_cert: Option<super::backend_tls::ClientCert> = None;
     let rule: Option<Arc<Rule>> = {
         let rt = conn.runtime.borrow();
         match rt.state.ports.get(&conn.pair) {
             Some(PortPlan::Http { routes, .. }) => {
+                client_cert.clone_from(&routes.client_cert);
                 let view = RequestView {
                     host: &host,
                     path,
@@ -658,6 +660,8 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         }
     };
     let scheme = if conn.tls { "https" } else { "http" };
+    // Why a request failed (a backend's error, a refused TLS session), for its log line.
+    let problem: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let log = |status: StatusCode, route: &str, backend: &str, endpoint: &dyn std::fmt::Display| {
         tracing::info!(
             target: "kube_gw::access",
@@ -672,6 +676,7 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
             endpoint = %endpoint,
             status = status.as_u16(),
             ms = started.elapsed().as_secs_f64() * 1000.0,
+            error = problem.get().map(String::as_str),
         );
     };
     let Some(rule) = rule else {
@@ -737,6 +742,7 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         return local(StatusCode::INTERNAL_SERVER_ERROR, "no backend");
     };
     if let Some(e) = &backend.error {
+        let _ = problem.set(e.clone());
         done(StatusCode::INTERNAL_SERVER_ERROR, &backend.name, &"-");
         return local(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -858,7 +864,13 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let mut attempt = 0;
     loop {
         let endpoint = backend.endpoints[(first + attempt) % backend.endpoints.len()];
-        let sent = if bodiless && method != Method::CONNECT && upgrade.is_none() && !backend.h2c {
+        let tls = backend.tls.as_deref().map(|t| (t, client_cert.as_ref()));
+        let sent = if bodiless
+            && method != Method::CONNECT
+            && upgrade.is_none()
+            && !backend.h2c
+            && tls.is_none()
+        {
             // Most requests: kube-gw's own HTTP/1.1 client (h1.rs), in this task.
             tokio::time::timeout(
                 bound(),
@@ -913,8 +925,11 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
                 )
                 .await
             } else {
-                tokio::time::timeout(bound(), send(conn, backend.proxy_protocol, endpoint, up))
-                    .await
+                tokio::time::timeout(
+                    bound(),
+                    send(conn, backend.proxy_protocol, endpoint, tls, up),
+                )
+                .await
             };
             sent.map(|r| r.map(|resp| resp.map(|b| b.map_err(BoxError::from).boxed())))
         };
@@ -950,6 +965,7 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
                 conn.stats
                     .metrics
                     .backend_error(route, if e.connect { "connect" } else { "response" });
+                let _ = problem.set(e.text.clone());
                 done(StatusCode::BAD_GATEWAY, &backend.name, &endpoint);
                 return local(
                     StatusCode::BAD_GATEWAY,
@@ -972,8 +988,13 @@ async fn send(
     conn: &Conn,
     proxied: bool,
     endpoint: SocketAddr,
+    tls: Option<BackendTlsUse<'_>>,
     mut req: Request<Body>,
 ) -> Result<Response<Incoming>, SendError> {
+    let dest = super::pool::Dest {
+        endpoint,
+        tls: tls.map_or(0, |(t, c)| super::backend_tls::pool_id(t, c)),
+    };
     let mut stale_retried = false;
     loop {
         // The retry after a stale idle connection goes to a new one, not another idle one.
@@ -983,12 +1004,12 @@ async fn send(
             conn.backends
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .take(endpoint, proxied)
+                .take(dest, proxied)
         };
         let reused = idle.is_some();
         let mut sender = match idle {
             Some(s) => s,
-            None => backend_connection(conn, endpoint, proxied).await?,
+            None => backend_connection(conn, endpoint, proxied, tls).await?,
         };
         match sender.try_send_request(req).await {
             Ok(resp) => {
@@ -997,7 +1018,7 @@ async fn send(
                     conn.backends
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .keep(endpoint, proxied, sender);
+                        .keep(dest, proxied, sender);
                 }
                 return Ok(resp);
             }
@@ -1153,29 +1174,53 @@ async fn connect_backend(
     Ok(stream)
 }
 
-/// A new backend connection for hyper's client (requests with a body), ready for a request.
+/// A backend's TLS (its BackendTLSPolicy) and the Gateway's client certificate, if any.
+type BackendTlsUse<'a> = (
+    &'a super::backend_tls::BackendTls,
+    Option<&'a super::backend_tls::ClientCert>,
+);
+
+/// A new backend connection for hyper's client (requests with a body, and every request to
+/// a TLS backend), ready for a request.
 async fn backend_connection(
     conn: &Conn,
     endpoint: SocketAddr,
     proxied: bool,
+    tls: Option<BackendTlsUse<'_>>,
 ) -> Result<super::pool::Sender, SendError> {
     let connect_err = |text: String| SendError {
         connect: true,
         text,
     };
     let stream = connect_backend(conn, endpoint, proxied).await?;
-    let (mut sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let mut sender = match tls {
+        None => http1_client(TokioIo::new(stream)).await,
+        Some((t, client)) => {
+            let s = super::backend_tls::connect(t, client, stream)
+                .await
+                .map_err(connect_err)?;
+            http1_client(TokioIo::new(s)).await
+        }
+    }
+    .map_err(|e| connect_err(e.to_string()))?;
+    sender
+        .ready()
         .await
         .map_err(|e| connect_err(e.to_string()))?;
+    Ok(sender)
+}
+
+/// hyper's HTTP/1.1 client over `io`, its connection driven by a task of its own.
+async fn http1_client<T>(io: T) -> hyper::Result<super::pool::Sender>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, driver) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(async move {
         if let Err(e) = driver.with_upgrades().await {
             tracing::debug!("gateway: backend connection ended: {e}");
         }
     });
-    sender
-        .ready()
-        .await
-        .map_err(|e| connect_err(e.to_string()))?;
     Ok(sender)
 }
 
@@ -1403,6 +1448,7 @@ mod tests {
             h2c: false,
             request_headers: vec![],
             response_headers: vec![],
+            tls: None,
         };
         let bs = vec![b("a", 1), b("b", 3), b("z", 0)];
         let mut counts = BTreeMap::new();

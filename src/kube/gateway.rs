@@ -1,6 +1,7 @@
 //! The Gateway API side of the adapter: watches the `gateway.networking.k8s.io/v1` objects
-//! (GatewayClass, Gateway, HTTPRoute, TLSRoute, ReferenceGrant), `kubernetes.io/tls` Secrets,
-//! Namespaces and the one session-ticket Secret (`[gateway] session-ticket-secret`, watched
+//! (GatewayClass, Gateway, HTTPRoute, TLSRoute, ReferenceGrant, BackendTLSPolicy),
+//! kube-gw's ModelOverrides, `kubernetes.io/tls` Secrets, ConfigMaps (only their `ca.crt` is
+//! kept: CA bundles for BackendTLSPolicies), Namespaces and the one session-ticket Secret (`[gateway] session-ticket-secret`, watched
 //! by name), and publishes them as one [`GatewaySnapshot`].
 //!
 //! ```text
@@ -22,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
@@ -33,8 +34,8 @@ use tokio::sync::{watch, Notify};
 
 use super::report::{KubeReport, WatchState};
 use crate::model::gateway::{
-    GatewayClassSpec, GatewaySnapshot, GatewaySpec, HttpRouteSpec, ModelOverrideSpec, Object,
-    ReferenceGrantSpec, TicketSecret, TlsRouteSpec, TlsSecret,
+    BackendTlsPolicySpec, GatewayClassSpec, GatewaySnapshot, GatewaySpec, HttpRouteSpec,
+    ModelOverrideSpec, Object, ReferenceGrantSpec, TicketSecret, TlsRouteSpec, TlsSecret,
 };
 use crate::model::ObjectKey;
 
@@ -92,6 +93,11 @@ gateway_kind!(
 gateway_kind!(
     /// `ReferenceGrant`.
     ReferenceGrant, ReferenceGrantSpec, "ReferenceGrant", "referencegrants", k8s_openapi::NamespaceResourceScope
+);
+
+gateway_kind!(
+    /// `BackendTLSPolicy` (v1 since Gateway API 1.4; optional: watched once served).
+    BackendTlsPolicy, BackendTlsPolicySpec, "BackendTLSPolicy", "backendtlspolicies", k8s_openapi::NamespaceResourceScope
 );
 
 gateway_kind!(
@@ -162,6 +168,8 @@ struct Stores {
     tls: Store<TlsRoute>,
     grants: Store<ReferenceGrant>,
     overrides: Store<ModelOverride>,
+    policies: Store<BackendTlsPolicy>,
+    config_maps: Store<ConfigMap>,
     secrets: Store<Secret>,
     namespaces: Store<Namespace>,
     /// The session-ticket Secret (one object at most), when configured.
@@ -208,6 +216,16 @@ impl Stores {
             let o = object(&r.metadata, &r.spec);
             s.model_overrides.insert(o.key.clone(), o);
         }
+        for r in self.policies.state() {
+            let o = object(&r.metadata, &r.spec);
+            s.backend_tls_policies.insert(o.key.clone(), o);
+        }
+        for m in self.config_maps.state() {
+            if let Some(ca) = m.data.as_ref().and_then(|d| d.get("ca.crt")) {
+                s.ca_bundles
+                    .insert(key_of(&m.metadata), Arc::from(ca.as_str()));
+            }
+        }
         for r in self.grants.state() {
             let o = object(&r.metadata, &r.spec);
             s.grants.insert(o.key.clone(), o);
@@ -247,6 +265,29 @@ fn hint(text: &str) -> String {
     }
 }
 
+/// What a watched resource type is.
+trait Watched:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Watches one resource into `writer`, recording its health under `name`; every event wakes
 /// the publisher.
 async fn track<K>(
@@ -257,13 +298,7 @@ async fn track<K>(
     report: &KubeReport,
     changed: &Notify,
 ) where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     report.watch_state(name, WatchState::Listing, None);
     let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
@@ -288,6 +323,36 @@ async fn track<K>(
     }
 }
 
+/// Watches a resource whose CRD may not be installed: once it is served (checked each
+/// minute until then), without reporting a failing watch meanwhile.
+async fn optional<K>(
+    name: &'static str,
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    report: &KubeReport,
+    changed: &Notify,
+) where
+    K: Watched,
+{
+    loop {
+        match api.list(&kube::api::ListParams::default().limit(1)).await {
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            }
+            _ => break,
+        }
+    }
+    track(
+        name,
+        api,
+        watcher::Config::default(),
+        writer,
+        report,
+        changed,
+    )
+    .await;
+}
+
 /// Runs the gateway watches until dropped, publishing on `out`. `tickets` names the
 /// session-ticket Secret (namespace, name) to watch, if any.
 pub async fn run(
@@ -303,6 +368,8 @@ pub async fn run(
     let (tls, w_tls) = reflector::store();
     let (grants, w_grants) = reflector::store();
     let (overrides, w_overrides) = reflector::store();
+    let (policies, w_policies) = reflector::store();
+    let (config_maps, w_config_maps) = reflector::store();
     let (secrets, w_secrets) = reflector::store();
     let (namespaces, w_namespaces) = reflector::store();
     let (ticket_store, w_tickets) = reflector::store();
@@ -314,6 +381,8 @@ pub async fn run(
         tls,
         grants,
         overrides,
+        policies,
+        config_maps,
         secrets,
         namespaces,
     };
@@ -362,20 +431,30 @@ pub async fn run(
                 r,
                 n
             ),
-            async {
-                // kube-gw's own CRD is optional: watched once it is served (checked each
-                // minute until then), and no failing watch is reported without it.
-                let api = Api::<ModelOverride>::all(c.clone());
-                loop {
-                    match api.list(&kube::api::ListParams::default().limit(1)).await {
-                        Err(kube::Error::Api(e)) if e.code == 404 => {
-                            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-                        }
-                        _ => break,
-                    }
-                }
-                track("modeloverrides", api, cfg(), w_overrides, r, n).await;
-            },
+            // kube-gw's own CRD is optional, and so is BackendTLSPolicy (older Gateway API
+            // installs lack it).
+            optional(
+                "modeloverrides",
+                Api::<ModelOverride>::all(c.clone()),
+                w_overrides,
+                r,
+                n
+            ),
+            optional(
+                "backendtlspolicies",
+                Api::<BackendTlsPolicy>::all(c.clone()),
+                w_policies,
+                r,
+                n
+            ),
+            track(
+                "configmaps",
+                Api::<ConfigMap>::all(c.clone()),
+                cfg(),
+                w_config_maps,
+                r,
+                n
+            ),
             track(
                 "secrets (tls)",
                 Api::<Secret>::all(c.clone()),
@@ -417,12 +496,17 @@ pub async fn run(
                 stores.http.wait_until_ready(),
                 stores.tls.wait_until_ready(),
                 stores.grants.wait_until_ready(),
-                // kube-gw's own CRD is optional: without it, no ModelOverride exists and the
-                // gateway starts after a short wait instead of never.
+                // The optional CRDs: without one, no such object exists and the gateway starts
+                // after a short wait instead of never.
                 tokio::time::timeout(
                     std::time::Duration::from_secs(5),
                     stores.overrides.wait_until_ready(),
                 ),
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    stores.policies.wait_until_ready(),
+                ),
+                stores.config_maps.wait_until_ready(),
                 stores.secrets.wait_until_ready(),
                 stores.namespaces.wait_until_ready(),
                 async {

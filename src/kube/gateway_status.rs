@@ -20,7 +20,7 @@ use kube::Client;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::gateway::{Gateway, GatewayClass, HttpRoute, TlsRoute};
+use super::gateway::{BackendTlsPolicy, Gateway, GatewayClass, HttpRoute, TlsRoute};
 use crate::gateway::plan::{Condition, ListenerStatus, ParentStatus, RouteStatus, Statuses};
 use crate::model::gateway::{ParentRef, GROUP};
 
@@ -130,7 +130,18 @@ fn same_parent(a: &Value, b: &Value) -> bool {
 }
 
 fn route_parents(controller: &str, r: &RouteStatus, old: &Value) -> Value {
-    let old_parents = old["parents"].as_array().cloned().unwrap_or_default();
+    entries(controller, r, old, "parents", "parentRef")
+}
+
+/// A policy's `status.ancestors`: a route's parents by other names.
+fn policy_ancestors(controller: &str, r: &RouteStatus, old: &Value) -> Value {
+    entries(controller, r, old, "ancestors", "ancestorRef")
+}
+
+/// `status.<list>[]` of (`<reference>`, controllerName, conditions): kube-gw's entries are
+/// replaced, other controllers' kept.
+fn entries(controller: &str, r: &RouteStatus, old: &Value, list: &str, reference: &str) -> Value {
+    let old_parents = old[list].as_array().cloned().unwrap_or_default();
     let mut out: Vec<Value> = old_parents
         .iter()
         .filter(|p| p["controllerName"] != controller)
@@ -144,14 +155,19 @@ fn route_parents(controller: &str, r: &RouteStatus, old: &Value) -> Value {
         let pr = parent_ref(parent);
         let prev = old_parents
             .iter()
-            .find(|p| p["controllerName"] == controller && same_parent(&p["parentRef"], &pr));
-        out.push(json!({
-            "parentRef": pr,
-            "controllerName": controller,
-            "conditions": conditions(c, prev.map(|p| &p["conditions"]), r.generation),
-        }));
+            .find(|p| p["controllerName"] == controller && same_parent(&p[reference], &pr));
+        let mut e = serde_json::Map::new();
+        e.insert(reference.into(), pr);
+        e.insert("controllerName".into(), json!(controller));
+        e.insert(
+            "conditions".into(),
+            conditions(c, prev.map(|p| &p["conditions"]), r.generation),
+        );
+        out.push(Value::Object(e));
     }
-    json!({ "parents": out })
+    let mut m = serde_json::Map::new();
+    m.insert(list.into(), Value::Array(out));
+    Value::Object(m)
 }
 
 /// Patches `/status` when it differs; true if written.
@@ -234,6 +250,11 @@ async fn write_all(client: &Client, controller: &str, s: &Statuses) -> (usize, u
         let api: Api<TlsRoute> = Api::namespaced(client.clone(), &key.namespace);
         let res = patch(&api, &key.name, |old| route_parents(controller, r, old)).await;
         count(format!("TLSRoute {key}"), res);
+    }
+    for (key, r) in &s.backend_tls_policies {
+        let api: Api<BackendTlsPolicy> = Api::namespaced(client.clone(), &key.namespace);
+        let res = patch(&api, &key.name, |old| policy_ancestors(controller, r, old)).await;
+        count(format!("BackendTLSPolicy {key}"), res);
     }
     (written, failed)
 }

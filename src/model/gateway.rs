@@ -37,6 +37,22 @@ pub struct GatewaySpec {
     /// `spec.addresses`). Filled by `kube/` from the status; the allocation keeps them.
     #[serde(skip)]
     pub assigned: Vec<std::net::IpAddr>,
+    pub tls: Option<GatewayTls>,
+}
+
+/// `Gateway.spec.tls`: the Gateway's own TLS settings (not a listener's).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GatewayTls {
+    pub backend: Option<GatewayBackendTls>,
+}
+
+/// `Gateway.spec.tls.backend`: what the Gateway shows backends that ask who it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GatewayBackendTls {
+    /// A `kubernetes.io/tls` Secret (its namespace defaults to the Gateway's).
+    pub client_certificate_ref: Option<ObjectRef>,
 }
 
 /// `spec.addresses[]`.
@@ -228,7 +244,7 @@ pub struct HttpFilter {
     pub extension_ref: Option<LocalObjectRef>,
 }
 
-/// A reference to an object in the referrer's namespace (`extensionRef`).
+/// A reference to an object in the referrer's namespace (`extensionRef`, a policy's CA refs).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LocalObjectRef {
@@ -377,6 +393,50 @@ pub struct Object<S> {
     pub spec: S,
 }
 
+/// `BackendTLSPolicy.spec` (v1): how the gateway speaks TLS to the Services it targets.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BackendTlsPolicySpec {
+    pub target_refs: Vec<PolicyTargetRef>,
+    pub validation: BackendTlsValidation,
+    pub options: BTreeMap<String, String>,
+}
+
+/// `spec.targetRefs[]` of a policy: a local object, and optionally one of its sections (a
+/// Service port's name).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PolicyTargetRef {
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+    pub section_name: Option<String>,
+}
+
+/// `BackendTLSPolicy.spec.validation`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BackendTlsValidation {
+    /// ConfigMaps (core group) with the CA bundle under `ca.crt`, in the policy's namespace.
+    pub ca_certificate_refs: Vec<LocalObjectRef>,
+    /// `System`: the switch's own trust store.
+    pub well_known_ca_certificates: Option<String>,
+    /// The name sent as SNI, and the one the certificate must carry unless
+    /// `subjectAltNames` is given.
+    pub hostname: String,
+    pub subject_alt_names: Vec<SubjectAltName>,
+}
+
+/// `validation.subjectAltNames[]`: `type` is `Hostname` or `URI`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SubjectAltName {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub hostname: Option<String>,
+    pub uri: Option<String>,
+}
+
 /// A `kubernetes.io/tls` Secret: its PEM data as found (checked by the gateway, not here).
 /// Its `Debug` shows lengths, never the bytes (the private key).
 #[derive(Clone, PartialEq, Eq, Serialize)]
@@ -434,6 +494,9 @@ pub struct GatewaySnapshot {
     /// kube-gw's `ModelOverride` filters (empty when their CRD is not installed).
     pub model_overrides: OrdMap<ObjectKey, Object<ModelOverrideSpec>>,
     pub secrets: OrdMap<ObjectKey, TlsSecret>,
+    pub backend_tls_policies: OrdMap<ObjectKey, Object<BackendTlsPolicySpec>>,
+    /// The `ca.crt` of every ConfigMap that has one (CA bundles for BackendTLSPolicies).
+    pub ca_bundles: OrdMap<ObjectKey, Arc<str>>,
     /// The session-ticket Secret, when configured and found.
     pub ticket_secret: Option<TicketSecret>,
     /// Namespace labels (for `allowedRoutes.namespaces.selector`).

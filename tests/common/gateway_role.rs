@@ -57,6 +57,7 @@ pub fn serve_https_with(
         h2c: false,
         request_headers: vec![],
         response_headers: vec![],
+        tls: None,
     };
     bulk.set_endpoints(vec![backend.parse().unwrap()]);
     let rule = Rule {

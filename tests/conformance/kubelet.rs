@@ -8,7 +8,7 @@
 //!   own, linked to the bridge `pods` in the switch namespace (203.0.113.1, the default
 //!   route). Its container, when the image is the suite's `echo-basic`, runs as that binary
 //!   in the namespace with the container's environment (`value`s, and `fieldRef`s to the
-//!   Pod's name, namespace, address and node) and its Secret volumes written to files (paths
+//!   Pod's name, namespace, address and node) and its Secret and ConfigMap volumes written to files (paths
 //!   under a `mountPath` point there). Once something listens in the namespace, the Pod's
 //!   status says Running and Ready with its `podIP`, so kube-controller-manager puts it into
 //!   the Service's EndpointSlices.
@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
@@ -304,7 +304,8 @@ impl Pods {
         }
     }
 
-    /// Writes the container's Secret volumes under `dir`; returns mountPath → directory.
+    /// Writes the container's Secret and ConfigMap volumes under `dir`; returns mountPath →
+    /// directory.
     async fn volumes(
         &self,
         ns: &str,
@@ -313,39 +314,60 @@ impl Pods {
         dir: &Path,
     ) -> Vec<(String, PathBuf)> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
         let mut out = Vec::new();
         for m in container.volume_mounts.iter().flatten() {
             let Some(v) = spec.volumes.iter().flatten().find(|v| v.name == m.name) else {
                 continue;
             };
-            let Some(src) = &v.secret else { continue };
-            let name = src.secret_name.clone().unwrap_or_default();
-            // The suite creates the Secret with the Deployment: wait for it a little.
-            let mut secret = None;
+            // The volume's data and its items (key → path), from a Secret or a ConfigMap.
+            let (kind, name, items) = match (&v.secret, &v.config_map) {
+                (Some(src), _) => (
+                    "Secret",
+                    src.secret_name.clone().unwrap_or_default(),
+                    src.items.clone(),
+                ),
+                (None, Some(src)) => ("ConfigMap", src.name.clone(), src.items.clone()),
+                (None, None) => continue,
+            };
+            // The suite creates them with the Deployment: wait for one a little.
+            let mut data: Option<BTreeMap<String, Vec<u8>>> = None;
             for _ in 0..50 {
-                if let Ok(s) = secrets.get(&name).await {
-                    secret = Some(s);
+                data = if kind == "Secret" {
+                    secrets.get(&name).await.ok().map(|s| {
+                        s.data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0))
+                            .collect()
+                    })
+                } else {
+                    config_maps.get(&name).await.ok().map(|c| {
+                        c.data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into_bytes()))
+                            .collect()
+                    })
+                };
+                if data.is_some() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            let Some(secret) = secret else {
-                eprintln!("kubelet: Secret {ns}/{name} not found");
+            let Some(data) = data else {
+                eprintln!("kubelet: {kind} {ns}/{name} not found");
                 continue;
             };
-            let data = secret.data.unwrap_or_default();
             let vdir = dir.join(&v.name);
             std::fs::create_dir_all(&vdir).unwrap();
-            let items: Vec<(String, String)> = match &src.items {
-                Some(items) => items
-                    .iter()
-                    .map(|i| (i.key.clone(), i.path.clone()))
-                    .collect(),
+            let items: Vec<(String, String)> = match items {
+                Some(items) => items.into_iter().map(|i| (i.key, i.path)).collect(),
                 None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
             };
             for (key, path) in items {
                 if let Some(bytes) = data.get(&key) {
-                    std::fs::write(vdir.join(path), &bytes.0).unwrap();
+                    std::fs::write(vdir.join(path), bytes).unwrap();
                 }
             }
             out.push((m.mount_path.clone(), vdir));

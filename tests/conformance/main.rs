@@ -69,6 +69,9 @@ const FEATURES: &[&str] = &[
     "HTTPRouteBackendRequestHeaderModification",
     "GatewayHTTPListenerIsolation",
     "HTTPRouteBackendProtocolH2C",
+    "BackendTLSPolicy",
+    "BackendTLSPolicySANValidation",
+    "GatewayBackendClientCertificate",
 ];
 
 /// Tests skipped for a reason outside kube-gw, with the reason (also in the report).

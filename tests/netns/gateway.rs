@@ -40,6 +40,7 @@ fn crds(cp: &ControlPlane) {
             "httproutes",
             "tlsroutes",
             "referencegrants",
+            "backendtlspolicies",
         ] {
             let yaml =
                 std::fs::read_to_string(dir.join(format!("gateway.networking.k8s.io_{kind}.yaml")))
@@ -280,6 +281,25 @@ where
             .await
             .unwrap_or_else(|e| panic!("patch {name}: {e}"));
     });
+}
+
+/// The `status` of `ns/name` as JSON (Null when it has none).
+pub(crate) fn object_status<K>(ns: &str, name: &str) -> serde_json::Value
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    block_on(async {
+        let api: Api<K> = Api::namespaced(ControlPlane::shared().admin().await, ns);
+        let o = api
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("get {name}: {e}"));
+        serde_json::to_value(&o).unwrap()["status"].clone()
+    })
 }
 
 pub(crate) fn condition<'a>(conds: &'a serde_json::Value, t: &str) -> &'a serde_json::Value {

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod backend_tls;
 mod bfd;
 mod bgp;
 #[path = "../common/controlplane.rs"]

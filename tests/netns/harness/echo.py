@@ -2,8 +2,10 @@
 """A test backend: answers every HTTP request with JSON naming itself and echoing the request
 (method, path, headers, peer, the length of its body), over plain TCP or TLS.
 
-    echo.py NAME ADDRESS PORT [CERT KEY] [--proxy-v2]
+    echo.py NAME ADDRESS PORT [CERT KEY] [--proxy-v2] [--client-ca CA]
 
+With --client-ca (TLS only) a client must show a certificate that CA signed, or the handshake
+fails; the answer carries "client" (the certificate's subject common name).
 With --proxy-v2 every connection must begin with a PROXY protocol v2 header (before TLS):
 the answer then carries "proxy" (the header's source, destination and authority TLV) and
 "conn" (the connection's serial number, to tell reused connections from new ones).
@@ -20,6 +22,11 @@ import struct
 
 proxy_v2 = "--proxy-v2" in sys.argv
 args = [a for a in sys.argv if a != "--proxy-v2"]
+client_ca = None
+if "--client-ca" in args:
+    i = args.index("--client-ca")
+    client_ca = args[i + 1]
+    del args[i:i + 2]
 name, address, port = args[1], args[2], int(args[3])
 cert = args[4] if len(args) > 5 else None
 key = args[5] if len(args) > 5 else None
@@ -60,6 +67,15 @@ def read_proxy_header(sock):
             "authority": tlvs.get(2, b"").decode() or None}
 
 
+def client_name(conn):
+    """The common name of the client certificate the TLS session was made with."""
+    for rdn in (conn.getpeercert() or {}).get("subject", ()):
+        for k, v in rdn:
+            if k == "commonName":
+                return v
+    return None
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -73,6 +89,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "peer": self.client_address[0],
+            **({"client": client_name(self.connection)} if client_ca else {}),
             **self.server.proxied.get(self.connection.fileno(), {}),
         }).encode()
         self.send_response(200)
@@ -114,6 +131,9 @@ tls = None
 if cert:
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
+    if client_ca:
+        tls.verify_mode = ssl.CERT_REQUIRED
+        tls.load_verify_locations(client_ca)
 server = Server((address, port), Handler)
 if cert and not proxy_v2:
     server.socket = tls.wrap_socket(server.socket, server_side=True)

@@ -3,6 +3,7 @@
 //!
 //!   sudo cargo bench --bench gateway                          # 3 rounds, 5 s per measurement
 //!   sudo KUBE_GW_BENCH_ROUNDS=5 KUBE_GW_BENCH_SECONDS=10 cargo bench --bench gateway
+//!   sudo KUBE_GW_BENCH_ONLY=mtls cargo bench --bench gateway  # the backend mTLS table alone
 //!
 //! ```text
 //!   client ns (load, CPU 0) ── switch ns (the proxy, one worker pinned to CPU 1; VIP 198.51.100.40:443 on lo)
@@ -20,7 +21,11 @@
 //! 10 connections × 10 streams), 1 MiB bulk throughput (wrk, 4 connections), p99 latency at a
 //! fixed 500 requests/s (hey), CPU-seconds per 10 000 keep-alive requests (the proxy's
 //! /proc/PID/stat), and the proxy's RSS at the end. Then the model-override filter's cost:
-//! kube-gw alone, keep-alive JSON POSTs to /api/generate with and without the filter.
+//! kube-gw alone, keep-alive JSON POSTs to /api/generate with and without the filter. Then
+//! backend mTLS against HAProxy (`ssl verify required ca-file … crt …`): the backend is nginx
+//! on :8443 demanding a client certificate its CA signed (`ssl_verify_client on`), the proxy
+//! verifies the backend's certificate (CA and name) and shows its own; keep-alive req/s, new
+//! client connections/s (`Connection: close`; backend sessions are reused by both), and CPU.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -170,6 +175,34 @@ fn world() -> World {
         "combined.pem",
         &format!("{}{}", cert.pem(), key.serialize_pem()),
     );
+    // The backend's own PKI for the mTLS measurement: a CA, the backend's certificate for
+    // api.example, and the proxy's client certificate.
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "backend CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    lab.write("bca.pem", &ca.self_signed(&ca_key).unwrap().pem());
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["api.example".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    lab.write("bsrv.pem", &server.pem());
+    lab.write("bsrv.key", &server_key.serialize_pem());
+    let mut cp = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    cp.distinguished_name
+        .push(rcgen::DnType::CommonName, "gateway");
+    cp.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client_cert = cp.signed_by(&client_key, &issuer).unwrap();
+    lab.write("bcli.pem", &client_cert.pem());
+    lab.write("bcli.key", &client_key.serialize_pem());
+    lab.write(
+        "bcli-combined.pem",
+        &format!("{}{}", client_cert.pem(), client_key.serialize_pem()),
+    );
     // The backend: nginx, static files.
     std::fs::create_dir_all(format!("{dir}/www")).unwrap();
     std::fs::write(format!("{dir}/www/index.html"), "ok\n").unwrap();
@@ -185,7 +218,9 @@ fn world() -> World {
              http {{ access_log off; keepalive_requests 1000000; client_body_temp_path {dir}/be; proxy_temp_path {dir}/be;\n\
                fastcgi_temp_path {dir}/be; uwsgi_temp_path {dir}/be; scgi_temp_path {dir}/be;\n\
                server {{ listen {BACKEND}:8080; root {dir}/www; index index.html;\n\
-                 location /api/ {{ return 200 \"ok\\n\"; }} }} }}\n"
+                 location /api/ {{ return 200 \"ok\\n\"; }} }}\n\
+               server {{ listen {BACKEND}:8443 ssl; ssl_certificate {dir}/bsrv.pem; ssl_certificate_key {dir}/bsrv.key;\n\
+                 ssl_protocols TLSv1.3; ssl_verify_client on; ssl_client_certificate {dir}/bca.pem; root {dir}/www; index index.html; }} }}\n"
         ),
     );
     lab.spawn(
@@ -215,26 +250,49 @@ fn world() -> World {
     }
 }
 
-/// Starts a proxy on the switch (CPU 1); returns its pids.
-fn start(w: &mut World, p: Proxy) -> Vec<u32> {
-    start_with(w, p, false)
+/// What the proxy does toward the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Plain HTTP to :8080.
+    Plain,
+    /// kube-gw only: the model-override filter on its route.
+    ModelOverride,
+    /// TLS to :8443, the backend verified, with a client certificate.
+    Mtls,
 }
 
-/// [`start`]; kube-gw with the model-override filter on its route when `model_override`.
-fn start_with(w: &mut World, p: Proxy, model_override: bool) -> Vec<u32> {
+/// Starts a proxy on the switch (CPU 1); returns its pids.
+fn start(w: &mut World, p: Proxy) -> Vec<u32> {
+    start_with(w, p, Mode::Plain)
+}
+
+/// [`start`], with the backend side `mode` asks.
+fn start_with(w: &mut World, p: Proxy, mode: Mode) -> Vec<u32> {
     let dir = w.dir.clone();
-    let backend = format!("{BACKEND}:8080");
+    let backend = if mode == Mode::Mtls {
+        format!("{BACKEND}:8443")
+    } else {
+        format!("{BACKEND}:8080")
+    };
     let (cert, key) = (format!("{dir}/cert.pem"), format!("{dir}/key.pem"));
+    let (bca, bcli, bkey) = (
+        format!("{dir}/bca.pem"),
+        format!("{dir}/bcli.pem"),
+        format!("{dir}/bcli.key"),
+    );
     let pid = match p {
         Proxy::KubeGw => {
             let me = me();
             let mut args = vec!["-c", "1", &me];
-            if model_override {
-                args.push("role-model-override");
-            } else {
-                args.extend(["role", "gateway"]);
+            match mode {
+                Mode::Plain => args.extend(["role", "gateway"]),
+                Mode::ModelOverride => args.push("role-model-override"),
+                Mode::Mtls => args.push("role-mtls"),
             }
             args.extend([cert.as_str(), key.as_str(), backend.as_str()]);
+            if mode == Mode::Mtls {
+                args.extend([bca.as_str(), bcli.as_str(), bkey.as_str()]);
+            }
             w.lab.spawn(&w.switch, "proxy", "taskset", &args)
         }
         Proxy::Haproxy => {
@@ -244,7 +302,12 @@ fn start_with(w: &mut World, p: Proxy, model_override: bool) -> Vec<u32> {
                     "global\n  nbthread 1\n  maxconn 8000\n\
                      defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n\
                      frontend fe\n  bind {VIP}:443 ssl crt {dir}/combined.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3\n  default_backend be\n\
-                     backend be\n  http-reuse always\n  server b1 {backend}\n"
+                     backend be\n  http-reuse always\n  server b1 {backend}{}\n",
+                    if mode == Mode::Mtls {
+                        format!(" ssl verify required ca-file {bca} crt {dir}/bcli-combined.pem sni str(api.example) verifyhost api.example alpn http/1.1")
+                    } else {
+                        String::new()
+                    }
                 ),
             );
             w.lab.spawn(
@@ -360,7 +423,15 @@ fn measure(w: &mut World, p: Proxy) -> BTreeMap<&'static str, f64> {
 /// The model-override filter's cost: keep-alive POSTs of a JSON body to /api/generate (wrk,
 /// 50 connections) through kube-gw with and without the filter; (req/s, CPU µs per request).
 fn measure_override(w: &mut World, with: bool) -> (f64, f64) {
-    let pids = start_with(w, Proxy::KubeGw, with);
+    let pids = start_with(
+        w,
+        Proxy::KubeGw,
+        if with {
+            Mode::ModelOverride
+        } else {
+            Mode::Plain
+        },
+    );
     let script = w.lab.write(
         "post.lua",
         "wrk.method = \"POST\"\n\
@@ -397,6 +468,64 @@ fn measure_override(w: &mut World, with: bool) -> (f64, f64) {
     (rps, us)
 }
 
+/// Backend mTLS: (keep-alive req/s, new client connections/s, CPU µs per keep-alive request).
+fn measure_mtls(w: &mut World, p: Proxy) -> (f64, f64, f64) {
+    let pids = start_with(w, p, Mode::Mtls);
+    let d = seconds().to_string();
+    let url = format!("https://{VIP}/");
+    let load = |extra: &[&str]| {
+        let mut full = vec!["taskset", "-c", "0", "wrk", "-t1"];
+        full.extend_from_slice(extra);
+        full.extend([url.as_str()]);
+        out(&w.client, &full)
+    };
+    let cpu0 = cpu_seconds(&pids);
+    let t = load(&["-c50", &format!("-d{d}s")]);
+    let cpu1 = cpu_seconds(&pids);
+    let rps = after(&t, "Requests/sec:").unwrap_or(0.0);
+    let us = if rps > 0.0 {
+        (cpu1 - cpu0) / (rps * seconds() as f64) * 1e6
+    } else {
+        0.0
+    };
+    let t = load(&["-c16", &format!("-d{d}s"), "-H", "Connection: close"]);
+    let close = after(&t, "Requests/sec:").unwrap_or(0.0);
+    w.lab.stop("proxy", Duration::from_secs(5));
+    eprintln!("{} backend mTLS: {rps:.0} req/s keep-alive, {close:.0} new connections/s, {us:.1} µs CPU per request", p.name());
+    (rps, close, us)
+}
+
+/// The backend mTLS table: kube-gw against HAProxy, alternating rounds.
+fn backend_mtls(w: &mut World, rounds: usize) {
+    // Backend mTLS against HAProxy, alternating.
+    let mut mtls: BTreeMap<Proxy, [Vec<f64>; 3]> = BTreeMap::new();
+    for r in 0..rounds {
+        for i in 0..2 {
+            let p = [Proxy::KubeGw, Proxy::Haproxy][(i + r) % 2];
+            let (a, b, c) = measure_mtls(w, p);
+            let e = mtls.entry(p).or_default();
+            e[0].push(a);
+            e[1].push(b);
+            e[2].push(c);
+        }
+    }
+    let m = |p: Proxy, i: usize| median(&mut mtls[&p][i].clone());
+    println!("\nbackend mTLS (the proxy verifies the backend's certificate and shows its own; backend nginx demands it)\n");
+    println!("| metric | kube-gw | HAProxy 2.6 | × HAProxy |");
+    println!("|---|---:|---:|---:|");
+    for (i, name) in [
+        "keep-alive req/s",
+        "new client connections/s",
+        "CPU µs per keep-alive request",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (g, h) = (m(Proxy::KubeGw, i), m(Proxy::Haproxy, i));
+        println!("| {name} | {g:.1} | {h:.1} | {:.2} |", g / h);
+    }
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -428,6 +557,27 @@ fn main() {
             vec![kube_gw::gateway::plan::Filter::ModelOverride(
                 std::sync::Arc::new(mo),
             )],
+            None,
+        );
+        return;
+    }
+    if args.first().map(String::as_str) == Some("role-mtls") {
+        // role-mtls CERT KEY BACKEND CA CLIENT-CERT CLIENT-KEY: TLS to the backend, verified,
+        // with a client certificate.
+        gateway_role::serve_https_with(
+            VIP,
+            443,
+            &args[1],
+            &args[2],
+            &args[3],
+            true,
+            vec![],
+            Some(gateway_role::UpstreamTls {
+                ca: &args[4],
+                hostname: "api.example",
+                cert: &args[5],
+                key: &args[6],
+            }),
         );
         return;
     }
@@ -462,6 +612,11 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
     let mut w = world();
+    // KUBE_GW_BENCH_ONLY=mtls: the backend mTLS table alone.
+    if std::env::var("KUBE_GW_BENCH_ONLY").as_deref() == Ok("mtls") {
+        backend_mtls(&mut w, rounds);
+        return;
+    }
     let order = [Proxy::KubeGw, Proxy::Haproxy, Proxy::Nginx];
     let mut all: BTreeMap<Proxy, BTreeMap<&str, Vec<f64>>> = BTreeMap::new();
     for r in 0..rounds {
@@ -521,6 +676,7 @@ fn main() {
         c1 / c0,
         c1 - c0
     );
+    backend_mtls(&mut w, rounds);
     let hs = med[&Proxy::KubeGw][METRICS[0]] / med[&Proxy::Haproxy][METRICS[0]];
     let ka = med[&Proxy::KubeGw][METRICS[1]] / med[&Proxy::Nginx][METRICS[1]];
     println!(

@@ -20,10 +20,31 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// Serves `vip:port` (HTTPS, any SNI) → `backend` (`addr:port`) until killed, on one thread
 /// (as nginx with one worker and HAProxy with one thread).
 pub fn serve_https(vip: &str, port: u16, cert: &str, key: &str, backend: &str, kernel_tls: bool) {
-    serve_https_with(vip, port, cert, key, backend, kernel_tls, vec![]);
+    serve_https_with(vip, port, cert, key, backend, kernel_tls, vec![], None);
 }
 
-/// [`serve_https`] with `filters` on its one rule.
+/// TLS toward the backend, as a BackendTLSPolicy and `spec.tls.backend` would ask: the CA
+/// (PEM file) and name to verify, and the client certificate and key (PEM files) to show.
+#[allow(dead_code)]
+pub struct UpstreamTls<'a> {
+    pub ca: &'a str,
+    pub hostname: &'a str,
+    pub cert: &'a str,
+    pub key: &'a str,
+}
+
+fn certified_key(cert: &str, key: &str) -> rustls::sign::CertifiedKey {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let private = PrivateKeyDer::from_pem_file(key).unwrap();
+    rustls::sign::CertifiedKey::from_der(chain, private, &rustls::crypto::ring::default_provider())
+        .unwrap()
+}
+
+/// [`serve_https`] with `filters` on its one rule, and TLS to the backend when `upstream`.
+#[allow(clippy::too_many_arguments)]
 pub fn serve_https_with(
     vip: &str,
     port: u16,
@@ -32,18 +53,9 @@ pub fn serve_https_with(
     backend: &str,
     kernel_tls: bool,
     filters: Vec<Filter>,
+    upstream: Option<UpstreamTls<'_>>,
 ) {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let private = PrivateKeyDer::from_pem_file(key).unwrap();
-    let certified = rustls::sign::CertifiedKey::from_der(
-        chain,
-        private,
-        &rustls::crypto::ring::default_provider(),
-    )
-    .unwrap();
+    let certified = certified_key(cert, key);
     let key = |s: &str| ObjectKey {
         namespace: "lab".into(),
         name: s.into(),
@@ -60,6 +72,23 @@ pub fn serve_https_with(
         tls: None,
     };
     bulk.set_endpoints(vec![backend.parse().unwrap()]);
+    let mut client_cert = None;
+    if let Some(u) = upstream {
+        let ca = std::fs::read_to_string(u.ca).unwrap();
+        bulk.tls = Some(Arc::new(
+            kube_gw::gateway::backend_tls::BackendTls::new(
+                key("policy"),
+                &[&ca],
+                u.hostname,
+                vec![],
+            )
+            .unwrap(),
+        ));
+        client_cert = Some(kube_gw::gateway::backend_tls::ClientCert::new(
+            key("client"),
+            Arc::new(certified_key(u.cert, u.key)),
+        ));
+    }
     let rule = Rule {
         route: key("route"),
         rule: 0,
@@ -79,6 +108,7 @@ pub fn serve_https_with(
     let mut routes = RouteTable::default();
     routes.push(HostPattern::Any, Arc::new(rule));
     routes.finish();
+    routes.client_cert = client_cert;
     let pair = Pair {
         addr: vip.parse::<IpAddr>().unwrap(),
         port,

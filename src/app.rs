@@ -262,11 +262,11 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         },
     );
     if let Some(g) = gateway {
-        // After the withdrawal: the proxy serves until the routes are gone; the eBPF program
-        // and its maps go with the task.
-        plan.register(Phase::DataplaneTeardown, "gateway", move || async move {
-            g.task.abort();
-            let _ = g.task.await;
+        // After the withdrawal and before the addresses go: the proxy stops accepting and
+        // its connections get `drain-timeout` to finish. The eBPF program and its maps go
+        // with the task, unless pinned for the next daemon (handed-over sockets).
+        plan.register(Phase::BgpWithdraw, "gateway-drain", move || async move {
+            g.drain().await;
         });
     }
     plan.register(Phase::Close, "kubernetes", move || async move {

@@ -282,6 +282,13 @@ pub struct GatewayConfig {
     /// session-ticket keys every switch shares; `""`: each switch keeps its own.
     #[serde(default = "default_ticket_secret")]
     pub session_ticket_secret: String,
+    /// Seconds the gateway gives its client connections to finish when kube-gw stops (a
+    /// restart): kept-alive ones are told to close after their current request; those still
+    /// open after this are closed and counted. During a restart new connections wait in the
+    /// kernel's accept queue for about this long plus the start: keep it well below the
+    /// clients' connect timeouts.
+    #[serde(default = "default_gateway_drain", with = "seconds")]
+    pub drain_timeout: std::time::Duration,
 }
 
 impl GatewayConfig {
@@ -291,6 +298,10 @@ impl GatewayConfig {
             .split_once('/')
             .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
     }
+}
+
+fn default_gateway_drain() -> std::time::Duration {
+    std::time::Duration::from_secs(2)
 }
 
 fn default_ticket_secret() -> String {

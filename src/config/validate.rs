@@ -131,6 +131,16 @@ fn gateway_rules(g: &GatewayConfig, vip: Option<&VipConfig>, out: &mut Findings)
             "name the Secret as namespace/name (kube-system/kube-gw-session-tickets), or \"\" to keep each switch's keys its own",
         );
     }
+    if g.drain_timeout > std::time::Duration::from_secs(12) {
+        out.error(
+            KeyPath::keys(&["gateway", "drain-timeout"]),
+            format!(
+                "{} s is longer than a stop may take",
+                g.drain_timeout.as_secs()
+            ),
+            "give at most 12: each step of the stop is bounded by 15 s (systemd waits 30 s in all)",
+        );
+    }
     if g.controller_name.is_empty() || !g.controller_name.contains('/') {
         out.error(
             KeyPath::keys(&["gateway", "controller-name"]),

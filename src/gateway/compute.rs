@@ -120,7 +120,10 @@ struct GatewayInfo {
 
 /// Computes the gateway's desired state and statuses. Pure and deterministic.
 pub fn compute(inp: &Inputs<'_>) -> GatewayState {
-    let mut st = GatewayState::default();
+    let mut st = GatewayState {
+        synced: true,
+        ..GatewayState::default()
+    };
     let ours: BTreeSet<&str> = inp
         .gateway
         .classes

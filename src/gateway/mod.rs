@@ -85,6 +85,41 @@ pub struct Gateway {
     /// Kernel TLS support and connection counts.
     pub stats: Arc<proxy::ProxyStats>,
     pub task: tokio::task::JoinHandle<()>,
+    /// The proxy: serves accepted connections (each in a task of its own).
+    pub proxy: tokio::task::JoinHandle<()>,
+    /// `[gateway] drain-timeout`.
+    pub drain_timeout: Duration,
+}
+
+impl Gateway {
+    /// Stops the gateway for a stop of kube-gw: no new connection is accepted (with
+    /// handed-over sockets they wait in the kernel for the next daemon), those accepted are
+    /// served, every open one is told to finish after its current request, and after
+    /// `drain_timeout` the rest are cut. Returns (connections that finished, connections cut).
+    pub async fn drain(self) -> (u64, u64) {
+        self.task.abort();
+        let _ = self.task.await;
+        // The accept loops are gone: the proxy serves what was accepted, then ends.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.proxy).await;
+        let open = self.stats.open.load(std::sync::atomic::Ordering::Relaxed);
+        self.stats.draining.start();
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        loop {
+            let now = self.stats.open.load(std::sync::atomic::Ordering::Relaxed);
+            if now == 0 || tokio::time::Instant::now() >= deadline {
+                let cut = now;
+                tracing::info!(
+                    open_at_stop = open,
+                    finished = open.saturating_sub(cut),
+                    cut,
+                    timeout = ?self.drain_timeout,
+                    "gateway: drained"
+                );
+                return (open.saturating_sub(cut), cut);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// What the gateway task reads.
@@ -126,8 +161,31 @@ pub fn spawn(
         metrics,
         ..proxy::ProxyStats::default()
     });
-    let proxy_task = tokio::spawn(proxy::run(acc_rx, state_rx.clone(), opts, stats.clone()));
-    let steering = Steering::start(acc_tx, cfg.ebpf);
+    // The proxy starts serving once the first state is computed: connections accepted before
+    // (the accept queue of handed-over sockets, after a restart) wait for it.
+    let mut first = state_rx.clone();
+    let proxy_state = state_rx.clone();
+    let proxy_stats = stats.clone();
+    let proxy_task = tokio::spawn(async move {
+        if first.wait_for(|s| s.synced).await.is_ok() {
+            proxy::run(acc_rx, proxy_state, opts, proxy_stats).await;
+        }
+    });
+    let handover = if cfg.ebpf {
+        match steer::Handover::from_env() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("gateway: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let steering = match handover {
+        Some(h) => Steering::start_handed_over(acc_tx, h),
+        None => Steering::start(acc_tx, cfg.ebpf),
+    };
     let task = tokio::spawn(async move {
         run(
             inputs,
@@ -141,7 +199,6 @@ pub fn spawn(
             hb,
         )
         .await;
-        proxy_task.abort();
     });
     Some(Gateway {
         state: state_rx,
@@ -149,6 +206,8 @@ pub fn spawn(
         report: report_rx,
         stats,
         task,
+        proxy: proxy_task,
+        drain_timeout: cfg.drain_timeout,
     })
 }
 
@@ -188,12 +247,15 @@ fn ready_vips(state: &GatewayState, steer: &SteerReport) -> BTreeMap<IpAddr, boo
 }
 
 async fn run(mut inp: GatewayInputs, mut steering: Steering, out: Outputs, hb: Heartbeat) {
+    let mut first = true;
     loop {
         hb.turn().await;
         let gw = inp.gateway.borrow_and_update().clone();
-        if gw.complete {
+        let cluster = inp.cluster.borrow_and_update().clone();
+        // Both views listed: a route computed without the Services would answer 500 until
+        // they arrive (after a restart, to connections that waited in the accept queue).
+        if gw.complete && cluster.complete {
             let cfg = inp.config.borrow_and_update().clone();
-            let cluster = inp.cluster.borrow_and_update().clone();
             let desired = inp.desired.borrow_and_update().clone();
             let l4 = l4_pairs(&desired);
             let controller = cfg
@@ -255,13 +317,20 @@ async fn run(mut inp: GatewayInputs, mut steering: Steering, out: Outputs, hb: H
                 ports: next.ports.len(),
             });
             out.state.send_replace(Arc::new(next));
-            out.vips.send_if_modified(|cur| {
-                let changed = **cur != ready;
-                if changed {
-                    *cur = Arc::new(ready);
-                }
-                changed
-            });
+            // The first publication always notifies: the pipeline waits for it before it
+            // removes any address (a restart keeps the Gateway VIPs on `lo` meanwhile).
+            if first {
+                out.vips.send_replace(Arc::new(ready));
+                first = false;
+            } else {
+                out.vips.send_if_modified(|cur| {
+                    let changed = **cur != ready;
+                    if changed {
+                        *cur = Arc::new(ready);
+                    }
+                    changed
+                });
+            }
             if !steer.failed.is_empty() {
                 tracing::warn!(failed = ?steer.failed, "gateway: some VIP:ports cannot be served; retrying");
             }

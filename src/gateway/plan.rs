@@ -17,6 +17,8 @@ use crate::model::ObjectKey;
 /// The gateway's desired state.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GatewayState {
+    /// Computed from the listed objects (false: the empty state before the first computation).
+    pub synced: bool,
     /// What each served VIP:port does.
     pub ports: BTreeMap<Pair, PortPlan>,
     /// Gateway addresses, and whether each may be announced (its Gateway is Programmed).

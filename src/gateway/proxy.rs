@@ -93,6 +93,47 @@ pub struct ProxyStats {
     pub userspace_tls_connections: AtomicU64,
     /// The Prometheus families (registered by the daemon).
     pub metrics: super::metrics::GatewayMetrics,
+    /// Client connections open now.
+    pub open: AtomicU64,
+    /// Set when kube-gw stops: kept-alive connections close after their current request.
+    pub draining: Draining,
+}
+
+/// The drain signal every connection watches.
+#[derive(Debug)]
+pub struct Draining(watch::Sender<bool>);
+
+impl Default for Draining {
+    fn default() -> Self {
+        Self(watch::channel(false).0)
+    }
+}
+
+impl Draining {
+    /// Tells every connection to finish.
+    pub fn start(&self) {
+        self.0.send_replace(true);
+    }
+
+    fn subscribe(&self) -> watch::Receiver<bool> {
+        self.0.subscribe()
+    }
+}
+
+/// Counts a client connection open while it lives.
+struct OpenGuard(Arc<ProxyStats>);
+
+impl OpenGuard {
+    fn new(stats: &Arc<ProxyStats>) -> Self {
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        Self(stats.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The state with the TLS server configurations built from it.
@@ -326,6 +367,7 @@ pub async fn run(
 }
 
 async fn connection(stream: TcpStream, mut conn: Conn) {
+    let _open = OpenGuard::new(&conn.stats);
     let _ = stream.set_nodelay(true);
     let (kind, tls) = {
         let rt = conn.runtime.borrow();
@@ -404,14 +446,41 @@ where
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(64 * 1024);
+    let mut draining = conn.stats.draining.subscribe();
+    let served = Arc::new(AtomicU64::new(0));
+    let counted = served.clone();
     let svc = hyper::service::service_fn(move |req| {
         let conn = conn.clone();
+        counted.fetch_add(1, Ordering::Relaxed);
         async move { Ok::<_, Infallible>(request(req, &conn).await) }
     });
-    if let Err(e) = b.serve_connection_with_upgrades(io, svc).await {
+    let c = b.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(c);
+    // When kube-gw stops: the connection closes after its current request (HTTP/1.1:
+    // `Connection: close`; HTTP/2: GOAWAY). One that has not sent its first request yet gets
+    // a moment to, rather than being closed under it.
+    let accepted = Instant::now();
+    let mut drain = false;
+    let mut shut = false;
+    let r = loop {
+        tokio::select! {
+            r = c.as_mut() => break r,
+            _ = draining.wait_for(|d| *d), if !drain => drain = true,
+            () = tokio::time::sleep(Duration::from_millis(50)), if drain && !shut => {
+                if served.load(Ordering::Relaxed) > 0 || accepted.elapsed() > DRAIN_FIRST_REQUEST {
+                    c.as_mut().graceful_shutdown();
+                    shut = true;
+                }
+            }
+        }
+    };
+    if let Err(e) = r {
         tracing::debug!("gateway: connection ended: {e}");
     }
 }
+
+/// While draining, how long a new connection may take to send its first request.
+const DRAIN_FIRST_REQUEST: Duration = Duration::from_secs(1);
 
 fn local(status: StatusCode, text: &str) -> Response<Body> {
     let mut r = Response::new(

@@ -13,7 +13,16 @@
 //!
 //! Owns: the loaded program, its netns link and its two maps, and the listening sockets. They
 //! live exactly as long as the [`Steering`]: dropping it closes the link and the maps, and the
-//! kernel removes the program (no pinning yet: a restart of the daemon re-attaches).
+//! kernel removes the program — unless the sockets were handed over ([`Handover`]).
+//!
+//! Restarts without a refused connection: when systemd's `kube-gw.socket` holds the two
+//! listening sockets (`LISTEN_FDS` named `gateway`: 127.0.0.1 and [::1]), the link and both
+//! maps are pinned under `/sys/fs/bpf/kube-gw/netns-<inode>/`. A stopping daemon then leaves
+//! them in place: the program keeps steering VIP:ports to the sockets systemd still holds,
+//! and new connections wait in their accept queue. The next daemon adopts the pinned link and
+//! maps (no second program is attached), puts the same sockets in the map again and starts
+//! accepting once it has the gateway's state. Without handed-over sockets nothing is pinned
+//! (a pinned program steering to sockets nobody holds would help no one).
 //!
 //! Where the program cannot be loaded (a kernel without BPF `sk_lookup` (5.9+), no
 //! `CAP_BPF`/`CAP_NET_ADMIN`, or a binary built with `KUBE_GW_EBPF=off`), steering falls back to
@@ -103,6 +112,68 @@ pub struct Accepted {
     pub local: SocketAddr,
 }
 
+/// The listening sockets systemd handed over (socket activation), and where the program's
+/// link and maps are pinned so that they outlive this process.
+#[derive(Debug)]
+pub struct Handover {
+    pub v4: std::net::TcpListener,
+    pub v6: std::net::TcpListener,
+    pub pin_dir: std::path::PathBuf,
+}
+
+impl Handover {
+    /// The sockets of `LISTEN_FDS` (for this process: `LISTEN_PID`) named `gateway` (one
+    /// IPv4, one IPv6); `None` without them.
+    pub fn from_env() -> Result<Option<Self>, String> {
+        let (mut v4, mut v6) = (None, None);
+        for (name, fd) in kube_gw_sockopt::listen_fds() {
+            let l = std::net::TcpListener::from(fd);
+            match (name.as_str(), l.local_addr()) {
+                ("gateway", Ok(SocketAddr::V4(_))) => v4 = Some(l),
+                ("gateway", Ok(SocketAddr::V6(_))) => v6 = Some(l),
+                (other, addr) => {
+                    tracing::warn!(
+                        name = other,
+                        ?addr,
+                        "gateway: a socket handed over that is not a gateway listener; closing it"
+                    );
+                }
+            }
+        }
+        match (v4, v6) {
+            (Some(v4), Some(v6)) => Ok(Some(Self {
+                v4,
+                v6,
+                pin_dir: pin_dir()?,
+            })),
+            (None, None) => Ok(None),
+            _ => Err("systemd handed over a gateway listener for one address family only: kube-gw.socket must listen on 127.0.0.1 and [::1] (packaging/systemd/kube-gw.socket)".into()),
+        }
+    }
+}
+
+/// Where this network namespace's link and maps are pinned.
+fn pin_dir() -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let ino = std::fs::metadata("/proc/thread-self/ns/net")
+        .map_err(|e| format!("reading this thread's network namespace: {e}"))?
+        .ino();
+    Ok(std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/kube-gw/netns-{ino}"
+    )))
+}
+
+/// The pair a `KG_LISTENERS` key names (the inverse of [`map_key`]).
+pub fn pair_of(key: &[u8; KEY_LEN]) -> Pair {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&key[..16]);
+    let v6 = Ipv6Addr::from(a);
+    Pair {
+        addr: v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        port: u16::from_be_bytes([key[16], key[17]]),
+    }
+}
+
 /// A fallback socket and its accept loop.
 struct Bound {
     listener: Arc<TcpListener>,
@@ -119,8 +190,10 @@ impl Bound {
 }
 
 struct Program {
-    /// Keeps the program, its link and the socket map alive.
-    _bpf: Ebpf,
+    /// Keeps the program, its link and the socket map alive (none when adopted from pins).
+    _bpf: Option<Ebpf>,
+    /// The pinned link (handed-over sockets only).
+    _link: Option<aya::programs::links::FdLink>,
     listeners: BpfHashMap<MapData, [u8; KEY_LEN], u32>,
     program_id: u32,
     map_ids: Vec<u32>,
@@ -163,6 +236,14 @@ impl Steering {
             tx,
         };
         if use_ebpf {
+            // Pins of an earlier daemon that had handed-over sockets: this one has none, so
+            // they would steer to sockets nobody holds.
+            if let Ok(dir) = pin_dir() {
+                if dir.exists() {
+                    tracing::info!(dir = %dir.display(), "gateway: removing the pinned steering of an earlier run (no sockets handed over now)");
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
             match s.load() {
                 Ok(()) => {}
                 Err(e) => {
@@ -177,7 +258,89 @@ impl Steering {
         s
     }
 
+    /// With sockets systemd handed over: adopt the link and maps a previous daemon pinned, or
+    /// load, attach and pin them. `Err` leaves steering to the caller's fallback.
+    pub fn start_handed_over(tx: mpsc::Sender<Accepted>, h: Handover) -> Self {
+        let mut s = Self {
+            program: None,
+            fallback_reason: String::new(),
+            accepting: Vec::new(),
+            bound: BTreeMap::new(),
+            serving: BTreeSet::new(),
+            failed: BTreeMap::new(),
+            tx,
+        };
+        let dir = h.pin_dir.clone();
+        let adopted = s.adopt(&h);
+        let result = match adopted {
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), serving = s.serving.len(), "gateway: adopted the pinned steering and the handed-over sockets");
+                Ok(())
+            }
+            Err(why) => {
+                tracing::info!(dir = %dir.display(), "gateway: no pinned steering to adopt ({why}); attaching and pinning");
+                s.load_with(Some(h))
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(
+                "gateway: eBPF sk_lookup steering unavailable, binding one socket per \
+                 VIP:port instead (a restart will refuse connections): {e}"
+            );
+            s.fallback_reason = e;
+        }
+        s
+    }
+
+    /// Takes over what a previous daemon pinned in `h.pin_dir`.
+    fn adopt(&mut self, h: &Handover) -> Result<(), String> {
+        let dir = &h.pin_dir;
+        let link = aya::programs::links::PinnedLink::from_pin(dir.join("link"))
+            .map_err(|e| format!("link: {e}"))?;
+        let link = aya::programs::links::FdLink::from(link);
+        let program_id = link.info().map(|i| i.program_id()).unwrap_or(0);
+        let listeners: BpfHashMap<MapData, [u8; KEY_LEN], u32> = aya::maps::Map::HashMap(
+            MapData::from_pin(dir.join("listeners")).map_err(|e| format!("KG_LISTENERS: {e}"))?,
+        )
+        .try_into()
+        .map_err(|e| format!("KG_LISTENERS: {e}"))?;
+        let mut sockets: SockMap<MapData> = aya::maps::Map::SockMap(
+            MapData::from_pin(dir.join("sockets")).map_err(|e| format!("KG_SOCKETS: {e}"))?,
+        )
+        .try_into()
+        .map_err(|e| format!("KG_SOCKETS: {e}"))?;
+        let (v4, v6) = (adopt_listener(&h.v4)?, adopt_listener(&h.v6)?);
+        sockets
+            .set(SLOT_V4, &v4, 0)
+            .map_err(|e| format!("putting the IPv4 listener in KG_SOCKETS: {e}"))?;
+        sockets
+            .set(SLOT_V6, &v6, 0)
+            .map_err(|e| format!("putting the IPv6 listener in KG_SOCKETS: {e}"))?;
+        // What the previous daemon steered stays steered until the first `set`.
+        self.serving = listeners
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| pair_of(&k))
+            .collect();
+        for l in [v4, v6] {
+            self.accepting
+                .push(tokio::spawn(accept_loop(Arc::new(l), self.tx.clone())));
+        }
+        self.program = Some(Program {
+            _bpf: None,
+            _link: Some(link),
+            listeners,
+            program_id,
+            map_ids: Vec::new(),
+        });
+        Ok(())
+    }
+
     fn load(&mut self) -> Result<(), String> {
+        self.load_with(None)
+    }
+
+    fn load_with(&mut self, handover: Option<Handover>) -> Result<(), String> {
         if OBJECT.is_empty() {
             return Err(
                 "this binary was built without its eBPF programs (KUBE_GW_EBPF=off)".into(),
@@ -194,7 +357,8 @@ impl Steering {
         // The thread's own namespace: a test (or a helper) may run in another than the process.
         let netns = std::fs::File::open("/proc/thread-self/ns/net")
             .map_err(|e| format!("opening this thread's network namespace: {e}"))?;
-        prog.attach(netns.as_fd())
+        let link_id = prog
+            .attach(netns.as_fd())
             .map_err(|e| format!("attaching `steer` to the network namespace: {e}"))?;
         let info = prog
             .info()
@@ -204,6 +368,33 @@ impl Steering {
             .map_ids()
             .map_err(|e| format!("reading the program's map ids: {e}"))?
             .unwrap_or_default();
+        // Handed-over sockets: the link and maps are pinned, to outlive this process.
+        let dir = handover.as_ref().map(|h| h.pin_dir.clone());
+        let mut link = None;
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                format!(
+                    "creating {} (is /sys/fs/bpf a bpf filesystem?): {e}",
+                    dir.display()
+                )
+            })?;
+            let owned = prog
+                .take_link(link_id)
+                .map_err(|e| format!("taking the program's link: {e}"))?;
+            let fd: aya::programs::links::FdLink = owned.into();
+            let _ = std::fs::remove_file(dir.join("link"));
+            let pinned = fd
+                .pin(dir.join("link"))
+                .map_err(|e| format!("pinning the link in {}: {e}", dir.display()))?;
+            link = Some(aya::programs::links::FdLink::from(pinned));
+            for (name, file) in [("KG_LISTENERS", "listeners"), ("KG_SOCKETS", "sockets")] {
+                let _ = std::fs::remove_file(dir.join(file));
+                bpf.map(name)
+                    .ok_or_else(|| format!("the eBPF object has no map {name}"))?
+                    .pin(dir.join(file))
+                    .map_err(|e| format!("pinning {name} in {}: {e}", dir.display()))?;
+            }
+        }
         let mut sockets: SockMap<MapData> = bpf
             .take_map("KG_SOCKETS")
             .ok_or("the eBPF object has no map KG_SOCKETS")?
@@ -214,8 +405,13 @@ impl Steering {
             .ok_or("the eBPF object has no map KG_LISTENERS")?
             .try_into()
             .map_err(|e| format!("map KG_LISTENERS: {e}"))?;
-        let v4 = listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false)?;
-        let v6 = listen(SocketAddr::from((Ipv6Addr::LOCALHOST, 0)), false)?;
+        let (v4, v6) = match &handover {
+            None => (
+                listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), false)?,
+                listen(SocketAddr::from((Ipv6Addr::LOCALHOST, 0)), false)?,
+            ),
+            Some(h) => (adopt_listener(&h.v4)?, adopt_listener(&h.v6)?),
+        };
         sockets
             .set(SLOT_V4, &v4, 0)
             .map_err(|e| format!("putting the IPv4 listener in KG_SOCKETS: {e}"))?;
@@ -230,7 +426,8 @@ impl Steering {
                 .push(tokio::spawn(accept_loop(Arc::new(l), self.tx.clone())));
         }
         self.program = Some(Program {
-            _bpf: bpf,
+            _bpf: Some(bpf),
+            _link: link,
             listeners,
             program_id,
             map_ids,
@@ -346,6 +543,14 @@ fn listen(addr: SocketAddr, freebind: bool) -> Result<TcpListener, String> {
     s.bind(&addr.into()).map_err(what)?;
     s.listen(BACKLOG).map_err(what)?;
     TcpListener::from_std(s.into()).map_err(what)
+}
+
+/// A handed-over listening socket for tokio (a duplicate: systemd keeps its own).
+fn adopt_listener(l: &std::net::TcpListener) -> Result<TcpListener, String> {
+    let what = |e: std::io::Error| format!("a handed-over listening socket: {e}");
+    let l = l.try_clone().map_err(what)?;
+    l.set_nonblocking(true).map_err(what)?;
+    TcpListener::from_std(l).map_err(what)
 }
 
 async fn accept_loop(listener: Arc<TcpListener>, tx: mpsc::Sender<Accepted>) {

@@ -271,6 +271,10 @@ async fn desired_loop(
     let mut engine = Engine::default();
     let mut wanted: OrdSet<IpAddr> = OrdSet::new();
     let mut gateway_open = true;
+    // The gateway's VIPs are known once it published them (or there is no gateway): until
+    // then the wanted addresses are only added to, so a restart does not take a Gateway VIP
+    // off `lo` before the gateway has computed it again.
+    let mut gateway_seen = false;
     loop {
         hb.turn().await;
         let cfg = config.borrow_and_update().clone();
@@ -338,7 +342,11 @@ async fn desired_loop(
                     }
                     changed
                 });
-                Wanted::Exactly(with_gateway(&wanted, &gateway, &me.own_addresses))
+                if gateway_seen || !gateway_open {
+                    Wanted::Exactly(with_gateway(&wanted, &gateway, &me.own_addresses))
+                } else {
+                    Wanted::AtLeast(with_gateway(&wanted, &gateway, &me.own_addresses))
+                }
             } else {
                 Wanted::AtLeast(with_gateway(&wanted, &gateway, &me.own_addresses))
             };
@@ -358,6 +366,7 @@ async fn desired_loop(
                 r = own.changed() => if r.is_err() { return } else { break },
                 r = gateway.changed(), if gateway_open => {
                     gateway_open = r.is_ok();
+                    gateway_seen |= r.is_ok();
                     break;
                 }
                 () = hb.idle() => hb.turn().await,

@@ -86,6 +86,23 @@ pub(crate) fn start() -> World {
     start_with("")
 }
 
+/// With `extra_vip` lines in `[vip]`, `extra` in `[gateway]`, and `wrap` in front of
+/// kube-gw's command.
+pub(crate) fn start_wrapped(extra_vip: &str, extra: &str, wrap: &[&str]) -> World {
+    let cp = ControlPlane::shared();
+    crds(cp);
+    let controller = format!("kube-gw.io/{}", unique("t"));
+    setup(
+        Switch::start_in_wrapped(
+            None,
+            extra_vip,
+            &format!("{}{extra}", gateway_config(&controller)),
+            wrap,
+        ),
+        controller,
+    )
+}
+
 /// With `extra` lines in `[gateway]`.
 fn start_with(extra: &str) -> World {
     let cp = ControlPlane::shared();

@@ -64,6 +64,16 @@ impl Switch {
 
     /// Serving the Services of namespace `ns` (shared with other switches), or of a new one.
     pub(crate) fn start_in(ns: Option<String>, extra_vip: &str, extra: &str) -> Self {
+        Self::start_in_wrapped(ns, extra_vip, extra, &[])
+    }
+
+    /// [`start_in`](Self::start_in) with `wrap` in front of kube-gw's command.
+    pub(crate) fn start_in_wrapped(
+        ns: Option<String>,
+        extra_vip: &str,
+        extra: &str,
+        wrap: &[&str],
+    ) -> Self {
         let cp = ControlPlane::shared();
         let name = unique("spine");
         cp.bind_switch(&name);
@@ -115,7 +125,7 @@ router-id = "192.0.2.20"
 "#,
             kc_path.display()
         );
-        let kg = KubeGw::start(&mut lab, &node, &name, &config);
+        let kg = KubeGw::start_wrapped(&mut lab, &node, &name, &config, wrap);
         wait_for("kube-gw to join", CONVERGE, || {
             let s = kg.status();
             let joined = s["components"]

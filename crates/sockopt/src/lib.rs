@@ -13,8 +13,11 @@
 //! (`sendmsg(2)` with the `TLS_SET_RECORD_TYPE` control message), so a connection the kernel
 //! encrypts ends as TLS says it should.
 //!
+//! And for restarts without refused connections: the listening sockets systemd hands over
+//! (socket activation, `LISTEN_FDS`), taken as owned descriptors once.
+//!
 //! This crate holds the only `unsafe` code of kube-gw: a `setsockopt(2)`, a `getsockopt(2)`
-//! and a `sendmsg(2)` call, each on a borrowed descriptor with pointers and lengths of
+//! and a `sendmsg(2)` call, the ownership of the descriptors systemd passed, each on a borrowed descriptor with pointers and lengths of
 //! buffers that live across the call. The daemon crate keeps `unsafe_code = "forbid"`. Everything
 //! else (building the kernel's `struct tcp_md5sig` byte by byte, reading the TTL out of the
 //! saved headers) is safe code and unit-tested.
@@ -231,6 +234,46 @@ fn setsockopt(sock: &impl AsFd, level: i32, name: i32, value: &[u8]) -> io::Resu
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// The descriptors systemd passed to this process (`LISTEN_FDS` from 3 on, for `LISTEN_PID`
+/// = this process), each with its name from `LISTEN_FDNAMES` ("" when unnamed). Taken once:
+/// a second call returns nothing, so no descriptor gets two owners. Descriptors that are not
+/// open sockets are left alone.
+pub fn listen_fds() -> Vec<(String, std::os::fd::OwnedFd)> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Vec::new();
+    }
+    let pid_ok =
+        std::env::var("LISTEN_PID").is_ok_and(|p| p.trim() == std::process::id().to_string());
+    let n: i32 = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    if !pid_ok || n <= 0 {
+        return Vec::new();
+    }
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    let names: Vec<&str> = names.split(':').collect();
+    let mut out = Vec::new();
+    for (i, fd) in (3..3 + n).enumerate() {
+        // SAFETY: fstat on a descriptor number only reads its metadata into `st`, which lives
+        // across the call; an unused number fails with EBADF.
+        let is_socket = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+        };
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: systemd opened `fd` for this process (LISTEN_PID matched), it is an open
+        // socket (checked above), and TAKEN makes this the only place that takes ownership.
+        let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        out.push((names.get(i).copied().unwrap_or("").to_string(), owned));
+    }
+    out
 }
 
 #[cfg(test)]

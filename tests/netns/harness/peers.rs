@@ -430,6 +430,18 @@ impl KubeGw {
     /// `[admin]`, which the harness adds (socket in the lab directory, metrics on the
     /// namespace's loopback). Returns once `kube-gw status` answers.
     pub fn start(lab: &mut Lab, node: &Node, name: &str, config: &str) -> Self {
+        Self::start_wrapped(lab, node, name, config, &[])
+    }
+
+    /// [`start`](Self::start), with `wrap` in front of the command (e.g. a holder of
+    /// handed-over sockets that restarts kube-gw on SIGHUP).
+    pub fn start_wrapped(
+        lab: &mut Lab,
+        node: &Node,
+        name: &str,
+        config: &str,
+        wrap: &[&str],
+    ) -> Self {
         let socket = lab.path(&format!("{name}.sock"));
         let text = format!(
             "{config}\n[admin]\nsocket = \"{}\"\nmetrics = \"127.0.0.1:9472\"\n",
@@ -443,8 +455,17 @@ impl KubeGw {
             "-c",
             config.to_str().unwrap_or_default(),
         ]);
-        let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
-        lab.spawn(node, name, "env", &args);
+        let mut args: Vec<&str> = wrap.to_vec();
+        let program = if wrap.is_empty() {
+            "env"
+        } else {
+            args.remove(0)
+        };
+        if !wrap.is_empty() {
+            args.push("env");
+        }
+        args.extend(cmd.iter().map(String::as_str));
+        lab.spawn(node, name, program, &args);
         let k = KubeGw {
             name: name.to_string(),
             socket,

@@ -155,6 +155,8 @@ pub enum Command {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // Before anything opens a descriptor: the sockets systemd may have passed.
+    crate::gateway::steer::take_handed_over();
     let cli = Cli::parse();
     ExitCode::from(dispatch(cli))
 }

@@ -289,6 +289,14 @@ pub struct GatewayConfig {
     /// clients' connect timeouts.
     #[serde(default = "default_gateway_drain", with = "seconds")]
     pub drain_timeout: std::time::Duration,
+    /// The signer (`signerName`) of the client certificate kube-gw mints for backends whose
+    /// Service asks for one (`kube-gw.io/backend-client-certificate: mint`).
+    #[serde(default = "default_identity_signer")]
+    pub backend_identity_signer: String,
+}
+
+fn default_identity_signer() -> String {
+    "kubernetes.io/kube-apiserver-client".into()
 }
 
 impl GatewayConfig {

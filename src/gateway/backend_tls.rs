@@ -161,7 +161,8 @@ impl ClientCert {
 
 /// The pool id of a TLS setup with a client certificate.
 pub fn pool_id(tls: &BackendTls, client: Option<&ClientCert>) -> u64 {
-    tls.id ^ client.map_or(0, |c| c.id.rotate_left(1))
+    // Never 0: that is plaintext's.
+    (tls.id ^ client.map_or(0, |c| c.id.rotate_left(1))).max(1)
 }
 
 /// A TLS session over `stream` to a backend.

@@ -919,6 +919,7 @@ fn resolve_backend(
         request_headers: Vec::new(),
         response_headers: Vec::new(),
         tls: None,
+        minted_client: None,
     };
     let fail = |mut backend: Backend, reason: &str, msg: String| {
         backend.error = Some(msg.clone());
@@ -978,10 +979,26 @@ fn resolve_backend(
             format!("Service {key} has no TCP port {port}"),
         );
     };
-    match policies.and_then(|p| p.lookup(&key, &sp.name)) {
-        Some((_, Ok(tls))) => backend.tls = Some(tls),
+    match policies.and_then(|p| p.lookup(&key, &sp.name).map(|l| (p, l))) {
+        Some((p, (policy, Ok(tls)))) => {
+            backend.tls = Some(tls);
+            if svc
+                .annotations
+                .get(api::MINT_ANNOTATION)
+                .map(String::as_str)
+                == Some("mint")
+            {
+                match &p.minted {
+                    Ok(c) => backend.minted_client = Some(c.clone()),
+                    Err(why) => {
+                        backend.error =
+                            Some(format!("Service {key} (BackendTLSPolicy {policy}): {why}"));
+                    }
+                }
+            }
+        }
         // Never plaintext instead: requests fail (500) and the policy's status says why.
-        Some((policy, Err(why))) => {
+        Some((_, (policy, Err(why)))) => {
             backend.error = Some(format!("BackendTLSPolicy {policy}: {why}"));
         }
         None => {

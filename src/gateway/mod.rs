@@ -138,7 +138,11 @@ pub fn spawn(
     liveness: &crate::lifecycle::Liveness,
     metrics: metrics::GatewayMetrics,
 ) -> Option<Gateway> {
-    let cfg = inputs.config.borrow().gateway.clone()?;
+    let Some(cfg) = inputs.config.borrow().gateway.clone() else {
+        // No gateway: steering an earlier run pinned must not outlive it.
+        steer::remove_pins();
+        return None;
+    };
     let hb = liveness.register("gateway");
     let (state_tx, state_rx) = watch::channel(Arc::new(GatewayState::default()));
     let (vips_tx, vips_rx) = watch::channel(GatewayVips::default());

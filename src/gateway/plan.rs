@@ -367,6 +367,10 @@ pub struct Backend {
         serialize_with = "ser_backend_tls"
     )]
     pub tls: Option<Arc<super::backend_tls::BackendTls>>,
+    /// The client certificate kube-gw minted, for a Service that asks for one; the Gateway's
+    /// own (`RouteTable::client_cert`) comes first.
+    #[serde(skip)]
+    pub minted_client: Option<super::backend_tls::ClientCert>,
 }
 
 fn ser_backend_tls<S: serde::Serializer>(

@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::backend_tls::{BackendTls, Expected, SYSTEM_CA_FILE};
+use super::backend_tls::{BackendTls, ClientCert, Expected, SYSTEM_CA_FILE};
 use super::plan::Condition;
 use crate::model::gateway::{BackendTlsPolicySpec, GatewaySnapshot, Object};
 use crate::model::ObjectKey;
@@ -35,18 +35,57 @@ struct Resolved {
 }
 
 /// The policies of a snapshot, resolved.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Policies {
     by_key: BTreeMap<ObjectKey, (i64, Resolved)>,
     /// (Service, port name or none) → the winning policy.
     winners: BTreeMap<(ObjectKey, Option<String>), ObjectKey>,
     /// Service → every policy targeting it.
     targets: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// kube-gw's minted client certificate (for Services that ask for it), or why it is
+    /// not usable yet.
+    pub minted: Result<ClientCert, String>,
+}
+
+impl Default for Policies {
+    fn default() -> Self {
+        Self {
+            by_key: BTreeMap::new(),
+            winners: BTreeMap::new(),
+            targets: BTreeMap::new(),
+            minted: Err(NOT_MINTED.into()),
+        }
+    }
+}
+
+/// Why a Service that asks for a minted certificate has none yet.
+const NOT_MINTED: &str = "waiting for kube-gw's client certificate for backends: its CertificateSigningRequest must be approved and signed (kubectl get csr)";
+
+/// The minted identity as a client certificate.
+fn minted(snap: &GatewaySnapshot) -> Result<ClientCert, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let m = snap.minted.as_ref().ok_or(NOT_MINTED)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(m.cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("the minted certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(m.key_pem.as_bytes())
+        .map_err(|e| format!("the minted key: {e}"))?;
+    let certified =
+        rustls::sign::CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
+            .map_err(|e| format!("the minted certificate and key: {e}"))?;
+    Ok(ClientCert::new(
+        ObjectKey::new("kube-gw", "minted"),
+        Arc::new(certified),
+    ))
 }
 
 impl Policies {
     pub fn new(snap: &GatewaySnapshot) -> Self {
-        let mut out = Self::default();
+        let mut out = Self {
+            minted: minted(snap),
+            ..Self::default()
+        };
         // Oldest first: the first to claim a target keeps it.
         let mut all: Vec<&Object<BackendTlsPolicySpec>> =
             snap.backend_tls_policies.values().collect();
@@ -118,6 +157,14 @@ impl Policies {
     }
 }
 
+/// Whether `pem` holds at least one certificate, and nothing unparsable.
+fn has_certificates(pem: &str) -> bool {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let all: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
+    all.is_ok_and(|v| !v.is_empty())
+}
+
 fn resolve(snap: &GatewaySnapshot, p: &Object<BackendTlsPolicySpec>) -> Resolved {
     let v = &p.spec.validation;
     let mut pems: Vec<Arc<str>> = Vec::new();
@@ -135,7 +182,13 @@ fn resolve(snap: &GatewaySnapshot, p: &Object<BackendTlsPolicySpec>) -> Resolved
         }
         let key = ObjectKey::new(&p.key.namespace, &r.name);
         match snap.ca_bundles.get(&key) {
-            Some(pem) if !pem.trim().is_empty() => pems.push(pem.clone()),
+            Some(pem) if has_certificates(pem) => pems.push(pem.clone()),
+            Some(pem) if !pem.trim().is_empty() => {
+                bad.get_or_insert((
+                    "InvalidCACertificateRef",
+                    format!("ConfigMap {key}: ca.crt holds no PEM certificate"),
+                ));
+            }
             Some(_) => {
                 bad.get_or_insert((
                     "InvalidCACertificateRef",

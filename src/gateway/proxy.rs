@@ -933,7 +933,12 @@ async fn request(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let mut attempt = 0;
     loop {
         let endpoint = backend.endpoints[(first + attempt) % backend.endpoints.len()];
-        let tls = backend.tls.as_deref().map(|t| (t, client_cert.as_ref()));
+        // The Gateway's certificate if it names one, else the one kube-gw minted for this
+        // Service (if it asked).
+        let tls = backend
+            .tls
+            .as_deref()
+            .map(|t| (t, client_cert.as_ref().or(backend.minted_client.as_ref())));
         let sent = if bodiless
             && method != Method::CONNECT
             && upgrade.is_none()
@@ -1518,6 +1523,7 @@ mod tests {
             request_headers: vec![],
             response_headers: vec![],
             tls: None,
+            minted_client: None,
         };
         let bs = vec![b("a", 1), b("b", 3), b("z", 0)];
         let mut counts = BTreeMap::new();

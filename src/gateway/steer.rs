@@ -15,7 +15,7 @@
 //! live exactly as long as the [`Steering`]: dropping it closes the link and the maps, and the
 //! kernel removes the program — unless the sockets were handed over ([`Handover`]).
 //!
-//! Restarts without a refused connection: when systemd's `kube-gw.socket` holds the two
+//! Restarts without a refused connection: when systemd's `kube-gw-gateway.socket` holds the two
 //! listening sockets (`LISTEN_FDS` named `gateway`: 127.0.0.1 and [::1]), the link and both
 //! maps are pinned under `/sys/fs/bpf/kube-gw/netns-<inode>/`. A stopping daemon then leaves
 //! them in place: the program keeps steering VIP:ports to the sockets systemd still holds,
@@ -126,7 +126,12 @@ impl Handover {
     /// IPv4, one IPv6); `None` without them.
     pub fn from_env() -> Result<Option<Self>, String> {
         let (mut v4, mut v6) = (None, None);
-        for (name, fd) in kube_gw_sockopt::listen_fds() {
+        let fds = HANDED_OVER
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_else(kube_gw_sockopt::listen_fds);
+        for (name, fd) in fds {
             let l = std::net::TcpListener::from(fd);
             match (name.as_str(), l.local_addr()) {
                 ("gateway", Ok(SocketAddr::V4(_))) => v4 = Some(l),
@@ -147,7 +152,34 @@ impl Handover {
                 pin_dir: pin_dir()?,
             })),
             (None, None) => Ok(None),
-            _ => Err("systemd handed over a gateway listener for one address family only: kube-gw.socket must listen on 127.0.0.1 and [::1] (packaging/systemd/kube-gw.socket)".into()),
+            _ => Err("systemd handed over a gateway listener for one address family only: kube-gw-gateway.socket must listen on 127.0.0.1 and [::1] (packaging/systemd/gateway-socket/kube-gw-gateway.socket)".into()),
+        }
+    }
+}
+
+/// The descriptors systemd passed, taken at start ([`take_handed_over`]).
+type Fds = Vec<(String, std::os::fd::OwnedFd)>;
+static HANDED_OVER: std::sync::Mutex<Option<Fds>> = std::sync::Mutex::new(None);
+
+/// Takes the descriptors systemd passed (close-on-exec from now on), first thing at start,
+/// for the gateway to find later.
+pub fn take_handed_over() {
+    let fds = kube_gw_sockopt::listen_fds();
+    if !fds.is_empty() {
+        *HANDED_OVER.lock().unwrap_or_else(|e| e.into_inner()) = Some(fds);
+    }
+}
+
+/// Removes this network namespace's pinned steering, if any: used whenever this daemon will
+/// not adopt it (no handed-over sockets, no eBPF, no `[gateway]`). Unpinning detaches the
+/// program once no process holds its link.
+pub fn remove_pins() {
+    if let Ok(dir) = pin_dir() {
+        if dir.exists() {
+            tracing::info!(dir = %dir.display(), "gateway: removing the pinned steering of an earlier run");
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), "gateway: cannot remove the pinned steering: {e}");
+            }
         }
     }
 }
@@ -235,15 +267,10 @@ impl Steering {
             failed: BTreeMap::new(),
             tx,
         };
+        // Pins of an earlier daemon that had handed-over sockets: this one has none, so they
+        // would steer to sockets nobody accepts on (and ahead of this daemon's own).
+        remove_pins();
         if use_ebpf {
-            // Pins of an earlier daemon that had handed-over sockets: this one has none, so
-            // they would steer to sockets nobody holds.
-            if let Ok(dir) = pin_dir() {
-                if dir.exists() {
-                    tracing::info!(dir = %dir.display(), "gateway: removing the pinned steering of an earlier run (no sockets handed over now)");
-                    let _ = std::fs::remove_dir_all(&dir);
-                }
-            }
             match s.load() {
                 Ok(()) => {}
                 Err(e) => {
@@ -279,10 +306,13 @@ impl Steering {
             }
             Err(why) => {
                 tracing::info!(dir = %dir.display(), "gateway: no pinned steering to adopt ({why}); attaching and pinning");
+                // Whatever an earlier daemon left half there goes first.
+                remove_pins();
                 s.load_with(Some(h))
             }
         };
         if let Err(e) = result {
+            remove_pins();
             tracing::warn!(
                 "gateway: eBPF sk_lookup steering unavailable, binding one socket per \
                  VIP:port instead (a restart will refuse connections): {e}"

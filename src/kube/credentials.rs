@@ -266,12 +266,17 @@ async fn config_from(text: &str, origin: &Path) -> Result<Config, JoinError> {
 }
 
 fn store(dir: &Path, text: &str) -> Result<(), JoinError> {
+    store_as(dir, STORED, text)
+}
+
+/// Writes `text` to `dir/name` (mode 0600) through a temporary file and a rename.
+pub fn store_as(dir: &Path, name: &str, text: &str) -> Result<(), JoinError> {
     let err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| JoinError::Store { path, source }
     };
     std::fs::create_dir_all(dir).map_err(err(dir))?;
-    let tmp = dir.join(format!("{STORED}.tmp"));
+    let tmp = dir.join(format!("{name}.tmp"));
     let _ = std::fs::remove_file(&tmp);
     {
         use std::io::Write;
@@ -286,9 +291,9 @@ fn store(dir: &Path, text: &str) -> Result<(), JoinError> {
         f.sync_all().map_err(err(&tmp))?;
     }
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(err(&tmp))?;
-    let dest = dir.join(STORED);
+    let dest = dir.join(name);
     std::fs::rename(&tmp, &dest).map_err(err(&dest))?;
-    tracing::info!(path = %dest.display(), "client credentials stored");
+    tracing::info!(path = %dest.display(), "credentials stored");
     Ok(())
 }
 
@@ -332,7 +337,8 @@ pub fn renew_point(nb: SystemTime, na: SystemTime) -> SystemTime {
     nb + life.mul_f64(0.7)
 }
 
-fn validity(pem: &[u8]) -> Option<(SystemTime, SystemTime)> {
+/// A certificate's validity (not before, not after), from its PEM.
+pub fn validity(pem: &[u8]) -> Option<(SystemTime, SystemTime)> {
     let (_, p) = x509_parser::pem::parse_x509_pem(pem).ok()?;
     let cert = p.parse_x509().ok()?;
     let v = cert.validity();
@@ -347,29 +353,66 @@ async fn request_certificate(
     server: &str,
     report: &KubeReport,
 ) -> Result<(String, String), JoinError> {
+    let cn = format!("system:node:{node}");
+    let csr = Csr {
+        common_name: &cn,
+        organization: "system:nodes",
+        signer: SIGNER,
+        generate_name: "node-csr-",
+        expiration_seconds: None,
+    };
+    sign(client, &csr, server, |name| {
+        report.join(
+            JoinState::Joining,
+            format!("waiting for certificate signing request {name} to be approved and signed"),
+        );
+    })
+    .await
+}
+
+/// What a client-certificate request asks for (usages: digital signature, client auth).
+#[derive(Debug)]
+pub struct Csr<'a> {
+    pub common_name: &'a str,
+    pub organization: &'a str,
+    pub signer: &'a str,
+    pub generate_name: &'a str,
+    pub expiration_seconds: Option<i32>,
+}
+
+/// Makes a fresh ECDSA P-256 key, asks `csr.signer` for a client certificate for it with a
+/// CertificateSigningRequest, and waits until it is approved and signed (or denied); calls
+/// `pending` with the CSR's name once it exists. Returns (certificate PEM, key PEM).
+pub async fn sign(
+    client: &Client,
+    csr: &Csr<'_>,
+    server: &str,
+    pending: impl FnOnce(&str),
+) -> Result<(String, String), JoinError> {
     let key = rcgen::KeyPair::generate().map_err(|e| JoinError::Crypto(e.to_string()))?;
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("system:node:{node}"));
+        .push(rcgen::DnType::CommonName, csr.common_name);
     params
         .distinguished_name
-        .push(rcgen::DnType::OrganizationName, "system:nodes");
-    let csr = params
+        .push(rcgen::DnType::OrganizationName, csr.organization);
+    let request = params
         .serialize_request(&key)
         .and_then(|c| c.pem())
         .map_err(|e| JoinError::Crypto(e.to_string()))?;
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let obj = CertificateSigningRequest {
         metadata: ObjectMeta {
-            generate_name: Some("node-csr-".into()),
+            generate_name: Some(csr.generate_name.into()),
             ..Default::default()
         },
         spec: CertificateSigningRequestSpec {
-            request: ByteString(csr.into_bytes()),
-            signer_name: SIGNER.into(),
+            request: ByteString(request.into_bytes()),
+            signer_name: csr.signer.into(),
             usages: Some(vec!["digital signature".into(), "client auth".into()]),
+            expiration_seconds: csr.expiration_seconds,
             ..Default::default()
         },
         status: None,
@@ -379,11 +422,8 @@ async fn request_certificate(
         .await
         .map_err(|e| JoinError::Api(explain(&e, server)))?;
     let name = created.metadata.name.unwrap_or_default();
-    tracing::info!(csr = %name, "certificate signing request created; waiting for approval");
-    report.join(
-        JoinState::Joining,
-        format!("waiting for certificate signing request {name} to be approved and signed"),
-    );
+    tracing::info!(csr = %name, signer = csr.signer, "certificate signing request created; waiting for approval");
+    pending(&name);
     let mut poll = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     loop {
         poll.wait().await;

@@ -323,25 +323,82 @@ async fn track<K>(
     }
 }
 
-/// Watches a resource whose CRD may not be installed: once it is served (checked each
-/// minute until then), without reporting a failing watch meanwhile.
+/// Watches ConfigMaps keeping only what a BackendTLSPolicy reads (`ca.crt`, the name):
+/// every switch watches them all, so the rest of each is dropped before it is stored.
+async fn track_ca_bundles(
+    client: &Client,
+    writer: reflector::store::Writer<ConfigMap>,
+    report: &KubeReport,
+    changed: &Notify,
+) {
+    let name = "configmaps";
+    report.watch_state(name, WatchState::Listing, None);
+    let stream = reflector::reflector(
+        writer,
+        watcher(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|m| {
+            m.metadata.managed_fields = None;
+            m.metadata.annotations = None;
+            m.metadata.labels = None;
+            m.binary_data = None;
+            if let Some(d) = &mut m.data {
+                d.retain(|k, _| k == "ca.crt");
+            }
+        }),
+    );
+    futures::pin_mut!(stream);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                report.watch_state(name, WatchState::Synced, None);
+                changed.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let hint = hint(&e.to_string());
+                tracing::warn!(resource = name, error = %hint, "watch failed; retrying with backoff");
+                report.watch_state(name, WatchState::Failing, Some(hint));
+            }
+        }
+    }
+}
+
+/// Watches a resource whose CRD may not be installed: once it is served (checked every
+/// 10 s until then), without reporting a failing watch meanwhile. `absent` is true while the
+/// API server says the resource does not exist (404): then, and only then, no such object
+/// exists and the snapshot may be complete without it. Any other error (403, a timeout) is
+/// retried and the store stays unlisted, so nothing is served as if no policy existed.
 async fn optional<K>(
     name: &'static str,
     api: Api<K>,
     writer: reflector::store::Writer<K>,
-    report: &KubeReport,
-    changed: &Notify,
+    (report, changed): (&KubeReport, &Notify),
+    absent: &std::sync::atomic::AtomicBool,
 ) where
     K: Watched,
 {
+    use std::sync::atomic::Ordering;
     loop {
         match api.list(&kube::api::ListParams::default().limit(1)).await {
             Err(kube::Error::Api(e)) if e.code == 404 => {
-                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                absent.store(true, Ordering::Relaxed);
+                changed.notify_one();
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
             }
-            _ => break,
+            Err(e) => {
+                let hint = hint(&e.to_string());
+                tracing::warn!(resource = name, error = %hint, "cannot list; retrying");
+                report.watch_state(name, WatchState::Failing, Some(hint));
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+            Ok(_) => break,
         }
     }
+    absent.store(false, Ordering::Relaxed);
     track(
         name,
         api,
@@ -353,6 +410,19 @@ async fn optional<K>(
     .await;
 }
 
+/// Until `store` is listed, or its CRD is known to be absent.
+async fn listed_or_absent<K: Watched>(store: &Store<K>, absent: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering;
+    tokio::select! {
+        _ = store.wait_until_ready() => {}
+        () = async {
+            while !absent.load(Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        } => {}
+    }
+}
+
 /// Runs the gateway watches until dropped, publishing on `out`. `tickets` names the
 /// session-ticket Secret (namespace, name) to watch, if any.
 pub async fn run(
@@ -360,6 +430,7 @@ pub async fn run(
     out: watch::Sender<Arc<GatewaySnapshot>>,
     report: Arc<KubeReport>,
     tickets: Option<(&str, &str)>,
+    mut minted: watch::Receiver<Option<crate::model::gateway::MintedIdentity>>,
 ) {
     let changed = Notify::new();
     let (classes, w_classes) = reflector::store();
@@ -387,6 +458,8 @@ pub async fn run(
         namespaces,
     };
     let cfg = watcher::Config::default;
+    let overrides_absent = std::sync::atomic::AtomicBool::new(false);
+    let policies_absent = std::sync::atomic::AtomicBool::new(false);
     let c = &client;
     let (r, n) = (&*report, &changed);
     let watches = async {
@@ -437,24 +510,17 @@ pub async fn run(
                 "modeloverrides",
                 Api::<ModelOverride>::all(c.clone()),
                 w_overrides,
-                r,
-                n
+                (r, n),
+                &overrides_absent
             ),
             optional(
                 "backendtlspolicies",
                 Api::<BackendTlsPolicy>::all(c.clone()),
                 w_policies,
-                r,
-                n
+                (r, n),
+                &policies_absent
             ),
-            track(
-                "configmaps",
-                Api::<ConfigMap>::all(c.clone()),
-                cfg(),
-                w_config_maps,
-                r,
-                n
-            ),
+            track_ca_bundles(c, w_config_maps, r, n),
             track(
                 "secrets (tls)",
                 Api::<Secret>::all(c.clone()),
@@ -496,16 +562,9 @@ pub async fn run(
                 stores.http.wait_until_ready(),
                 stores.tls.wait_until_ready(),
                 stores.grants.wait_until_ready(),
-                // The optional CRDs: without one, no such object exists and the gateway starts
-                // after a short wait instead of never.
-                tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    stores.overrides.wait_until_ready(),
-                ),
-                tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    stores.policies.wait_until_ready(),
-                ),
+                // The optional CRDs: listed, or not installed (then no such object exists).
+                listed_or_absent(&stores.overrides, &overrides_absent),
+                listed_or_absent(&stores.policies, &policies_absent),
                 stores.config_maps.wait_until_ready(),
                 stores.secrets.wait_until_ready(),
                 stores.namespaces.wait_until_ready(),
@@ -520,7 +579,8 @@ pub async fn run(
         loop {
             // Let the events of one instant land in one snapshot.
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            let snap = stores.snapshot();
+            let mut snap = stores.snapshot();
+            snap.minted = minted.borrow_and_update().clone();
             out.send_if_modified(|cur| {
                 if **cur == snap {
                     false
@@ -529,7 +589,13 @@ pub async fn run(
                     true
                 }
             });
-            changed.notified().await;
+            tokio::select! {
+                () = changed.notified() => {}
+                r = minted.changed() => if r.is_err() {
+                    // No identity task any more: only the watches wake the publisher.
+                    changed.notified().await;
+                },
+            }
         }
     };
     tokio::join!(watches, publish);

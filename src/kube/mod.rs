@@ -18,6 +18,7 @@
 //! the report says degraded, and the watches relist when it returns.
 
 pub mod access;
+pub mod backend_identity;
 pub mod convert;
 pub mod credentials;
 pub mod events;
@@ -215,7 +216,7 @@ async fn supervise(
             () = watch::run(client.clone(), out.clone(), report.clone(), hb.clone()) => {}
             () = agent.run().instrument(tracing::info_span!("node", name = %name)) => {}
             () = events::run(client.clone(), name.clone(), serving.clone(), out.subscribe()) => {}
-            () = gateway_side(&client, &cfg, &name, &gw_out, &report, &serving) => {}
+            () = gateway_side(&client, &cfg, &name, (&gw_out, out.subscribe()), &report, &serving) => {}
             () = async {
                 match renew_in {
                     Some(d) => tokio::time::sleep(d).await,
@@ -247,13 +248,22 @@ async fn gateway_side(
     client: &Client,
     cfg: &Config,
     name: &str,
-    out: &channel::Sender<Arc<GatewaySnapshot>>,
+    (out, cluster): (
+        &channel::Sender<Arc<GatewaySnapshot>>,
+        channel::Receiver<Arc<ClusterSnapshot>>,
+    ),
     report: &Arc<KubeReport>,
     serving: &Serving,
 ) {
     let Some(g) = &cfg.gateway else {
         return std::future::pending().await;
     };
+    let (minted_tx, minted_rx) = channel::channel(None);
+    let state_dir = cfg
+        .kubernetes
+        .as_ref()
+        .map(|k| k.state_dir.clone())
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/lib/kube-gw"));
     let (leader_tx, leader_rx) = channel::channel(false);
     let election = leader::Election {
         client: client.clone(),
@@ -266,7 +276,17 @@ async fn gateway_side(
             client.clone(),
             out.clone(),
             report.clone(),
-            g.ticket_secret()
+            g.ticket_secret(),
+            minted_rx
+        ),
+        backend_identity::run(
+            client.clone(),
+            name.to_string(),
+            state_dir,
+            g.backend_identity_signer.clone(),
+            cluster,
+            out.subscribe(),
+            minted_tx
         ),
         election.run(leader_tx),
         gateway_status::run(

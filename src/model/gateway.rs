@@ -437,6 +437,26 @@ pub struct SubjectAltName {
     pub uri: Option<String>,
 }
 
+/// The Service annotation that asks kube-gw to show backends a client certificate it minted
+/// (value `mint`), when the Gateway names none (`spec.tls.backend.clientCertificateRef`).
+pub const MINT_ANNOTATION: &str = "kube-gw.io/backend-client-certificate";
+
+/// A client certificate kube-gw minted for itself (a key it made, signed through a
+/// CertificateSigningRequest). Its `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MintedIdentity {
+    pub cert_pem: Arc<str>,
+    pub key_pem: Arc<str>,
+}
+
+impl std::fmt::Debug for MintedIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MintedIdentity")
+            .field("cert_pem", &self.cert_pem.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A `kubernetes.io/tls` Secret: its PEM data as found (checked by the gateway, not here).
 /// Its `Debug` shows lengths, never the bytes (the private key).
 #[derive(Clone, PartialEq, Eq, Serialize)]
@@ -497,6 +517,10 @@ pub struct GatewaySnapshot {
     pub backend_tls_policies: OrdMap<ObjectKey, Object<BackendTlsPolicySpec>>,
     /// The `ca.crt` of every ConfigMap that has one (CA bundles for BackendTLSPolicies).
     pub ca_bundles: OrdMap<ObjectKey, Arc<str>>,
+    /// kube-gw's own client certificate for backends that ask for one to be minted, once
+    /// signed (`kube/backend_identity.rs`).
+    #[serde(skip)]
+    pub minted: Option<MintedIdentity>,
     /// The session-ticket Secret, when configured and found.
     pub ticket_secret: Option<TicketSecret>,
     /// Namespace labels (for `allowedRoutes.namespaces.selector`).

@@ -253,6 +253,9 @@ struct Outputs {
     virtual_services: watch::Sender<Option<imbl::OrdMap<VsKey, VirtualService>>>,
 }
 
+/// How long the wanted addresses wait (only added to) for the gateway's first VIPs.
+const GATEWAY_FIRST_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn desired_loop(
     mut config: watch::Receiver<Arc<Config>>,
     mut snapshot: watch::Receiver<Arc<ClusterSnapshot>>,
@@ -275,6 +278,9 @@ async fn desired_loop(
     // then the wanted addresses are only added to, so a restart does not take a Gateway VIP
     // off `lo` before the gateway has computed it again.
     let mut gateway_seen = false;
+    // …for at most this long: a gateway that cannot compute (its CRDs missing, a watch
+    // refused) must not keep Services' VIPs on `lo` for ever.
+    let gateway_deadline = tokio::time::Instant::now() + GATEWAY_FIRST_WAIT;
     loop {
         hb.turn().await;
         let cfg = config.borrow_and_update().clone();
@@ -342,7 +348,8 @@ async fn desired_loop(
                     }
                     changed
                 });
-                if gateway_seen || !gateway_open {
+                if gateway_seen || !gateway_open || tokio::time::Instant::now() >= gateway_deadline
+                {
                     Wanted::Exactly(with_gateway(&wanted, &gateway, &me.own_addresses))
                 } else {
                     Wanted::AtLeast(with_gateway(&wanted, &gateway, &me.own_addresses))
@@ -369,6 +376,7 @@ async fn desired_loop(
                     gateway_seen |= r.is_ok();
                     break;
                 }
+                () = tokio::time::sleep_until(gateway_deadline), if !gateway_seen && gateway_open && tokio::time::Instant::now() < gateway_deadline => break,
                 () = hb.idle() => hb.turn().await,
             }
         }

@@ -70,6 +70,7 @@ pub fn serve_https_with(
         request_headers: vec![],
         response_headers: vec![],
         tls: None,
+        minted_client: None,
     };
     bulk.set_endpoints(vec![backend.parse().unwrap()]);
     let mut client_cert = None;

@@ -230,7 +230,9 @@ fn backend_tls_verifies_the_backend_and_shows_the_gateway_s_client_certificate()
         },
     );
     assert_eq!(status, 502);
-    let (_, error) = access(&w, "/good").unwrap();
+    let (_, error) = w.wait("the refusal in the access log", || {
+        access(&w, "/good").filter(|(s, _)| *s == 502)
+    });
     assert!(!error.is_empty(), "a refused request logs why");
     gateway::merge::<kube_gw::kube::gateway::Gateway>(
         &ns,
@@ -267,6 +269,154 @@ fn backend_tls_verifies_the_backend_and_shows_the_gateway_s_client_certificate()
         (r.0 != 200).then_some(r)
     });
     assert_eq!(status, 500, "{answer}");
-    let (_, error) = access(&w, "/good").unwrap();
+    let (_, error) = w.wait("the failure in the access log", || {
+        access(&w, "/good").filter(|(s, _)| *s == 500)
+    });
     assert!(error.contains("no-such-ca"), "{error}");
+}
+
+/// The CSRs a switch made for its backend identity: (name, approved or issued).
+fn identity_csrs(node: &str) -> Vec<(String, bool)> {
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    crate::controlplane::block_on(async {
+        let api: kube::Api<CertificateSigningRequest> =
+            kube::Api::all(crate::controlplane::ControlPlane::shared().admin().await);
+        api.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|c| {
+                c.spec.username.as_deref() == Some(&format!("system:node:{node}"))
+                    && c.spec.signer_name == "kubernetes.io/kube-apiserver-client"
+            })
+            .map(|c| {
+                let done = c
+                    .status
+                    .is_some_and(|s| s.conditions.iter().flatten().any(|x| x.type_ == "Approved"));
+                (c.metadata.name.unwrap_or_default(), done)
+            })
+            .collect()
+    })
+}
+
+/// Approves a CSR as the cluster's operator would (`kubectl certificate approve`).
+fn approve(name: &str) {
+    use k8s_openapi::api::certificates::v1::{
+        CertificateSigningRequest, CertificateSigningRequestCondition,
+        CertificateSigningRequestStatus,
+    };
+    crate::controlplane::block_on(async {
+        let api: kube::Api<CertificateSigningRequest> =
+            kube::Api::all(crate::controlplane::ControlPlane::shared().admin().await);
+        let mut csr = api.get(name).await.unwrap();
+        csr.status = Some(CertificateSigningRequestStatus {
+            conditions: Some(vec![CertificateSigningRequestCondition {
+                type_: "Approved".into(),
+                status: "True".into(),
+                reason: Some("ApprovedByTest".into()),
+                message: Some("approved by the backend TLS test".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        api.replace_subresource("approval", name, &Default::default(), &csr)
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn a_service_that_asks_gets_a_client_certificate_kube_gw_minted_through_a_csr() {
+    if !require_root("a_service_that_asks_gets_a_client_certificate_kube_gw_minted_through_a_csr") {
+        return;
+    }
+    let mut w = gateway::start();
+    let ns = w.sw.ns.clone();
+    let node = w.sw.kg.name.clone();
+    let (ca_a, issuer_a) = ca("backend CA A");
+    let (cert, key) = leaf(&issuer_a, "api", &["api.example.com"], false, false);
+    let lab = &w.sw.lab;
+    let file = |name: &str, text: &str| lab.write(name, text).display().to_string();
+    let (c, k) = (file("minted-srv.crt", &cert), file("minted-srv.key", &key));
+    // The backend trusts client certificates of the cluster's CA (as it would from its
+    // namespace's kube-root-ca.crt).
+    let cluster_ca = file(
+        "cluster-ca.crt",
+        &crate::controlplane::ControlPlane::shared().ca_pem,
+    );
+    let echo = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/netns/harness/echo.py");
+    let backend = w.backend.clone();
+    w.sw.lab.spawn(
+        &backend,
+        "tls-minted",
+        "python3",
+        &[
+            echo,
+            "tls-minted",
+            "203.0.113.12",
+            "7443",
+            &c,
+            &k,
+            "--client-ca",
+            &cluster_ca,
+        ],
+    );
+    w.wait("tls-minted to listen", || {
+        w.sw.lab
+            .log("tls-minted")
+            .contains("listening")
+            .then_some(())
+    });
+    ca_config_map(&w, &ns, "ca-a", &ca_a);
+    w.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: minted\n  namespace: {ns}\n  annotations:\n    kube-gw.io/backend-client-certificate: mint\nspec:\n  ports:\n  - name: https\n    port: 7443\n    protocol: TCP\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: minted-1\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: minted\n\
+         addressType: IPv4\nports:\n- name: https\n  port: 7443\n  protocol: TCP\nendpoints:\n- addresses: [\"203.0.113.12\"]\n  conditions: {{ready: true}}\n"
+    ));
+    policy(&w, &ns, "minted", "minted", "ca-a", "api.example.com");
+    // A Gateway without a client certificate of its own.
+    w.apply(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: tls\n  namespace: {ns}\nspec:\n  gatewayClassName: {}\n  addresses:\n  - type: IPAddress\n    value: {VIP}\n  listeners:\n  - name: http\n    port: 80\n    protocol: HTTP\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: tls\n  namespace: {ns}\nspec:\n  parentRefs:\n  - name: tls\n  rules:\n  - backendRefs:\n    - name: minted\n      port: 7443\n",
+        w.class
+    ));
+
+    // 1. Until its CSR is approved, requests fail with the reason: never without a
+    //    certificate, never in plaintext.
+    let (status, _) = w.wait("requests to wait for the identity", || {
+        let r = get(&w, "/");
+        (r.0 == 500).then_some(r)
+    });
+    assert_eq!(status, 500);
+    let (_, error) = w.wait("the failure in the access log", || {
+        access(&w, "/").filter(|(s, _)| *s == 500)
+    });
+    assert!(error.contains("CertificateSigningRequest"), "{error}");
+    let csr = w.wait("kube-gw's CSR for its backend identity", || {
+        identity_csrs(&node).into_iter().next()
+    });
+    assert!(!csr.1, "nobody approved it yet");
+
+    // 2. Approved (and signed by the cluster's signer): the backend sees kube-gw's identity.
+    approve(&csr.0);
+    let (status, answer) = w.wait("the backend to see the minted certificate", || {
+        let r = get(&w, "/");
+        (r.0 == 200).then_some(r)
+    });
+    let cn = format!("kube-gw-gateway:{node}");
+    assert_eq!(
+        (status, answer["client"].as_str()),
+        (200, Some(cn.as_str()))
+    );
+    // One CSR, and its key only in the state directory, readable by kube-gw alone.
+    assert_eq!(identity_csrs(&node).len(), 1);
+    let key_file = w.sw.lab.path("state").join("backend-identity.key");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "{}", key_file.display());
+    assert!(std::fs::read_to_string(&key_file)
+        .unwrap()
+        .contains("PRIVATE KEY"));
 }

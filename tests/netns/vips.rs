@@ -111,6 +111,7 @@ name = "{name}"
 [kubernetes]
 kubeconfig = "{}"
 service-cidrs = ["10.96.0.0/12"]
+state-dir = "{}"
 
 [vip]
 pools = ["198.51.100.0/24", "2001:db8:100::/64"]
@@ -123,7 +124,8 @@ asn = 65010
 router-id = "192.0.2.20"
 {extra}
 "#,
-            kc_path.display()
+            kc_path.display(),
+            lab.path("state").display()
         );
         let kg = KubeGw::start_wrapped(&mut lab, &node, &name, &config, wrap);
         wait_for("kube-gw to join", CONVERGE, || {

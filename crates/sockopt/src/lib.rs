@@ -17,7 +17,8 @@
 //! (socket activation, `LISTEN_FDS`), taken as owned descriptors once.
 //!
 //! This crate holds the only `unsafe` code of kube-gw: a `setsockopt(2)`, a `getsockopt(2)`
-//! and a `sendmsg(2)` call, the ownership of the descriptors systemd passed, each on a borrowed descriptor with pointers and lengths of
+//! and a `sendmsg(2)` call, and the `fstat(2)`, `fcntl(2)` and ownership of the descriptors
+//! systemd passed, each on a borrowed descriptor with pointers and lengths of
 //! buffers that live across the call. The daemon crate keeps `unsafe_code = "forbid"`. Everything
 //! else (building the kernel's `struct tcp_md5sig` byte by byte, reading the TTL out of the
 //! saved headers) is safe code and unit-tested.
@@ -239,7 +240,8 @@ fn setsockopt(sock: &impl AsFd, level: i32, name: i32, value: &[u8]) -> io::Resu
 /// The descriptors systemd passed to this process (`LISTEN_FDS` from 3 on, for `LISTEN_PID`
 /// = this process), each with its name from `LISTEN_FDNAMES` ("" when unnamed). Taken once:
 /// a second call returns nothing, so no descriptor gets two owners. Descriptors that are not
-/// open sockets are left alone.
+/// open sockets are left alone; the others are made close-on-exec. Call it first thing at
+/// start, before anything else opens descriptors.
 pub fn listen_fds() -> Vec<(String, std::os::fd::OwnedFd)> {
     use std::sync::atomic::{AtomicBool, Ordering};
     static TAKEN: AtomicBool = AtomicBool::new(false);
@@ -267,6 +269,11 @@ pub fn listen_fds() -> Vec<(String, std::os::fd::OwnedFd)> {
         };
         if !is_socket {
             continue;
+        }
+        // SAFETY: fcntl on an open descriptor (checked above) with an integer argument; no
+        // memory is passed. Close-on-exec: the tools kube-gw runs do not inherit the sockets.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
         // SAFETY: systemd opened `fd` for this process (LISTEN_PID matched), it is an open
         // socket (checked above), and TAKEN makes this the only place that takes ownership.

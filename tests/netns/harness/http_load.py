@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Steady HTTP load through a gateway, to show that changes under it cost nothing.
 
-    http_load.py HOST SECONDS OUT_JSON [--https]
+    http_load.py HOST SECONDS OUT_JSON [--https] [--timeout SECONDS]
 
 - New connections: one every 5 ms (from a pool of threads), each a GET of / on a fresh
-  connection, then closed. Refused, reset, timed out (3 s) or not 200 is a failure.
+  connection, then closed. Refused, reset, timed out (3 s, or --timeout) or not 200 is a
+  failure; the slowest answer is kept ("max_ms").
 - Long-lived connections: 8, each sending a GET every 100 ms on the same kept-alive
-  connection for the whole run. A failed request is a failure; a connection the gateway
-  closed between requests is counted as "closed" and reopened.
+  connection for the whole run. A failed request is a failure. A connection the gateway
+  closes is reopened and counted: "closed" when it said so on a response (`Connection:
+  close`), "dropped" when it was gone before the next request was answered (that request is
+  then sent again once, on the new connection).
 
-OUT_JSON gets {"new": {"ok", "failed": [reasons]}, "kept": {"ok", "failed", "closed"}}.
+OUT_JSON gets {"new": {"ok", "failed": [reasons], "max_ms"}, "kept": {"ok", "failed", "closed",
+"dropped"}}.
 """
 import http.client
 import json
@@ -20,20 +24,22 @@ import time
 
 host, seconds, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 https = "--https" in sys.argv
+timeout = float(sys.argv[sys.argv.index("--timeout") + 1]) if "--timeout" in sys.argv else 3.0
 ctx = ssl._create_unverified_context() if https else None
 stop_at = time.time() + seconds
 lock = threading.Lock()
-new = {"ok": 0, "failed": []}
-kept = {"ok": 0, "failed": [], "closed": 0}
+new = {"ok": 0, "failed": [], "max_ms": 0.0}
+kept = {"ok": 0, "failed": [], "closed": 0, "dropped": 0}
 
 
 def connect():
     if https:
-        return http.client.HTTPSConnection(host, 443, timeout=3, context=ctx)
-    return http.client.HTTPConnection(host, 80, timeout=3)
+        return http.client.HTTPSConnection(host, 443, timeout=timeout, context=ctx)
+    return http.client.HTTPConnection(host, 80, timeout=timeout)
 
 
 def one():
+    began = time.time()
     c = connect()
     try:
         c.request("GET", "/", headers={"Connection": "close"})
@@ -45,6 +51,7 @@ def one():
     finally:
         c.close()
     with lock:
+        new["max_ms"] = max(new["max_ms"], (time.time() - began) * 1000)
         if outcome is None:
             new["ok"] += 1
         else:
@@ -68,7 +75,7 @@ def long_lived():
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as e:
             # Closed between requests: counted, reopened, and the request tried again once.
             with lock:
-                kept["closed"] += 1
+                kept["dropped"] += 1
             c.close()
             c = connect()
             try:
@@ -80,6 +87,9 @@ def long_lived():
                 ok, reason = False, f"after reopen: {type(e2).__name__}: {e2}"
         except Exception as e:  # noqa: BLE001
             ok, reason = False, f"{type(e).__name__}: {e}"
+            # The connection is in an unknown state (e.g. a timed-out request): a new one.
+            c.close()
+            c = connect()
         with lock:
             if ok:
                 kept["ok"] += 1

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What systemd's kube-gw.socket does, for tests: holds the gateway's two listening sockets
+"""What systemd's kube-gw-gateway.socket does, for tests: holds the gateway's two listening sockets
 and runs kube-gw with them, across restarts.
 
     socket_holder.py PORT CMD...

@@ -340,12 +340,7 @@ impl Steering {
         .try_into()
         .map_err(|e| format!("KG_SOCKETS: {e}"))?;
         let (v4, v6) = (adopt_listener(&h.v4)?, adopt_listener(&h.v6)?);
-        sockets
-            .set(SLOT_V4, &v4, 0)
-            .map_err(|e| format!("putting the IPv4 listener in KG_SOCKETS: {e}"))?;
-        sockets
-            .set(SLOT_V6, &v6, 0)
-            .map_err(|e| format!("putting the IPv6 listener in KG_SOCKETS: {e}"))?;
+        put_listeners(&mut sockets, &v4, &v6)?;
         // What the previous daemon steered stays steered until the first `set`.
         self.serving = listeners
             .keys()
@@ -442,12 +437,7 @@ impl Steering {
             ),
             Some(h) => (adopt_listener(&h.v4)?, adopt_listener(&h.v6)?),
         };
-        sockets
-            .set(SLOT_V4, &v4, 0)
-            .map_err(|e| format!("putting the IPv4 listener in KG_SOCKETS: {e}"))?;
-        sockets
-            .set(SLOT_V6, &v6, 0)
-            .map_err(|e| format!("putting the IPv6 listener in KG_SOCKETS: {e}"))?;
+        put_listeners(&mut sockets, &v4, &v6)?;
         // The socket map holds the listeners; it may be dropped now that they are in it (the
         // program keeps its own reference to the map).
         drop(sockets);
@@ -573,6 +563,20 @@ fn listen(addr: SocketAddr, freebind: bool) -> Result<TcpListener, String> {
     s.bind(&addr.into()).map_err(what)?;
     s.listen(BACKLOG).map_err(what)?;
     TcpListener::from_std(s.into()).map_err(what)
+}
+
+/// Puts the two listeners in their `KG_SOCKETS` slots.
+fn put_listeners(
+    sockets: &mut SockMap<MapData>,
+    v4: &TcpListener,
+    v6: &TcpListener,
+) -> Result<(), String> {
+    sockets
+        .set(SLOT_V4, v4, 0)
+        .map_err(|e| format!("putting the IPv4 listener in KG_SOCKETS: {e}"))?;
+    sockets
+        .set(SLOT_V6, v6, 0)
+        .map_err(|e| format!("putting the IPv6 listener in KG_SOCKETS: {e}"))
 }
 
 /// A handed-over listening socket for tokio (a duplicate: systemd keeps its own).

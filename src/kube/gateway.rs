@@ -302,14 +302,21 @@ async fn track<K>(
 {
     report.watch_state(name, WatchState::Listing, None);
     let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    drive(name, stream, report, changed).await;
+}
+
+/// Follows a reflector's stream, recording the watch's health under `name`; every event
+/// wakes the publisher.
+async fn drive<K>(
+    name: &'static str,
+    stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    report: &KubeReport,
+    changed: &Notify,
+) {
     futures::pin_mut!(stream);
     while let Some(item) = stream.next().await {
         match item {
-            Ok(watcher::Event::InitDone) => {
-                report.watch_state(name, WatchState::Synced, None);
-                changed.notify_one();
-            }
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+            Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
                 report.watch_state(name, WatchState::Synced, None);
                 changed.notify_one();
             }
@@ -350,21 +357,7 @@ async fn track_ca_bundles(
             }
         }),
     );
-    futures::pin_mut!(stream);
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
-                report.watch_state(name, WatchState::Synced, None);
-                changed.notify_one();
-            }
-            Ok(_) => {}
-            Err(e) => {
-                let hint = hint(&e.to_string());
-                tracing::warn!(resource = name, error = %hint, "watch failed; retrying with backoff");
-                report.watch_state(name, WatchState::Failing, Some(hint));
-            }
-        }
-    }
+    drive(name, stream, report, changed).await;
 }
 
 /// Watches a resource whose CRD may not be installed: once it is served (checked every

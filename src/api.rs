@@ -209,6 +209,67 @@ pub struct Vips {
     pub refused: Vec<RefusedAddress>,
     /// The address reconciler's last failure, if any.
     pub error: Option<String>,
+    /// The LoadBalancer allocator (with an allocating pool only).
+    #[serde(default)]
+    pub allocations: Option<AllocationsView>,
+    /// kube-gw's nftables filter on the VIPs.
+    #[serde(default)]
+    pub firewall: Option<FirewallView>,
+}
+
+/// The LoadBalancer allocator's table as this switch computes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationsView {
+    /// This switch writes the statuses.
+    pub leader: bool,
+    pub pools: Vec<PoolUse>,
+    pub services: Vec<AllocationRow>,
+}
+
+/// One allocating pool and how full it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolUse {
+    pub name: String,
+    pub prefix: String,
+    /// Addresses it can give (network and broadcast left out).
+    pub size: String,
+    pub used: usize,
+}
+
+/// One Service's allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationRow {
+    pub service: String,
+    pub addresses: Vec<AllocatedAddress>,
+    /// Why it lacks an address it must have.
+    pub waiting: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// One allocated address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocatedAddress {
+    pub address: String,
+    pub pool: String,
+    /// RFC 3339: since when this switch has seen it allocated.
+    pub since: String,
+    pub shared: Option<String>,
+}
+
+/// The firewall's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallView {
+    /// The table is written as wanted.
+    pub in_sync: bool,
+    /// VIPs filtered.
+    pub vips: usize,
+    /// `vip:port/proto` open to everyone.
+    pub open: Vec<String>,
+    /// `vip:port/proto from range` open to some sources only.
+    pub restricted: Vec<String>,
+    /// Sources allowed to kube-gw's BGP and BFD ports (empty: those ports are not filtered).
+    pub control_peers: Vec<String>,
+    pub error: Option<String>,
 }
 
 /// One VIP.

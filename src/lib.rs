@@ -34,6 +34,7 @@ pub mod control;
 pub mod desired;
 pub mod fib;
 pub mod gateway;
+pub mod ipam;
 pub mod ipvs;
 pub mod kube;
 pub mod lifecycle;

@@ -198,6 +198,7 @@ fn incremental_updates_end_where_a_fresh_computation_does() {
                     } else {
                         vec![]
                     },
+                    lb: Default::default(),
                 };
                 for _ in 0..1 + rng.next(2) {
                     let (port, protocol) = ports[rng.next(3) as usize];

@@ -108,7 +108,13 @@ impl Admin {
         let h = &self.h;
         match req {
             Request::Status => Response::ok(&self.status()),
-            Request::Vips => Response::ok(&views::vips(&h.pipeline)),
+            Request::Vips => {
+                let cfg = h.control.config();
+                let alloc = h.kube.allocations.borrow().clone();
+                let mut v = views::vips(&h.pipeline);
+                v.allocations = views::allocations(&alloc, &cfg.vip.pools);
+                Response::ok(&v)
+            }
             Request::BgpNeighbors => Response::ok(&views::bgp_neighbors(&h.bgp)),
             Request::BgpRoutes { neighbor } => match views::bgp_routes(&h.bgp, neighbor.as_deref())
             {

@@ -264,9 +264,9 @@ fn kube_components(v: &crate::kube::report::KubeView) -> Vec<Component> {
             info: info.clone(),
         });
     }
-    if let Some((leader, info, since)) = &v.election {
+    for (name, leader, info, since) in &v.elections {
         out.push(Component {
-            name: "gateway-status-writer".into(),
+            name: name.clone(),
             kind: "election".into(),
             state: if *leader { "leader" } else { "follower" }.into(),
             since_seconds: *since,
@@ -312,7 +312,63 @@ pub fn vips(sv: &PipelineView) -> Vips {
         vips,
         refused,
         error: p.error.clone(),
+        allocations: None,
+        firewall: None,
     }
+}
+
+/// The allocator's part of `vips` (`None` where no allocator runs).
+pub fn allocations(
+    a: &crate::ipam::Allocations,
+    pools: &[crate::config::Pool],
+) -> Option<crate::api::AllocationsView> {
+    use crate::api::{AllocatedAddress, AllocationRow, AllocationsView, PoolUse};
+    let leader = a.leader?;
+    let pools = pools
+        .iter()
+        .filter(|p| p.allocate)
+        .map(|p| PoolUse {
+            name: p.name.clone(),
+            prefix: p.prefix.to_string(),
+            size: crate::ipam::usable(&p.prefix).to_string(),
+            used: a
+                .table
+                .entries
+                .values()
+                .flat_map(|e| &e.addresses)
+                .filter(|h| p.prefix.contains(&h.address))
+                .map(|h| h.address)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+        })
+        .collect();
+    let services = a
+        .table
+        .entries
+        .iter()
+        .map(|(k, e)| AllocationRow {
+            service: k.to_string(),
+            addresses: e
+                .addresses
+                .iter()
+                .map(|h| AllocatedAddress {
+                    address: h.address.to_string(),
+                    pool: h.pool.clone(),
+                    since: jiff::Timestamp::from_second(h.since)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default(),
+                    shared: h.shared.clone(),
+                })
+                .collect(),
+            waiting: e.waiting.clone(),
+            notes: e.notes.clone(),
+        })
+        .collect();
+    Some(AllocationsView {
+        leader,
+        pools,
+        services,
+    })
 }
 
 /// `bgp neighbors`.

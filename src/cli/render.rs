@@ -42,6 +42,62 @@ pub fn vips(v: &Vips) -> String {
         let _ = writeln!(o, "\naddress reconciler: {e}");
     }
     let _ = writeln!(o, "{} VIPs on {}", v.vips.len(), v.interface);
+    if let Some(a) = &v.allocations {
+        let _ = writeln!(
+            o,
+            "\nAllocations (this switch {} the statuses):",
+            if a.leader { "writes" } else { "does not write" }
+        );
+        for p in &a.pools {
+            let _ = writeln!(
+                o,
+                "  pool {:<16} {:<24} {} of {} used",
+                p.name, p.prefix, p.used, p.size
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  {:<40} {:<28} {:<16} {:<22} Shared",
+            "Service", "Address", "Pool", "Since"
+        );
+        for r in &a.services {
+            for h in &r.addresses {
+                let _ = writeln!(
+                    o,
+                    "  {:<40} {:<28} {:<16} {:<22} {}",
+                    r.service,
+                    h.address,
+                    h.pool,
+                    h.since,
+                    h.shared.as_deref().unwrap_or("-")
+                );
+            }
+            for w in &r.waiting {
+                let _ = writeln!(o, "  {:<40} waiting: {w}", r.service);
+            }
+        }
+    }
+    if let Some(f) = &v.firewall {
+        let _ = writeln!(
+            o,
+            "\nFirewall ({}): {} VIPs; {} open, {} source-restricted; control ports from {}",
+            if f.in_sync { "in sync" } else { "NOT in sync" },
+            f.vips,
+            f.open.len(),
+            f.restricted.len(),
+            if f.control_peers.is_empty() {
+                "anywhere".to_string()
+            } else {
+                f.control_peers.join(",")
+            }
+        );
+        for x in f.open.iter().chain(&f.restricted) {
+            let _ = writeln!(o, "  accept {x}");
+        }
+        if let Some(e) = &f.error {
+            let _ = writeln!(o, "  error: {e}");
+        }
+    }
     o
 }
 

@@ -103,6 +103,14 @@ pub struct KubernetesConfig {
     /// Where credentials from the bootstrap join are kept (mode 0600 files).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Seconds the switch's node Lease lives without renewal (renewed every quarter of it);
+    /// the writers' elections fail over after this long.
+    #[serde(default = "default_lease_duration", with = "seconds")]
+    pub lease_duration: std::time::Duration,
+}
+
+fn default_lease_duration() -> std::time::Duration {
+    std::time::Duration::from_secs(40)
 }
 
 fn default_state_dir() -> PathBuf {
@@ -115,9 +123,17 @@ fn default_state_dir() -> PathBuf {
 pub struct VipConfig {
     #[serde(default = "default_interface")]
     pub interface: String,
-    /// Only addresses inside these prefixes are ever served.
+    /// Only addresses inside these prefixes are ever served; those marked `allocate = true`
+    /// are also where LoadBalancer Services get their addresses from.
     #[serde(default)]
-    pub pools: Vec<IpNet>,
+    pub pools: Vec<Pool>,
+    /// The `spec.loadBalancerClass` of the Services kube-gw allocates addresses for.
+    #[serde(default = "default_lb_class")]
+    pub load_balancer_class: String,
+    /// Allocate for LoadBalancer Services without a class too (as the cluster's default
+    /// load balancer; leave false where a cloud controller or MetalLB has that job).
+    #[serde(default)]
+    pub allocate_without_class: bool,
     #[serde(default)]
     pub announce: AnnouncePolicy,
     /// A label selector (`key=value`, comma-separated) that narrows the Services served.
@@ -143,10 +159,90 @@ impl Default for VipConfig {
         Self {
             interface: default_interface(),
             pools: Vec::new(),
+            load_balancer_class: default_lb_class(),
+            allocate_without_class: false,
             announce: AnnouncePolicy::default(),
             service_selector: None,
             on_shutdown: OnShutdown::default(),
         }
+    }
+}
+
+impl VipConfig {
+    /// The pools' prefixes.
+    pub fn prefixes(&self) -> Vec<IpNet> {
+        self.pools.iter().map(|p| p.prefix).collect()
+    }
+
+    /// Whether `a` is inside one of the pools.
+    pub fn covers(&self, a: &IpAddr) -> bool {
+        self.pools.iter().any(|p| p.prefix.contains(a))
+    }
+}
+
+fn default_lb_class() -> String {
+    "kube-gw.io/switch".into()
+}
+
+/// One `[vip] pools` entry: a prefix (`"198.51.100.0/24"`), or a table
+/// `{ prefix = "198.51.100.0/28", allocate = true, name = "public" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Pool {
+    pub prefix: IpNet,
+    /// LoadBalancer Services get addresses from this pool.
+    pub allocate: bool,
+    /// What `kube-gw vips` and the annotation `kube-gw.io/address-pool` call it; default: the
+    /// prefix.
+    pub name: String,
+}
+
+impl Pool {
+    /// A serve-only pool.
+    pub fn serve(prefix: IpNet) -> Self {
+        Self {
+            prefix,
+            allocate: false,
+            name: prefix.to_string(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Pool {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, MapAccess, Visitor};
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+        struct Table {
+            prefix: IpNet,
+            #[serde(default)]
+            allocate: bool,
+            name: Option<String>,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Pool;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a prefix such as \"198.51.100.0/24\", or a table such as \
+                     { prefix = \"198.51.100.0/28\", allocate = true, name = \"public\" }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Pool, E> {
+                s.parse()
+                    .map(Pool::serve)
+                    .map_err(|e| E::custom(format!("`{s}` is not a prefix: {e}")))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<Pool, A::Error> {
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(m))?;
+                Ok(Pool {
+                    name: t.name.unwrap_or_else(|| t.prefix.to_string()),
+                    prefix: t.prefix,
+                    allocate: t.allocate,
+                })
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

@@ -107,7 +107,7 @@ fn gateway_rules(g: &GatewayConfig, vip: Option<&VipConfig>, out: &mut Findings)
         }
     }
     for a in &g.source_addresses {
-        if vip.is_some_and(|v| v.pools.iter().any(|p| p.contains(a))) {
+        if vip.is_some_and(|v| v.covers(a)) {
             out.error(
                 path(),
                 format!("{a} is inside a VIP pool"),
@@ -116,11 +116,22 @@ fn gateway_rules(g: &GatewayConfig, vip: Option<&VipConfig>, out: &mut Findings)
         }
     }
     for (i, p) in g.address_pools.iter().enumerate() {
-        if !vip.is_some_and(|v| v.pools.iter().any(|q| q.contains(p))) {
+        if !vip.is_some_and(|v| v.pools.iter().any(|q| q.prefix.contains(p))) {
             out.error(
                 KeyPath::keys(&["gateway", "address-pools"]).index(i),
                 format!("{p} is not inside a [vip] pool"),
                 "Gateway addresses are VIPs: put each address pool inside one of [vip] pools",
+            );
+        }
+        if let Some(q) = vip.and_then(|v| {
+            v.pools
+                .iter()
+                .find(|q| q.allocate && overlaps(&q.prefix, p))
+        }) {
+            out.error(
+                KeyPath::keys(&["gateway", "address-pools"]).index(i),
+                format!("{p} overlaps the allocating pool `{}` ({})", q.name, q.prefix),
+                "Gateways and LoadBalancer Services would get the same addresses: take Gateway address pools from a [vip] pool without allocate = true",
             );
         }
     }
@@ -204,6 +215,13 @@ fn node_rules(node: &NodeConfig, out: &mut Findings) {
 
 fn kubernetes_rules(k: &KubernetesConfig, out: &mut Findings) {
     let base = || KeyPath::keys(&["kubernetes"]);
+    if !(4..=300).contains(&k.lease_duration.as_secs()) {
+        out.error(
+            base().key("lease-duration"),
+            format!("a lease duration of {} s", k.lease_duration.as_secs()),
+            "use 4 to 300 seconds (40, the kubelet's, unless failover must be faster)",
+        );
+    }
     let bootstrap = k.server.is_some() || k.ca_file.is_some() || k.bootstrap_token_file.is_some();
     match (&k.kubeconfig, bootstrap) {
         (Some(_), true) => out.error(
@@ -280,10 +298,24 @@ fn vip_rules(vip: &VipConfig, service_cidrs: &[IpNet], out: &mut Findings) {
             "add the prefixes your Services' external and LoadBalancer IPs come from",
         );
     }
-    for (i, p) in vip.pools.iter().enumerate() {
+    let prefixes = vip.prefixes();
+    for (i, p) in prefixes.iter().enumerate() {
         let path = || base().key("pools").index(i);
         host_bits(p, path(), out);
-        for (j, q) in vip.pools.iter().enumerate().skip(i + 1) {
+        if let Some(j) = vip.pools[..i]
+            .iter()
+            .position(|q| q.name == vip.pools[i].name)
+        {
+            out.error(
+                path(),
+                format!(
+                    "two pools are named `{}` (entries {j} and {i})",
+                    vip.pools[i].name
+                ),
+                "give each pool its own name",
+            );
+        }
+        for (j, q) in prefixes.iter().enumerate().skip(i + 1) {
             if overlaps(p, q) {
                 out.error(
                     base().key("pools").index(j),

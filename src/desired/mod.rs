@@ -201,7 +201,7 @@ impl Refusal {
 }
 
 /// Does the Service opt in, given the selector and its annotation?
-fn selected(svc: &Service, selector: &[(String, String)]) -> bool {
+pub(crate) fn selected(svc: &Service, selector: &[(String, String)]) -> bool {
     if svc
         .annotations
         .get(ANNOUNCE_ANNOTATION)
@@ -232,7 +232,7 @@ fn check_address(
     if me.own_addresses.contains(&addr) {
         return Some(Reason::OwnAddress);
     }
-    if !cfg.vip.pools.iter().any(|p| p.contains(&addr)) {
+    if !cfg.vip.covers(&addr) {
         return Some(Reason::OutsidePools);
     }
     None

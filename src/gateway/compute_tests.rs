@@ -103,6 +103,7 @@ impl World {
             client_ip_affinity: None,
             external_traffic_local: false,
             unparsable_ips: vec![],
+            lb: Default::default(),
         });
         self.cluster.upsert_slice(EndpointSlice {
             key: key(ns, &format!("{name}-abc")),

@@ -272,7 +272,7 @@ async fn run(mut inp: GatewayInputs, mut steering: Steering, out: Outputs, hb: H
                 gateway: &gw,
                 cluster: &cluster,
                 controller: &controller,
-                pools: &cfg.vip.pools,
+                pools: &cfg.vip.prefixes(),
                 address_pools: cfg
                     .gateway
                     .as_ref()

@@ -318,7 +318,7 @@ struct IpvsReconciler {
 }
 
 fn settings(c: &crate::config::Config) -> (IpvsConfig, Vec<IpNet>) {
-    (c.ipvs.clone(), c.vip.pools.clone())
+    (c.ipvs.clone(), c.vip.prefixes())
 }
 
 impl Reconciler for IpvsReconciler {

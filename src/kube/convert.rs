@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 
 use crate::model::cluster::{
-    ClusterSnapshot, Endpoint, EndpointPort, EndpointSlice, Node, ObjectKey, Protocol, Service,
-    ServicePort, ANNOTATION_PREFIX,
+    ClusterSnapshot, Endpoint, EndpointPort, EndpointSlice, Family, LoadBalancerSpec, Node,
+    ObjectKey, Protocol, Service, ServicePort, ANNOTATION_PREFIX,
 };
 
 /// Builds a complete snapshot from API objects (in any order).
@@ -133,6 +133,27 @@ pub fn service_view(s: &core::Service) -> Option<Service> {
         client_ip_affinity,
         external_traffic_local: spec.external_traffic_policy.as_deref() == Some("Local"),
         unparsable_ips: bad,
+        lb: LoadBalancerSpec {
+            class: spec.load_balancer_class.clone(),
+            requested_ip: spec.load_balancer_ip.clone().filter(|s| !s.is_empty()),
+            families: spec
+                .ip_families
+                .iter()
+                .flatten()
+                .filter_map(|f| match f.as_str() {
+                    "IPv4" => Some(Family::V4),
+                    "IPv6" => Some(Family::V6),
+                    _ => None,
+                })
+                .collect(),
+            require_dual_stack: spec.ip_family_policy.as_deref() == Some("RequireDualStack"),
+            source_ranges: spec
+                .load_balancer_source_ranges
+                .iter()
+                .flatten()
+                .map(|r| r.trim().parse().ok())
+                .collect(),
+        },
     })
 }
 

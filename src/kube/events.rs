@@ -133,16 +133,16 @@ pub fn changes(node: &str, before: &Outcome, after: &Outcome) -> Vec<(bool, &'st
 }
 
 /// Events sent at once before the rate applies.
-const EVENT_BURST: f64 = 50.0;
+pub(crate) const EVENT_BURST: f64 = 50.0;
 /// Events per second after a burst. A switch that starts into a cluster of 10 000 Services
 /// has 10 000 "Serving" Events to tell; sent as fast as the API server takes them they would
 /// load it (and the switch) exactly while the VIPs are being programmed. client-go's event
 /// recorder rate-limits for the same reason.
-const EVENT_RATE: f64 = 20.0;
+pub(crate) const EVENT_RATE: f64 = 20.0;
 
 /// A token bucket: `take` waits until a token is there.
 #[derive(Debug)]
-struct TokenBucket {
+pub struct TokenBucket {
     tokens: f64,
     burst: f64,
     rate: f64,
@@ -150,7 +150,7 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
-    fn new(burst: f64, rate: f64) -> Self {
+    pub fn new(burst: f64, rate: f64) -> Self {
         Self {
             tokens: burst,
             burst,
@@ -159,7 +159,7 @@ impl TokenBucket {
         }
     }
 
-    async fn take(&mut self) {
+    pub async fn take(&mut self) {
         loop {
             let now = tokio::time::Instant::now();
             self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate)
@@ -179,6 +179,56 @@ impl TokenBucket {
 /// state before they are told anyway (a reconciler that cannot work must not silence
 /// refusals).
 const FIRST_EVENTS_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The Service an Event is about.
+#[derive(Debug, Clone, Copy)]
+pub struct Regarding<'a> {
+    pub key: &'a ObjectKey,
+    pub uid: &'a str,
+}
+
+/// Publishes one Event about a Service: (warning?, reason, action) and its note, reported by
+/// `kube-gw.io/kube-gw` from this switch. A failure is logged and forgotten (Events are
+/// best effort).
+pub async fn publish(
+    client: &Client,
+    node: &str,
+    about: &Regarding<'_>,
+    (warning, reason, action): (bool, &str, &str),
+    note: &str,
+) {
+    let key = about.key;
+    let reference = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Service".into()),
+        name: Some(key.name.to_string()),
+        namespace: Some(key.namespace.to_string()),
+        uid: Some(about.uid.to_string()),
+        ..Default::default()
+    };
+    let ev = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", key.name)),
+            namespace: Some(key.namespace.to_string()),
+            ..Default::default()
+        },
+        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+        reason: Some(reason.into()),
+        note: Some(note.to_string()),
+        action: Some(action.into()),
+        event_time: Some(MicroTime(jiff::Timestamp::now())),
+        reporting_controller: Some("kube-gw.io/kube-gw".into()),
+        reporting_instance: Some(node.to_string()),
+        regarding: Some(reference),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &key.namespace);
+    if let Err(e) = api.create(&PostParams::default(), &ev).await {
+        tracing::warn!(service = %key, error = %e, "cannot publish an Event");
+    } else {
+        tracing::debug!(service = %key, reason, note, "event published");
+    }
+}
 
 /// Publishes Events as desired states come in. Runs until dropped.
 ///
@@ -219,38 +269,13 @@ pub async fn run(
             let Some(svc) = snap.services.get(&key) else {
                 continue;
             };
-            let reference = ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Service".into()),
-                name: Some(key.name.to_string()),
-                namespace: Some(key.namespace.to_string()),
-                uid: Some(svc.uid.clone()),
-                ..Default::default()
-            };
-            let api: Api<Event> = Api::namespaced(client.clone(), &key.namespace);
             for (warning, reason, note) in changes(&node, &before, &after) {
-                let ev = Event {
-                    metadata: ObjectMeta {
-                        generate_name: Some(format!("{}-", key.name)),
-                        namespace: Some(key.namespace.to_string()),
-                        ..Default::default()
-                    },
-                    type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-                    reason: Some(reason.into()),
-                    note: Some(note.clone()),
-                    action: Some("Serve".into()),
-                    event_time: Some(MicroTime(jiff::Timestamp::now())),
-                    reporting_controller: Some("kube-gw.io/kube-gw".into()),
-                    reporting_instance: Some(node.clone()),
-                    regarding: Some(reference.clone()),
-                    ..Default::default()
-                };
                 bucket.take().await;
-                if let Err(e) = api.create(&PostParams::default(), &ev).await {
-                    tracing::warn!(service = %key, error = %e, "cannot publish an Event");
-                } else {
-                    tracing::debug!(service = %key, reason, note, "event published");
-                }
+                let what = Regarding {
+                    key: &key,
+                    uid: &svc.uid,
+                };
+                publish(&client, &node, &what, (warning, reason, "Serve"), &note).await;
             }
         }
         if desired.changed().await.is_err() {

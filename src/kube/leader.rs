@@ -1,13 +1,15 @@
-//! Leader election: exactly one switch writes what only one should write (Gateway API status
-//! today; allocations with the IPAM issue), over `coordination.k8s.io/v1` Leases.
+//! Leader election: exactly one switch writes what only one should write (Gateway API status;
+//! LoadBalancer addresses), over `coordination.k8s.io/v1` Leases.
 //!
 //! Why not one shared Lease, as client-go elects: a switch authenticates as its Node
 //! (`system:node:<name>`), and the API server's NodeRestriction admission lets a node create
 //! and update only its own Lease in `kube-node-lease`, whatever RBAC says (seen: "can only
 //! access leases in the kube-node-lease system namespace"). So the election reads the Leases
 //! the switches already keep: every kube-gw switch renews its node Lease (`kube::node`), and
-//! the candidates label their Node `kube-gw.io/gateway=<controller name, '/' as '.'>`. The
-//! leader is the candidate with the smallest name among those whose Lease is alive.
+//! the candidates label their Node `<label>=<group>` — `kube-gw.io/gateway=<controller name,
+//! '/' as '.'>` for the Gateway API status writer, `kube-gw.io/allocator=<loadBalancerClass,
+//! '/' as '.'>` for the LoadBalancer allocator. The leader is the candidate with the smallest
+//! name among those whose Lease is alive.
 //!
 //! - Alive: its `renewTime` changed within the Lease duration, timed by this switch's clock
 //!   since it saw the change (never by comparing clocks across switches); a Lease seen for
@@ -15,7 +17,8 @@
 //!   writer for a while, never towards two.
 //! - A switch always counts itself as alive while it can reach the API server; one that cannot
 //!   read the Leases for a whole duration stops calling itself leader.
-//! - Failover: a leader that dies is replaced one Lease duration (40 s) after its last renewal.
+//! - Failover: a leader that dies is replaced one Lease duration (`[kubernetes]
+//!   lease-duration`, 40 s by default) after its last renewal.
 //! - No fence: a leader that was paused may write once after it lost. Writers therefore
 //!   re-read what they write and carry its `resourceVersion` (see `gateway_status`); and every
 //!   switch computes the same statuses, so two writers write the same thing.
@@ -29,11 +32,11 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::Client;
 use tokio::sync::watch;
 
-/// The label that makes a Node a candidate.
-pub const LABEL: &str = "kube-gw.io/gateway";
-/// How long a Lease is alive without renewal: the node Leases' duration (`kube::node`).
-pub const DURATION: Duration = Duration::from_secs(super::node::LEASE_SECONDS as u64);
-/// How often the Leases are read.
+/// The label that makes a Node a candidate for the Gateway API status writer.
+pub const GATEWAY_LABEL: &str = "kube-gw.io/gateway";
+/// The label that makes a Node a candidate for the LoadBalancer allocator.
+pub const ALLOCATOR_LABEL: &str = "kube-gw.io/allocator";
+/// How often the Leases are read, at most (a quarter of the Lease duration if shorter).
 pub const ROUND: Duration = Duration::from_secs(2);
 
 /// One election.
@@ -42,10 +45,17 @@ pub struct Election {
     pub client: Client,
     /// This switch (its Node name).
     pub identity: String,
-    /// What the candidates share: the value of their [`LABEL`] (switches serving another
-    /// `controllerName` elect their own writer).
+    /// The label that makes a Node a candidate ([`GATEWAY_LABEL`], [`ALLOCATOR_LABEL`]).
+    pub label: &'static str,
+    /// What the candidates share: the value of their label (switches serving another
+    /// `controllerName` or class elect their own writer).
     pub group: String,
-    /// Where the outcome is shown (`kube-gw status`: component `gateway-status-writer`).
+    /// How long a Lease is alive without renewal: the node Leases' duration (`kube::node`).
+    pub duration: Duration,
+    /// Where the outcome is shown (`kube-gw status`: this component).
+    pub component: &'static str,
+    /// What the leader does, for the log ("writes Gateway API status").
+    pub duty: &'static str,
     pub report: std::sync::Arc<super::report::KubeReport>,
 }
 
@@ -74,6 +84,7 @@ impl std::fmt::Debug for Election {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Election")
             .field("identity", &self.identity)
+            .field("label", &self.label)
             .field("group", &self.group)
             .finish_non_exhaustive()
     }
@@ -106,10 +117,11 @@ impl Election {
                     last_ok = Some(Instant::now());
                     let is_leader = lead == self.identity;
                     if is_leader && !*leader_tx.borrow() {
-                        tracing::info!(node = %self.identity, "this switch is the leader: it writes Gateway API status");
+                        tracing::info!(node = %self.identity, duty = self.duty, "this switch is the leader");
                     }
                     leader_tx.send_if_modified(|l| std::mem::replace(l, is_leader) != is_leader);
                     self.report.election(
+                        self.component,
                         is_leader,
                         format!(
                             "leader {lead}; {} other candidate(s) alive of group {}",
@@ -119,14 +131,17 @@ impl Election {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "leader election: cannot read the candidates' Leases");
-                    if last_ok.is_none_or(|t| t.elapsed() >= DURATION) {
+                    if last_ok.is_none_or(|t| t.elapsed() >= self.duration) {
                         leader_tx.send_if_modified(|l| std::mem::replace(l, false));
-                        self.report
-                            .election(false, format!("cannot read the candidates' Leases: {e}"));
+                        self.report.election(
+                            self.component,
+                            false,
+                            format!("cannot read the candidates' Leases: {e}"),
+                        );
                     }
                 }
             }
-            tokio::time::sleep(ROUND).await;
+            tokio::time::sleep(ROUND.min(self.duration / 4)).await;
         }
     }
 
@@ -138,7 +153,7 @@ impl Election {
         seen: &mut Seen,
     ) -> Result<(String, usize), kube::Error> {
         if !*labelled {
-            let patch = serde_json::json!({"metadata": {"labels": {LABEL: self.group}}});
+            let patch = serde_json::json!({"metadata": {"labels": {self.label: self.group}}});
             nodes
                 .patch(
                     &self.identity,
@@ -149,7 +164,7 @@ impl Election {
             *labelled = true;
         }
         let candidates = nodes
-            .list_metadata(&ListParams::default().labels(&format!("{LABEL}={}", self.group)))
+            .list_metadata(&ListParams::default().labels(&format!("{}={}", self.label, self.group)))
             .await?;
         let names: BTreeSet<String> = candidates
             .items
@@ -172,7 +187,7 @@ impl Election {
             if entry.0 != renew {
                 *entry = (renew.clone(), Instant::now());
             }
-            if renew.is_some() && entry.1.elapsed() < DURATION {
+            if renew.is_some() && entry.1.elapsed() < self.duration {
                 alive.insert(name);
             }
         }

@@ -18,6 +18,7 @@
 //! the report says degraded, and the watches relist when it returns.
 
 pub mod access;
+pub mod allocator;
 pub mod backend_identity;
 pub mod convert;
 pub mod credentials;
@@ -64,6 +65,8 @@ pub struct KubeHandle {
     pub snapshot: channel::Receiver<Arc<ClusterSnapshot>>,
     /// The Gateway API objects (with `[gateway]` only; empty and incomplete otherwise).
     pub gateway: channel::Receiver<Arc<GatewaySnapshot>>,
+    /// The LoadBalancer allocation table (with an allocating pool only).
+    pub allocations: channel::Receiver<Arc<crate::ipam::Allocations>>,
 }
 
 /// What the serving pipeline tells the Kubernetes side (for Events).
@@ -89,11 +92,12 @@ pub fn spawn(
 ) -> (KubeHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = channel::channel(Arc::new(ClusterSnapshot::default()));
     let (gw_tx, gw_rx) = channel::channel(Arc::new(GatewaySnapshot::default()));
+    let (alloc_tx, alloc_rx) = channel::channel(Arc::new(crate::ipam::Allocations::default()));
     let task = tokio::spawn(supervise(
         config,
         health,
         report.clone(),
-        (tx, gw_tx),
+        (tx, gw_tx, alloc_tx),
         serving,
         stop,
         hb,
@@ -103,6 +107,7 @@ pub fn spawn(
             report,
             snapshot: rx,
             gateway: gw_rx,
+            allocations: alloc_rx,
         },
         task,
     )
@@ -117,6 +122,7 @@ type Relevant = (
     crate::config::NodeConfig,
     Vec<IpAddr>,
     Option<(String, String)>,
+    (String, bool),
 );
 
 fn relevant(c: &Config) -> Relevant {
@@ -127,17 +133,25 @@ fn relevant(c: &Config) -> Relevant {
         c.gateway
             .as_ref()
             .map(|g| (g.controller_name.clone(), g.session_ticket_secret.clone())),
+        (
+            c.vip.load_balancer_class.clone(),
+            c.vip.pools.iter().any(|p| p.allocate),
+        ),
     )
 }
+
+/// The supervisor's outputs: the cluster view, the Gateway API view, the allocation table.
+type Outputs = (
+    channel::Sender<Arc<ClusterSnapshot>>,
+    channel::Sender<Arc<GatewaySnapshot>>,
+    channel::Sender<Arc<crate::ipam::Allocations>>,
+);
 
 async fn supervise(
     mut config: channel::Receiver<Arc<Config>>,
     health: HealthFn,
     report: Arc<KubeReport>,
-    (out, gw_out): (
-        channel::Sender<Arc<ClusterSnapshot>>,
-        channel::Sender<Arc<GatewaySnapshot>>,
-    ),
+    (out, gw_out, alloc_out): Outputs,
     serving: Serving,
     mut stop: channel::Receiver<bool>,
     hb: Heartbeat,
@@ -200,6 +214,7 @@ async fn supervise(
             name: name.clone(),
             config: cfg.node.clone(),
             addresses: node_addresses(&cfg),
+            lease: k.lease_duration,
             report: report.clone(),
             health: {
                 let h = health.clone();
@@ -211,12 +226,14 @@ async fn supervise(
                 .unwrap_or(Duration::ZERO)
         });
         let before = relevant(&cfg);
+        let config_for_allocator = config.clone();
         tokio::select! {
             () = crate::lifecycle::stopped(&mut stop) => return,
             () = watch::run(client.clone(), out.clone(), report.clone(), hb.clone()) => {}
             () = agent.run().instrument(tracing::info_span!("node", name = %name)) => {}
             () = events::run(client.clone(), name.clone(), serving.clone(), out.subscribe()) => {}
             () = gateway_side(&client, &cfg, &name, (&gw_out, out.subscribe()), &report, &serving) => {}
+            () = allocator_side(&client, (&config_for_allocator, &name), out.subscribe(), &alloc_out, &report) => {}
             () = async {
                 match renew_in {
                     Some(d) => tokio::time::sleep(d).await,
@@ -240,6 +257,44 @@ async fn supervise(
             }
         }
     }
+}
+
+/// With an allocating pool: the allocator's election and the allocator; without, nothing
+/// (for ever).
+async fn allocator_side(
+    client: &Client,
+    (config, name): (&channel::Receiver<Arc<Config>>, &str),
+    cluster: channel::Receiver<Arc<ClusterSnapshot>>,
+    out: &channel::Sender<Arc<crate::ipam::Allocations>>,
+    report: &Arc<KubeReport>,
+) {
+    let cfg = config.borrow().clone();
+    if !cfg.vip.pools.iter().any(|p| p.allocate) {
+        out.send_replace(Arc::new(crate::ipam::Allocations::default()));
+        return std::future::pending().await;
+    }
+    let (leader_tx, leader_rx) = channel::channel(false);
+    let election = leader::Election {
+        client: client.clone(),
+        identity: name.to_string(),
+        label: leader::ALLOCATOR_LABEL,
+        group: leader::group_of(&cfg.vip.load_balancer_class),
+        duration: lease_duration(&cfg),
+        component: "lb-allocator",
+        duty: "allocates LoadBalancer addresses and writes their statuses",
+        report: report.clone(),
+    };
+    tokio::join!(
+        election.run(leader_tx),
+        allocator::run(
+            client.clone(),
+            name.to_string(),
+            config.clone(),
+            cluster,
+            leader_rx,
+            out.clone()
+        ),
+    );
 }
 
 /// With `[gateway]`: the Gateway API watch, the status Lease and the status writer; without
@@ -268,7 +323,11 @@ async fn gateway_side(
     let election = leader::Election {
         client: client.clone(),
         identity: name.to_string(),
+        label: leader::GATEWAY_LABEL,
         group: leader::group_of(&g.controller_name),
+        duration: lease_duration(cfg),
+        component: "gateway-status-writer",
+        duty: "writes Gateway API status",
         report: report.clone(),
     };
     tokio::join!(
@@ -296,6 +355,13 @@ async fn gateway_side(
             leader_rx
         ),
     );
+}
+
+/// `[kubernetes] lease-duration` (the default without the section).
+fn lease_duration(cfg: &Config) -> Duration {
+    cfg.kubernetes
+        .as_ref()
+        .map_or(Duration::from_secs(40), |k| k.lease_duration)
 }
 
 /// The user the API server sees (`SelfSubjectReview`).

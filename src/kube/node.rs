@@ -30,10 +30,10 @@ use crate::config::{NodeConfig, TaintEffect};
 
 /// Annotation marking Nodes that kube-gw created.
 pub const MANAGED_BY: &str = "kube-gw.io/managed-by";
-/// Lease renewal period (as the kubelet's).
-pub const LEASE_RENEW: Duration = Duration::from_secs(10);
-/// Lease duration (as the kubelet's default).
-pub const LEASE_SECONDS: i32 = 40;
+/// The Lease is renewed every quarter of its duration (10 s of 40, as the kubelet's).
+pub fn renew_period(lease: Duration) -> Duration {
+    lease / 4
+}
 const STATUS_EVERY: Duration = Duration::from_secs(60);
 
 /// What the agent needs.
@@ -42,6 +42,8 @@ pub struct NodeAgent {
     pub name: String,
     pub config: NodeConfig,
     pub addresses: Vec<IpAddr>,
+    /// `[kubernetes] lease-duration`.
+    pub lease: Duration,
     pub report: std::sync::Arc<KubeReport>,
     /// Returns the reason kube-gw is unhealthy, or None when it is healthy.
     pub health: Box<dyn Fn() -> Option<String> + Send + Sync>,
@@ -204,7 +206,7 @@ impl NodeAgent {
     async fn renew_lease(&self, leases: &Api<Lease>, node: &Node) -> Result<(), kube::Error> {
         let spec = LeaseSpec {
             holder_identity: Some(self.name.clone()),
-            lease_duration_seconds: Some(LEASE_SECONDS),
+            lease_duration_seconds: Some(i32::try_from(self.lease.as_secs()).unwrap_or(40)),
             renew_time: Some(MicroTime(now())),
             ..Default::default()
         };
@@ -242,7 +244,8 @@ impl NodeAgent {
     pub async fn run(self) {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), "kube-node-lease");
-        let mut backoff = Backoff::new(Duration::from_secs(1), LEASE_RENEW);
+        let renew = renew_period(self.lease);
+        let mut backoff = Backoff::new(Duration::from_secs(1), renew);
         let (ownership, mut node) = loop {
             match self.register(&nodes).await {
                 Ok(x) => break x,
@@ -260,7 +263,7 @@ impl NodeAgent {
         let mut last_status = tokio::time::Instant::now();
         let mut last_ready = (self.health)().is_none();
         // After a failure: 0.5 s, doubling up to the renewal period.
-        let mut retry = Backoff::new(Duration::from_millis(500), LEASE_RENEW);
+        let mut retry = Backoff::new(Duration::from_millis(500), renew);
         let mut delay = Duration::ZERO;
         loop {
             tokio::time::sleep(delay).await;
@@ -283,9 +286,9 @@ impl NodeAgent {
                 Ok(()) => {
                     self.report.node(
                         "registered",
-                        format!("lease renewed every {}s", LEASE_RENEW.as_secs()),
+                        format!("lease renewed every {}s", renew.as_secs()),
                     );
-                    delay = LEASE_RENEW;
+                    delay = renew;
                     retry.reset();
                 }
                 Err(e) => {

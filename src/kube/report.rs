@@ -53,8 +53,9 @@ struct Inner {
     watches: BTreeMap<&'static str, WatchHealth>,
     node: Option<(String, String)>,
     snapshots: u64,
-    /// The Gateway API status writer's election: this switch leads, what it knows, since.
-    election: Option<(bool, String, Option<Instant>)>,
+    /// The writers' elections, by component (`gateway-status-writer`, `lb-allocator`): this
+    /// switch leads, what it knows, since.
+    elections: std::collections::BTreeMap<&'static str, (bool, String, Option<Instant>)>,
 }
 
 /// Shared report of the Kubernetes subsystem.
@@ -140,14 +141,14 @@ impl KubeReport {
         self.lock().node = Some((state.into(), info.into()));
     }
 
-    /// The status writer's election: whether this switch leads, and what it saw.
-    pub fn election(&self, leader: bool, info: impl Into<String>) {
+    /// A writer's election: whether this switch leads, and what it saw.
+    pub fn election(&self, component: &'static str, leader: bool, info: impl Into<String>) {
         let mut g = self.lock();
-        let since = match &g.election {
+        let since = match g.elections.get(component) {
             Some((l, _, since)) if *l == leader => *since,
             _ => Some(Instant::now()),
         };
-        g.election = Some((leader, info.into(), since));
+        g.elections.insert(component, (leader, info.into(), since));
     }
 
     /// Everything, for status output.
@@ -175,13 +176,18 @@ impl KubeReport {
                 .collect(),
             node: g.node.clone(),
             snapshots: g.snapshots,
-            election: g.election.as_ref().map(|(l, info, since)| {
-                (
-                    *l,
-                    info.clone(),
-                    since.map_or(0, |t| now.duration_since(t).as_secs()),
-                )
-            }),
+            elections: g
+                .elections
+                .iter()
+                .map(|(c, (l, info, since))| {
+                    (
+                        (*c).to_string(),
+                        *l,
+                        info.clone(),
+                        since.map_or(0, |t| now.duration_since(t).as_secs()),
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -208,8 +214,9 @@ pub struct KubeView {
     pub watches: Vec<(String, WatchHealth, u64)>,
     pub node: Option<(String, String)>,
     pub snapshots: u64,
-    /// (this switch leads, what it saw, seconds since the last change of leadership).
-    pub election: Option<(bool, String, u64)>,
+    /// (component, this switch leads, what it saw, seconds since the last change of
+    /// leadership).
+    pub elections: Vec<(String, bool, String, u64)>,
 }
 
 /// Exposes the report on `/metrics`, read at scrape time.

@@ -86,6 +86,43 @@ pub struct Service {
     pub external_traffic_local: bool,
     /// Addresses in the spec that do not parse, kept so they can be refused with a reason.
     pub unparsable_ips: Vec<String>,
+    /// What a `type: LoadBalancer` Service asks of its load balancer.
+    pub lb: LoadBalancerSpec,
+}
+
+/// An address family, as `spec.ipFamilies` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Family {
+    #[serde(rename = "IPv4")]
+    V4,
+    #[serde(rename = "IPv6")]
+    V6,
+}
+
+impl Family {
+    pub fn of(a: &IpAddr) -> Self {
+        if a.is_ipv4() {
+            Self::V4
+        } else {
+            Self::V6
+        }
+    }
+}
+
+/// The load-balancer part of a Service's spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LoadBalancerSpec {
+    /// `spec.loadBalancerClass`.
+    pub class: Option<String>,
+    /// `spec.loadBalancerIP` (deprecated upstream, still honoured).
+    pub requested_ip: Option<String>,
+    /// `spec.ipFamilies`, in order (the first is the primary).
+    pub families: Vec<Family>,
+    /// `spec.ipFamilyPolicy` is `RequireDualStack`.
+    pub require_dual_stack: bool,
+    /// `spec.loadBalancerSourceRanges` (an unparsable one is kept as `None`: traffic from
+    /// nowhere matches it, so it fails closed).
+    pub source_ranges: Vec<Option<ipnet::IpNet>>,
 }
 
 /// One port of a Service.

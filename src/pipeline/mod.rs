@@ -80,7 +80,7 @@ pub fn spawn(
     let (teardown_tx, teardown_rx) = watch::channel(false);
     let ownership = Ownership {
         proto_supported: addr::kernel_keeps_proto(),
-        pools: cfg.vip.pools.clone(),
+        pools: cfg.vip.prefixes(),
     };
     let span = tracing::info_span!("addresses", interface = %cfg.vip.interface);
     let addr_task = tokio::spawn(tracing::Instrument::instrument(

@@ -61,6 +61,7 @@ fn desired(n: usize) -> OrdMap<VsKey, VirtualService> {
                     destinations: (0..DESTS).map(dest).collect(),
                     persistence: None,
                     external_traffic_local: false,
+                    source_ranges: Vec::new(),
                 },
             )
         })

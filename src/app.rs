@@ -146,12 +146,16 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
     let gateway_vips = gateway
         .as_ref()
         .map_or_else(|| watch::channel(Arc::default()).1, |g| g.vips.clone());
-    // The pipeline: desired state, reconcilers, export gate.
+    let gateway_ports = gateway.as_ref().map_or_else(
+        || watch::channel(Arc::default()).1,
+        |g| crate::gateway::listener_ports(g.state.clone()),
+    );
+    // The pipeline: desired state, reconcilers, nftables, export gate.
     let pipeline = crate::pipeline::spawn(
         control.subscribe(),
         kube.snapshot.clone(),
         (desired_tx, programmed_tx),
-        gateway_vips,
+        (gateway_vips, gateway_ports),
         &liveness,
     );
 
@@ -176,6 +180,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
             desired: pipeline.desired.clone(),
             programmed: pipeline.programmed.clone(),
             ipvs: pipeline.ipvs.clone(),
+            nft: pipeline.nft.clone(),
             interface,
         },
         bgp: speaker.clone(),

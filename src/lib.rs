@@ -42,6 +42,7 @@ pub mod link;
 pub mod metrics;
 pub mod model;
 pub mod netlink;
+pub mod nft;
 pub mod pipeline;
 pub mod reconcile;
 pub mod telemetry;

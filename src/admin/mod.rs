@@ -43,6 +43,7 @@ pub struct PipelineView {
     pub desired: watch::Receiver<Arc<DesiredState>>,
     pub programmed: watch::Receiver<Programmed>,
     pub ipvs: watch::Receiver<IpvsReport>,
+    pub nft: watch::Receiver<crate::nft::reconcile::NftReport>,
     /// The VIP interface (from the configuration at start).
     pub interface: String,
 }

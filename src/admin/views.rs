@@ -313,7 +313,32 @@ pub fn vips(sv: &PipelineView) -> Vips {
         refused,
         error: p.error.clone(),
         allocations: None,
-        firewall: None,
+        firewall: Some(firewall(&sv.nft.borrow())),
+    }
+}
+
+/// The firewall's part of `vips`.
+fn firewall(r: &crate::nft::reconcile::NftReport) -> crate::api::FirewallView {
+    let w = r.applied.as_deref();
+    crate::api::FirewallView {
+        in_sync: r.in_sync,
+        vips: w.map_or(0, |w| w.vips.len()),
+        open: w
+            .map(|w| w.open.iter().map(ToString::to_string).collect())
+            .unwrap_or_default(),
+        restricted: w
+            .map(|w| {
+                w.ranged
+                    .iter()
+                    .map(|(k, n)| format!("{k} from {n}"))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        control_peers: w
+            .filter(|w| w.control.bgp || w.control.bfd)
+            .map(|w| w.control.peers.iter().map(ToString::to_string).collect())
+            .unwrap_or_default(),
+        error: r.error.clone(),
     }
 }
 

@@ -503,6 +503,14 @@ fn resolve_vip(
                     ),
                     persistence: svc.client_ip_affinity,
                     external_traffic_local: svc.external_traffic_local,
+                    // As kube-proxy: the ranges apply to the load-balancer addresses.
+                    source_ranges: if svc.type_ == "LoadBalancer"
+                        && svc.load_balancer_ips.contains(&addr)
+                    {
+                        svc.lb.source_ranges.clone()
+                    } else {
+                        Vec::new()
+                    },
                 },
             ));
         }

@@ -215,6 +215,32 @@ pub fn spawn(
     })
 }
 
+/// The Gateway listeners' VIP:ports (TCP), for the firewall.
+pub type GatewayPorts = Arc<std::collections::BTreeSet<(IpAddr, u16)>>;
+
+/// Follows the gateway's state with its listeners' VIP:ports.
+pub fn listener_ports(
+    mut state: watch::Receiver<Arc<GatewayState>>,
+) -> watch::Receiver<GatewayPorts> {
+    let ports = |s: &GatewayState| -> GatewayPorts {
+        Arc::new(s.ports.keys().map(|p| (p.addr, p.port)).collect())
+    };
+    let (tx, rx) = watch::channel(ports(&state.borrow_and_update()));
+    tokio::spawn(async move {
+        while state.changed().await.is_ok() {
+            let next = ports(&state.borrow_and_update());
+            tx.send_if_modified(|cur| {
+                let changed = *cur != next;
+                if changed {
+                    *cur = next;
+                }
+                changed
+            });
+        }
+    });
+    rx
+}
+
 struct Outputs {
     state: watch::Sender<Arc<GatewayState>>,
     vips: watch::Sender<GatewayVips>,

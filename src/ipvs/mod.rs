@@ -13,8 +13,8 @@
 //! - [`client`] is the socket: family lookup, dumps, batched requests with acknowledgements.
 //! - [`reconcile`] owns kube-gw's services in the kernel: a model kept from one dump and
 //!   its own changes, a pure plan per change, draining of leaving destinations, resync.
-//! - [`nat`] owns the nftables table that source-NATs `externalTrafficPolicy: Cluster`
-//!   traffic so that replies come back through the switch.
+//! - The nftables table that source-NATs `externalTrafficPolicy: Cluster` traffic (so that
+//!   replies come back through the switch) is [`crate::nft`]'s, with the firewall.
 //! - [`sysctl`] sets and checks the kernel settings the data path depends on.
 //!
 //! Forwarding is `masq` (NAT): the switch rewrites the destination to the backend, and the
@@ -22,6 +22,5 @@
 
 pub mod client;
 pub mod codec;
-pub mod nat;
 pub mod reconcile;
 pub mod sysctl;

@@ -230,21 +230,6 @@ pub struct IpvsReport {
     pub settings: Vec<String>,
 }
 
-/// The virtual services whose forwarded traffic is source-NATed (`externalTrafficPolicy:
-/// Cluster` with `masq` forwarding; a tunnelled packet keeps its addresses and its answer
-/// goes straight to the client).
-pub fn cluster_policy(
-    desired: &OrdMap<VsKey, VirtualService>,
-    forwarding: Forwarding,
-) -> BTreeSet<VsKey> {
-    desired
-        .iter()
-        .filter(|_| forwarding == Forwarding::Masq)
-        .filter(|(_, vs)| !vs.external_traffic_local)
-        .map(|(k, _)| *k)
-        .collect()
-}
-
 /// Whether a service is kube-gw's: its VIP lies in a pool.
 pub fn owned(key: &ServiceKey, pools: &[IpNet]) -> bool {
     pools.iter().any(|p| p.contains(&key.vip))
@@ -295,8 +280,6 @@ pub fn load(client: &mut Client, pools: &[IpNet]) -> Result<Model, IpvsError> {
 struct Kernel {
     client: Client,
     model: Model,
-    /// The Cluster-policy services kube-gw's nftables table was last written with.
-    nat: Option<BTreeSet<VsKey>>,
     /// Kernel settings still wrong after trying to set them.
     settings: Vec<String>,
 }
@@ -386,7 +369,6 @@ impl Reconciler for IpvsReconciler {
                     Kernel {
                         client,
                         model: Model::default(),
-                        nat: None,
                         settings,
                     }
                 }
@@ -416,14 +398,6 @@ impl Reconciler for IpvsReconciler {
             let reqs = plan(&look_at, &want, &cfg, &k.model, &drain, Instant::now());
             let results = k.client.apply(&reqs)?;
             let mut failed = Vec::new();
-            // The return path: rewritten only when the set of Cluster-policy services changed.
-            let cluster = cluster_policy(&want, cfg.forwarding);
-            if k.nat.as_ref() != Some(&cluster) {
-                match super::nat::apply(&super::nat::render(&cluster)) {
-                    Ok(()) => k.nat = Some(cluster),
-                    Err(e) => failed.push(format!("the nftables table {}: {e}", super::nat::TABLE)),
-                }
-            }
             for (r, res) in reqs.iter().zip(results) {
                 match res {
                     Ok(()) => k.model.apply(r),
@@ -596,6 +570,7 @@ mod tests {
             destinations,
             persistence: None,
             external_traffic_local: false,
+            source_ranges: Vec::new(),
         }
     }
 
@@ -768,8 +743,7 @@ mod tests {
             matches!(&p[1], Request::NewDest(_, x) if x.fwd == super::super::codec::FWD_TUNNEL && x.weight == 2),
             "{p:?}"
         );
-        assert!(cluster_policy(&d, Forwarding::Tunnel).is_empty());
-        assert_eq!(cluster_policy(&d, Forwarding::Masq).len(), 1);
+        // (No source NAT with tunnel: `nft::tests::tunnel_forwarding_rewrites_no_source`.)
         // Programmed with masq before: switching the method is one SetDest.
         run_plan(&d, &mut m, &Draining::new());
         let p = plan(

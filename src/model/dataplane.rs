@@ -48,6 +48,10 @@ pub struct VirtualService {
     pub persistence: Option<i32>,
     /// `externalTrafficPolicy: Local`.
     pub external_traffic_local: bool,
+    /// `loadBalancerSourceRanges`, for a LoadBalancer address (empty: everyone; `None`: a
+    /// range that did not parse, which nothing matches).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub source_ranges: Vec<Option<ipnet::IpNet>>,
 }
 
 /// A backend of a virtual service.

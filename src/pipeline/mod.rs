@@ -40,7 +40,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, OnShutdown};
 use crate::desired::{DesiredState, Engine, NodeId};
-use crate::gateway::GatewayVips;
+use crate::gateway::{GatewayPorts, GatewayVips};
 use crate::ipvs::reconcile::IpvsReport;
 use crate::lifecycle::{Heartbeat, Liveness};
 use crate::model::{ClusterSnapshot, Exported, Programmed, VirtualService, VsKey};
@@ -52,6 +52,8 @@ pub struct Pipeline {
     pub desired: watch::Receiver<Arc<DesiredState>>,
     pub programmed: watch::Receiver<Programmed>,
     pub ipvs: watch::Receiver<IpvsReport>,
+    /// The nftables table (NAT and the firewall on the VIPs).
+    pub nft: watch::Receiver<crate::nft::reconcile::NftReport>,
     /// What BGP may announce: the desired state's announcements whose address is on the
     /// interface (make before break).
     pub exported: watch::Receiver<Exported>,
@@ -70,7 +72,7 @@ pub fn spawn(
     config: watch::Receiver<Arc<Config>>,
     snapshot: watch::Receiver<Arc<ClusterSnapshot>>,
     (desired_tx, programmed_tx): (watch::Sender<Arc<DesiredState>>, watch::Sender<Programmed>),
-    gateway_vips: watch::Receiver<GatewayVips>,
+    (gateway_vips, gateway_ports): (watch::Receiver<GatewayVips>, watch::Receiver<GatewayPorts>),
     liveness: &Liveness,
 ) -> Pipeline {
     let cfg = config.borrow().clone();
@@ -99,6 +101,17 @@ pub fn spawn(
         span,
     ));
     let (vs_tx, vs_rx) = watch::channel(None);
+    let (nft_want_tx, nft_want_rx) = watch::channel(None);
+    let (nft_tx, nft_rx) = watch::channel(crate::nft::reconcile::NftReport::default());
+    tokio::spawn(firewall_loop(
+        config.clone(),
+        (vs_rx.clone(), wanted_tx.subscribe(), gateway_ports),
+        nft_want_tx,
+    ));
+    tokio::spawn(tracing::Instrument::instrument(
+        crate::nft::reconcile::run(nft_want_rx, nft_tx, liveness.register("nft")),
+        tracing::info_span!("nft"),
+    ));
     let (ipvs_tx, ipvs_rx) = watch::channel(IpvsReport::default());
     let ipvs_task = tokio::spawn(tracing::Instrument::instrument(
         crate::ipvs::reconcile::run(config.clone(), vs_rx, ipvs_tx, liveness.register("ipvs")),
@@ -133,12 +146,61 @@ pub fn spawn(
         desired,
         programmed: programmed_rx,
         ipvs: ipvs_rx,
+        nft: nft_rx,
         exported,
         complete,
         ipvs_task,
         teardown: teardown_tx,
         addr_task,
         desired_task,
+    }
+}
+
+/// What the firewall follows: the virtual services, the wanted addresses, the Gateway ports.
+type FirewallInputs = (
+    watch::Receiver<Option<imbl::OrdMap<VsKey, VirtualService>>>,
+    watch::Receiver<Wanted>,
+    watch::Receiver<GatewayPorts>,
+);
+
+/// Computes the nftables table kube-gw wants from the virtual services (`None` until the
+/// first complete desired state), the addresses wanted on the interface, the Gateway
+/// listeners and the configuration.
+async fn firewall_loop(
+    mut config: watch::Receiver<Arc<Config>>,
+    (mut vs, mut wanted, mut gateway): FirewallInputs,
+    out: watch::Sender<Option<Arc<crate::nft::Want>>>,
+) {
+    loop {
+        let current = vs.borrow_and_update().clone();
+        let cfg = config.borrow_and_update().clone();
+        let vips: BTreeSet<IpAddr> = wanted
+            .borrow_and_update()
+            .set()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let ports = gateway.borrow_and_update().clone();
+        if let Some(current) = current {
+            let next = Arc::new(crate::nft::want(&crate::nft::Inputs {
+                virtual_services: &current,
+                vips: &vips,
+                gateway: &ports,
+                config: &cfg,
+            }));
+            out.send_if_modified(|cur| {
+                let changed = cur.as_deref() != Some(&*next);
+                if changed {
+                    *cur = Some(next);
+                }
+                changed
+            });
+        }
+        tokio::select! {
+            r = vs.changed() => if r.is_err() { return },
+            r = config.changed() => if r.is_err() { return },
+            r = wanted.changed() => if r.is_err() { return },
+            r = gateway.changed() => if r.is_err() { return },
+        }
     }
 }
 

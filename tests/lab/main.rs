@@ -196,6 +196,7 @@ fn ipvs_pass(spec: &str) {
                 destinations,
                 persistence: s["persistence"].as_i64().map(|t| i32::try_from(t).unwrap()),
                 external_traffic_local: s["local"].as_bool().unwrap_or(false),
+                source_ranges: Vec::new(),
             },
         );
     }
@@ -238,8 +239,18 @@ fn ipvs_pass(spec: &str) {
             }
         }
     }
-    let nat = kube_gw::ipvs::nat::render(&reconcile::cluster_policy(&desired, cfg.forwarding));
-    if let Err(e) = kube_gw::ipvs::nat::apply(&nat) {
+    // The NAT part of kube-gw's nftables table (no VIPs filtered here).
+    let table = kube_gw::nft::Want {
+        nat: desired
+            .iter()
+            .filter(|(_, vs)| {
+                cfg.forwarding == kube_gw::config::Forwarding::Masq && !vs.external_traffic_local
+            })
+            .map(|(k, _)| *k)
+            .collect(),
+        ..kube_gw::nft::Want::default()
+    };
+    if let Err(e) = kube_gw::nft::apply(&kube_gw::nft::render(&table)) {
         println!("FAILED nat {e}");
         failed += 1;
     }

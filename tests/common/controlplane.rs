@@ -426,7 +426,7 @@ impl ControlPlane {
             format!("--service-account-key-file={}", d("sa.pub")),
             format!("--service-account-signing-key-file={}", d("sa.key")),
             "--service-account-issuer=https://kubernetes.default.svc".into(),
-            "--service-cluster-ip-range=10.96.0.0/12".into(),
+            "--service-cluster-ip-range=10.96.0.0/12,fd00:10:96::/112".into(),
             "--authorization-mode=Node,RBAC".into(),
             "--enable-admission-plugins=NodeRestriction".into(),
             "--enable-bootstrap-token-auth".into(),
@@ -528,12 +528,13 @@ impl ControlPlane {
 
     pub fn bind_switch(&self, node: &str) {
         let rbac = include_str!("../../configs/kubernetes/kube-gw-rbac.yaml");
-        let binding = rbac
+        let bindings = rbac
             .split("\n---\n")
-            .find(|d| d.contains("kind: ClusterRoleBinding"))
-            .unwrap()
+            .filter(|d| d.contains("kind: ClusterRoleBinding") || d.contains("kind: RoleBinding"))
+            .collect::<Vec<_>>()
+            .join("\n---\n")
             .replace("spine-1", node);
-        self.apply_manifest(&binding);
+        self.apply_manifest(&bindings);
     }
 
     /// What a switch's `[gateway]` needs (configs/kubernetes/kube-gw-gateway-rbac.yaml): the
@@ -566,7 +567,7 @@ impl ControlPlane {
 fn kube_gw_role_only() -> String {
     include_str!("../../configs/kubernetes/kube-gw-rbac.yaml")
         .split("\n---\n")
-        .filter(|d| d.contains("kind: ClusterRole\n"))
+        .filter(|d| d.contains("kind: ClusterRole\n") || d.contains("kind: Role\n"))
         .collect::<Vec<_>>()
         .join("\n---\n")
 }

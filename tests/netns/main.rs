@@ -12,6 +12,7 @@ mod controlplane;
 mod gateway;
 mod gateway_reload;
 mod harness;
+mod lb;
 mod model_override;
 mod placement;
 mod restart;

@@ -74,6 +74,17 @@ impl Switch {
         extra: &str,
         wrap: &[&str],
     ) -> Self {
+        Self::start_custom(ns, "", extra_vip, extra, wrap)
+    }
+
+    /// With `kubernetes` lines in `[kubernetes]`; `extra_vip` may bring its own `pools`.
+    pub(crate) fn start_custom(
+        ns: Option<String>,
+        kubernetes: &str,
+        extra_vip: &str,
+        extra: &str,
+        wrap: &[&str],
+    ) -> Self {
         let cp = ControlPlane::shared();
         let name = unique("spine");
         cp.bind_switch(&name);
@@ -99,6 +110,11 @@ impl Switch {
         let ns = ns.unwrap_or_else(|| unique("vips"));
         // The host kernel may lack IPVS (the real-kernel lab tests that side): VIPs are
         // announced without it unless a test brings its own `[ipvs]` section.
+        let pools = if extra_vip.contains("pools = ") {
+            ""
+        } else {
+            "pools = [\"198.51.100.0/24\", \"2001:db8:100::/64\"]"
+        };
         let ipvs = if extra_vip.contains("[ipvs]") {
             ""
         } else {
@@ -112,9 +128,10 @@ name = "{name}"
 kubeconfig = "{}"
 service-cidrs = ["10.96.0.0/12"]
 state-dir = "{}"
+{kubernetes}
 
 [vip]
-pools = ["198.51.100.0/24", "2001:db8:100::/64"]
+{pools}
 service-selector = "kube-gw.io/test={ns}"
 {extra_vip}
 {ipvs}

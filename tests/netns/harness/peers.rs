@@ -536,7 +536,8 @@ impl KubeGw {
         );
     }
 
-    fn try_status(&self) -> Option<serde_json::Value> {
+    /// `kube-gw status --json`, if it answers.
+    pub fn try_status(&self) -> Option<serde_json::Value> {
         let out = Command::new(Self::bin())
             .args(["status", "--json", "--socket"])
             .arg(&self.socket)

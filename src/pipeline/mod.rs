@@ -171,6 +171,8 @@ async fn firewall_loop(
     (mut vs, mut wanted, mut gateway): FirewallInputs,
     out: watch::Sender<Option<Arc<crate::nft::Want>>>,
 ) {
+    // Without a gateway its channel is closed from the start: nothing more to follow there.
+    let mut gateway_open = true;
     loop {
         let current = vs.borrow_and_update().clone();
         let cfg = config.borrow_and_update().clone();
@@ -199,7 +201,7 @@ async fn firewall_loop(
             r = vs.changed() => if r.is_err() { return },
             r = config.changed() => if r.is_err() { return },
             r = wanted.changed() => if r.is_err() { return },
-            r = gateway.changed() => if r.is_err() { return },
+            r = gateway.changed(), if gateway_open => gateway_open = r.is_ok(),
         }
     }
 }

@@ -58,7 +58,7 @@ pub async fn run(
     let mut trusted = false;
     let mut writes = Writes::default();
     let mut told: BTreeMap<ObjectKey, Vec<String>> = BTreeMap::new();
-    let mut bucket = TokenBucket::new(EVENT_BURST, EVENT_RATE);
+    let events = EventSender::spawn(client.clone(), node.clone());
     loop {
         let cfg = config.borrow_and_update().clone();
         let mut snap = snapshot.borrow_and_update().clone();
@@ -106,9 +106,9 @@ pub async fn run(
                     }
                     trusted = true;
                     let failed = writes
-                        .write(&client, &node, &snap, &table, &leader, &mut bucket)
+                        .write(&client, &node, &snap, &table, &leader, &events)
                         .await;
-                    tell_waiting(&client, &node, &table, &mut told, &mut bucket).await;
+                    tell_waiting(&table, &mut told, &events);
                     retry = failed > 0;
                 }
                 out.send_replace(Arc::new(Allocations {
@@ -163,7 +163,7 @@ impl Writes {
         snap: &ClusterSnapshot,
         table: &Table,
         leader: &watch::Receiver<bool>,
-        bucket: &mut TokenBucket,
+        events: &EventSender,
     ) -> usize {
         self.pending.retain(|k, _| table.entries.contains_key(k));
         let mut todo = Vec::new();
@@ -201,25 +201,18 @@ impl Writes {
                 Ok(true) => {
                     self.pending.insert(key.clone(), (seen, entry.ips()));
                     if !entry.addresses.is_empty() {
-                        bucket.take().await;
                         let note = entry
                             .addresses
                             .iter()
                             .map(|h| format!("{} (pool {})", h.address, h.pool))
                             .collect::<Vec<_>>()
                             .join(", ");
-                        let about = Regarding {
+                        events.send(
                             key,
-                            uid: &entry.uid,
-                        };
-                        publish(
-                            client,
-                            node,
-                            &about,
-                            (false, "AddressAllocated", "Allocate"),
-                            &format!("{note} allocated by switch {node}"),
-                        )
-                        .await;
+                            &entry.uid,
+                            (false, "AddressAllocated"),
+                            format!("{note} allocated by switch {node}"),
+                        );
                     }
                 }
                 Ok(false) => {}
@@ -298,13 +291,7 @@ async fn write_one(
 }
 
 /// Events for Services whose reasons to wait changed (once per change).
-async fn tell_waiting(
-    client: &Client,
-    node: &str,
-    table: &Table,
-    told: &mut BTreeMap<ObjectKey, Vec<String>>,
-    bucket: &mut TokenBucket,
-) {
+fn tell_waiting(table: &Table, told: &mut BTreeMap<ObjectKey, Vec<String>>, events: &EventSender) {
     told.retain(|k, _| table.entries.contains_key(k));
     for (key, entry) in &table.entries {
         let before = told.get(key).map_or(&[][..], Vec::as_slice);
@@ -312,23 +299,74 @@ async fn tell_waiting(
             continue;
         }
         if !entry.waiting.is_empty() {
-            bucket.take().await;
-            let about = Regarding {
+            events.send(
                 key,
-                uid: &entry.uid,
-            };
-            publish(
-                client,
-                node,
-                &about,
-                (true, "AllocationFailed", "Allocate"),
-                &format!(
-                    "no address yet: {} (allocator on switch {node})",
-                    entry.waiting.join("; ")
+                &entry.uid,
+                (true, "AllocationFailed"),
+                format!(
+                    "no address yet: {} (allocator on switch {})",
+                    entry.waiting.join("; "),
+                    events.node
                 ),
-            )
-            .await;
+            );
         }
         told.insert(key.clone(), entry.waiting.clone());
+    }
+}
+
+/// Events wait in a queue of this many; beyond it they are dropped (and counted in the log):
+/// Events are best effort and must never hold up a status write.
+const EVENT_QUEUE: usize = 4096;
+
+/// One Event to publish: the Service, its uid, (warning?, reason), the note.
+type Pending = (ObjectKey, String, (bool, &'static str), String);
+
+/// The allocator's Events, published by a task of their own at the Events' rate (a cold start
+/// allocates thousands of addresses in seconds; their Events follow at 20 a second).
+struct EventSender {
+    tx: tokio::sync::mpsc::Sender<Pending>,
+    node: String,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl EventSender {
+    fn spawn(client: Client, node: String) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(EVENT_QUEUE);
+        let n = node.clone();
+        tokio::spawn(async move {
+            let mut bucket = TokenBucket::new(EVENT_BURST, EVENT_RATE);
+            while let Some((key, uid, kind, note)) = rx.recv().await {
+                bucket.take().await;
+                let about = Regarding {
+                    key: &key,
+                    uid: &uid,
+                };
+                publish(&client, &n, &about, (kind.0, kind.1, "Allocate"), &note).await;
+            }
+        });
+        Self {
+            tx,
+            node,
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn send(&self, key: &ObjectKey, uid: &str, kind: (bool, &'static str), note: String) {
+        if self
+            .tx
+            .try_send((key.clone(), uid.to_string(), kind, note))
+            .is_err()
+        {
+            let n = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    dropped = n,
+                    "allocator: the Events queue is full; Events dropped"
+                );
+            }
+        }
     }
 }

@@ -7,8 +7,9 @@
 //! - **floor**: the API server's own write rate — the same status merge PATCHes (one per
 //!   Service, eight in flight as kube-gw sends them) from a minimal client that decides
 //!   nothing;
-//! - **MetalLB**: its controller, v0.16.2, built from the Go module (`bench/metallb-build`),
-//!   `--lb-class` its own class, an `IPAddressPool` of a /18;
+//! - **MetalLB**: its controller, v0.16.1, built from the Go module (`bench/metallb-build`;
+//!   v0.16.2 cannot be built from the module proxy, see there), `--lb-class` its own class,
+//!   an `IPAddressPool` of a /18;
 //! - **kube-gw**: the daemon (elected allocator, re-read and `resourceVersion` on every
 //!   write), an allocating /18 pool.
 //!
@@ -257,7 +258,7 @@ fn metallb(
     let dir = Command::new("go")
         .env("GOFLAGS", "-mod=mod")
         .current_dir(std::env::temp_dir())
-        .args(["mod", "download", "-json", "go.universe.tf/metallb@v0.16.2"])
+        .args(["mod", "download", "-json", "go.universe.tf/metallb@v0.16.1"])
         .output()
         .ok()?;
     let dir: serde_json::Value = serde_json::from_slice(&dir.stdout).ok()?;
@@ -404,12 +405,12 @@ fn main() {
         .unwrap();
     eprintln!("floor: {n} status PATCHes from a minimal client");
     let fl = floor(&rt, cp, n, more);
-    eprintln!("MetalLB v0.16.2's controller");
+    eprintln!("MetalLB v0.16.1's controller");
     let mlb = metallb(&rt, cp, n, more);
     eprintln!("kube-gw");
     let kg = kube_gw(&rt, cp, n, more);
     println!("\nLoadBalancer allocation, N = {n} Services, one more × {more} (times to status written)\n");
-    println!("| metric | floor (API writes only) | MetalLB v0.16.2 | kube-gw | kube-gw × MetalLB | kube-gw × floor |");
+    println!("| metric | floor (API writes only) | MetalLB v0.16.1 | kube-gw | kube-gw × MetalLB | kube-gw × floor |");
     println!("|---|---:|---:|---:|---:|---:|");
     let row = |what: &str, f: f64, m: Option<f64>, k: f64| {
         let m_s = m.map_or("-".to_string(), |m| format!("{m:.2}"));

@@ -56,6 +56,16 @@ pub const NEEDED: &[Permission] = &[
         namespace: "kube-node-lease",
         ..p("update", "coordination.k8s.io", "leases")
     },
+    // The other switches' Leases (the writers' elections).
+    Permission {
+        namespace: "kube-node-lease",
+        ..p("list", "coordination.k8s.io", "leases")
+    },
+    // The LoadBalancer addresses it allocates.
+    Permission {
+        subresource: "status",
+        ..p("patch", "", "services")
+    },
 ];
 
 /// The manifest that grants what kube-gw needs beyond the Node authorizer.
@@ -127,7 +137,7 @@ fn review(perm: &Permission, node: &str) -> SelfSubjectAccessReview {
 pub fn describe(missing: &[Permission], identity: &str) -> String {
     let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
     format!(
-        "{identity} lacks permissions kube-gw needs: {}; apply {MANIFEST} with a ClusterRoleBinding for this switch's identity",
+        "{identity} lacks permissions kube-gw needs: {}; apply {MANIFEST} with its ClusterRoleBinding and RoleBinding for this switch's identity",
         list.join(", ")
     )
 }

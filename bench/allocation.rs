@@ -115,7 +115,19 @@ fn create_many(rt: &tokio::runtime::Runtime, api: &Api<Service>, n: usize, class
 
 /// Seconds from `t0` until all of `names` had an address.
 fn wait_all(seen: &Seen, names: &[String], t0: Instant, what: &str) -> f64 {
-    wait_for(what, Duration::from_secs(1800), || {
+    wait_all_while(seen, names, t0, what, || {})
+}
+
+/// [`wait_all`], calling `check` (which panics if the allocator died) while it waits.
+fn wait_all_while(
+    seen: &Seen,
+    names: &[String],
+    t0: Instant,
+    what: &str,
+    mut check: impl FnMut(),
+) -> f64 {
+    wait_for(what, Duration::from_secs(600), || {
+        check();
         let f = seen.first.lock().unwrap();
         names.iter().all(|n| f.contains_key(n)).then_some(())
     });
@@ -293,7 +305,19 @@ fn metallb(
         cp.user_kubeconfig("bench-metallb", &["system:masters"], &cp.server),
     )
     .unwrap();
-    let log = std::fs::File::create(std::env::temp_dir().join("metallb-controller.log")).unwrap();
+    // The controller reads its own Pod (for owner references): one that never runs.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: controller-bench\n  namespace: metallb-system\n\
+               spec:\n  automountServiceAccountToken: false\n  containers:\n  - name: controller\n    image: quay.io/metallb/controller:v0.16.1\n";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::panic::catch_unwind(|| cp.apply_manifest(pod)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "cannot create MetalLB's Pod object"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let log_path = std::env::temp_dir().join("metallb-controller.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let t0 = Instant::now();
     let mut child = Command::new(&bin)
         .env("KUBECONFIG", &kc)
@@ -310,12 +334,21 @@ fn metallb(
             "18081",
             "--log-level",
             "warn",
+            "--pod-name",
+            "controller-bench",
         ])
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .unwrap();
-    let cold_s = wait_all(&seen, &names(n), t0, "MetalLB's statuses");
+    let cold_s = wait_all_while(&seen, &names(n), t0, "MetalLB's statuses", || {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!(
+                "MetalLB's controller exited ({st}):\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+    });
     let more_ms = one_more(rt, &api, &seen, class, more);
     let rss_mib = peak_rss(child.id());
     // Stopped by the pid started here.

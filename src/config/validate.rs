@@ -86,6 +86,20 @@ pub fn validate(cfg: &PartialConfig, files: FileChecks) -> Vec<Finding> {
                 "use an absolute path such as /run/kube-gw/admin.sock",
             );
         }
+        let ip = admin.metrics.ip();
+        if cfg.vip.as_ref().is_some_and(|v| v.covers(&ip)) {
+            out.error(
+                KeyPath::keys(&["admin", "metrics"]),
+                format!("{ip} is inside a VIP pool"),
+                "the admin listener is the switch's own: keep it on 127.0.0.1 (or the management address), never a Service address",
+            );
+        } else if !ip.is_loopback() {
+            out.warn(
+                KeyPath::keys(&["admin", "metrics"]),
+                format!("the admin HTTP listener is on {ip}, not on the loopback"),
+                "/metrics, /livez and /readyz are unauthenticated: keep them on 127.0.0.1 and scrape through the switch's agent, or firewall this address",
+            );
+        }
     }
     out.found
 }

@@ -29,8 +29,8 @@
 //!
 //! How it is written: the whole table at start, after a failure and on every resync (one
 //! `nft -f` transaction that deletes and re-creates it: a failure leaves the previous table in
-//! place); in between, only the sets whose elements changed are flushed and filled again, in
-//! one transaction. Endpoint changes touch nothing here: the sets hold VIPs, ports and
+//! place); in between, only the elements that changed are deleted from or added to their
+//! sets, in one transaction. Endpoint changes touch nothing here: the sets hold VIPs, ports and
 //! ranges, never backends.
 
 pub mod reconcile;
@@ -244,9 +244,10 @@ pub fn render(w: &Want) -> String {
     out
 }
 
-/// The transaction from table `old` to `new` when only set elements differ: each changed set
-/// flushed and filled again. `None` when the chains differ (the table is written whole) or
-/// nothing changed (`Some("")`).
+/// The transaction from table `old` to `new` when only set elements differ: the elements that
+/// left each set deleted, those that came added (a change of one Service among 10 000 is a
+/// line, not the set again). `None` when the chains differ (the table is written whole);
+/// `Some("")` when nothing changed.
 pub fn update(old: &Want, new: &Want) -> Option<String> {
     if old.control.bgp != new.control.bgp || old.control.bfd != new.control.bfd {
         return None;
@@ -254,12 +255,23 @@ pub fn update(old: &Want, new: &Want) -> Option<String> {
     let (a, b) = (sets(old), sets(new));
     let mut out = String::new();
     for (name, elems) in &b {
-        if a.get(name) == Some(elems) {
+        let before = a.get(name).map(Vec::as_slice).unwrap_or_default();
+        if before == elems.as_slice() {
             continue;
         }
-        let _ = writeln!(out, "flush set {TABLE} {name}");
-        if !elems.is_empty() {
-            let _ = writeln!(out, "add element {TABLE} {name} {{ {} }}", elems.join(", "));
+        let was: BTreeSet<&String> = before.iter().collect();
+        let now: BTreeSet<&String> = elems.iter().collect();
+        let gone: Vec<&str> = was.difference(&now).map(|e| e.as_str()).collect();
+        let came: Vec<&str> = now.difference(&was).map(|e| e.as_str()).collect();
+        if !gone.is_empty() {
+            let _ = writeln!(
+                out,
+                "delete element {TABLE} {name} {{ {} }}",
+                gone.join(", ")
+            );
+        }
+        if !came.is_empty() {
+            let _ = writeln!(out, "add element {TABLE} {name} {{ {} }}", came.join(", "));
         }
     }
     Some(out)
@@ -396,10 +408,12 @@ mod tests {
         // Only what changed is written between two states.
         let mut w2 = w.clone();
         w2.open.insert(k("198.51.100.10", 443, Protocol::Tcp));
+        w2.vips.remove(&"198.51.100.99".parse().unwrap());
         let u = update(&w, &w2).unwrap();
         assert_eq!(
             u,
-            "flush set inet kube-gw open4\nadd element inet kube-gw open4 { 198.51.100.10 . tcp . 80, 198.51.100.10 . tcp . 443, 198.51.100.99 . tcp . 443 }\n"
+            "add element inet kube-gw open4 { 198.51.100.10 . tcp . 443 }\n\
+             delete element inet kube-gw vips4 { 198.51.100.99 }\n"
         );
         assert_eq!(update(&w, &w).as_deref(), Some(""));
         let mut w3 = w.clone();

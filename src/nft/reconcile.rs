@@ -5,7 +5,7 @@
 //!   restart leaves the previous table (and with it the firewall and the NAT) in force until
 //!   kube-gw knows what it wants.
 //! - A full pass (at start, after a failure, every [`RESYNC`]) writes the whole table in one
-//!   transaction; other passes flush and refill only the sets whose elements changed.
+//!   transaction; other passes delete and add only the set elements that changed.
 //! - Output: `watch<NftReport>` (`kube-gw vips`, status).
 //! - The table stays when kube-gw stops: addresses kept on `lo` for a graceful restart stay
 //!   filtered and NATed.

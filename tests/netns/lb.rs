@@ -15,6 +15,30 @@ use crate::harness::{require_root, wait_for, Node};
 use crate::vips::{lo_addresses, Switch};
 
 const CONVERGE: Duration = Duration::from_secs(30);
+/// A status written, on a machine busy with other tests (a join, an election, a list).
+const ALLOCATE: Duration = Duration::from_secs(90);
+
+/// Waits for `name`'s status to be `want`; on a timeout, says what kube-gw saw.
+fn wait_status(sw: &Switch, name: &str, want: &[&str]) {
+    let deadline = std::time::Instant::now() + ALLOCATE;
+    loop {
+        if status_of(&sw.ns, name) == want {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let log = sw.lab.log(&sw.kg.name);
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "{name}'s status is {:?}, not {want:?}, after {ALLOCATE:?}\nkube-gw status: {}\nvips: {}\nlog (last lines, newest first):\n{}",
+                status_of(&sw.ns, name),
+                sw.kg.try_status().unwrap_or_default(),
+                sw.kg.cli_output(&["vips", "--json"]).stdout.len(),
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 fn unique(prefix: &str) -> String {
     let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
@@ -174,9 +198,7 @@ fn a_one_address_pool_serves_one_service_the_other_waits_and_twenty_leader_kills
         serde_json::json!({}),
         solo.clone(),
     );
-    wait_for("first to get 198.51.100.7", CONVERGE, || {
-        (status_of(&ns, "first") == ["198.51.100.7"]).then_some(())
-    });
+    wait_status(&a, "first", &["198.51.100.7"]);
     lb_service(
         &a,
         "second",
@@ -218,7 +240,7 @@ fn a_one_address_pool_serves_one_service_the_other_waits_and_twenty_leader_kills
     let churn = serde_json::json!({"kube-gw.io/address-pool": "churn"});
     let mut live: Vec<String> = Vec::new();
     for i in 0..20 {
-        let a_leads = wait_for("one allocator leader", CONVERGE, || {
+        let a_leads = wait_for("one allocator leader", ALLOCATE, || {
             match (allocator_role(&a).as_deref(), allocator_role(&b).as_deref()) {
                 (Some("leader"), Some("follower")) => Some(true),
                 (Some("follower"), Some("leader")) => Some(false),
@@ -245,7 +267,7 @@ fn a_one_address_pool_serves_one_service_the_other_waits_and_twenty_leader_kills
             delete(&ns, &live.remove(0));
         }
         assert_no_address_twice(&ns, &format!("kill {i}, after the churn"));
-        wait_for("the follower to take over", CONVERGE, || {
+        wait_for("the follower to take over", ALLOCATE, || {
             (allocator_role(follower).as_deref() == Some("leader")).then_some(())
         });
         assert_no_address_twice(&ns, &format!("kill {i}, after the takeover"));
@@ -262,7 +284,7 @@ fn a_one_address_pool_serves_one_service_the_other_waits_and_twenty_leader_kills
         assert_no_address_twice(&ns, &format!("kill {i}, after the restart"));
     }
     // Every live churn Service gets an address (14 in the pool, at most 11 asking), none twice.
-    wait_for("every churn Service to have an address", CONVERGE, || {
+    wait_for("every churn Service to have an address", ALLOCATE, || {
         let st = statuses(&ns);
         live.iter()
             .all(|n| st.get(n).is_some_and(|ips| ips.len() == 1))
@@ -332,7 +354,7 @@ fn sharing_keys_dual_stack_and_requested_addresses() {
     let web = serde_json::json!({"kube-gw.io/sharing-key": "web"});
     let none = serde_json::json!({});
     lb_service(&sw, "share-a", c, &[(80, "TCP")], none.clone(), web.clone());
-    wait_for("share-a's address", CONVERGE, || {
+    wait_for("share-a's address", ALLOCATE, || {
         (!status_of(&ns, "share-a").is_empty()).then_some(())
     });
     lb_service(
@@ -378,7 +400,7 @@ fn sharing_keys_dual_stack_and_requested_addresses() {
     );
     let st = wait_for(
         "every Service but share-c to have its addresses",
-        CONVERGE,
+        ALLOCATE,
         || {
             let st = statuses(&ns);
             let done = ["share-b", "asked", "asked6", "no-node-ports"]
@@ -553,9 +575,7 @@ fn the_firewall_opens_only_the_services_ports_honours_source_ranges_and_keeps_bg
         serde_json::json!({}),
     );
     let ns = sw.ns.clone();
-    wait_for("restricted's address", CONVERGE, || {
-        (status_of(&ns, "restricted") == ["198.51.100.129"]).then_some(())
-    });
+    wait_status(&sw, "restricted", &["198.51.100.129"]);
     for a in ["198.51.100.10/32", "198.51.100.129/32"] {
         wait_for(&format!("{a} on lo"), CONVERGE, || {
             lo_addresses(&node).contains(a).then_some(())
@@ -648,10 +668,12 @@ fn a_loadbalancer_service_is_allocated_served_announced_and_released() {
          ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: shop-1\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: shop\n\
          addressType: IPv4\nports:\n- name: http\n  port: 8080\n  protocol: TCP\nendpoints:\n- addresses: [10.0.0.5]\n  conditions:\n    ready: true\n"
     );
-    ControlPlane::shared().apply_manifest(&manifest);
-    wait_for("shop's status to name its address", CONVERGE, || {
-        (status_of(&ns, "shop") == ["198.51.100.65"]).then_some(())
+    // This switch is its class's only candidate: it leads once its Node is labelled.
+    wait_for("this switch to lead the allocation", ALLOCATE, || {
+        (allocator_role(&sw).as_deref() == Some("leader")).then_some(())
     });
+    ControlPlane::shared().apply_manifest(&manifest);
+    wait_status(&sw, "shop", &["198.51.100.65"]);
     wait_for("198.51.100.65 on lo", CONVERGE, || {
         lo_addresses(&node)
             .contains("198.51.100.65/32")
@@ -680,7 +702,5 @@ fn a_loadbalancer_service_is_allocated_served_announced_and_released() {
         serde_json::json!({}),
         serde_json::json!({}),
     );
-    wait_for("next to get the released address", CONVERGE, || {
-        (status_of(&ns, "next") == ["198.51.100.65"]).then_some(())
-    });
+    wait_status(&sw, "next", &["198.51.100.65"]);
 }

@@ -673,25 +673,33 @@ fn a_loadbalancer_service_is_allocated_served_announced_and_released() {
         (allocator_role(&sw).as_deref() == Some("leader")).then_some(())
     });
     ControlPlane::shared().apply_manifest(&manifest);
-    wait_status(&sw, "shop", &["198.51.100.65"]);
-    wait_for("198.51.100.65 on lo", CONVERGE, || {
-        lo_addresses(&node)
-            .contains("198.51.100.65/32")
-            .then_some(())
+    // The lowest free address of the pool: other tests' Services on the shared control
+    // plane may use some of it (as externalIPs), and those are never given.
+    let shop = wait_for("shop's status to name an address", ALLOCATE, || {
+        status_of(&ns, "shop").into_iter().next()
     });
-    let route = wait_for("the leaf to learn 198.51.100.65/32", CONVERGE, || {
-        let r = bird_route(&bird, "198.51.100.65/32");
+    let pool: ipnet::IpNet = "198.51.100.64/28".parse().unwrap();
+    assert!(
+        pool.contains(&shop.parse::<std::net::IpAddr>().unwrap()),
+        "{shop} is outside its pool"
+    );
+    let host = format!("{shop}/32");
+    wait_for(&format!("{host} on lo"), CONVERGE, || {
+        lo_addresses(&node).contains(&host).then_some(())
+    });
+    let route = wait_for(&format!("the leaf to learn {host}"), CONVERGE, || {
+        let r = bird_route(&bird, &host);
         r.lines()
             .any(|l| l.trim() == "BGP.next_hop: 192.0.2.2")
             .then_some(r)
     });
     assert!(route.contains("BGP.as_path: 65010"), "{route}");
     delete(&ns, "shop");
-    wait_for("the leaf to lose 198.51.100.65/32", CONVERGE, || {
-        (!bird_route(&bird, "198.51.100.65/32").contains("BGP.next_hop")).then_some(())
+    wait_for(&format!("the leaf to lose {host}"), CONVERGE, || {
+        (!bird_route(&bird, &host).contains("BGP.next_hop")).then_some(())
     });
-    wait_for("198.51.100.65 to leave lo", CONVERGE, || {
-        (!lo_addresses(&node).contains("198.51.100.65/32")).then_some(())
+    wait_for(&format!("{host} to leave lo"), CONVERGE, || {
+        (!lo_addresses(&node).contains(&host)).then_some(())
     });
     // Released: the next Service gets it.
     lb_service(
@@ -702,5 +710,5 @@ fn a_loadbalancer_service_is_allocated_served_announced_and_released() {
         serde_json::json!({}),
         serde_json::json!({}),
     );
-    wait_status(&sw, "next", &["198.51.100.65"]);
+    wait_status(&sw, "next", &[shop.as_str()]);
 }

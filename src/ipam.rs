@@ -120,7 +120,9 @@ pub struct Held {
 /// What the allocator publishes (for `kube-gw vips`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Allocations {
-    pub table: Table,
+    /// Shared with the allocator (which computes the next table from it): publishing it
+    /// copies nothing.
+    pub table: std::sync::Arc<Table>,
     /// This switch writes the statuses (`None`: no allocator runs here).
     pub leader: Option<bool>,
 }

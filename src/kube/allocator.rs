@@ -52,7 +52,7 @@ pub async fn run(
     mut leader: watch::Receiver<bool>,
     out: watch::Sender<Arc<Allocations>>,
 ) {
-    let mut table = Table::default();
+    let mut table = Arc::new(Table::default());
     // The table's holds are this leader's own (false: a follower's guess, or not yet taken
     // over).
     let mut trusted = false;
@@ -86,7 +86,7 @@ pub async fn run(
                     .as_deref()
                     .and_then(crate::config::validate::parse_selector)
                     .unwrap_or_default();
-                table = ipam::allocate(&ipam::Inputs {
+                table = Arc::new(ipam::allocate(&ipam::Inputs {
                     snapshot: &snap,
                     pools: &cfg.vip.pools,
                     class: &cfg.vip.load_balancer_class,
@@ -95,7 +95,7 @@ pub async fn run(
                     previous: &table,
                     trust_previous: trusted,
                     now: jiff::Timestamp::now().as_second(),
-                });
+                }));
                 if is_leader {
                     if !trusted {
                         tracing::info!(

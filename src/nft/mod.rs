@@ -100,17 +100,27 @@ pub struct Inputs<'a> {
     pub config: &'a Config,
 }
 
+/// The virtual services whose forwarded traffic is source-NATed: `externalTrafficPolicy:
+/// Cluster` with `masq` forwarding (a tunnelled packet keeps its addresses).
+pub fn source_nat(
+    virtual_services: &OrdMap<VsKey, VirtualService>,
+    forwarding: Forwarding,
+) -> BTreeSet<VsKey> {
+    virtual_services
+        .iter()
+        .filter(|(_, vs)| forwarding == Forwarding::Masq && !vs.external_traffic_local)
+        .map(|(k, _)| *k)
+        .collect()
+}
+
 /// The table for these inputs (pure).
 pub fn want(inp: &Inputs<'_>) -> Want {
     let mut w = Want {
         vips: inp.vips.clone(),
+        nat: source_nat(inp.virtual_services, inp.config.ipvs.forwarding),
         ..Want::default()
     };
-    let masq = inp.config.ipvs.forwarding == Forwarding::Masq;
     for (k, vs) in inp.virtual_services {
-        if masq && !vs.external_traffic_local {
-            w.nat.insert(*k);
-        }
         if vs.source_ranges.is_empty() {
             w.open.insert(*k);
         } else {

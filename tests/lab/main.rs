@@ -241,13 +241,7 @@ fn ipvs_pass(spec: &str) {
     }
     // The NAT part of kube-gw's nftables table (no VIPs filtered here).
     let table = kube_gw::nft::Want {
-        nat: desired
-            .iter()
-            .filter(|(_, vs)| {
-                cfg.forwarding == kube_gw::config::Forwarding::Masq && !vs.external_traffic_local
-            })
-            .map(|(k, _)| *k)
-            .collect(),
+        nat: kube_gw::nft::source_nat(&desired, cfg.forwarding),
         ..kube_gw::nft::Want::default()
     };
     if let Err(e) = kube_gw::nft::apply(&kube_gw::nft::render(&table)) {

@@ -134,17 +134,8 @@ fn cold_start(
     cp.bind_switch(&name);
     let sw = lab.node(&format!("switch{round}"));
     lab.forward_host_port(&sw, port);
-    let kc = cp.user_kubeconfig(
-        &format!("system:node:{name}"),
-        &["system:nodes"],
-        &cp.server,
-    );
-    let kc_path = lab.write(&format!("{name}.kubeconfig"), &kc);
-    std::fs::set_permissions(
-        &kc_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    let kc_path = lab.path(&format!("{name}.kubeconfig"));
+    cp.write_node_kubeconfig(&name, &kc_path);
     let config = format!(
         "[node]\nname = \"{name}\"\n[kubernetes]\nkubeconfig = \"{}\"\nservice-cidrs = [\"10.96.0.0/12\"]\n\
          [vip]\npools = [\"2001:db8:100::/112\"]\nannounce = \"always\"\n\

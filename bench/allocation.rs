@@ -375,17 +375,8 @@ fn kube_gw(rt: &tokio::runtime::Runtime, cp: &ControlPlane, n: usize, more: usiz
     let name = format!("alloc-{}", std::process::id());
     cp.bind_switch(&name);
     lab.forward_host_port(&sw, port);
-    let kc = cp.user_kubeconfig(
-        &format!("system:node:{name}"),
-        &["system:nodes"],
-        &cp.server,
-    );
-    let kc_path = lab.write(&format!("{name}.kubeconfig"), &kc);
-    std::fs::set_permissions(
-        &kc_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    let kc_path = lab.path(&format!("{name}.kubeconfig"));
+    cp.write_node_kubeconfig(&name, &kc_path);
     let state = lab.path("state");
     let t0 = Instant::now();
     let _kg = KubeGw::start(

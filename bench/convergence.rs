@@ -227,17 +227,8 @@ fn main() {
     let name = format!("conv-{}", std::process::id());
     cp.bind_switch(&name);
     lab.forward_host_port(&sw, port);
-    let kc = cp.user_kubeconfig(
-        &format!("system:node:{name}"),
-        &["system:nodes"],
-        &cp.server,
-    );
-    let kc_path = lab.write(&format!("{name}.kubeconfig"), &kc);
-    std::fs::set_permissions(
-        &kc_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    let kc_path = lab.path(&format!("{name}.kubeconfig"));
+    cp.write_node_kubeconfig(&name, &kc_path);
     let kg = KubeGw::start(
         &mut lab,
         &sw,

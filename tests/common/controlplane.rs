@@ -486,6 +486,19 @@ impl ControlPlane {
         kubeconfig(server, &self.ca_pem, &cert, &key)
     }
 
+    /// Writes a switch's kubeconfig (`system:node:<node>`, group `system:nodes`) to `path`,
+    /// mode 0600 as kube-gw requires of secrets.
+    pub fn write_node_kubeconfig(&self, node: &str, path: &std::path::Path) {
+        let kc = self.user_kubeconfig(
+            &format!("system:node:{node}"),
+            &["system:nodes"],
+            &self.server,
+        );
+        std::fs::write(path, kc).unwrap();
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+    }
+
     /// Creates every object in a multi-document YAML manifest (already existing ones are
     /// left as they are).
     pub fn apply_manifest(&self, yaml: &str) {

@@ -95,17 +95,8 @@ impl Switch {
         let node = lab.node("switch");
         let port: u16 = cp.server.rsplit(':').next().unwrap().parse().unwrap();
         lab.forward_host_port(&node, port);
-        let kc = cp.user_kubeconfig(
-            &format!("system:node:{name}"),
-            &["system:nodes"],
-            &cp.server,
-        );
-        let kc_path = lab.write(&format!("{name}.kubeconfig"), &kc);
-        std::fs::set_permissions(
-            &kc_path,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .unwrap();
+        let kc_path = lab.path(&format!("{name}.kubeconfig"));
+        cp.write_node_kubeconfig(&name, &kc_path);
         // Each test serves only its own Services: other tests share the control plane.
         let ns = ns.unwrap_or_else(|| unique("vips"));
         // The host kernel may lack IPVS (the real-kernel lab tests that side): VIPs are

@@ -1,7 +1,8 @@
 #!/bin/bash
-# Runs inside the Debian 12 VM (systemd as PID 1), started by kube-gw-install-test.service.
-# Walks the user's path: apt install, configure, start, reload, watchdog, stop, upgrade,
-# remove, purge. Every check prints "KGW-CHECK ok|FAIL: what"; the last line is
+# Runs inside the Debian 12 or 11 VM (systemd as PID 1), started by
+# kube-gw-install-test.service. Walks the user's path: add the repository (and see apt
+# refuse badly signed ones), apt install, configure, start, reload, watchdog, stop, apt
+# upgrade, join the cluster, remove, purge. Every check prints "KGW-CHECK ok|FAIL: what"; the last line is
 # "KGW-RESULT: <failures>". Output goes to the serial console, read by scripts/install-test.
 exec >/dev/ttyS0 2>&1
 set -u
@@ -19,11 +20,52 @@ wait_until() {
 active() { systemctl is-active --quiet kube-gw; }
 mainpid() { systemctl show -p MainPID --value kube-gw; }
 cd /root
-A=$(ls kube-gw_*-1_amd64.deb) B=$(ls kube-gw_*-2_amd64.deb)
-echo "KGW-INFO: $(uname -r), systemd $(systemctl --version | head -1 | cut -d' ' -f2), packages $A $B"
+. /etc/os-release
+suite=$VERSION_CODENAME old=$(cat version-old) new=$(cat version-new) url=$(cat repo-url)
+echo "KGW-INFO: Debian $VERSION_ID ($suite), $(uname -r), systemd $(systemctl --version | head -1 | cut -d' ' -f2), glibc $(dpkg-query -W -f='${Version}' libc6)"
 
-# 1. apt install: the unit is enabled and started with the shipped (all commented) config.
-check "apt install ./$A" apt-get install -y -q "./$A"
+# 0. The network (qemu's user networking: the guest is 10.0.2.15, the host 10.0.2.2, where
+#    the repository and the test control plane are).
+modprobe virtio_net 2>/dev/null || true
+nic_name() { ip -o link show | awk -F': ' '$2 ~ /^(en|eth)/ {print $2; exit}'; }
+wait_until 30 bash -c '[ -n "$(ip -o link show | awk -F": " "\$2 ~ /^(en|eth)/")" ]' || true
+nic=$(nic_name)
+check "the VM has a network interface (${nic:-none})" test -n "$nic"
+ip link set "$nic" up && ip addr add 10.0.2.15/24 dev "$nic" && ip route add default via 10.0.2.2
+ip -o addr show | sed 's/^/KGW-NET: /'; ip route | sed 's/^/KGW-NET: /'
+
+# 1. The repository, as the README tells the user: the keyring file, a sources.list.d entry
+#    with signed-by. First two that must be refused, then the good one.
+install -m 0644 /root/kube-gw-archive-keyring.gpg /usr/share/keyrings/kube-gw-archive-keyring.gpg
+sources() { # path under the server
+  cat > /etc/apt/sources.list.d/kube-gw.sources <<SOURCES
+Types: deb
+URIs: $url/$1
+Suites: $suite
+Components: main
+Signed-By: /usr/share/keyrings/kube-gw-archive-keyring.gpg
+SOURCES
+}
+# refused REPO REASON: apt fetched the repository's InRelease (the attempt), reported REASON
+# for it, and then knows no kube-gw (nothing from it was taken).
+refused() {
+  sources "$1"
+  local out
+  out=$(apt-get update 2>&1); echo "$out" | sed "s/^/KGW-APT-$1: /"
+  check "apt fetched $1's InRelease" bash -c 'grep -qE "^(Err|Ign|Get|Hit):[0-9]+ $2/$1 $3 InRelease" <<<"$4"' _ "$1" "$url" "$suite" "$out"
+  check "apt refused $1 ($2)" bash -c 'grep -q -- "$1" <<<"$2"' _ "$2" "$out"
+  check "after $1, apt has no kube-gw to install" bash -c '! apt-cache show kube-gw >/dev/null 2>&1'
+  check "apt install kube-gw from $1 fails" bash -c '! apt-get install -y -q kube-gw >/dev/null 2>&1'
+}
+refused bad-key NO_PUBKEY
+refused bad-sig BADSIG
+sources good
+check "apt update with the good repository" apt-get update -q
+check "the good repository offers kube-gw $old" \
+  bash -c '[ "$(apt-cache policy kube-gw | awk "/Candidate:/ {print \$2}")" = "$1" ]' _ "$old"
+
+check "apt install kube-gw" apt install -y -q kube-gw
+check "kube-gw $old is installed" bash -c '[ "$(dpkg-query -W -f="\${Version}" kube-gw)" = "$1" ]' _ "$old"
 check "the unit is enabled" systemctl is-enabled --quiet kube-gw
 check "the service is active after install (READY sent)" wait_until 60 active
 check "config.toml is a conffile with mode 0640" \
@@ -73,11 +115,16 @@ check "stopped within TimeoutStopSec (took $((SECONDS - t0)) s)" test $((SECONDS
 check "the stop was clean (Result=success)" bash -c '[ "$(systemctl show -p Result --value kube-gw)" = success ]'
 systemctl start kube-gw
 
-# 6. Upgrade to a newer build: the edited config stays, the daemon restarts on the new one.
+# 6. Upgrade to a newer build from the same repository (the host publishes it when asked):
+#    the edited config stays, the daemon restarts on the new one.
 echo "# edited by the operator" >> /etc/kube-gw/config.toml
 pid0=$(mainpid)
-check "apt install ./$B (upgrade)" apt-get install -y -q "./$B"
-check "the newer version is installed" bash -c '[ "$(dpkg-query -W -f="\${Version}" kube-gw)" = "${1}" ]' _ "$(dpkg-deb -f "$B" Version)"
+echo "KGW-PUBLISH: $suite"
+candidate() { apt-get update -q >/dev/null 2>&1; [ "$(apt-cache policy kube-gw | awk '/Candidate:/ {print $2}')" = "$new" ]; }
+check "the repository offers kube-gw $new once published" wait_until 120 candidate
+apt-get update 2>&1 | sed 's/^/KGW-APT-UPGRADE: /'; apt-cache policy kube-gw | sed 's/^/KGW-APT-UPGRADE: /'
+check "apt upgrade" apt upgrade -y -q
+check "kube-gw $new is installed" bash -c '[ "$(dpkg-query -W -f="\${Version}" kube-gw)" = "$1" ]' _ "$new"
 check "the operator's edit survived the upgrade" grep -qx "# edited by the operator" /etc/kube-gw/config.toml
 check "the daemon was restarted and is active" wait_until 30 \
   bash -c "[ \"\$(systemctl show -p MainPID --value kube-gw)\" != $pid0 ] && systemctl is-active --quiet kube-gw"
@@ -85,14 +132,6 @@ check "the daemon was restarted and is active" wait_until 30 \
 # 7. The user's own check, end to end: joined to the cluster on the host, the Service's
 #    externalIP is on lo as a /32.
 vip=$(cat /root/vip)
-# qemu's user networking: the guest is 10.0.2.15, the host 10.0.2.2.
-modprobe virtio_net 2>/dev/null || true
-nic_name() { ip -o link show | awk -F': ' '$2 ~ /^(en|eth)/ {print $2; exit}'; }
-wait_until 30 bash -c '[ -n "$(ip -o link show | awk -F": " "\$2 ~ /^(en|eth)/")" ]' || true
-nic=$(nic_name)
-check "the VM has a network interface (${nic:-none})" test -n "$nic"
-ip link set "$nic" up && ip addr add 10.0.2.15/24 dev "$nic" && ip route add default via 10.0.2.2
-ip -o addr show | sed 's/^/KGW-NET: /'; ip route | sed 's/^/KGW-NET: /'
 install -m 0600 /root/kubeconfig /etc/kube-gw/kubeconfig
 cat > /etc/kube-gw/config.toml <<'CONFIG'
 [node]

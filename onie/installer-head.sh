@@ -76,9 +76,9 @@ say "installing GRUB in the MBR of $disk"
 for m in dev dev/pts proc sys; do mount -o bind "/$m" "$mnt/$m"; done
 chroot "$mnt" grub-install --target=i386-pc --boot-directory=/boot --recheck "$disk" 2>&1 | sed 's/^/  /'
 [ -f "$mnt/boot/grub/i386-pc/core.img" ] || die "grub-install did not install GRUB"
-kernel=$(cd "$mnt/boot" && ls vmlinuz-* | sort -V | tail -1)
-initrd=initrd.img-${kernel#vmlinuz-}
-[ -f "$mnt/boot/$initrd" ] || die "no initrd for $kernel in the root file system"
+# The kernel by the symlinks Debian's kernel packages keep current (/vmlinuz, /initrd.img,
+# and .old for the one before), so that a kernel upgrade needs no new menu.
+[ -f "$mnt/vmlinuz" ] && [ -f "$mnt/initrd.img" ] || die "no /vmlinuz and /initrd.img in the root file system"
 cat > "$mnt/boot/grub/grub.cfg" <<GRUB
 # Written by the kube-gw ONIE installer. grub-reboot ONIE returns to ONIE.
 serial --unit=0 --speed=115200
@@ -94,8 +94,13 @@ if [ -n "\${next_entry}" ] ; then
 fi
 menuentry 'kube-gw' {
   search --no-floppy --label --set=root $part_label
-  linux /boot/$kernel root=LABEL=$part_label ro console=tty0 console=ttyS0,115200n8 net.ifnames=0 quiet
-  initrd /boot/$initrd
+  linux /vmlinuz root=LABEL=$part_label ro console=tty0 console=ttyS0,115200n8 net.ifnames=0 quiet
+  initrd /initrd.img
+}
+menuentry 'kube-gw (previous kernel)' {
+  search --no-floppy --label --set=root $part_label
+  linux /vmlinuz.old root=LABEL=$part_label ro console=tty0 console=ttyS0,115200n8 net.ifnames=0 quiet
+  initrd /initrd.img.old
 }
 GRUB
 # The way back to ONIE: ONIE's own entry (its grub.d/50_onie_grub), as ONIE's demo installer

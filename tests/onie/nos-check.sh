@@ -16,6 +16,8 @@ check "systemctl is-active kube-gw = active" wait_until 120 systemctl is-active 
 check "the Service's $vip/32 is on lo" wait_until 180 bash -c "ip -o addr show dev lo | grep -q ' $vip/32 '"
 ip -o addr show dev lo | sed 's/^/KGW-ONIE-LO: /'
 check "GRUB's menu has the ONIE entry" grep -q '^menuentry ONIE' /boot/grub/grub.cfg
+check "the running kernel is the one /vmlinuz names (the menu's default)" \
+  bash -c '[ "$(readlink -f /vmlinuz)" = "/boot/vmlinuz-$(uname -r)" ]'
 echo "KGW-ONIE-RESULT: $fails"
 echo "KGW-ONIE: grub-reboot ONIE"
 grub-reboot ONIE

@@ -78,12 +78,18 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
     let kube_report = Arc::new(KubeReport::default());
     let bgp_statuses = crate::bgp::status::Statuses::default();
     let bfd_statuses = crate::bfd::service::StatusCell::default();
+    let (desired_tx, desired_rx) = watch::channel(Arc::default());
+    let (programmed_tx, programmed_rx) = watch::channel(crate::model::Programmed::default());
     let metrics = Arc::new(Metrics::new(
         env!("CARGO_PKG_VERSION"),
         start_unix,
         kube_report.clone(),
         bgp_statuses.clone(),
         bfd_statuses.clone(),
+        crate::metrics::PipelineCollector {
+            desired: desired_rx.clone(),
+            programmed: programmed_rx.clone(),
+        },
     ));
     let liveness = Liveness::default();
     let admin_path = config.admin.socket.clone();
@@ -115,8 +121,6 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
         let (control, liveness, report) = (control.clone(), liveness.clone(), kube_report.clone());
         Arc::new(move || admin::not_ready_reason(&control, &liveness).or_else(|| report.degraded()))
     };
-    let (desired_tx, desired_rx) = watch::channel(Arc::default());
-    let (programmed_tx, programmed_rx) = watch::channel(crate::model::Programmed::default());
     let (gw_status_tx, gw_status_rx) = watch::channel(Arc::default());
     let (kube, kube_task) = crate::kube::spawn(
         control.subscribe(),

@@ -14,6 +14,10 @@
 //! asks), the retry backoff, the heartbeat and the stop. A [`Reconciler`] owns its model of
 //! the kernel, its plan (pure, in its own module) and its report channel. Idempotent by
 //! construction: a pass with the same input and kernel does nothing.
+//!
+//! [`stats`] counts each reconciler's passes and failures and measures the event→kernel
+//! latency: from a cluster change reaching the desired task to the end of the pass that
+//! applied it. `metrics.rs` reads it at scrape time.
 
 use std::future::Future;
 use std::time::Duration;
@@ -86,13 +90,24 @@ pub async fn drive<R: Reconciler>(
         tokio::time::interval_at(tokio::time::Instant::now() + pacing.resync, pacing.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut full = true;
+    // The pass follows a new input (not a resync, a retry or the kernel): only such a pass
+    // measures the event→kernel latency.
+    let mut new_input = true;
     loop {
         hb.turn().await;
         if *stop.borrow() {
             return Ended::Stopped;
         }
         let w = want.borrow_and_update().clone();
-        let retry = match hb.during(r.pass(&w, full)).await {
+        let mark = stats::mark();
+        let result = hb.during(r.pass(&w, full)).await;
+        stats::pass(
+            pacing.name,
+            result.is_ok(),
+            new_input.then_some(mark).flatten(),
+        );
+        new_input = false;
+        let retry = match result {
             Ok(()) => {
                 full = false;
                 pacing.backoff.reset();
@@ -108,7 +123,7 @@ pub async fn drive<R: Reconciler>(
         // Wait for a reason to pass again, turning (beating) at least every second.
         loop {
             tokio::select! {
-                r = want.changed() => if r.is_err() { return Ended::Closed } else { break },
+                r = want.changed() => if r.is_err() { return Ended::Closed } else { new_input = true; break },
                 _ = resync.tick() => {
                     full = true;
                     break;
@@ -125,6 +140,108 @@ pub async fn drive<R: Reconciler>(
                 () = hb.idle() => hb.turn().await,
             }
         }
+    }
+}
+
+/// Reconciler passes and the event→kernel latency, process-wide (one daemon per process):
+/// the desired task marks cluster changes and its publications, the driver records each
+/// pass, `metrics.rs` reads a copy at scrape time.
+pub mod stats {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    /// Upper bounds of the latency buckets, in seconds (the last is +Inf).
+    pub const BUCKETS: [f64; 12] = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ];
+
+    /// One reconciler's record.
+    #[derive(Debug, Clone, Default, PartialEq)]
+    pub struct Record {
+        pub passes_ok: u64,
+        pub passes_failed: u64,
+        /// Failures since the last successful pass.
+        pub consecutive_failures: u64,
+        /// Event→kernel latency: per bucket (not cumulative; one more for +Inf), sum, count.
+        pub latency_buckets: [u64; BUCKETS.len() + 1],
+        pub latency_sum: f64,
+        pub latency_count: u64,
+        /// The publication last measured (each is measured once).
+        measured: u64,
+    }
+
+    struct State {
+        /// The oldest cluster change not yet published by the desired task.
+        pending: Option<Instant>,
+        /// The last publication: its number and the oldest change it carried.
+        mark: Option<(u64, Instant)>,
+        records: BTreeMap<&'static str, Record>,
+    }
+
+    static STATE: Mutex<State> = Mutex::new(State {
+        pending: None,
+        mark: None,
+        records: BTreeMap::new(),
+    });
+
+    fn lock() -> std::sync::MutexGuard<'static, State> {
+        STATE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The cluster view changed (the desired task woke for it).
+    pub fn cluster_changed() {
+        let mut s = lock();
+        if s.pending.is_none() {
+            s.pending = Some(Instant::now());
+        }
+    }
+
+    /// The desired task is about to publish what it computed from the changes so far.
+    pub fn published() {
+        let mut s = lock();
+        if let Some(at) = s.pending.take() {
+            let n = s.mark.map_or(1, |(n, _)| n + 1);
+            s.mark = Some((n, at));
+        }
+    }
+
+    /// The last publication, read by a reconciler before its pass.
+    pub fn mark() -> Option<(u64, Instant)> {
+        lock().mark
+    }
+
+    /// A pass ended; `applied` is the publication it applied, if it followed a new input.
+    pub fn pass(name: &'static str, ok: bool, applied: Option<(u64, Instant)>) {
+        let mut s = lock();
+        let r = s.records.entry(name).or_default();
+        if !ok {
+            r.passes_failed += 1;
+            r.consecutive_failures += 1;
+            return;
+        }
+        r.passes_ok += 1;
+        r.consecutive_failures = 0;
+        if let Some((n, at)) = applied {
+            if n > r.measured {
+                r.measured = n;
+                let secs = at.elapsed().as_secs_f64();
+                let i = BUCKETS
+                    .iter()
+                    .position(|b| secs <= *b)
+                    .unwrap_or(BUCKETS.len());
+                r.latency_buckets[i] += 1;
+                r.latency_sum += secs;
+                r.latency_count += 1;
+            }
+        }
+    }
+
+    /// A copy of every reconciler's record.
+    pub fn records() -> BTreeMap<&'static str, Record> {
+        lock().records.clone()
     }
 }
 
@@ -222,5 +339,27 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         drop(want_tx);
         assert_eq!(driver.await.unwrap(), Ended::Closed);
+    }
+
+    #[test]
+    fn a_publication_is_measured_once_per_reconciler_and_failures_are_counted() {
+        // Process-wide state: this test's own reconciler name, and the mark it took.
+        stats::cluster_changed();
+        stats::published();
+        let mark = stats::mark();
+        assert!(mark.is_some());
+        stats::pass("stats-test", true, mark);
+        stats::pass("stats-test", true, mark);
+        stats::pass("stats-test", false, None);
+        stats::pass("stats-test", false, None);
+        let r = stats::records()["stats-test"].clone();
+        assert_eq!(r.latency_count, 1, "one publication, one sample");
+        assert_eq!(r.latency_buckets.iter().sum::<u64>(), 1);
+        assert_eq!(
+            (r.passes_ok, r.passes_failed, r.consecutive_failures),
+            (2, 2, 2)
+        );
+        stats::pass("stats-test", true, None);
+        assert_eq!(stats::records()["stats-test"].consecutive_failures, 0);
     }
 }

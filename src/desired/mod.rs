@@ -193,6 +193,21 @@ impl std::fmt::Display for Reason {
     }
 }
 
+impl Reason {
+    /// A short name for metrics labels (the serialized `kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reason::OutsidePools => "outside-pools",
+            Reason::InServiceCidr { .. } => "in-service-cidr",
+            Reason::NodeAddress { .. } => "node-address",
+            Reason::OwnAddress => "own-address",
+            Reason::Unparsable => "unparsable",
+            Reason::Conflict { .. } => "conflict",
+            Reason::Community { .. } => "community",
+        }
+    }
+}
+
 impl Refusal {
     /// The operator's sentence.
     pub fn message(&self) -> String {

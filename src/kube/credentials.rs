@@ -66,6 +66,8 @@ pub struct Credentials {
     pub config: Config,
     /// When to renew (bootstrap only).
     pub renew_at: Option<SystemTime>,
+    /// When the client certificate expires (bootstrap only).
+    pub not_after: Option<SystemTime>,
     /// Where they came from, for status.
     pub source: String,
 }
@@ -139,6 +141,7 @@ pub async fn obtain(
         return Ok(Credentials {
             config,
             renew_at: None,
+            not_after: None,
             source: format!("kubeconfig {}", path.display()),
         });
     }
@@ -170,6 +173,7 @@ pub async fn obtain(
             return Ok(Credentials {
                 config: config_from(&cur.kubeconfig, &stored).await?,
                 renew_at: Some(cur.renew_at()),
+                not_after: Some(cur.not_after),
                 source: format!("stored certificate {}", stored.display()),
             });
         }
@@ -205,6 +209,7 @@ pub async fn obtain(
     Ok(Credentials {
         config: config_from(&text, &stored).await?,
         renew_at: Some(s.renew_at()),
+        not_after: Some(s.not_after),
         source: format!(
             "certificate from TLS bootstrap, stored in {}",
             stored.display()

@@ -209,6 +209,7 @@ async fn supervise(
         renew = false;
         tracing::info!(node = %name, identity = %who, credentials = %creds.source, "joined the cluster");
         report.join(JoinState::Joined, format!("as {who}; {}", creds.source));
+        report.client_certificate(creds.not_after);
         let agent = node::NodeAgent {
             client: client.clone(),
             name: name.clone(),

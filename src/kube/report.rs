@@ -56,6 +56,8 @@ struct Inner {
     /// The writers' elections, by component (`gateway-status-writer`, `lb-allocator`): this
     /// switch leads, what it knows, since.
     elections: std::collections::BTreeMap<&'static str, (bool, String, Option<Instant>)>,
+    /// When the client certificate in use expires (a bootstrap join's; none with a kubeconfig).
+    client_cert_not_after: Option<std::time::SystemTime>,
 }
 
 /// Shared report of the Kubernetes subsystem.
@@ -79,6 +81,11 @@ impl KubeReport {
             _ => Some(Instant::now()),
         };
         g.join = Some((state, message.into(), since));
+    }
+
+    /// Records the expiry of the client certificate in use.
+    pub fn client_certificate(&self, not_after: Option<std::time::SystemTime>) {
+        self.lock().client_cert_not_after = not_after;
     }
 
     /// Records a watch's state.
@@ -233,6 +240,19 @@ impl prometheus_client::collector::Collector for KubeCollector {
         use prometheus_client::metrics::gauge::ConstGauge;
         use prometheus_client::metrics::MetricType;
         let v = self.0.view();
+        let not_after = self.0.lock().client_cert_not_after;
+        let mut m = encoder.encode_descriptor(
+            "kube_client_certificate_expiry_timestamp_seconds",
+            "Unix time at which the client certificate from the bootstrap join expires (renewed at 70 % of its life)",
+            None,
+            MetricType::Gauge,
+        )?;
+        if let Some(t) = not_after {
+            let secs = t
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            ConstGauge::new(secs).encode(m.encode_family(&[("kind", "client")])?)?;
+        }
         let joined = i64::from(matches!(v.join, Some((JoinState::Joined, _, _))));
         let degraded = i64::from(self.0.degraded().is_some());
         for (name, help, value) in [

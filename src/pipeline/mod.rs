@@ -389,6 +389,7 @@ async fn desired_loop(
                 // peers get WITHDRAW_LEAD to move its traffic before its virtual services
                 // and address go.
                 let vs = d.virtual_services.clone();
+                crate::reconcile::stats::published();
                 // A structural diff: what changed, not every announcement.
                 let withdrawn = desired_tx
                     .borrow()
@@ -433,7 +434,10 @@ async fn desired_loop(
         loop {
             tokio::select! {
                 r = config.changed() => if r.is_err() { return } else { break },
-                r = snapshot.changed() => if r.is_err() { return } else { break },
+                r = snapshot.changed() => if r.is_err() { return } else {
+                    crate::reconcile::stats::cluster_changed();
+                    break
+                },
                 r = own.changed() => if r.is_err() { return } else { break },
                 r = gateway.changed(), if gateway_open => {
                     gateway_open = r.is_ok();

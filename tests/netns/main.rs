@@ -14,6 +14,7 @@ mod gateway_reload;
 mod harness;
 mod lb;
 mod model_override;
+mod monitoring;
 mod placement;
 mod restart;
 mod steer;

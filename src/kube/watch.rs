@@ -11,7 +11,9 @@
 //!   watcher's business: it re-lists with backoff. The snapshot keeps its contents meanwhile,
 //!   and a re-list replaces a resource's objects only once it completes, so the snapshot
 //!   never shrinks because the API server went away. Losing the API server changes nothing
-//!   downstream.
+//!   downstream. A list that goes quiet for [`LIST_IDLE`] before its end (a streaming list
+//!   from an API server that restarted can wait for its end bookmark until the watch's idle
+//!   timeout) is started again, in pages.
 //! - Objects are converted to kube-gw's own view when their event arrives and the API object
 //!   is dropped: the daemon never holds the full API objects of a large cluster, and an event
 //!   costs the conversion of one object, not a rebuild of the whole view. An event that does
@@ -28,6 +30,7 @@
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::{Stream, StreamExt};
@@ -46,6 +49,11 @@ use crate::model::{ClusterSnapshot, ObjectKey};
 
 /// Objects between two partial views during the first list.
 const PARTIAL_EVERY: usize = 500;
+/// A list (or re-list) that brings nothing for this long is started again, in pages: an
+/// API server that restarted with a new watch cache can leave a streaming list waiting
+/// for its end-of-list bookmark until the watch's idle timeout (about 5 minutes), with
+/// every change since kept from the view.
+const LIST_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The snapshot being kept up to date, and the re-lists in progress.
 #[derive(Default)]
@@ -265,7 +273,9 @@ where
             watcher::Config::default().any_semantic()
         };
         let stream = watcher(api.clone(), config).default_backoff();
-        let fell_back = drive(stream, |item| {
+        // Between a list's start (Init) and its end (InitDone).
+        let listing = std::sync::atomic::AtomicBool::new(false);
+        let ended = drive(stream, &listing, |item| {
             let lock = || builder.lock().unwrap_or_else(PoisonError::into_inner);
             if streaming && item.is_err() && !lock().listed.contains(name) {
                 if let Err(e) = &item {
@@ -273,13 +283,30 @@ where
                 }
                 return ControlFlow::Break(());
             }
+            match &item {
+                Ok(Event::Init) => listing.store(true, Relaxed),
+                // An error: the watcher retries with its backoff; not a silent list.
+                Ok(Event::InitDone) | Err(_) => listing.store(false, Relaxed),
+                _ => {}
+            }
             on_event::<K>(item, builder, report, changed);
             ControlFlow::Continue(())
         })
         .instrument(span.clone())
         .await;
-        if !fell_back {
-            return;
+        match ended {
+            Ended::Closed => return,
+            Ended::Broke => {}
+            Ended::ListIdle => {
+                tracing::warn!(resource = name, idle = ?LIST_IDLE, streaming, "a list brought nothing; listing again, in pages");
+                report.watch_state(
+                    name,
+                    WatchState::Failing,
+                    Some(format!(
+                        "a list brought nothing for {LIST_IDLE:?}; listing again"
+                    )),
+                );
+            }
         }
         streaming = false;
         *K::relist(&mut builder.lock().unwrap_or_else(PoisonError::into_inner)) = None;
@@ -389,16 +416,100 @@ fn on_event<K>(
     }
 }
 
-/// Feeds the stream to `on` until it ends or `on` breaks; true if it broke.
-async fn drive<S, T>(stream: S, mut on: impl FnMut(T) -> ControlFlow<()>) -> bool
+/// How [`drive`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The stream ended.
+    Closed,
+    /// `on` broke.
+    Broke,
+    /// A list (`listing` set) brought nothing for [`LIST_IDLE`].
+    ListIdle,
+}
+
+/// Feeds the stream to `on` until it ends, `on` breaks, or a list in progress (`listing`,
+/// which `on` keeps) goes quiet for [`LIST_IDLE`].
+async fn drive<S, T>(
+    stream: S,
+    listing: &std::sync::atomic::AtomicBool,
+    mut on: impl FnMut(T) -> ControlFlow<()>,
+) -> Ended
 where
     S: Stream<Item = T>,
 {
     futures::pin_mut!(stream);
-    while let Some(item) = stream.next().await {
+    loop {
+        let next = if listing.load(Relaxed) {
+            match tokio::time::timeout(LIST_IDLE, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => return Ended::ListIdle,
+            }
+        } else {
+            stream.next().await
+        };
+        let Some(item) = next else {
+            return Ended::Closed;
+        };
         if on(item).is_break() {
-            return true;
+            return Ended::Broke;
         }
     }
-    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `1` starts a list, `2` ends it (as Init and InitDone do).
+    fn on(listing: &std::sync::atomic::AtomicBool, seen: &mut Vec<i32>, item: i32) {
+        match item {
+            1 => listing.store(true, Relaxed),
+            2 => listing.store(false, Relaxed),
+            _ => {}
+        }
+        seen.push(item);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_list_that_goes_quiet_ends_the_drive_and_a_quiet_watch_does_not() {
+        // A list starts and then nothing comes: over after LIST_IDLE.
+        let listing = std::sync::atomic::AtomicBool::new(false);
+        let mut seen = Vec::new();
+        let stream = futures::stream::iter([1, 3]).chain(futures::stream::pending());
+        let started = tokio::time::Instant::now();
+        let ended = drive(stream, &listing, |i| {
+            on(&listing, &mut seen, i);
+            ControlFlow::Continue(())
+        })
+        .await;
+        assert_eq!(ended, Ended::ListIdle);
+        assert_eq!(seen, [1, 3]);
+        assert_eq!(started.elapsed(), LIST_IDLE);
+        // A list that ends, then a watch quiet for longer: still running.
+        let listing = std::sync::atomic::AtomicBool::new(false);
+        let mut seen = Vec::new();
+        let stream = futures::stream::iter([1, 3, 2]).chain(futures::stream::pending());
+        let quiet = tokio::time::timeout(
+            LIST_IDLE * 10,
+            drive(stream, &listing, |i| {
+                on(&listing, &mut seen, i);
+                ControlFlow::Continue(())
+            }),
+        )
+        .await;
+        assert!(quiet.is_err(), "a quiet watch must not end the drive");
+        assert_eq!(seen, [1, 3, 2]);
+        // The stream's end and a break.
+        let listing = std::sync::atomic::AtomicBool::new(false);
+        let ended = drive(futures::stream::iter([3]), &listing, |_| {
+            ControlFlow::Continue(())
+        })
+        .await;
+        assert_eq!(ended, Ended::Closed);
+        let ended = drive(futures::stream::iter([3]), &listing, |_| {
+            ControlFlow::Break(())
+        })
+        .await;
+        assert_eq!(ended, Ended::Broke);
+    }
 }

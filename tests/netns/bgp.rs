@@ -99,6 +99,21 @@ pub(crate) fn switch_and_leaf(
     bgp: &str,
 ) -> (Switch, crate::harness::Node, crate::harness::Node, Bird) {
     let mut sw = Switch::start_with(extra_vip, bgp);
+    let (node, leaf, bird) = attach_leaf(&mut sw);
+    (sw, node, leaf, bird)
+}
+
+/// A BIRD leaf (AS 65000, 192.0.2.1/30) linked to the switch (192.0.2.2/30), its session
+/// with kube-gw Established: (the switch's node, the leaf, BIRD).
+pub(crate) fn attach_leaf(sw: &mut Switch) -> (crate::harness::Node, crate::harness::Node, Bird) {
+    attach_leaf_with(sw, |c| c)
+}
+
+/// [`attach_leaf`] with BIRD's configuration passed through `edit`.
+pub(crate) fn attach_leaf_with(
+    sw: &mut Switch,
+    edit: impl Fn(String) -> String,
+) -> (crate::harness::Node, crate::harness::Node, Bird) {
     let leaf = sw.lab.node("leaf");
     let node = sw.node.clone();
     sw.lab
@@ -107,15 +122,15 @@ pub(crate) fn switch_and_leaf(
         &mut sw.lab,
         &leaf,
         "leaf",
-        &bird_leaf(
+        &edit(bird_leaf(
             "192.0.2.1",
             "192.0.2.1",
             65000,
             &[("sw", "192.0.2.2", 65010)],
-        ),
+        )),
     );
     bird.wait_established("sw", ESTABLISH);
-    (sw, node, leaf, bird)
+    (node, leaf, bird)
 }
 
 /// `kube-gw drain` run in a thread (it answers after the drain time): (succeeded, stdout).

@@ -9,6 +9,7 @@ mod bfd;
 mod bgp;
 #[path = "../common/controlplane.rs"]
 mod controlplane;
+mod faults;
 mod gateway;
 mod gateway_reload;
 mod harness;

@@ -32,7 +32,7 @@ pub(crate) fn lo_addresses(node: &Node) -> BTreeSet<String> {
         .collect()
 }
 
-fn wait_address(node: &Node, addr: &str, present: bool, within: Duration) {
+pub(crate) fn wait_address(node: &Node, addr: &str, present: bool, within: Duration) {
     wait_for(
         &format!(
             "{addr} to be {} on lo",
@@ -53,7 +53,7 @@ pub(crate) struct Switch {
 }
 
 impl Switch {
-    fn start(extra_vip: &str) -> Self {
+    pub(crate) fn start(extra_vip: &str) -> Self {
         Self::start_with(extra_vip, "")
     }
 
@@ -85,6 +85,19 @@ impl Switch {
         extra: &str,
         wrap: &[&str],
     ) -> Self {
+        Self::start_through(None, ns, kubernetes, extra_vip, extra, wrap)
+    }
+
+    /// [`start_custom`](Self::start_custom) through the API server on `api` (a port on the
+    /// host's loopback; the shared control plane's when `None`).
+    pub(crate) fn start_through(
+        api: Option<u16>,
+        ns: Option<String>,
+        kubernetes: &str,
+        extra_vip: &str,
+        extra: &str,
+        wrap: &[&str],
+    ) -> Self {
         let cp = ControlPlane::shared();
         let name = unique("spine");
         cp.bind_switch(&name);
@@ -93,10 +106,19 @@ impl Switch {
         }
         let mut lab = Lab::new();
         let node = lab.node("switch");
-        let port: u16 = cp.server.rsplit(':').next().unwrap().parse().unwrap();
+        let shared: u16 = cp.server.rsplit(':').next().unwrap().parse().unwrap();
+        let port = api.unwrap_or(shared);
         lab.forward_host_port(&node, port);
         let kc_path = lab.path(&format!("{name}.kubeconfig"));
         cp.write_node_kubeconfig(&name, &kc_path);
+        if port != shared {
+            let kc = std::fs::read_to_string(&kc_path).unwrap();
+            std::fs::write(
+                &kc_path,
+                kc.replace(&cp.server, &format!("https://127.0.0.1:{port}")),
+            )
+            .unwrap();
+        }
         // Each test serves only its own Services: other tests share the control plane.
         let ns = ns.unwrap_or_else(|| unique("vips"));
         // The host kernel may lack IPVS (the real-kernel lab tests that side): VIPs are

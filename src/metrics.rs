@@ -223,7 +223,7 @@ impl prometheus_client::collector::Collector for PipelineCollector {
         }
         let mut m = encoder.encode_descriptor(
             "event_to_kernel_seconds",
-            "From a cluster change reaching the desired task to the end of the reconciler pass that applied it",
+            "From the cluster watch publishing a changed view to the end of the reconciler pass that applied it",
             None,
             MetricType::Histogram,
         )?;

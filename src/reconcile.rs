@@ -16,7 +16,7 @@
 //! construction: a pass with the same input and kernel does nothing.
 //!
 //! [`stats`] counts each reconciler's passes and failures and measures the event→kernel
-//! latency: from a cluster change reaching the desired task to the end of the pass that
+//! latency: from the cluster watch publishing a changed view to the end of the pass that
 //! applied it. `metrics.rs` reads it at scrape time.
 
 use std::future::Future;
@@ -144,8 +144,8 @@ pub async fn drive<R: Reconciler>(
 }
 
 /// Reconciler passes and the event→kernel latency, process-wide (one daemon per process):
-/// the desired task marks cluster changes and its publications, the driver records each
-/// pass, `metrics.rs` reads a copy at scrape time.
+/// the cluster watch marks each view it publishes, the desired task its own publications,
+/// the driver records each pass, `metrics.rs` reads a copy at scrape time.
 pub mod stats {
     use std::collections::BTreeMap;
     use std::sync::Mutex;
@@ -191,7 +191,7 @@ pub mod stats {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The cluster view changed (the desired task woke for it).
+    /// The cluster watch published a changed view.
     pub fn cluster_changed() {
         let mut s = lock();
         if s.pending.is_none() {

@@ -238,6 +238,10 @@ pub async fn run(
                 report.snapshot_published();
             }
             if published {
+                // The event→kernel latency runs from here (reconcile::stats).
+                crate::reconcile::stats::cluster_changed();
+            }
+            if published {
                 tracing::debug!(
                     complete,
                     micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),

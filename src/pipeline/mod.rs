@@ -434,10 +434,7 @@ async fn desired_loop(
         loop {
             tokio::select! {
                 r = config.changed() => if r.is_err() { return } else { break },
-                r = snapshot.changed() => if r.is_err() { return } else {
-                    crate::reconcile::stats::cluster_changed();
-                    break
-                },
+                r = snapshot.changed() => if r.is_err() { return } else { break },
                 r = own.changed() => if r.is_err() { return } else { break },
                 r = gateway.changed(), if gateway_open => {
                     gateway_open = r.is_ok();

@@ -18,6 +18,7 @@ mod model_override;
 mod monitoring;
 mod placement;
 mod restart;
+mod soak;
 mod steer;
 mod traffic;
 mod vips;

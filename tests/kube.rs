@@ -23,6 +23,15 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
 const JOIN: Duration = Duration::from_secs(60);
 
+/// The test that restarts the control plane's etcd runs alone: every other test holds this
+/// lock shared.
+static ETCD: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared_etcd() -> std::sync::RwLockReadGuard<'static, ()> {
+    ETCD.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn unique(prefix: &str) -> String {
     let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
     format!("{prefix}-{}", &uuid[..8])
@@ -141,6 +150,7 @@ fn csrs_of(cp: &ControlPlane, node: &str) -> usize {
 
 #[test]
 fn bootstrap_token_join_end_to_end() {
+    let _etcd = shared_etcd();
     let cp = ControlPlane::shared();
     let node = unique("spine");
     cp.bind_switch(&node);
@@ -251,6 +261,7 @@ where
 
 #[test]
 fn kubeconfig_join_names_a_missing_permission_and_recovers_when_granted() {
+    let _etcd = shared_etcd();
     let cp = ControlPlane::shared();
     let node = unique("leaf");
     let kc = cp.user_kubeconfig(
@@ -293,6 +304,7 @@ fn kubeconfig_join_names_a_missing_permission_and_recovers_when_granted() {
 
 #[test]
 fn a_deleted_node_is_registered_again() {
+    let _etcd = shared_etcd();
     let cp = ControlPlane::shared();
     let node = unique("spine");
     cp.bind_switch(&node);
@@ -354,6 +366,7 @@ fn joined_through(cp: &ControlPlane, node: &str, server: &str) -> Daemon {
 /// switched off (or predates them) refuses, and kube-gw lists in pages instead.
 #[test]
 fn an_api_server_without_streaming_lists_is_listed_in_pages() {
+    let _etcd = shared_etcd();
     let cp = ControlPlane::shared();
     let node = unique("spine");
     cp.bind_switch(&node);
@@ -389,6 +402,7 @@ fn an_api_server_without_streaming_lists_is_listed_in_pages() {
 
 #[test]
 fn an_api_server_outage_keeps_the_view_and_converges_after() {
+    let _etcd = shared_etcd();
     let cp = ControlPlane::shared();
     let node = unique("spine");
     cp.bind_switch(&node);
@@ -471,6 +485,7 @@ fn an_api_server_outage_keeps_the_view_and_converges_after() {
 
 #[test]
 fn bad_credentials_and_servers_give_clear_errors_and_retries_without_a_crash() {
+    let _etcd = shared_etcd();
     let cp = ControlPlane::shared();
     let other_ca = {
         let key = rcgen::KeyPair::generate().unwrap();
@@ -543,4 +558,125 @@ fn bad_credentials_and_servers_give_clear_errors_and_retries_without_a_crash() {
             "{what}: token in the log"
         );
     }
+}
+
+/// etcd restarted under a running API server, then the API server restarted with a new
+/// serving certificate from the same CA: kube-gw's view never shrinks, it follows changes
+/// made after each, and it stays joined (no new join, no re-bootstrap).
+#[test]
+fn an_etcd_restart_and_a_new_serving_certificate_cost_nothing() {
+    let _alone = ETCD
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let cp = ControlPlane::shared();
+    let node = unique("spine");
+    cp.bind_switch(&node);
+    let ns = unique("etcd");
+    let name = format!("apiserver-{ns}");
+    let (port, pid) = cp.extra_apiserver(&name);
+    let server = format!("https://127.0.0.1:{port}");
+    let d = joined_through(cp, &node, &server);
+    cp.create_namespace(&ns);
+    let create = |svc: &str, ip: &str| {
+        let s: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": svc, "namespace": ns},
+            "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "externalIPs": [ip]}
+        }))
+        .unwrap();
+        // The API server may still be settling after a restart: retried for a while.
+        wait_for(&format!("Service {svc} created"), JOIN, || {
+            block_on(async {
+                Api::<Service>::namespaced(cp.admin().await, &ns)
+                    .create(&PostParams::default(), &s)
+                    .await
+                    .ok()
+            })
+        });
+    };
+    let has = |svc: &str| {
+        let out = d.cli(&["cluster", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["services"].get(format!("{ns}/{svc}")).is_some()
+    };
+    let joined_message = || {
+        component(&d.status(), "kubernetes")
+            .and_then(|c| c["message"].as_str().map(String::from))
+            .unwrap_or_default()
+    };
+    create("before", "198.51.100.1");
+    wait_for("the first Service in the view", JOIN, || {
+        has("before").then_some(())
+    });
+    let joined = joined_message();
+
+    // 1. etcd restarts under both API servers.
+    cp.restart_etcd();
+    create("after-etcd", "198.51.100.2");
+    wait_for("the Service created after etcd's restart", JOIN, || {
+        has("after-etcd").then_some(())
+    });
+    assert!(has("before"), "the view shrank after etcd's restart");
+
+    // 2. kube-gw's API server restarts with a new serving certificate (same CA).
+    controlplane::stop(pid);
+    let flags = cp.serving_certificate(&format!("{name}-new"));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let pid2 = cp.apiserver_with(port, &format!("{name}-again"), &flags);
+    cp.wait_ready(&server, Duration::from_secs(120));
+    // The new certificate is the one served (positive control of the change).
+    let crt = flags[0].trim_start_matches("--tls-cert-file=");
+    let fingerprint = |args: &[&str], input: Option<&str>| {
+        let mut c = std::process::Command::new("openssl");
+        c.args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        if let Some(text) = input {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        } else {
+            drop(child.stdin.take());
+        }
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).to_string()
+    };
+    let served = fingerprint(
+        &[
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-showcerts",
+        ],
+        None,
+    );
+    let served_fp = fingerprint(
+        &["x509", "-noout", "-fingerprint", "-sha256"],
+        Some(&served),
+    );
+    let new_fp = fingerprint(
+        &["x509", "-noout", "-fingerprint", "-sha256", "-in", crt],
+        None,
+    );
+    assert!(new_fp.contains("Fingerprint"), "{new_fp}");
+    assert_eq!(
+        served_fp, new_fp,
+        "the API server does not serve the new certificate"
+    );
+    create("after-cert", "198.51.100.3");
+    wait_for(
+        "the Service created after the new certificate",
+        JOIN,
+        || has("after-cert").then_some(()),
+    );
+    assert!(has("before") && has("after-etcd"), "the view shrank");
+    wait_for("the degraded flag to clear", JOIN, || {
+        d.status()["degraded"].is_null().then_some(())
+    });
+    // Still the same join: no re-bootstrap, no new identity.
+    assert_eq!(joined_message(), joined);
+    controlplane::stop(pid2);
 }

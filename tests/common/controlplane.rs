@@ -33,6 +33,8 @@ pub struct ControlPlane {
     pub ca_pem: String,
     ca_key_pem: String,
     pub admin_kubeconfig: PathBuf,
+    /// etcd's pid and command line (for [`ControlPlane::restart_etcd`]).
+    etcd_proc: std::sync::Mutex<(u32, Vec<String>)>,
 }
 
 /// Requests to the spawner thread.
@@ -308,20 +310,21 @@ impl ControlPlane {
         let etcd_port = free_port();
         let peer_port = free_port();
         let etcd = format!("http://127.0.0.1:{etcd_port}");
-        start(
+        let etcd_args = vec![
+            format!("--data-dir={}", dir.join("etcd").display()),
+            format!("--listen-client-urls={etcd}"),
+            format!("--advertise-client-urls={etcd}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-cluster=default=http://127.0.0.1:{peer_port}"),
+            "--name=default".into(),
+            "--log-level=warn".into(),
+            "--unsafe-no-fsync".into(),
+        ];
+        let etcd_pid = start(
             "etcd",
             &bin.join("etcd"),
-            vec![
-                format!("--data-dir={}", dir.join("etcd").display()),
-                format!("--listen-client-urls={etcd}"),
-                format!("--advertise-client-urls={etcd}"),
-                format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
-                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
-                format!("--initial-cluster=default=http://127.0.0.1:{peer_port}"),
-                "--name=default".into(),
-                "--log-level=warn".into(),
-                "--unsafe-no-fsync".into(),
-            ],
+            etcd_args.clone(),
             dir.join("etcd.log"),
         );
 
@@ -341,6 +344,7 @@ impl ControlPlane {
             ca_pem: ca_pem.clone(),
             ca_key_pem: ca_key.serialize_pem(),
             admin_kubeconfig: PathBuf::new(),
+            etcd_proc: std::sync::Mutex::new((etcd_pid, etcd_args)),
         };
         let port = free_port();
         cp.server = format!("https://127.0.0.1:{port}");
@@ -479,6 +483,49 @@ impl ControlPlane {
     }
 
     /// A kubeconfig for a client certificate with this CN and these groups.
+    /// Stops etcd (SIGTERM, by its pid) and starts it again on the same data; returns once
+    /// it answers its health endpoint.
+    pub fn restart_etcd(&self) {
+        let mut proc = self.etcd_proc.lock().unwrap();
+        stop(proc.0);
+        proc.0 = start(
+            "etcd",
+            &self.bin.join("etcd"),
+            proc.1.clone(),
+            self.dir.join("etcd-again.log"),
+        );
+        let health = format!("{}/health", self.etcd);
+        wait_for("etcd to answer again", Duration::from_secs(60), || {
+            let out = std::process::Command::new("curl")
+                .args(["-sf", "--max-time", "2", &health])
+                .output()
+                .ok()?;
+            out.status.success().then_some(())
+        });
+    }
+
+    /// A new serving certificate for the API server, from the same CA, written as
+    /// `<name>.crt`/`<name>.key` in the control plane's directory: the flags that serve it.
+    pub fn serving_certificate(&self, name: &str) -> [String; 2] {
+        let ca_key = rcgen::KeyPair::from_pem(&self.ca_key_pem).unwrap();
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&self.ca_pem, ca_key).unwrap();
+        let (cert, key) = sign(
+            &issuer,
+            "kube-apiserver",
+            &[],
+            &["127.0.0.1", "localhost", "kubernetes", "10.96.0.1"],
+            true,
+        );
+        let crt = self.dir.join(format!("{name}.crt"));
+        let k = self.dir.join(format!("{name}.key"));
+        std::fs::write(&crt, cert).unwrap();
+        std::fs::write(&k, key).unwrap();
+        [
+            format!("--tls-cert-file={}", crt.display()),
+            format!("--tls-private-key-file={}", k.display()),
+        ]
+    }
+
     pub fn user_kubeconfig(&self, cn: &str, groups: &[&str], server: &str) -> String {
         let ca_key = rcgen::KeyPair::from_pem(&self.ca_key_pem).unwrap();
         let issuer = rcgen::Issuer::from_ca_cert_pem(&self.ca_pem, ca_key).unwrap();

@@ -17,7 +17,9 @@
 //!
 //! Who owns what: the desired task owns the engine and the order of publication (break
 //! after make: the desired state, and with it the withdrawal, goes out before the
-//! reconcilers' inputs); each reconciler owns its kernel objects; the export gate owns the
+//! reconcilers' inputs, and a withdrawn VIP keeps its address and its previous virtual
+//! services for `WITHDRAW_LEAD` while the rest of the change goes out at once: the lead is
+//! a deadline in the task's loop, not a sleep); each reconciler owns its kernel objects; the export gate owns the
 //! exported map (one persistent map, changed in place so that sessions diff it in
 //! O(change)). Each task keeps a heartbeat: `pipeline`, `export`, `addresses`, `ipvs`.
 //!
@@ -30,12 +32,12 @@
 
 pub mod export;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use imbl::ordmap::DiffItem;
-use imbl::OrdSet;
+use imbl::{OrdMap, OrdSet};
 use tokio::sync::watch;
 
 use crate::config::{Config, OnShutdown};
@@ -337,6 +339,11 @@ async fn desired_loop(
     } = out;
     let mut engine = Engine::default();
     let mut wanted: OrdSet<IpAddr> = OrdSet::new();
+    // Withdrawn VIPs that keep their address and their previous virtual services until the
+    // instant given (WITHDRAW_LEAD after the withdrawal went out), and the virtual services
+    // last sent: the lead delays only what leaves, never the rest of the change.
+    let mut lingering: BTreeMap<IpAddr, tokio::time::Instant> = BTreeMap::new();
+    let mut sent_vs: OrdMap<VsKey, VirtualService> = OrdMap::new();
     let mut gateway_open = true;
     // The gateway's VIPs are known once it published them (or there is no gateway): until
     // then the wanted addresses are only added to, so a restart does not take a Gateway VIP
@@ -387,15 +394,20 @@ async fn desired_loop(
                 // Break after make: the desired state goes out first, so a VIP that leaves
                 // is withdrawn from the BGP peers (the export follows it at once) and the
                 // peers get WITHDRAW_LEAD to move its traffic before its virtual services
-                // and address go.
-                let vs = d.virtual_services.clone();
+                // and address go. Everything else in the change is applied at once.
                 crate::reconcile::stats::published();
-                // A structural diff: what changed, not every announcement.
-                let withdrawn = desired_tx
-                    .borrow()
-                    .announcements
-                    .diff(&d.announcements)
-                    .any(|c| matches!(c, imbl::ordset::DiffItem::Remove(_)));
+                let now = tokio::time::Instant::now();
+                for c in desired_tx.borrow().announcements.diff(&d.announcements) {
+                    if let imbl::ordset::DiffItem::Remove(net) = c {
+                        if before.contains_key(&net.addr()) {
+                            lingering.entry(net.addr()).or_insert(now + WITHDRAW_LEAD);
+                        }
+                    }
+                }
+                lingering.retain(|a, until| {
+                    *until > now && !d.announcements.contains(&ipnet::IpNet::from(*a))
+                });
+                let vs = linger_virtual_services(&d.virtual_services, &sent_vs, &lingering);
                 desired_tx.send_if_modified(|cur| {
                     let changed = **cur != d;
                     if changed {
@@ -403,21 +415,21 @@ async fn desired_loop(
                     }
                     changed
                 });
-                if withdrawn {
-                    tokio::time::sleep(WITHDRAW_LEAD).await;
-                }
                 vs_tx.send_if_modified(|cur| {
                     let changed = cur.as_ref() != Some(&vs);
                     if changed {
-                        *cur = Some(vs);
+                        *cur = Some(vs.clone());
                     }
                     changed
                 });
+                sent_vs = vs;
+                let mut all = wanted.clone();
+                all.extend(lingering.keys().copied());
                 if gateway_seen || !gateway_open || tokio::time::Instant::now() >= gateway_deadline
                 {
-                    Wanted::Exactly(with_gateway(&wanted, &gateway, &me.own_addresses))
+                    Wanted::Exactly(with_gateway(&all, &gateway, &me.own_addresses))
                 } else {
-                    Wanted::AtLeast(with_gateway(&wanted, &gateway, &me.own_addresses))
+                    Wanted::AtLeast(with_gateway(&all, &gateway, &me.own_addresses))
                 }
             } else {
                 Wanted::AtLeast(with_gateway(&wanted, &gateway, &me.own_addresses))
@@ -442,10 +454,33 @@ async fn desired_loop(
                     break;
                 }
                 () = tokio::time::sleep_until(gateway_deadline), if !gateway_seen && gateway_open && tokio::time::Instant::now() < gateway_deadline => break,
+                () = tokio::time::sleep_until(lingering.values().min().copied().unwrap_or_else(tokio::time::Instant::now)), if !lingering.is_empty() => break,
                 () = hb.idle() => hb.turn().await,
             }
         }
     }
+}
+
+/// The virtual services to program: the desired ones, except that a lingering (withdrawn)
+/// VIP keeps the ones last sent for it.
+fn linger_virtual_services(
+    desired: &OrdMap<VsKey, VirtualService>,
+    sent: &OrdMap<VsKey, VirtualService>,
+    lingering: &BTreeMap<IpAddr, tokio::time::Instant>,
+) -> OrdMap<VsKey, VirtualService> {
+    if lingering.is_empty() {
+        return desired.clone();
+    }
+    let mut vs = desired.clone();
+    for k in desired.keys().filter(|k| lingering.contains_key(&k.vip)) {
+        vs.remove(k);
+    }
+    for (k, v) in sent {
+        if lingering.contains_key(&k.vip) {
+            vs.insert(*k, v.clone());
+        }
+    }
+    vs
 }
 
 /// The VIPs on the interface: the Services' and the Gateways' (a Gateway VIP that is one of the
@@ -462,4 +497,59 @@ fn with_gateway(
     let mut all = wanted.clone();
     all.extend(g.keys().filter(|a| !own.contains(a)).copied());
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ObjectKey, Protocol};
+
+    fn vs(port_name: &str) -> VirtualService {
+        VirtualService {
+            service: ObjectKey {
+                namespace: "ns".into(),
+                name: "web".into(),
+            },
+            port_name: port_name.into(),
+            destinations: Vec::new(),
+            persistence: None,
+            external_traffic_local: false,
+            source_ranges: Vec::new(),
+        }
+    }
+
+    fn key(vip: &str, port: u16) -> VsKey {
+        VsKey {
+            vip: vip.parse().unwrap(),
+            port,
+            protocol: Protocol::Tcp,
+        }
+    }
+
+    #[test]
+    fn a_lingering_vip_keeps_what_was_sent_for_it_and_the_rest_follows_at_once() {
+        let mut sent = OrdMap::new();
+        sent.insert(key("198.51.100.1", 80), vs("old"));
+        sent.insert(key("198.51.100.2", 80), vs("old"));
+        // The desired state: .1 withdrawn (gone), .2 changed, .3 new.
+        let mut desired = OrdMap::new();
+        desired.insert(key("198.51.100.2", 80), vs("new"));
+        desired.insert(key("198.51.100.3", 80), vs("new"));
+        let mut lingering = BTreeMap::new();
+        let until = tokio::time::Instant::now();
+        lingering.insert("198.51.100.1".parse().unwrap(), until);
+        let out = linger_virtual_services(&desired, &sent, &lingering);
+        assert_eq!(out.get(&key("198.51.100.1", 80)), Some(&vs("old")));
+        assert_eq!(out.get(&key("198.51.100.2", 80)), Some(&vs("new")));
+        assert_eq!(out.get(&key("198.51.100.3", 80)), Some(&vs("new")));
+        // .2 withdrawn too (its endpoints went): it keeps its old virtual service.
+        lingering.insert("198.51.100.2".parse().unwrap(), until);
+        let out = linger_virtual_services(&desired, &sent, &lingering);
+        assert_eq!(out.get(&key("198.51.100.2", 80)), Some(&vs("old")));
+        // Nothing lingering: the desired state as it is.
+        assert_eq!(
+            linger_virtual_services(&desired, &sent, &BTreeMap::new()),
+            desired
+        );
+    }
 }

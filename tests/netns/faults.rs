@@ -9,7 +9,9 @@
 //! `KUBE_GW_FAULT_FLAPS` (default 100).
 //!
 //! IPVS is not in this kernel: the same rows for IPVS services belong to the real-kernel
-//! lab (`tests/lab/`).
+//! lab (`tests/lab/`). Addresses: 198.51.100.101–.122 and .150–.182, clear of the other
+//! tests' allocation pools (.7, .16/28, .32/29, .64/28, .128/28), which the allocators
+//! keep free of Services' addresses cluster-wide.
 
 use std::time::{Duration, Instant};
 
@@ -86,7 +88,7 @@ const OUTAGE_VIP: &str = "198.51.100.101";
 const CHURN: u8 = 20;
 
 fn churn_vip(i: u8) -> String {
-    format!("198.51.100.{}", 110 + i)
+    format!("198.51.100.{}", 150 + i)
 }
 
 #[test]
@@ -597,4 +599,119 @@ fn a_hundred_peer_flaps_leave_no_fd_thread_or_memory_behind() {
          fds {} → {}, threads {} → {}, RSS {} → {} KiB",
         kinds[0], kinds[1], kinds[2], base.0, end.0, base.1, end.1, base.2, end.2
     );
+}
+
+const CLOCK_VIPS: [&str; 3] = ["198.51.100.180", "198.51.100.181", "198.51.100.182"];
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// The Node Lease's holder and renew time (RFC 3339), as the API server has them.
+fn node_lease(node: &str) -> (String, String) {
+    crate::controlplane::block_on(async {
+        let client = crate::controlplane::ControlPlane::shared().admin().await;
+        let l = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+            client,
+            "kube-node-lease",
+        )
+        .get(node)
+        .await
+        .unwrap();
+        let spec = l.spec.unwrap_or_default();
+        (
+            spec.holder_identity.unwrap_or_default(),
+            spec.renew_time.map(|t| t.0.to_string()).unwrap_or_default(),
+        )
+    })
+}
+
+/// The wall clock of kube-gw's last log line, minus the real one, in seconds.
+fn log_clock_offset(log: &str) -> Option<f64> {
+    let ts = log
+        .lines()
+        .rev()
+        .find_map(|l| l.split("\"timestamp\":\"").nth(1)?.split('"').next())?;
+    let logged = crate::harness::unix_seconds(ts)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    Some(logged - now)
+}
+
+#[test]
+fn wall_clock_jumps_forward_and_back_confuse_neither_certificates_nor_leases() {
+    if !require_root("wall_clock_jumps_forward_and_back_confuse_neither_certificates_nor_leases") {
+        return;
+    }
+    assert!(
+        std::path::Path::new(FAKETIME).exists(),
+        "{FAKETIME} is missing: scripts/setup installs libfaketime"
+    );
+    // kube-gw's wall clock (not its monotonic clock: the kernel's time namespaces offset
+    // only those) follows this file: "+0", "+2h", "-2h".
+    let clock = std::env::temp_dir().join(format!("kube-gw-clock-{}", std::process::id()));
+    std::fs::write(&clock, "+0").unwrap();
+    let env = [
+        format!("LD_PRELOAD={FAKETIME}"),
+        format!("FAKETIME_TIMESTAMP_FILE={}", clock.display()),
+        "FAKETIME_NO_CACHE=1".to_string(),
+        "FAKETIME_DONT_FAKE_MONOTONIC=1".to_string(),
+    ];
+    let mut wrap = vec!["env"];
+    wrap.extend(env.iter().map(String::as_str));
+    let mut sw = Switch::start_in_wrapped(None, "", NEIGHBOR, &wrap);
+    let (node, leaf, _bird) = attach_leaf(&mut sw);
+    start_address_monitor(&mut sw.lab, &node);
+    let name = sw.kg.name.clone();
+    let (holder, _) = node_lease(&name);
+    assert_eq!(holder, name);
+    for (i, (jump, offset)) in [("+0", 0.0), ("+2h", 7200.0), ("-2h", -7200.0)]
+        .into_iter()
+        .enumerate()
+    {
+        std::fs::write(&clock, jump).unwrap();
+        let (_, renewed_before) = node_lease(&name);
+        // A Service after the jump: served and announced.
+        sw.service(&format!("clock-{i}"), &[CLOCK_VIPS[i]], Some("10.0.0.5"));
+        wait_address(&node, &format!("{}/32", CLOCK_VIPS[i]), true, ESTABLISH);
+        wait_for(&format!("{jump}: the leaf's route"), ESTABLISH, || {
+            (leaf_next_hop(&leaf, CLOCK_VIPS[i])? == "192.0.2.2").then_some(())
+        });
+        // Positive control: kube-gw's own wall clock did jump (its log's timestamps).
+        let ok = sw.kg.cli_output(&["reload"]);
+        assert!(ok.status.success());
+        let off = log_clock_offset(&sw.lab.log(&sw.kg.name)).expect("a log timestamp");
+        assert!(
+            (off - offset).abs() < 120.0,
+            "{jump}: kube-gw's clock is {off:.0} s off"
+        );
+        // The Node Lease is still kube-gw's and still renewed; the join and the watches
+        // are healthy (no certificate judged expired or not yet valid, no re-bootstrap).
+        wait_for(&format!("{jump}: the Lease renewed"), ESTABLISH, || {
+            let (h, renewed) = node_lease(&name);
+            assert_eq!(h, name, "{jump}: the Lease changed hands");
+            (renewed != renewed_before).then_some(())
+        });
+        let status = sw.kg.status();
+        assert!(status["degraded"].is_null(), "{jump}: {status}");
+        // Everything served before is still there.
+        let lo = lo_addresses(&node);
+        for a in &CLOCK_VIPS[..=i] {
+            assert!(lo.contains(&format!("{a}/32")), "{jump}: {a} gone: {lo:?}");
+        }
+    }
+    let notes = address_notifications(&sw.lab, &node, &CLOCK_VIPS);
+    assert_eq!(
+        notes.iter().filter(|l| l.contains("Deleted")).count(),
+        0,
+        "{notes:?}"
+    );
+    // Nothing warned about a certificate.
+    let log = sw.lab.log(&sw.kg.name);
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
+        .filter(|l| l.contains("certificate"))
+        .collect();
+    assert!(warned.is_empty(), "{warned:?}");
+    let _ = std::fs::remove_file(&clock);
 }

@@ -104,14 +104,14 @@ fn the_dashboard_and_alerts_ask_only_for_metrics_the_daemon_exposes() {
         "",
         "[[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n",
     );
-    sw.service("served", &["198.51.100.71"], Some("10.0.0.5"));
+    sw.service("served", &["198.51.100.95"], Some("10.0.0.5"));
     // Outside the pools: refused (and an Event), counted by reason.
     sw.service("refused", &["203.0.113.71"], Some("10.0.0.6"));
     wait_for(
-        "the leaf to learn 198.51.100.71/32",
+        "the leaf to learn 198.51.100.95/32",
         crate::ESTABLISH,
         || {
-            crate::bgp::bird_route(&bird, "198.51.100.71/32")
+            crate::bgp::bird_route(&bird, "198.51.100.95/32")
                 .contains("via 192.0.2.2")
                 .then_some(())
         },

@@ -154,30 +154,9 @@ fn monitor_line(l: &str) -> Option<(f64, String)> {
         return None;
     }
     let ts = l.strip_prefix('[')?.split(']').next()?;
-    let t = chrono_like(ts)?;
+    let t = crate::harness::unix_seconds(ts)?;
     let addr = l.split(" inet ").nth(1)?.split('/').next()?.to_string();
     Some((t, addr))
-}
-
-/// Unix seconds of `YYYY-MM-DDTHH:MM:SS.ffffff` (local time = UTC on the test machines).
-fn chrono_like(ts: &str) -> Option<f64> {
-    let (date, time) = ts.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let mut t = time.split(':');
-    let (h, mi, s) = (
-        t.next()?.parse::<f64>().ok()?,
-        t.next()?.parse::<f64>().ok()?,
-        t.next()?.parse::<f64>().ok()?,
-    );
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days as f64 * 86_400.0 + h * 3600.0 + mi * 60.0 + s)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

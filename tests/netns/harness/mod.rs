@@ -77,6 +77,31 @@ pub fn route_next_hops(node: &Node, args: &[&str]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Unix seconds of a UTC timestamp `YYYY-MM-DDTHH:MM:SS[.f…][Z]` (`ip -ts`, RFC 3339
+/// logs; the test machines keep local time in UTC).
+pub fn unix_seconds(ts: &str) -> Option<f64> {
+    let (date, time) = ts.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':').map(|x| x.parse::<f64>().ok());
+    let (h, mi, s) = (t.next()??, t.next()??, t.next()??);
+    // Days from the civil date (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some(days as f64 * 86_400.0 + h * 3600.0 + mi * 60.0 + s)
+}
+
+#[test]
+fn unix_seconds_of_known_instants() {
+    assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0.0));
+    assert_eq!(unix_seconds("2026-12-01T01:08:44.5"), Some(1_796_087_324.5));
+    assert_eq!(unix_seconds("2000-03-01T00:00:00"), Some(951_868_800.0));
+    assert_eq!(unix_seconds("not a time"), None);
+}
+
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

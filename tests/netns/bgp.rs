@@ -1003,11 +1003,16 @@ fn gtsm_refuses_a_neighbor_one_hop_too_far() {
     assert!(!bird.protocol_info("sw").contains("Established"));
 }
 
-/// A Prometheus sample's value from a scrape, by its full series text.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+/// A Prometheus sample's value from a scrape, by its full series text (name and labels
+/// exactly as exposed).
+pub(crate) fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// Malformed input from a raw peer (tests/netns/peers/rawpeer.py, one scripted neighbor per

@@ -16,18 +16,10 @@
 use std::time::{Duration, Instant};
 
 use crate::bgp::{attach_leaf, metrics};
-use crate::harness::{require_root, wait_for, Lab, Node};
+use crate::harness::{knob, require_root, wait_for, Lab, Node};
 use crate::restart::{deletions, flush_monitor, leaf_next_hop, start_leaf_monitor};
 use crate::vips::{lo_addresses, wait_address, Switch};
 use crate::ESTABLISH;
-
-/// A number from the environment (a long form), or the short form's.
-fn knob(name: &str, short: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(short)
-}
 
 const NEIGHBOR: &str = "[[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n";
 
@@ -71,15 +63,9 @@ fn address_notifications(lab: &Lab, node: &Node, addrs: &[&str]) -> Vec<String> 
         .collect()
 }
 
-/// The value of one exposed sample (name and labels as exposed).
+/// The value of one sample kube-gw exposes in `node`.
 fn sample(node: &Node, series: &str) -> Option<f64> {
-    metrics(node).lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+    crate::bgp::sample(&metrics(node), series)
 }
 
 const OUTAGE_VIP: &str = "198.51.100.101";

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::bgp::{metrics, switch_and_leaf};
+use crate::bgp::{metrics, sample as value, switch_and_leaf};
 use crate::harness::{require_root, wait_for};
 
 /// The `kube_gw_…` names a file's queries use.
@@ -68,17 +68,6 @@ impl Exposed {
                 .any(|s| name.strip_prefix(family.as_str()) == Some(*s))
         })
     }
-}
-
-/// The value of the sample `series` (name and labels exactly as exposed).
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 #[test]

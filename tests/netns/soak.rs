@@ -33,15 +33,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use crate::bgp::{attach_leaf, metrics};
 use crate::controlplane::ControlPlane;
-use crate::harness::{require_root, wait_for, Node};
+use crate::harness::{knob, require_root, wait_for, Node};
 use crate::vips::Switch;
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The n-th VIP of the soak: 198.18.0.0/15 from .1.
 fn vip(n: u32) -> Ipv4Addr {

@@ -77,6 +77,14 @@ pub fn route_next_hops(node: &Node, args: &[&str]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A number from the environment (a test's long form), or `default` (its short form).
+pub fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Unix seconds of a UTC timestamp `YYYY-MM-DDTHH:MM:SS[.f…][Z]` (`ip -ts`, RFC 3339
 /// logs; the test machines keep local time in UTC).
 pub fn unix_seconds(ts: &str) -> Option<f64> {

@@ -489,18 +489,9 @@ const FLAP_VIP: &str = "198.51.100.109";
 
 /// kube-gw's file descriptors, threads and resident memory (KiB), from /proc.
 fn process_use(pid: u32) -> (usize, usize, u64) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in\n{status}"))
-    };
-    (fds, field("Threads:") as usize, field("VmRSS:"))
+    let u = crate::harness::proc_use(pid);
+    assert!(u.threads > 0 && u.rss_kib > 0, "kube-gw (pid {pid}) is gone");
+    (u.fds, u.threads, u.rss_kib)
 }
 
 #[test]

@@ -33,7 +33,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use crate::bgp::{attach_leaf, metrics};
 use crate::controlplane::ControlPlane;
-use crate::harness::{knob, require_root, wait_for, Node};
+use crate::harness::{knob, proc_use, require_root, wait_for, Node};
 use crate::vips::Switch;
 
 /// The n-th VIP of the soak: 198.18.0.0/15 from .1.
@@ -187,25 +187,6 @@ fn daemon_quantiles(text: &str) -> (f64, f64) {
             .map_or(f64::NAN, |b| b.0)
     };
     (q(0.5), q(0.99))
-}
-
-fn proc_use(pid: u32) -> (u64, usize, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // utime and stime: fields 14 and 15 of stat, 11 and 12 after the state (not numeric).
-    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
-    (rss, fds, ticks)
 }
 
 #[test]
@@ -382,10 +363,15 @@ fn churn_soak_keeps_lo_and_the_leaf_equal_to_the_cluster() {
         std::thread::spawn(move || {
             let hz = 100.0;
             let t0 = Instant::now();
-            let (mut last_t, mut last_ticks) = (t0, proc_use(pid).2);
+            let (mut last_t, mut last_ticks) = (t0, proc_use(pid).cpu_ticks);
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_secs(5));
-                let (rss, fds, ticks) = proc_use(pid);
+                let crate::harness::ProcUse {
+                    rss_kib: rss,
+                    fds,
+                    cpu_ticks: ticks,
+                    ..
+                } = proc_use(pid);
                 let now = Instant::now();
                 let cpu = (ticks - last_ticks) as f64 / hz / (now - last_t).as_secs_f64() * 100.0;
                 (last_t, last_ticks) = (now, ticks);

@@ -77,6 +77,43 @@ pub fn route_next_hops(node: &Node, args: &[&str]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// What a process uses, from /proc (zeros for a process that is gone).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcUse {
+    pub fds: usize,
+    pub threads: usize,
+    pub rss_kib: u64,
+    /// utime + stime, in clock ticks.
+    pub cpu_ticks: u64,
+}
+
+pub fn proc_use(pid: u32) -> ProcUse {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command's closing parenthesis: state, then numbers; utime and stime are
+    // fields 14 and 15 of stat, 11 and 12 after the state.
+    let f: Vec<u64> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    ProcUse {
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count),
+        threads: field("Threads:") as usize,
+        rss_kib: field("VmRSS:"),
+        cpu_ticks: f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0),
+    }
+}
+
 /// A number from the environment (a test's long form), or `default` (its short form).
 pub fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)

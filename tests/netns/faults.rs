@@ -490,7 +490,10 @@ const FLAP_VIP: &str = "198.51.100.109";
 /// kube-gw's file descriptors, threads and resident memory (KiB), from /proc.
 fn process_use(pid: u32) -> (usize, usize, u64) {
     let u = crate::harness::proc_use(pid);
-    assert!(u.threads > 0 && u.rss_kib > 0, "kube-gw (pid {pid}) is gone");
+    assert!(
+        u.threads > 0 && u.rss_kib > 0,
+        "kube-gw (pid {pid}) is gone"
+    );
     (u.fds, u.threads, u.rss_kib)
 }
 

@@ -119,7 +119,7 @@ pub async fn run(config: Config, opts: Options, log: LogHandle) -> Result<(), Ru
     let (kube_stop_tx, kube_stop_rx) = watch::channel(false);
     let health: crate::kube::HealthFn = {
         let (control, liveness, report) = (control.clone(), liveness.clone(), kube_report.clone());
-        Arc::new(move || admin::not_ready_reason(&control, &liveness).or_else(|| report.degraded()))
+        Arc::new(move || admin::not_ready_reason(&control, &liveness).or_else(|| report.stale()))
     };
     let (gw_status_tx, gw_status_rx) = watch::channel(Arc::default());
     let (kube, kube_task) = crate::kube::spawn(

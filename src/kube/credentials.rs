@@ -6,7 +6,9 @@
 //!   `kubernetes.io/kube-apiserver-client-kubelet`) over a fresh ECDSA P-256 key, wait for
 //!   it to be approved and signed, and store a kubeconfig with the key and certificate under
 //!   the state directory (mode 0600). Later starts reuse it; at 70 % of its lifetime it is
-//!   renewed with a new CSR made with the current certificate.
+//!   renewed with a new CSR made with the current certificate. A certificate the state
+//!   directory does not take (full, read-only) is used from memory; the caller keeps
+//!   trying to store it and reports why it is not stored ([`Credentials::unstored`]).
 //!
 //! The token is never logged or shown; errors say what to check instead.
 
@@ -50,7 +52,7 @@ pub enum JoinError {
     Api(String),
     #[error("the certificate request {name} was denied: {reason}; approve a new one or check the approver (kube-controller-manager csrapproving) and the bootstrap RBAC")]
     Denied { name: String, reason: String },
-    #[error("cannot store credentials in {path}: {source}; check that the state directory is writable (systemd: StateDirectory=kube-gw)")]
+    #[error("cannot store credentials in {path}: {source}; free space in the state directory or make it writable (systemd: StateDirectory=kube-gw)")]
     Store {
         path: PathBuf,
         #[source]
@@ -70,6 +72,10 @@ pub struct Credentials {
     pub not_after: Option<SystemTime>,
     /// Where they came from, for status.
     pub source: String,
+    /// A bootstrap join's kubeconfig that could not be written to the state directory, and
+    /// why: the credentials work (they are in memory), but a restart would not find them.
+    /// The caller keeps trying to store the text ([`store`]) and says so.
+    pub unstored: Option<(String, String)>,
 }
 
 /// Turns a kube error into words an operator can act on.
@@ -120,11 +126,14 @@ fn read(what: &'static str, path: &Path) -> Result<String, JoinError> {
 }
 
 /// Obtains credentials as configured. `renew` asks for a new certificate even if the stored
-/// one is still valid (bootstrap only).
+/// one is still valid (bootstrap only). `held` is a kubeconfig from an earlier join that
+/// could not be stored: it is stored now if the state directory takes it, and used (instead
+/// of what is on disk) while it is the newer certificate.
 pub async fn obtain(
     k: &KubernetesConfig,
     node: &str,
     renew: bool,
+    held: Option<&str>,
     report: &KubeReport,
 ) -> Result<Credentials, JoinError> {
     if let Some(path) = &k.kubeconfig {
@@ -143,6 +152,7 @@ pub async fn obtain(
             renew_at: None,
             not_after: None,
             source: format!("kubeconfig {}", path.display()),
+            unstored: None,
         });
     }
     let (Some(server), Some(ca_file), Some(token_file)) =
@@ -154,7 +164,14 @@ pub async fn obtain(
     };
     let ca = read("the CA bundle", ca_file)?;
     let stored = k.state_dir.join(STORED);
-    let current = match std::fs::read_to_string(&stored) {
+    let held = held.and_then(Stored::parse);
+    let mut unstored = None;
+    if let Some(h) = &held {
+        if let Err(e) = store(&k.state_dir, &h.kubeconfig) {
+            unstored = Some((h.kubeconfig.clone(), e.to_string()));
+        }
+    }
+    let on_disk = match std::fs::read_to_string(&stored) {
         Ok(text) => match Stored::parse(&text) {
             Some(s) if s.not_after > SystemTime::now() => Some(s),
             Some(_) => {
@@ -168,13 +185,30 @@ pub async fn obtain(
         },
         Err(_) => None,
     };
+    // The newer of the two.
+    let current = match (held, on_disk) {
+        (Some(h), Some(d)) if d.not_after >= h.not_after => Some(d),
+        (Some(h), _) if h.not_after > SystemTime::now() => Some(h),
+        (_, d) => d,
+    };
     if let Some(cur) = &current {
         if !renew && SystemTime::now() < cur.renew_at() {
+            let in_memory = unstored
+                .as_ref()
+                .is_some_and(|(text, _)| *text == cur.kubeconfig);
             return Ok(Credentials {
                 config: config_from(&cur.kubeconfig, &stored).await?,
                 renew_at: Some(cur.renew_at()),
                 not_after: Some(cur.not_after),
-                source: format!("stored certificate {}", stored.display()),
+                source: if in_memory {
+                    format!(
+                        "certificate held in memory, not yet stored in {}",
+                        stored.display()
+                    )
+                } else {
+                    format!("stored certificate {}", stored.display())
+                },
+                unstored: unstored.filter(|_| in_memory),
             });
         }
     }
@@ -203,17 +237,35 @@ pub async fn obtain(
     let client = Client::try_from(requester).map_err(|e| JoinError::Api(explain(&e, server)))?;
     let (cert_pem, key_pem) = request_certificate(&client, node, server, report).await?;
     let text = kubeconfig_text(server, &ca, Auth::Cert(&cert_pem, &key_pem));
-    store(&k.state_dir, &text)?;
     let s = Stored::parse(&text)
         .ok_or_else(|| JoinError::Crypto("the signed certificate does not parse".into()))?;
+    // A certificate that cannot be stored (disk full, read-only state directory) is used
+    // all the same: the switch keeps its view of the cluster, and says what is wrong.
+    let (source, unstored) = match store(&k.state_dir, &text) {
+        Ok(()) => (
+            format!(
+                "certificate from TLS bootstrap, stored in {}",
+                stored.display()
+            ),
+            None,
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "the new client certificate cannot be stored; using it from memory and trying again");
+            (
+                format!(
+                    "certificate from TLS bootstrap, held in memory, not yet stored in {}",
+                    stored.display()
+                ),
+                Some((text.clone(), e.to_string())),
+            )
+        }
+    };
     Ok(Credentials {
         config: config_from(&text, &stored).await?,
         renew_at: Some(s.renew_at()),
         not_after: Some(s.not_after),
-        source: format!(
-            "certificate from TLS bootstrap, stored in {}",
-            stored.display()
-        ),
+        source,
+        unstored,
     })
 }
 
@@ -270,7 +322,9 @@ async fn config_from(text: &str, origin: &Path) -> Result<Config, JoinError> {
         .map_err(|e| bad(e.to_string()))
 }
 
-fn store(dir: &Path, text: &str) -> Result<(), JoinError> {
+/// Stores a bootstrap join's kubeconfig in the state directory (also one that could not be
+/// stored when it was made: [`Credentials::unstored`]).
+pub fn store(dir: &Path, text: &str) -> Result<(), JoinError> {
     store_as(dir, STORED, text)
 }
 
@@ -283,7 +337,8 @@ pub fn store_as(dir: &Path, name: &str, text: &str) -> Result<(), JoinError> {
     std::fs::create_dir_all(dir).map_err(err(dir))?;
     let tmp = dir.join(format!("{name}.tmp"));
     let _ = std::fs::remove_file(&tmp);
-    {
+    let dest = dir.join(name);
+    let written = (|| {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
@@ -294,10 +349,15 @@ pub fn store_as(dir: &Path, name: &str, text: &str) -> Result<(), JoinError> {
             .map_err(err(&tmp))?;
         f.write_all(text.as_bytes()).map_err(err(&tmp))?;
         f.sync_all().map_err(err(&tmp))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .map_err(err(&tmp))?;
+        std::fs::rename(&tmp, &dest).map_err(err(&dest))
+    })();
+    if written.is_err() {
+        // A half-written file would only hold on to space on a full disk.
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(err(&tmp))?;
-    let dest = dir.join(name);
-    std::fs::rename(&tmp, &dest).map_err(err(&dest))?;
+    written?;
     tracing::info!(path = %dest.display(), "credentials stored");
     Ok(())
 }
@@ -481,8 +541,8 @@ mod tests {
         assert_eq!(renew_point(nb, na), nb + Duration::from_secs(700));
     }
 
-    #[tokio::test]
-    async fn a_kubeconfig_with_a_certificate_round_trips_and_its_validity_is_read() {
+    /// A kubeconfig with a client certificate valid from `nb` to `na`, and its CA's PEM.
+    fn kubeconfig_valid(nb: SystemTime, na: SystemTime) -> (String, String) {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -490,13 +550,69 @@ mod tests {
         let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
         let key = rcgen::KeyPair::generate().unwrap();
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.not_before = rcgen::date_time_ymd(2026, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2027, 1, 1);
+        p.not_before = nb.into();
+        p.not_after = na.into();
         let cert = p.signed_by(&key, &issuer).unwrap();
         let text = kubeconfig_text(
             "https://127.0.0.1:6443",
             &ca_cert.pem(),
             Auth::Cert(&cert.pem(), &key.serialize_pem()),
+        );
+        (text, ca_cert.pem())
+    }
+
+    #[tokio::test]
+    async fn a_certificate_the_state_directory_did_not_take_is_used_and_stored_once_it_can_be() {
+        let now = SystemTime::now();
+        let (text, ca) = kubeconfig_valid(
+            now - Duration::from_secs(3600),
+            now + Duration::from_secs(30 * 86_400),
+        );
+        let dir = std::env::temp_dir().join(format!("kube-gw-unstored-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.crt"), ca).unwrap();
+        // The state directory is a file: nothing can be stored in it.
+        let state = dir.join("state");
+        std::fs::write(&state, "").unwrap();
+        let k = KubernetesConfig {
+            kubeconfig: None,
+            server: Some("https://127.0.0.1:6443".into()),
+            ca_file: Some(dir.join("ca.crt")),
+            bootstrap_token_file: Some(dir.join("no-token")),
+            service_cidrs: vec![],
+            state_dir: state.clone(),
+            lease_duration: Duration::from_secs(40),
+        };
+        let report = KubeReport::default();
+        let c = obtain(&k, "spine-1", false, Some(&text), &report)
+            .await
+            .unwrap();
+        let (held, why) = c.unstored.expect("reported as not stored");
+        assert_eq!(held, text);
+        assert!(why.contains("cannot store credentials in"), "{why}");
+        assert!(c.source.contains("held in memory"), "{}", c.source);
+        // Positive control: the same certificate, with a directory that takes it, is stored
+        // (mode 0600) and no longer reported.
+        std::fs::remove_file(&state).unwrap();
+        let c = obtain(&k, "spine-1", false, Some(&text), &report)
+            .await
+            .unwrap();
+        assert!(c.unstored.is_none());
+        assert!(c.source.starts_with("stored certificate"), "{}", c.source);
+        let stored = state.join(STORED);
+        assert_eq!(std::fs::read_to_string(&stored).unwrap(), text);
+        let mode = std::fs::metadata(&stored).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!state.join("kubeconfig.tmp").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_kubeconfig_with_a_certificate_round_trips_and_its_validity_is_read() {
+        let (text, _) = kubeconfig_valid(
+            rcgen::date_time_ymd(2026, 1, 1).into(),
+            rcgen::date_time_ymd(2027, 1, 1).into(),
         );
         let s = Stored::parse(&text).unwrap();
         assert_eq!(

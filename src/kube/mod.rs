@@ -158,6 +158,9 @@ async fn supervise(
 ) {
     let mut backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF).with_jitter();
     let mut renew = false;
+    // A bootstrap join's kubeconfig the state directory did not take (disk full, read-only):
+    // used from memory, stored as soon as the directory takes it.
+    let mut unstored: Option<String> = None;
     loop {
         hb.turn().await;
         let cfg = config.borrow_and_update().clone();
@@ -176,7 +179,7 @@ async fn supervise(
             .unwrap_or_else(|| "(from the kubeconfig)".into());
         report.join(JoinState::Joining, "obtaining credentials");
         let attempt = async {
-            let creds = credentials::obtain(&k, &name, renew, &report)
+            let creds = credentials::obtain(&k, &name, renew, unstored.as_deref(), &report)
                 .await
                 .map_err(|e| e.to_string())?;
             let url = creds.config.cluster_url.to_string();
@@ -207,6 +210,8 @@ async fn supervise(
         };
         backoff.reset();
         renew = false;
+        report.unstored(creds.unstored.as_ref().map(|(_, e)| e.clone()));
+        unstored = creds.unstored.as_ref().map(|(text, _)| text.clone());
         tracing::info!(node = %name, identity = %who, credentials = %creds.source, "joined the cluster");
         report.join(JoinState::Joined, format!("as {who}; {}", creds.source));
         report.client_certificate(creds.not_after);
@@ -235,6 +240,7 @@ async fn supervise(
             () = events::run(client.clone(), name.clone(), serving.clone(), out.subscribe()) => {}
             () = gateway_side(&client, &cfg, &name, (&gw_out, out.subscribe()), &report, &serving) => {}
             () = allocator_side(&client, (&config_for_allocator, &name), out.subscribe(), &alloc_out, &report) => {}
+            () = store_later(&k.state_dir, unstored.as_deref(), &report) => {}
             () = async {
                 match renew_in {
                     Some(d) => tokio::time::sleep(d).await,
@@ -258,6 +264,27 @@ async fn supervise(
             }
         }
     }
+}
+
+/// Tries to store `text` (a bootstrap join's kubeconfig the state directory did not take)
+/// until it is stored, with backoff; the report says why it is not stored meanwhile, and
+/// clears once it is. Nothing to store, or stored: never returns.
+async fn store_later(dir: &std::path::Path, text: Option<&str>, report: &KubeReport) {
+    if let Some(text) = text {
+        let mut backoff = Backoff::new(Duration::from_secs(2), MAX_BACKOFF);
+        loop {
+            backoff.wait().await;
+            match credentials::store(dir, text) {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "the client certificate held in memory is stored now");
+                    report.unstored(None);
+                    break;
+                }
+                Err(e) => report.unstored(Some(e.to_string())),
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 /// With an allocating pool: the allocator's election and the allocator; without, nothing

@@ -58,6 +58,8 @@ struct Inner {
     elections: std::collections::BTreeMap<&'static str, (bool, String, Option<Instant>)>,
     /// When the client certificate in use expires (a bootstrap join's; none with a kubeconfig).
     client_cert_not_after: Option<std::time::SystemTime>,
+    /// Why the client certificate in use is not in the state directory (held in memory).
+    unstored: Option<String>,
 }
 
 /// Shared report of the Kubernetes subsystem.
@@ -86,6 +88,11 @@ impl KubeReport {
     /// Records the expiry of the client certificate in use.
     pub fn client_certificate(&self, not_after: Option<std::time::SystemTime>) {
         self.lock().client_cert_not_after = not_after;
+    }
+
+    /// Records why the client certificate in use could not be stored, or that it is stored.
+    pub fn unstored(&self, error: Option<String>) {
+        self.lock().unstored = error;
     }
 
     /// Records a watch's state.
@@ -198,9 +205,13 @@ impl KubeReport {
         }
     }
 
-    /// True when something needs attention (a watch failing, the join failing).
-    pub fn degraded(&self) -> Option<String> {
-        let g = self.lock();
+    /// Why the view of the cluster is stale (the join failing, watches failing), or `None`.
+    /// The Node's Ready condition and `kube_gw_kube_degraded` follow this.
+    pub fn stale(&self) -> Option<String> {
+        Self::stale_in(&self.lock())
+    }
+
+    fn stale_in(g: &Inner) -> Option<String> {
         if let Some((JoinState::Failing, m, _)) = &g.join {
             return Some(m.clone());
         }
@@ -211,6 +222,19 @@ impl KubeReport {
             .map(|(k, _)| *k)
             .collect();
         (!failing.is_empty()).then(|| format!("watches failing: {}", failing.join(", ")))
+    }
+
+    /// Why the daemon needs attention while it keeps serving: a stale view ([`stale`]
+    /// (Self::stale)), the client certificate held in memory only; or `None`.
+    pub fn degraded(&self) -> Option<String> {
+        let g = self.lock();
+        let mut why: Vec<String> = Self::stale_in(&g).into_iter().collect();
+        if let Some(e) = &g.unstored {
+            why.push(format!(
+                "the client certificate in use is held in memory only (a restart now would fall back to the state directory's older credentials or the bootstrap token): {e}"
+            ));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
     }
 }
 
@@ -254,13 +278,19 @@ impl prometheus_client::collector::Collector for KubeCollector {
             ConstGauge::new(secs).encode(m.encode_family(&[("kind", "client")])?)?;
         }
         let joined = i64::from(matches!(v.join, Some((JoinState::Joined, _, _))));
-        let degraded = i64::from(self.0.degraded().is_some());
+        let degraded = i64::from(self.0.stale().is_some());
+        let unstored = i64::from(self.0.lock().unstored.is_some());
         for (name, help, value) in [
             ("kube_joined", "1 when kube-gw has joined the cluster", joined),
             (
                 "kube_degraded",
                 "1 while the cluster view is stale or the join is failing (the last good view is kept)",
                 degraded,
+            ),
+            (
+                "kube_credentials_unstored",
+                "1 while the client certificate in use could not be written to the state directory (disk full, read-only) and is held in memory only",
+                unstored,
             ),
         ] {
             let g = ConstGauge::new(value);

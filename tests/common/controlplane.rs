@@ -533,6 +533,35 @@ impl ControlPlane {
         kubeconfig(server, &self.ca_pem, &cert, &key)
     }
 
+    /// A switch's kubeconfig (`system:node:<node>`, group `system:nodes`) whose certificate
+    /// is valid from `not_before` to `not_after`, as a bootstrap join stores it.
+    pub fn node_kubeconfig_valid(
+        &self,
+        node: &str,
+        not_before: std::time::SystemTime,
+        not_after: std::time::SystemTime,
+    ) -> String {
+        let ca_key = rcgen::KeyPair::from_pem(&self.ca_key_pem).unwrap();
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&self.ca_pem, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, format!("system:node:{node}"));
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:nodes");
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        p.not_before = not_before.into();
+        p.not_after = not_after.into();
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        kubeconfig(
+            &self.server,
+            &self.ca_pem,
+            &cert.pem(),
+            &key.serialize_pem(),
+        )
+    }
+
     /// Writes a switch's kubeconfig (`system:node:<node>`, group `system:nodes`) to `path`,
     /// mode 0600 as kube-gw requires of secrets.
     pub fn write_node_kubeconfig(&self, node: &str, path: &std::path::Path) {

@@ -89,7 +89,15 @@ fn an_api_server_outage_with_churn_and_an_expired_watch_changes_nothing_until_it
     let cp = crate::controlplane::ControlPlane::shared();
     let name = format!("apiserver-outage-{}", std::process::id());
     let (port, pid) = cp.extra_apiserver(&name);
-    let mut sw = Switch::start_through(Some(port), None, "", "", NEIGHBOR, &[]);
+    let mut sw = Switch::start_as(
+        crate::vips::unique("spine"),
+        Some(port),
+        None,
+        "",
+        "",
+        NEIGHBOR,
+        &[],
+    );
     let (node, leaf, _bird) = attach_leaf(&mut sw);
     sw.service("before", &[OUTAGE_VIP], Some("10.0.0.5"));
     wait_for("the leaf's route to the VIP", ESTABLISH, || {
@@ -694,4 +702,203 @@ fn wall_clock_jumps_forward_and_back_confuse_neither_certificates_nor_leases() {
         .collect();
     assert!(warned.is_empty(), "{warned:?}");
     let _ = std::fs::remove_file(&clock);
+}
+
+const DISK_VIP: &str = "198.51.100.110";
+const DISK_NEXT_VIP: &str = "198.51.100.111";
+
+/// A small tmpfs mounted for one test (the state directory), unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: std::path::PathBuf, size: &str) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount tmpfs on {}", dir.display());
+        Tmpfs(dir)
+    }
+
+    /// `mount -o remount,<opts>`.
+    fn remount(&self, opts: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "remount {opts} {}", self.0.display());
+    }
+
+    /// Fills it: writes zeros to `filler` until the file system refuses (ENOSPC), which is
+    /// checked.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join("filler")).unwrap();
+        let block = [0u8; 4096];
+        let err = loop {
+            if let Err(e) = f.write_all(&block).and_then(|()| f.sync_all()) {
+                break e;
+            }
+        };
+        assert_eq!(err.raw_os_error(), Some(28), "filling the tmpfs: {err}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The client certificate's expiry (Unix seconds) in a stored kubeconfig.
+fn stored_certificate_expiry(path: &std::path::Path) -> u64 {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(path).unwrap();
+    let kc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    let data = kc["users"][0]["user"]["client-certificate-data"]
+        .as_str()
+        .unwrap();
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .unwrap();
+    let (_, p) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let cert = p.parse_x509().unwrap();
+    u64::try_from(cert.validity().not_after.timestamp()).unwrap()
+}
+
+#[test]
+fn a_full_or_read_only_state_dir_is_a_clear_status_and_serving_goes_on() {
+    if !require_root("a_full_or_read_only_state_dir_is_a_clear_status_and_serving_goes_on") {
+        return;
+    }
+    let cp = crate::controlplane::ControlPlane::shared();
+    let name = crate::vips::unique("spine");
+    let base = std::env::temp_dir().join(format!("kube-gw-disk-{name}"));
+    std::fs::create_dir_all(&base).unwrap();
+    let secret = |file: &str, text: &str| {
+        let p = base.join(file);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        p
+    };
+    let ca = secret("ca.crt", &cp.ca_pem);
+    let token = secret("token", &cp.bootstrap_token());
+    // The state directory, as a bootstrap join left it: a certificate past 70 % of its
+    // life (renewed at the start), on a file system that is full.
+    let state = Tmpfs::mount(base.join("state"), "256k");
+    let stored = state.0.join("kubeconfig");
+    let now = std::time::SystemTime::now();
+    let old = cp.node_kubeconfig_valid(
+        &name,
+        now - Duration::from_secs(50 * 60),
+        now + Duration::from_secs(10 * 60),
+    );
+    std::fs::write(&stored, old).unwrap();
+    std::fs::set_permissions(&stored, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let old_expiry = stored_certificate_expiry(&stored);
+    state.fill();
+    let kubernetes = format!(
+        "server = \"{}\"\nca-file = \"{}\"\nbootstrap-token-file = \"{}\"\nstate-dir = \"{}\"\n",
+        cp.server,
+        ca.display(),
+        token.display(),
+        state.0.display()
+    );
+    let mut sw = Switch::start_as(name, None, None, &kubernetes, "", NEIGHBOR, &[]);
+    let (node, leaf, _bird) = attach_leaf(&mut sw);
+    // Joined with the renewed certificate, held in memory: degraded, and why.
+    let why = wait_for(
+        "kube-gw to say the state directory is full",
+        ESTABLISH,
+        || sw.kg.status()["degraded"].as_str().map(String::from),
+    );
+    assert!(
+        why.contains("No space left on device") && why.contains(&state.0.display().to_string()),
+        "{why}"
+    );
+    assert!(why.contains("held in memory only"), "{why}");
+    let full = why.clone();
+    // The view is not stale (the Node stays Ready); the credentials' gauge says it all.
+    assert_eq!(
+        sample(&node, "kube_gw_kube_credentials_unstored"),
+        Some(1.0)
+    );
+    assert_eq!(sample(&node, "kube_gw_kube_degraded"), Some(0.0), "{why}");
+    let in_use = sample(
+        &node,
+        "kube_gw_kube_client_certificate_expiry_timestamp_seconds{kind=\"client\"}",
+    )
+    .expect("the client certificate's expiry");
+    // The certificate in use is the renewed one (the signer's lifetime, far beyond the old
+    // one's 10 minutes); the old one is still what is on disk, and nothing half-written.
+    assert!(
+        in_use > (old_expiry + 86_400) as f64,
+        "in use until {in_use}, the stored one until {old_expiry}"
+    );
+    assert_eq!(stored_certificate_expiry(&stored), old_expiry);
+    assert!(!state.0.join("kubeconfig.tmp").exists());
+    // Serving: a Service now reaches lo and the leaf.
+    sw.service("web", &[DISK_VIP], Some("10.0.0.5"));
+    wait_for("the leaf's route to the VIP", ESTABLISH, || {
+        (leaf_next_hop(&leaf, DISK_VIP)? == "192.0.2.2").then_some(())
+    });
+    start_address_monitor(&mut sw.lab, &node);
+    start_leaf_monitor(&mut sw.lab, &leaf);
+    // Read-only instead of full: the status says so at the next attempt.
+    std::fs::remove_file(state.0.join("filler")).unwrap();
+    state.remount("ro");
+    let refused = std::fs::write(state.0.join("probe"), "x").unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(30), "{refused}");
+    let why = wait_for(
+        "kube-gw to say the state directory is read-only",
+        Duration::from_secs(90),
+        || {
+            let d = sw.kg.status()["degraded"].as_str().map(String::from)?;
+            d.contains("Read-only file system").then_some(d)
+        },
+    );
+    assert!(why.contains("held in memory only"), "{why}");
+    // Still serving, and still following the cluster: another Service reaches lo.
+    sw.service("next", &[DISK_NEXT_VIP], Some("10.0.0.6"));
+    wait_address(&node, &format!("{DISK_NEXT_VIP}/32"), true, ESTABLISH);
+    // Writable again: the certificate in use is stored (0600), the status clears.
+    state.remount("rw");
+    wait_for(
+        "the degraded flag to clear",
+        Duration::from_secs(90),
+        || sw.kg.status()["degraded"].is_null().then_some(()),
+    );
+    assert_eq!(
+        sample(&node, "kube_gw_kube_credentials_unstored"),
+        Some(0.0)
+    );
+    assert_eq!(stored_certificate_expiry(&stored) as f64, in_use);
+    let mode = std::fs::metadata(&stored).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    // Nothing was removed or withdrawn along the way.
+    let notes = address_notifications(&sw.lab, &node, &[DISK_VIP]);
+    assert!(notes.is_empty(), "address notifications: {notes:?}");
+    flush_monitor(&sw.lab, &leaf);
+    assert_eq!(deletions(&sw.lab.log("leafmon"), DISK_VIP), 0);
+    assert_eq!(leaf_next_hop(&leaf, DISK_VIP).as_deref(), Some("192.0.2.2"));
+    eprintln!("state dir full: {full}\nstate dir read-only: {why}\nthen writable: stored, degraded cleared");
+    drop(sw);
+    drop(state);
+    let _ = std::fs::remove_dir_all(&base);
 }

@@ -15,7 +15,7 @@ use crate::harness::{require_root, wait_for, Lab, Node};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
     format!("{prefix}-{}", &uuid[..8])
 }
@@ -85,12 +85,23 @@ impl Switch {
         extra: &str,
         wrap: &[&str],
     ) -> Self {
-        Self::start_through(None, ns, kubernetes, extra_vip, extra, wrap)
+        Self::start_as(
+            unique("spine"),
+            None,
+            ns,
+            kubernetes,
+            extra_vip,
+            extra,
+            wrap,
+        )
     }
 
-    /// [`start_custom`](Self::start_custom) through the API server on `api` (a port on the
-    /// host's loopback; the shared control plane's when `None`).
-    pub(crate) fn start_through(
+    /// [`start_custom`](Self::start_custom) as the Node `name`, through the API server on
+    /// `api` (a port on the host's loopback; the shared control plane's when `None`).
+    /// `kubernetes` lines with a `bootstrap-token-file` replace the kubeconfig (a bootstrap
+    /// join); with a `state-dir`, they replace the lab's.
+    pub(crate) fn start_as(
+        name: String,
         api: Option<u16>,
         ns: Option<String>,
         kubernetes: &str,
@@ -99,7 +110,6 @@ impl Switch {
         wrap: &[&str],
     ) -> Self {
         let cp = ControlPlane::shared();
-        let name = unique("spine");
         cp.bind_switch(&name);
         if extra.contains("[gateway]") {
             cp.bind_switch_gateway(&name);
@@ -133,14 +143,24 @@ impl Switch {
         } else {
             "[ipvs]\nenabled = false\n"
         };
+        let credentials = if kubernetes.contains("bootstrap-token-file") {
+            String::new()
+        } else {
+            format!("kubeconfig = \"{}\"", kc_path.display())
+        };
+        let state = if kubernetes.contains("state-dir") {
+            String::new()
+        } else {
+            format!("state-dir = \"{}\"", lab.path("state").display())
+        };
         let config = format!(
             r#"[node]
 name = "{name}"
 
 [kubernetes]
-kubeconfig = "{}"
+{credentials}
 service-cidrs = ["10.96.0.0/12"]
-state-dir = "{}"
+{state}
 {kubernetes}
 
 [vip]
@@ -153,9 +173,7 @@ service-selector = "kube-gw.io/test={ns}"
 asn = 65010
 router-id = "192.0.2.20"
 {extra}
-"#,
-            kc_path.display(),
-            lab.path("state").display()
+"#
         );
         let kg = KubeGw::start_wrapped(&mut lab, &node, &name, &config, wrap);
         wait_for("kube-gw to join", CONVERGE, || {

@@ -48,6 +48,7 @@ fn role(args: &[String]) {
         Some("serve") => serve(&args[1], args[2].parse().unwrap()),
         Some("clients") => clients(&args[1], args[2].parse().unwrap(), &args[3..]),
         Some("hold") => hold(&args[1], args[2].parse().unwrap(), &args[3]),
+        Some("knock") => knock(&args[1], args[2].parse().unwrap()),
         Some("ipvs") => ipvs_pass(&args[1]),
         Some("httpbulk") => gateway::httpbulk(args[1].parse().unwrap()),
         Some("tlsstat") => gateway::tlsstat(),
@@ -138,6 +139,15 @@ fn hold(vip: &str, port: u16, src: &str) {
 }
 
 /// One reconciler pass in this namespace from a spec file; prints each request sent.
+/// Opens `n` connections to `addr` (a SYN each, 300 ms for an answer), whatever becomes of
+/// them.
+fn knock(addr: &str, n: usize) {
+    let to: SocketAddr = addr.parse().unwrap();
+    for _ in 0..n {
+        let _ = TcpStream::connect_timeout(&to, Duration::from_millis(300));
+    }
+}
+
 fn ipvs_pass(spec: &str) {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(spec).unwrap()).unwrap();
@@ -293,9 +303,14 @@ fn web(dests: &[&str]) -> serde_json::Value {
 /// `ipvsadm -Ln` as {service line → destination lines}, spacing normalised.
 fn ipvsadm(node: &Node) -> BTreeMap<String, BTreeSet<String>> {
     let out = node.exec("ipvsadm", &["-Ln"]);
+    ipvsadm_table(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `ipvsadm -Ln`'s output as {service line → destination lines (address, method, weight)}.
+fn ipvsadm_table(out: &str) -> BTreeMap<String, BTreeSet<String>> {
     let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut cur = None;
-    for l in String::from_utf8_lossy(&out.stdout).lines() {
+    for l in out.lines() {
         let norm = l.split_whitespace().collect::<Vec<_>>().join(" ");
         if l.starts_with("TCP") || l.starts_with("UDP") || l.starts_with("SCTP") {
             m.insert(norm.clone(), BTreeSet::new());
@@ -706,6 +721,10 @@ impl Drop for Daemon {
                 println!("  {l}");
             }
         }
+        if let Ok(Some(_)) = self.child.try_wait() {
+            // Already gone (and reaped): its pid may be someone else's by now.
+            return;
+        }
         let pid = self.child.id().to_string();
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &pid])
@@ -999,6 +1018,73 @@ fn leaf_has(bird: &harness::peers::Bird, vip: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains("via 192.0.2.2")
 }
 
+/// The daemon's world in the guest: its root namespace is the switch (kgw-sw 192.0.2.2/30),
+/// a BIRD leaf in a namespace behind a veth (kgw-leaf 192.0.2.1/30).
+fn daemon_lab() -> (Lab, Node, harness::peers::Bird) {
+    // A veth left by an earlier test whose namespace is still being destroyed.
+    let _ = std::process::Command::new("/sbin/ip")
+        .args(["link", "del", "kgw-sw"])
+        .stderr(Stdio::null())
+        .status();
+    let mut lab = Lab::new();
+    let leaf = lab.node("leaf");
+    ip(&[
+        "link", "add", "kgw-sw", "type", "veth", "peer", "name", "kgw-leaf",
+    ]);
+    ip(&["link", "set", "kgw-leaf", "netns", &leaf.ns]);
+    ip(&["addr", "add", "192.0.2.2/30", "dev", "kgw-sw"]);
+    ip(&["link", "set", "kgw-sw", "up"]);
+    leaf.exec("ip", &["addr", "add", "192.0.2.1/30", "dev", "kgw-leaf"]);
+    leaf.exec("ip", &["link", "set", "kgw-leaf", "up"]);
+    let bird = harness::peers::Bird::start(
+        &mut lab,
+        &leaf,
+        "leaf",
+        "router id 192.0.2.1;\nprotocol device {}\n\
+         protocol bgp sw { local 192.0.2.1 as 65000; neighbor 192.0.2.2 as 65010; \
+         hold time 9; connect retry time 1; ipv4 { import all; export none; }; }\n",
+    );
+    (lab, leaf, bird)
+}
+
+/// The daemon's configuration: the test control plane (`/lab/kubeconfig`), IPVS on, the
+/// leaf as neighbor; `vip_extra` goes into `[vip]`.
+fn daemon_config(lab: &Lab, vip_extra: &str) -> String {
+    let socket = lab.path("kg.sock").display().to_string();
+    format!(
+        "[node]\nname = \"kube-gw-vm\"\n\
+         [kubernetes]\nkubeconfig = \"/lab/kubeconfig\"\nservice-cidrs = [\"10.96.0.0/12\"]\n\
+         [vip]\npools = [\"198.51.100.0/24\"]\n{vip_extra}[ipvs]\nenabled = true\n\
+         [bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\nhold-time = 9\ndrain-time = 0\n\
+         [[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n\
+         [admin]\nsocket = \"{socket}\"\nmetrics = \"127.0.0.1:9472\"\n"
+    )
+}
+
+/// Starts the daemon with `config` (written to the lab's `kg.toml`; its log appended to
+/// `kg.log`).
+fn spawn_daemon(lab: &Lab, config: &str) -> Daemon {
+    let config_path = lab.write("kg.toml", config);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(lab.path("kg.log"))
+        .unwrap();
+    let child = std::process::Command::new(Daemon::bin())
+        .args(["run", "--log-format", "json", "-c"])
+        .arg(&config_path)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Daemon {
+        child,
+        config: config_path,
+        socket: lab.path("kg.sock").display().to_string(),
+        log: lab.path("kg.log"),
+    }
+}
+
 /// RFC 8212's spirit, fail-closed: with IPVS enabled, the daemon announces a Service's VIP
 /// only once its virtual service is in the kernel, and withdraws it before the virtual
 /// service goes. Against a BIRD leaf and the test control plane's Service (externalIP
@@ -1044,50 +1130,9 @@ fn the_daemon_announces_only_what_ipvs_has_and_withdraws_before_it_goes() {
         !std::path::Path::new("/proc/net/ip_vs").exists(),
         "ip_vs still loaded"
     );
-    let mut lab = Lab::new();
-    let leaf = lab.node("leaf");
-    ip(&[
-        "link", "add", "kgw-sw", "type", "veth", "peer", "name", "kgw-leaf",
-    ]);
-    ip(&["link", "set", "kgw-leaf", "netns", &leaf.ns]);
-    ip(&["addr", "add", "192.0.2.2/30", "dev", "kgw-sw"]);
-    ip(&["link", "set", "kgw-sw", "up"]);
-    leaf.exec("ip", &["addr", "add", "192.0.2.1/30", "dev", "kgw-leaf"]);
-    leaf.exec("ip", &["link", "set", "kgw-leaf", "up"]);
-    let bird = harness::peers::Bird::start(
-        &mut lab,
-        &leaf,
-        "leaf",
-        "router id 192.0.2.1;\nprotocol device {}\n\
-         protocol bgp sw { local 192.0.2.1 as 65000; neighbor 192.0.2.2 as 65010; \
-         hold time 9; connect retry time 1; ipv4 { import all; export none; }; }\n",
-    );
-    let socket = lab.path("kg.sock").display().to_string();
-    let config = |vip_extra: &str| {
-        format!(
-            "[node]\nname = \"kube-gw-vm\"\n\
-             [kubernetes]\nkubeconfig = \"/lab/kubeconfig\"\nservice-cidrs = [\"10.96.0.0/12\"]\n\
-             [vip]\npools = [\"198.51.100.0/24\"]\n{vip_extra}[ipvs]\nenabled = true\n\
-             [bgp]\nasn = 65010\nrouter-id = \"192.0.2.20\"\nhold-time = 9\ndrain-time = 0\n\
-             [[bgp.neighbors]]\naddress = \"192.0.2.1\"\nremote-asn = 65000\n\
-             [admin]\nsocket = \"{socket}\"\nmetrics = \"127.0.0.1:9472\"\n"
-        )
-    };
-    let config_path = lab.write("kg.toml", &config(""));
-    let log = std::fs::File::create(lab.path("kg.log")).unwrap();
-    let child = std::process::Command::new(Daemon::bin())
-        .args(["run", "--log-format", "json", "-c"])
-        .arg(&config_path)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let kg = Daemon {
-        child,
-        config: config_path,
-        socket: socket.clone(),
-        log: lab.path("kg.log"),
-    };
+    let (lab, _leaf, bird) = daemon_lab();
+    let config = |vip_extra: &str| daemon_config(&lab, vip_extra);
+    let kg = spawn_daemon(&lab, &config(""));
     bird.wait_established("sw", Duration::from_secs(60));
     harness::wait_for("the VIP on lo", Duration::from_secs(120), || {
         let out = std::process::Command::new("/sbin/ip")
@@ -1170,6 +1215,186 @@ fn the_daemon_announces_only_what_ipvs_has_and_withdraws_before_it_goes() {
     ip(&["link", "del", "kgw-sw"]);
 }
 
+/// `ipvsadm -Ln` in the guest's root namespace, as [`ipvsadm_table`].
+fn ipvsadm_root() -> BTreeMap<String, BTreeSet<String>> {
+    let out = std::process::Command::new("ipvsadm")
+        .arg("-Ln")
+        .output()
+        .unwrap();
+    ipvsadm_table(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The connections IPVS has scheduled for the virtual service `vip:80` since it was made
+/// (`ipvsadm -Ln --stats`, "Conns"): a service made again starts from 0.
+fn ipvs_conns(vip: &str) -> u64 {
+    let out = std::process::Command::new("ipvsadm")
+        .args(["-Ln", "--stats", "-t", &format!("{vip}:80")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find(|l| l.starts_with("TCP"))
+        .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or_else(|| panic!("no stats for {vip}:80: {text}"))
+}
+
+/// The fault matrix's IPVS rows (the host kernel has no IPVS; `tests/netns/faults.rs` has
+/// the address and nftables side), against the daemon joined to the test control plane:
+/// 1. Changed behind its back, as `src/ipvs/reconcile.rs` documents ownership: a service
+///    outside the pools (another tool's) is left alone; one inside the pools that no
+///    Service wants is removed; a destination's weight changed by hand is set back; its
+///    virtual service deleted by hand is made again — each at the next full pass (every
+///    30 s), with the route at the leaf back once the service is.
+/// 2. SIGKILL and a restart adopt the virtual service as it is: its connection counter
+///    keeps counting (the service made again in 1 shows that a new one starts from 0), and
+///    nothing else in `ipvsadm` changes.
+fn the_daemon_repairs_ipvs_changed_behind_its_back_and_adopts_it_after_sigkill() {
+    let vip = std::fs::read_to_string("/lab/vip")
+        .unwrap()
+        .trim()
+        .to_string();
+    for m in ["ip_vs", "ip_vs_rr", "ip_vs_sh", "ip_vs_mh"] {
+        sh(&format!(
+            "grep -q '^{m} ' /proc/modules || insmod /m/{m}.ko*"
+        ));
+    }
+    let (lab, leaf, bird) = daemon_lab();
+    let config = daemon_config(&lab, "");
+    let mut kg = spawn_daemon(&lab, &config);
+    bird.wait_established("sw", Duration::from_secs(60));
+    harness::wait_for("the route at the leaf", Duration::from_secs(120), || {
+        leaf_has(&bird, &vip).then_some(())
+    });
+    let service = format!("TCP {vip}:80 mh (mh-fallback)");
+    let programmed = ipvsadm_root();
+    let dests = programmed
+        .get(&service)
+        .unwrap_or_else(|| panic!("no {service} in {programmed:?}"))
+        .clone();
+    let dest = dests
+        .iter()
+        .next()
+        .and_then(|d| d.split(' ').next())
+        .unwrap()
+        .to_string();
+    // Connections from the leaf to the VIP, counted by IPVS as it schedules each one (the
+    // backend's address is a blackhole here, so nothing leaves the guest). The kernel sums
+    // its per-CPU counters every 2 s: `counted(n)` waits up to 20 s for at least `n`.
+    let endpoint = dest.rsplit_once(':').unwrap().0.to_string();
+    ip(&["route", "add", "blackhole", &format!("{endpoint}/32")]);
+    leaf.exec(
+        "ip",
+        &["route", "add", &format!("{vip}/32"), "via", "192.0.2.2"],
+    );
+    let connect = || {
+        run_role(&leaf, &["knock", &format!("{vip}:80"), "5"]);
+    };
+    let counted = |n: u64| {
+        let t = std::time::Instant::now();
+        let mut c = ipvs_conns(&vip);
+        while c < n && t.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(500));
+            c = ipvs_conns(&vip);
+        }
+        c
+    };
+    connect();
+    // Positive control: the counter counts.
+    assert!(
+        counted(5) >= 5,
+        "IPVS counted {} connections of 5",
+        ipvs_conns(&vip)
+    );
+    // 1. Behind its back.
+    let foreign = "TCP 203.0.113.50:80 rr".to_string();
+    let unwanted = "TCP 198.51.100.250:8080 rr".to_string();
+    sh("ipvsadm -A -t 203.0.113.50:80 -s rr && ipvsadm -a -t 203.0.113.50:80 -r 192.0.2.77:80 -m");
+    sh("ipvsadm -A -t 198.51.100.250:8080 -s rr");
+    sh(&format!("ipvsadm -e -t {vip}:80 -r {dest} -m -w 7"));
+    // Positive control: the kernel took all three.
+    let changed = ipvsadm_root();
+    assert!(
+        changed.contains_key(&foreign)
+            && changed.contains_key(&unwanted)
+            && changed[&service].contains(&format!("{dest} Masq 7")),
+        "{changed:?}"
+    );
+    let t = std::time::Instant::now();
+    harness::wait_for(
+        "the weight set back and the unwanted service removed",
+        Duration::from_secs(75),
+        || {
+            let now = ipvsadm_root();
+            (now.get(&service) == Some(&dests) && !now.contains_key(&unwanted)).then_some(())
+        },
+    );
+    let repaired = t.elapsed();
+    let now = ipvsadm_root();
+    assert_eq!(
+        now.get(&foreign)
+            .map(|d| d.iter().cloned().collect::<Vec<_>>()),
+        Some(vec!["192.0.2.77:80 Masq 1".to_string()]),
+        "another tool's service was touched: {now:?}"
+    );
+    sh(&format!("ipvsadm -D -t {vip}:80"));
+    assert!(!ipvs_has(&vip), "the virtual service was not deleted");
+    let t = std::time::Instant::now();
+    harness::wait_for(
+        "the deleted virtual service made again",
+        Duration::from_secs(75),
+        || (ipvsadm_root().get(&service) == Some(&dests)).then_some(()),
+    );
+    let remade = t.elapsed();
+    // Control for the adoption below: a virtual service made again counts from 0.
+    assert_eq!(
+        ipvs_conns(&vip),
+        0,
+        "the re-made virtual service kept its counter"
+    );
+    harness::wait_for("the route at the leaf", Duration::from_secs(30), || {
+        leaf_has(&bird, &vip).then_some(())
+    });
+    println!("behind its back: weight and unwanted service repaired after {repaired:?}, deleted service made again after {remade:?}; another tool's service untouched");
+    // 2. SIGKILL under a counted load.
+    connect();
+    let before = counted(5);
+    let table_before = ipvsadm_root();
+    sh(&format!("kill -KILL {}", kg.child.id()));
+    let st = kg.child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(9),
+        "{st:?}"
+    );
+    // Dead: the kernel keeps what it had.
+    assert_eq!(ipvsadm_root(), table_before);
+    let t = std::time::Instant::now();
+    // The old daemon is reaped: the replacement is what `kg` stops at the end.
+    kg = spawn_daemon(&lab, &config);
+    harness::wait_for(
+        "the restarted daemon programmed",
+        Duration::from_secs(120),
+        || (kg.component("ipvs")["state"] == "programmed").then_some(()),
+    );
+    bird.wait_established("sw", Duration::from_secs(60));
+    harness::wait_for("the route at the leaf", Duration::from_secs(60), || {
+        leaf_has(&bird, &vip).then_some(())
+    });
+    let back = t.elapsed();
+    connect();
+    // Made again, it would count the 5 new ones only.
+    let after = counted(before + 5);
+    assert!(
+        after >= before + 5,
+        "the virtual service was made again: {before} connections counted before the kill, {after} after"
+    );
+    assert_eq!(ipvsadm_root(), table_before, "the restart changed ipvsadm");
+    println!("sigkill: adopted (connections counted {before} → {after}), programmed and announced again after {back:?}");
+    drop(kg);
+    sh("ipvsadm -D -t 203.0.113.50:80");
+    ip(&["route", "del", "blackhole", &format!("{endpoint}/32")]);
+}
+
 const TESTS: &[Test] = &[
     (
         "programmed_state_is_what_ipvsadm_reads",
@@ -1195,10 +1420,14 @@ const TESTS: &[Test] = &[
         "gateway_terminates_tls_in_the_kernel_and_shares_a_vip_with_ipvs",
         gateway::gateway_terminates_tls_in_the_kernel_and_shares_a_vip_with_ipvs,
     ),
-    // Last: it unloads and reloads the IPVS modules.
+    // Last two, with the daemon: the first unloads and reloads the IPVS modules.
     (
         "the_daemon_announces_only_what_ipvs_has_and_withdraws_before_it_goes",
         the_daemon_announces_only_what_ipvs_has_and_withdraws_before_it_goes,
+    ),
+    (
+        "the_daemon_repairs_ipvs_changed_behind_its_back_and_adopts_it_after_sigkill",
+        the_daemon_repairs_ipvs_changed_behind_its_back_and_adopts_it_after_sigkill,
     ),
 ];
 

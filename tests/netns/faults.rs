@@ -8,8 +8,9 @@
 //! issue's long form is 600), `KUBE_GW_FAULT_KILLS` (default 20) and
 //! `KUBE_GW_FAULT_FLAPS` (default 100).
 //!
-//! IPVS is not in this kernel: the same rows for IPVS services belong to the real-kernel
-//! lab (`tests/lab/`). Addresses: 198.51.100.101–.122 and .150–.182, clear of the other
+//! IPVS is not in this kernel: its rows (changed behind kube-gw's back; SIGKILL and a
+//! restart adopt the virtual services) are in the real-kernel lab, `tests/lab/main.rs`
+//! `the_daemon_repairs_ipvs_changed_behind_its_back_and_adopts_it_after_sigkill`. Addresses: 198.51.100.101–.122 and .150–.182, clear of the other
 //! tests' allocation pools (.7, .16/28, .32/29, .64/28, .128/28), which the allocators
 //! keep free of Services' addresses cluster-wide.
 

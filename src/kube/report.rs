@@ -132,7 +132,16 @@ impl KubeReport {
 
     /// A (re-)list began.
     pub fn relist_started(&self, resource: &'static str) {
-        self.watch_state(resource, WatchState::Listing, None);
+        // A list started after a failure is still failing until it ends: status must not
+        // flicker back to healthy at each retry while the API server is away.
+        let failing = self
+            .lock()
+            .watches
+            .get(resource)
+            .is_some_and(|w| w.state == WatchState::Failing);
+        if !failing {
+            self.watch_state(resource, WatchState::Listing, None);
+        }
         if let Some(w) = self.lock().watches.get_mut(resource) {
             w.relists += 1;
         }

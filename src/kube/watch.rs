@@ -8,7 +8,9 @@
 //! ```
 //!
 //! - Watch errors, expired resource versions (410 Gone) and API-server restarts are the
-//!   watcher's business: it re-lists with backoff. The snapshot keeps its contents meanwhile,
+//!   watcher's business: it re-lists with backoff. A list or watch that fails is started
+//!   over with a list after kube-gw's own backoff, not resumed: a resumed watch says
+//!   nothing until the next change, so nothing would tell that the API server is back. The snapshot keeps its contents meanwhile,
 //!   and a re-list replaces a resource's objects only once it completes, so the snapshot
 //!   never shrinks because the API server went away. Losing the API server changes nothing
 //!   downstream. A list that goes quiet for [`LIST_IDLE`] before its end (a streaming list
@@ -44,6 +46,7 @@ use tracing::Instrument;
 
 use super::convert;
 use super::report::{KubeReport, WatchState};
+use crate::backoff::Backoff;
 use crate::model::cluster as snapshot;
 use crate::model::{ClusterSnapshot, ObjectKey};
 
@@ -54,6 +57,12 @@ const PARTIAL_EVERY: usize = 500;
 /// for its end-of-list bookmark until the watch's idle timeout (about 5 minutes), with
 /// every change since kept from the view.
 const LIST_IDLE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// After a list or watch fails, the list starts again after this, doubling up to
+/// [`WATCH_RESTART_MAX`] while failures follow each other (reset by a watch that ran for
+/// twice that).
+const WATCH_RESTART: std::time::Duration = std::time::Duration::from_secs(1);
+const WATCH_RESTART_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The snapshot being kept up to date, and the re-lists in progress.
 #[derive(Default)]
@@ -266,6 +275,7 @@ where
     // objects while kube-gw converts them, instead of one page after the other. An API
     // server that refuses them fails the first list; kube-gw then lists in pages.
     let mut streaming = K::STREAM;
+    let mut restart = Backoff::new(WATCH_RESTART, WATCH_RESTART_MAX).with_jitter();
     loop {
         let config = if streaming {
             watcher::Config::default().streaming_lists()
@@ -279,6 +289,9 @@ where
         let stream = watcher(api.clone(), config).default_backoff();
         // Between a list's start (Init) and its end (InitDone).
         let listing = std::sync::atomic::AtomicBool::new(false);
+        // When this watcher's list ended (InitDone): the watch has run since.
+        let watching: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+        let failed = std::sync::atomic::AtomicBool::new(false);
         let ended = drive(stream, &listing, |item| {
             let lock = || builder.lock().unwrap_or_else(PoisonError::into_inner);
             if streaming && item.is_err() && !lock().listed.contains(name) {
@@ -289,17 +302,46 @@ where
             }
             match &item {
                 Ok(Event::Init) => listing.store(true, Relaxed),
-                // An error: the watcher retries with its backoff; not a silent list.
-                Ok(Event::InitDone) | Err(_) => listing.store(false, Relaxed),
+                Ok(Event::InitDone) => {
+                    listing.store(false, Relaxed);
+                    *watching.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(std::time::Instant::now());
+                }
+                Err(_) => {
+                    listing.store(false, Relaxed);
+                    failed.store(true, Relaxed);
+                }
                 _ => {}
             }
+            let stop = item.is_err();
             on_event::<K>(item, builder, report, changed);
+            if stop {
+                return ControlFlow::Break(());
+            }
             ControlFlow::Continue(())
         })
         .instrument(span.clone())
         .await;
         match ended {
             Ended::Closed => return,
+            Ended::Broke if failed.load(Relaxed) => {
+                // A failure, of the list or of the watch after it, starts over with a list
+                // after kube-gw's own backoff (1 s doubling to 30 s, with jitter). The
+                // watcher left to itself would resume a failed watch from its
+                // resourceVersion, silently: nothing would say the API server is back
+                // until the next change, which may be hours away, and status would stay
+                // degraded meanwhile. A list ends in InitDone as soon as the API server
+                // answers, and publishes nothing if nothing changed. And the watcher
+                // retries a failed list about every second (the Init that starts each
+                // attempt resets its backoff): too often, from every switch, for an API
+                // server that is struggling.
+                let watched = *watching.lock().unwrap_or_else(PoisonError::into_inner);
+                if watched.is_some_and(|t| t.elapsed() >= WATCH_RESTART_MAX * 2) {
+                    restart.reset();
+                }
+                tracing::info!(resource = name, retry_in = ?restart.peek(), "listing again after the failure");
+                restart.wait().await;
+            }
             Ended::Broke => {}
             Ended::ListIdle => {
                 tracing::warn!(resource = name, idle = ?LIST_IDLE, streaming, "a list brought nothing; listing again, in pages");

@@ -1248,7 +1248,11 @@ fn ipvs_conns(vip: &str) -> u64 {
 /// 2. SIGKILL and a restart adopt the virtual service as it is: its connection counter
 ///    keeps counting (the service made again in 1 shows that a new one starts from 0), and
 ///    nothing else in `ipvsadm` changes.
-fn the_daemon_repairs_ipvs_changed_behind_its_back_and_adopts_it_after_sigkill() {
+/// 3. The API server unreachable for 30 s (its connections destroyed with `ss -K`, new ones
+///    answered with TCP resets by the guest's firewall, as a dead server's host does): status
+///    degraded, `ipvsadm` and the leaf's route unchanged throughout, and after the return
+///    and a full pass; the counter keeps counting.
+fn the_daemon_keeps_ipvs_right_through_hand_changes_sigkill_and_an_api_server_outage() {
     let vip = std::fs::read_to_string("/lab/vip")
         .unwrap()
         .trim()
@@ -1390,6 +1394,74 @@ fn the_daemon_repairs_ipvs_changed_behind_its_back_and_adopts_it_after_sigkill()
     );
     assert_eq!(ipvsadm_root(), table_before, "the restart changed ipvsadm");
     println!("sigkill: adopted (connections counted {before} → {after}), programmed and announced again after {back:?}");
+    // 3. The API server gone for 30 s: status says degraded; IPVS and the route stay as they
+    // are; back, it clears and still nothing changed.
+    let server = std::fs::read_to_string("/lab/kubeconfig").unwrap();
+    let port = server
+        .split("https://10.0.2.2:")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .expect("the API server's port in /lab/kubeconfig")
+        .to_string();
+    let table = ipvsadm_root();
+    let nft = |script: &str| {
+        let mut c = std::process::Command::new("nft")
+            .arg("-f")
+            .arg("-")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(c.wait().unwrap().success(), "nft: {script}");
+    };
+    nft(&format!(
+        "table inet lab-outage {{\n chain out {{\n  type filter hook output priority 0\n  \
+         ip daddr 10.0.2.2 tcp dport {port} reject with tcp reset\n }}\n}}\n"
+    ));
+    // The connections kube-gw has (its watches) end as a dead server's would.
+    sh(&format!("ss -K dst 10.0.2.2 dport = :{port} > /dev/null"));
+    let t = std::time::Instant::now();
+    let why = harness::wait_for("status to say degraded", Duration::from_secs(45), || {
+        kg.status()["degraded"].as_str().map(String::from)
+    });
+    let noticed = t.elapsed();
+    while t.elapsed() < Duration::from_secs(30) {
+        assert_eq!(ipvsadm_root(), table, "IPVS changed during the outage");
+        assert!(leaf_has(&bird, &vip), "the route went during the outage");
+        assert!(
+            kg.status()["degraded"].is_string(),
+            "degraded cleared during the outage"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    nft("delete table inet lab-outage\n");
+    // Positive control: the API server's port answers again.
+    let api: SocketAddr = format!("10.0.2.2:{port}").parse().unwrap();
+    harness::wait_for(
+        "the API server's port to answer",
+        Duration::from_secs(10),
+        || TcpStream::connect_timeout(&api, Duration::from_secs(1)).ok(),
+    );
+    let t = std::time::Instant::now();
+    harness::wait_for("degraded to clear", Duration::from_secs(90), || {
+        kg.status()["degraded"].is_null().then_some(())
+    });
+    let cleared = t.elapsed();
+    // A resync (30 s) after the return, still nothing changed, and the counter counts on.
+    std::thread::sleep(Duration::from_secs(31));
+    assert_eq!(ipvsadm_root(), table, "IPVS changed after the outage");
+    assert!(leaf_has(&bird, &vip));
+    connect();
+    let later = counted(after + 5);
+    assert!(
+        later >= after + 5,
+        "the virtual service was made again: {after} then {later}"
+    );
+    println!("api server gone 30 s: degraded after {noticed:?} ({why}); IPVS and the route unchanged; cleared {cleared:?} after its return");
     drop(kg);
     sh("ipvsadm -D -t 203.0.113.50:80");
     ip(&["route", "del", "blackhole", &format!("{endpoint}/32")]);
@@ -1426,8 +1498,8 @@ const TESTS: &[Test] = &[
         the_daemon_announces_only_what_ipvs_has_and_withdraws_before_it_goes,
     ),
     (
-        "the_daemon_repairs_ipvs_changed_behind_its_back_and_adopts_it_after_sigkill",
-        the_daemon_repairs_ipvs_changed_behind_its_back_and_adopts_it_after_sigkill,
+        "the_daemon_keeps_ipvs_right_through_hand_changes_sigkill_and_an_api_server_outage",
+        the_daemon_keeps_ipvs_right_through_hand_changes_sigkill_and_an_api_server_outage,
     ),
 ];
 

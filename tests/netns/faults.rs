@@ -9,9 +9,11 @@
 //! `KUBE_GW_FAULT_FLAPS` (default 100).
 //!
 //! IPVS is not in this kernel: its rows (changed behind kube-gw's back; SIGKILL and a
-//! restart adopt the virtual services) are in the real-kernel lab, `tests/lab/main.rs`
-//! `the_daemon_repairs_ipvs_changed_behind_its_back_and_adopts_it_after_sigkill`. Addresses: 198.51.100.101–.122 and .150–.182, clear of the other
-//! tests' allocation pools (.7, .16/28, .32/29, .64/28, .128/28), which the allocators
+//! restart adopt the virtual services; an API server outage changes nothing) are in the
+//! real-kernel lab, `tests/lab/main.rs`
+//! `the_daemon_keeps_ipvs_right_through_hand_changes_sigkill_and_an_api_server_outage`.
+//! Addresses: 198.51.100.101–.122 and .150–.182, clear of the other tests' allocation
+//! pools (.7, .16/28, .32/29, .64/28, .128/28), which the allocators
 //! keep free of Services' addresses cluster-wide.
 
 use std::time::{Duration, Instant};
@@ -121,7 +123,8 @@ fn an_api_server_outage_with_churn_and_an_expired_watch_changes_nothing_until_it
     assert_eq!(sample(&node, "kube_gw_kube_degraded"), Some(1.0), "{why}");
     // Meanwhile the cluster changes (through the other API server, into the same etcd):
     // Services come and some go again. kube-gw's watch position is now older than what
-    // its API server will have when it returns: the watch expires (410 Gone).
+    // its API server will have when it returns: resumed, the watch would be answered 410
+    // Gone. kube-gw does not resume a failed watch; it lists again.
     for i in 0..CHURN {
         sw.service(&format!("churn-{i}"), &[&churn_vip(i)], Some("10.0.0.6"));
     }
@@ -180,11 +183,16 @@ fn an_api_server_outage_with_churn_and_an_expired_watch_changes_nothing_until_it
         sw.kg.status()["degraded"].is_null().then_some(())
     });
     assert_eq!(sample(&node, "kube_gw_kube_degraded"), Some(0.0));
-    // The watch did expire and was listed again.
+    // The failed watch was not resumed (no 410 from the returned API server) but listed
+    // again.
     let log = sw.lab.log(&sw.kg.name);
     assert!(
-        log.contains("too old resource version"),
-        "no 410 Gone seen:\n{log}"
+        log.contains("listing again after the failure"),
+        "no relist after the failure:\n{log}"
+    );
+    assert!(
+        !log.contains("too old resource version"),
+        "a failed watch was resumed:\n{log}"
     );
     let relisted = sample(&node, relists).unwrap() - relists_before;
     assert!(relisted >= 1.0, "relists: {relisted}");
@@ -902,4 +910,83 @@ fn a_full_or_read_only_state_dir_is_a_clear_status_and_serving_goes_on() {
     drop(sw);
     drop(state);
     let _ = std::fs::remove_dir_all(&base);
+}
+
+const CUT_VIP: &str = "198.51.100.112";
+const CUT_NEXT_VIP: &str = "198.51.100.113";
+
+/// The API server stays up but the switch loses it: kube-gw's connections are cut (`ss -K`)
+/// and new ones refused (a TCP reset from the switch's own firewall), for 20 s. Nothing
+/// expires on the server, so the watches could resume silently from their
+/// resourceVersions: the row shows that status still comes back to healthy within the
+/// restart backoff after the path returns (not at the next change, hours later), and that
+/// the view works (a Service made after the return is served).
+#[test]
+fn a_cut_path_to_a_live_api_server_degrades_and_recovers_without_waiting_for_a_change() {
+    if !require_root(
+        "a_cut_path_to_a_live_api_server_degrades_and_recovers_without_waiting_for_a_change",
+    ) {
+        return;
+    }
+    let mut sw = Switch::start_with("", NEIGHBOR);
+    let (node, leaf, _bird) = attach_leaf(&mut sw);
+    sw.service("before", &[CUT_VIP], Some("10.0.0.5"));
+    wait_for("the leaf's route to the VIP", ESTABLISH, || {
+        (leaf_next_hop(&leaf, CUT_VIP)? == "192.0.2.2").then_some(())
+    });
+    // Quiet: no changes to anything kube-gw watches from here until after the return.
+    start_address_monitor(&mut sw.lab, &node);
+    let port = crate::controlplane::ControlPlane::shared()
+        .server
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let rule = format!(
+        "table inet cut {{\n chain out {{\n  type filter hook output priority 0\n  \
+         ip daddr 127.0.0.1 tcp dport {port} reject with tcp reset\n }}\n}}\n"
+    );
+    let rules = sw.lab.write("cut.nft", &rule);
+    let relists = "kube_gw_kube_watch_relists_total{resource=\"services\"}";
+    let relists_before = sample(&node, relists).expect("the Services watch's relists");
+    node.exec("nft", &["-f", rules.to_str().unwrap()]);
+    node.exec(
+        "ss",
+        &["-K", "dst", "127.0.0.1", "dport", "=", &format!(":{port}")],
+    );
+    let cut = Instant::now();
+    let why = wait_for("kube-gw to say it is degraded", ESTABLISH, || {
+        sw.kg.status()["degraded"].as_str().map(String::from)
+    });
+    while cut.elapsed() < Duration::from_secs(20) {
+        assert!(
+            sw.kg.status()["degraded"].is_string(),
+            "degraded cleared while the path was cut"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    node.exec("nft", &["delete", "table", "inet", "cut"]);
+    let back = Instant::now();
+    // Within the restart backoff (30 s at most) and a list, with margin for a busy machine.
+    wait_for(
+        "the degraded flag to clear",
+        Duration::from_secs(60),
+        || sw.kg.status()["degraded"].is_null().then_some(()),
+    );
+    let cleared = back.elapsed();
+    assert_eq!(sample(&node, "kube_gw_kube_degraded"), Some(0.0));
+    let relisted = sample(&node, relists).unwrap() - relists_before;
+    assert!(relisted >= 1.0, "relists: {relisted}");
+    // The view follows the cluster again.
+    sw.service("after", &[CUT_NEXT_VIP], Some("10.0.0.6"));
+    wait_for("the new Service's route at the leaf", ESTABLISH, || {
+        (leaf_next_hop(&leaf, CUT_NEXT_VIP)? == "192.0.2.2").then_some(())
+    });
+    // And nothing was removed meanwhile.
+    let notes = address_notifications(&sw.lab, &node, &[CUT_VIP]);
+    assert!(notes.is_empty(), "address notifications: {notes:?}");
+    eprintln!(
+        "path cut 20 s: degraded ({why}); healthy again {cleared:?} after the path returned, \
+         {relisted} relist(s)"
+    );
 }

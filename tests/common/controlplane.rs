@@ -193,6 +193,14 @@ fn sign<S: rcgen::SigningKey>(
     server: bool,
 ) -> (String, String) {
     let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params(cn, orgs, sans, server)
+        .signed_by(&key, issuer)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// What [`sign`] signs: `cn`/`orgs`, `sans`, server or client use.
+fn params(cn: &str, orgs: &[&str], sans: &[&str], server: bool) -> rcgen::CertificateParams {
     let mut p =
         rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap();
@@ -207,8 +215,7 @@ fn sign<S: rcgen::SigningKey>(
     } else {
         rcgen::ExtendedKeyUsagePurpose::ClientAuth
     }];
-    let cert = p.signed_by(&key, issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
+    p
 }
 
 fn b64(s: &str) -> String {
@@ -544,13 +551,12 @@ impl ControlPlane {
         let ca_key = rcgen::KeyPair::from_pem(&self.ca_key_pem).unwrap();
         let issuer = rcgen::Issuer::from_ca_cert_pem(&self.ca_pem, ca_key).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, format!("system:node:{node}"));
-        p.distinguished_name
-            .push(rcgen::DnType::OrganizationName, "system:nodes");
-        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let mut p = params(
+            &format!("system:node:{node}"),
+            &["system:nodes"],
+            &[],
+            false,
+        );
         p.not_before = not_before.into();
         p.not_after = not_after.into();
         let cert = p.signed_by(&key, &issuer).unwrap();

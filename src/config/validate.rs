@@ -70,10 +70,10 @@ pub fn validate(cfg: &PartialConfig, files: FileChecks) -> Vec<Finding> {
         gateway_rules(g, cfg.vip.as_ref(), &mut out);
     }
     if let Some(log) = &cfg.log {
-        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&log.level) {
+        if let Err(e) = crate::telemetry::parse_filter(&log.level) {
             out.error(
                 KeyPath::keys(&["log", "level"]),
-                format!("`{}` is not a log filter: {e}", log.level),
+                e,
                 "use a level (error, warn, info, debug, trace) or directives like \"kube_gw=debug,info\"",
             );
         }

@@ -3,8 +3,10 @@
 //! creates a Service with an externalIP, writes the switch's kubeconfig — pointing at
 //! 10.0.2.2, the host as a qemu guest with user networking sees it — and prints
 //! `READY <vip>`. Then it waits; the control plane stops when this process is killed.
+//! With a second path it also writes an admin kubeconfig there (same server address) and
+//! makes the namespace `vm-soak`, for the lab's churn soak (`tests/lab/soak.rs`).
 //!
-//!   cargo run --example vm_cluster -- /path/to/kubeconfig
+//!   cargo run --example vm_cluster -- /path/to/kubeconfig [/path/to/admin-kubeconfig]
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -24,7 +26,8 @@ const ENDPOINT: &str = "203.0.113.5";
 fn main() {
     let out = std::env::args()
         .nth(1)
-        .expect("usage: vm_cluster KUBECONFIG");
+        .expect("usage: vm_cluster KUBECONFIG [ADMIN-KUBECONFIG]");
+    let admin_out = std::env::args().nth(2);
     let cp = ControlPlane::shared();
     cp.bind_switch(NODE);
     let port = cp.server.rsplit(':').next().unwrap();
@@ -34,6 +37,15 @@ fn main() {
         &format!("https://10.0.2.2:{port}"),
     );
     std::fs::write(&out, kc).unwrap();
+    if let Some(admin_out) = admin_out {
+        let admin = cp.user_kubeconfig(
+            "kube-gw-lab-soak",
+            &["system:masters"],
+            &format!("https://10.0.2.2:{port}"),
+        );
+        std::fs::write(&admin_out, admin).unwrap();
+        cp.create_namespace("vm-soak");
+    }
     cp.create_namespace("vm-test");
     block_on(async {
         let svcs: Api<Service> = Api::namespaced(cp.admin().await, "vm-test");

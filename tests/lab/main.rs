@@ -23,6 +23,9 @@ mod harness;
 #[path = "../common/proxy_world.rs"]
 #[allow(dead_code)]
 mod proxy_world;
+mod soak;
+#[path = "../common/soak.rs"]
+mod soak_engine;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -1503,6 +1506,12 @@ const TESTS: &[Test] = &[
     ),
 ];
 
+/// Run only when a filter names them, after the others: the churn soak (`scripts/soak --lab`).
+const EXPLICIT: &[Test] = &[(
+    "soak_keeps_lo_ipvs_and_the_leaf_equal_to_the_cluster",
+    soak::soak_keeps_lo_ipvs_and_the_leaf_equal_to_the_cluster,
+)];
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("role") {
@@ -1517,9 +1526,11 @@ fn main() {
         return;
     }
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let named = |n: &str| filters.iter().any(|f| n.contains(f.as_str()));
     let chosen: Vec<&Test> = TESTS
         .iter()
-        .filter(|(n, _)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str())))
+        .filter(|(n, _)| filters.is_empty() || named(n))
+        .chain(EXPLICIT.iter().filter(|(n, _)| named(n)))
         .collect();
     println!("running {} lab tests", chosen.len());
     let mut failed = Vec::new();

@@ -19,6 +19,9 @@ mod monitoring;
 mod placement;
 mod restart;
 mod soak;
+#[path = "../common/soak.rs"]
+#[allow(dead_code)]
+mod soak_engine;
 mod steer;
 mod traffic;
 mod vips;

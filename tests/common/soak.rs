@@ -318,16 +318,18 @@ pub struct Results {
     pub checks_csv: String,
 }
 
-/// Makes the fleet, churns it for `p.secs` with a check every minute, then asserts: no
-/// change refused, every check agreed, each minute's changes measured, file descriptors
-/// back where they started (± 8).
+/// Makes the fleet, churns it for `p.secs` with a check every minute, hands the results to
+/// `save` (so a failed soak still leaves its data), then asserts: no change refused, every
+/// check agreed, each minute's changes measured, file descriptors back where they started
+/// (± 8).
 pub fn run(
     p: &Params,
     world: &dyn World,
     rt: &tokio::runtime::Runtime,
     client: &kube::Client,
     ns: &str,
-) -> Results {
+    save: &dyn Fn(&Results),
+) {
     let n = p.services;
     let started = Instant::now();
     rt.block_on(async {
@@ -610,6 +612,10 @@ pub fn run(
             c.ipvs
         ));
     }
+    save(&Results {
+        samples_csv,
+        checks_csv,
+    });
     let (first, last) = (samples.first().unwrap(), samples.last().unwrap());
     eprintln!(
         "soak: {} s, {} changes; RSS {} → {} KiB, fds {} → {}",
@@ -644,10 +650,6 @@ pub fn run(
         first.2,
         last.2
     );
-    Results {
-        samples_csv,
-        checks_csv,
-    }
 }
 
 #[cfg(test)]

@@ -128,15 +128,16 @@ pub fn soak_keeps_lo_ipvs_and_the_leaf_equal_to_the_cluster() {
         pid: kg.child.id(),
         addrmon,
     };
-    let r = run(&p, &world, &rt, &client, "vm-soak");
-    for (file, csv) in [
-        ("samples.csv", &r.samples_csv),
-        ("checks.csv", &r.checks_csv),
-    ] {
-        for row in csv.lines() {
-            println!("KGW-SOAK {file}: {row}");
+    run(&p, &world, &rt, &client, "vm-soak", &|r| {
+        for (file, csv) in [
+            ("samples.csv", &r.samples_csv),
+            ("checks.csv", &r.checks_csv),
+        ] {
+            for row in csv.lines() {
+                println!("KGW-SOAK {file}: {row}");
+            }
         }
-    }
+    });
     let _ = monitor.kill();
     let _ = monitor.wait();
     // kube-gw stops; what it programmed stays in the kernel (a restart adopts it). The soak

@@ -101,8 +101,9 @@ fn churn_soak_keeps_lo_and_the_leaf_equal_to_the_cluster() {
         leaf,
         pid,
     };
-    let r = run(&p, &world, &rt, &client, &sw.ns);
-    std::fs::write(out.join("samples.csv"), r.samples_csv).unwrap();
-    std::fs::write(out.join("checks.csv"), r.checks_csv).unwrap();
-    eprintln!("soak: results in {}", out.display());
+    run(&p, &world, &rt, &client, &sw.ns, &|r| {
+        std::fs::write(out.join("samples.csv"), &r.samples_csv).unwrap();
+        std::fs::write(out.join("checks.csv"), &r.checks_csv).unwrap();
+        eprintln!("soak: results in {}", out.display());
+    });
 }

@@ -45,12 +45,7 @@ pub struct Params {
 
 impl Params {
     pub fn from_env(prefix: &str, services: u64, rate: u64) -> Params {
-        let knob = |name: &str, default: u64| {
-            std::env::var(format!("{prefix}_{name}"))
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-        };
+        let knob = |name: &str, default| crate::harness::knob(&format!("{prefix}_{name}"), default);
         Params {
             secs: knob("SECS", 300),
             services: knob("SERVICES", services) as u32,
@@ -179,6 +174,19 @@ pub async fn expected(client: &kube::Client, ns: &str) -> Want {
         }
     }
     want
+}
+
+/// `ip -j addr show dev lo` as the soak's `lo` view (its addresses in 198.18.0.0/15).
+pub fn lo_view(out: &[u8]) -> BTreeSet<String> {
+    let v: serde_json::Value = serde_json::from_slice(out).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|i| i["addr_info"].as_array().into_iter().flatten())
+        .filter_map(|a| a["local"].as_str())
+        .filter(|a| in_range(a))
+        .map(String::from)
+        .collect()
 }
 
 /// `ipvsadm -Ln` as the soak's IPVS view (its virtual services in 198.18.0.0/15).

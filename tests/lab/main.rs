@@ -1021,6 +1021,16 @@ fn leaf_has(bird: &harness::peers::Bird, vip: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains("via 192.0.2.2")
 }
 
+/// IPVS and the schedulers the daemon uses, loaded unless already there (the first daemon
+/// test unloads them).
+fn load_ipvs() {
+    for m in ["ip_vs", "ip_vs_rr", "ip_vs_sh", "ip_vs_mh"] {
+        sh(&format!(
+            "grep -q '^{m} ' /proc/modules || insmod /m/{m}.ko*"
+        ));
+    }
+}
+
 /// The daemon's world in the guest: its root namespace is the switch (kgw-sw 192.0.2.2/30),
 /// a BIRD leaf in a namespace behind a veth (kgw-leaf 192.0.2.1/30).
 fn daemon_lab() -> (Lab, Node, harness::peers::Bird) {
@@ -1260,11 +1270,7 @@ fn the_daemon_keeps_ipvs_right_through_hand_changes_sigkill_and_an_api_server_ou
         .unwrap()
         .trim()
         .to_string();
-    for m in ["ip_vs", "ip_vs_rr", "ip_vs_sh", "ip_vs_mh"] {
-        sh(&format!(
-            "grep -q '^{m} ' /proc/modules || insmod /m/{m}.ko*"
-        ));
-    }
+    load_ipvs();
     let (lab, leaf, bird) = daemon_lab();
     let config = daemon_config(&lab, "");
     let mut kg = spawn_daemon(&lab, &config);

@@ -18,27 +18,14 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::soak_engine::{in_range, ipvs_view, run, runtime, Params, Views, World};
-use crate::{daemon_config, daemon_lab, sh, spawn_daemon};
+use crate::soak_engine::{in_range, ipvs_view, lo_view, run, runtime, Params, Views, World};
+use crate::{daemon_config, daemon_lab, load_ipvs, spawn_daemon};
 
 struct GuestWorld {
     /// The leaf BIRD's control socket (it keeps its routes to itself: no kernel protocol).
     bird_ctl: String,
     pid: u32,
     addrmon: std::path::PathBuf,
-}
-
-/// The soak's addresses in `ip -j addr show dev lo`.
-fn on_lo(out: &[u8]) -> BTreeSet<String> {
-    let v: serde_json::Value = serde_json::from_slice(out).unwrap_or_default();
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|i| i["addr_info"].as_array().into_iter().flatten())
-        .filter_map(|a| a["local"].as_str())
-        .filter(|a| in_range(a))
-        .map(String::from)
-        .collect()
 }
 
 /// The soak's prefixes in `birdc show route`: `198.18.0.1/32  unicast [sw …] * …` (the
@@ -66,7 +53,7 @@ impl World for GuestWorld {
             .output()
             .unwrap();
         Views {
-            lo: on_lo(&lo.stdout),
+            lo: lo_view(&lo.stdout),
             leaf: bird_routes(&String::from_utf8_lossy(&leaf.stdout)),
             ipvs: Some(ipvs_view(&String::from_utf8_lossy(&ipvs.stdout))),
         }
@@ -93,11 +80,7 @@ impl World for GuestWorld {
 pub fn soak_keeps_lo_ipvs_and_the_leaf_equal_to_the_cluster() {
     let admin = std::fs::read_to_string("/lab/admin-kubeconfig")
         .expect("no /lab/admin-kubeconfig: scripts/lab-run starts the control plane for this test");
-    for m in ["ip_vs", "ip_vs_rr", "ip_vs_sh", "ip_vs_mh"] {
-        sh(&format!(
-            "grep -q '^{m} ' /proc/modules || insmod /m/{m}.ko*"
-        ));
-    }
+    load_ipvs();
     let p = Params::from_env("KUBE_GW_LAB_SOAK", 300, 10);
     println!(
         "soak: {} s, {} Services, {} changes/s",

@@ -18,23 +18,16 @@ use std::time::Duration;
 use crate::bgp::{attach_leaf, metrics};
 use crate::controlplane::ControlPlane;
 use crate::harness::{require_root, Lab, Node};
-use crate::soak_engine::{in_range, run, runtime, Params, Views, World};
+use crate::soak_engine::{in_range, lo_view, run, runtime, Params, Views, World};
 use crate::vips::Switch;
 
-/// The soak's addresses in `ip -j` output's `field` (`local` of `addr`, `dst` of `route`).
-fn soak_set(out: &[u8], field: &str) -> BTreeSet<String> {
+/// The soak's routes in `ip -j route show`.
+fn route_view(out: &[u8]) -> BTreeSet<String> {
     let v: serde_json::Value = serde_json::from_slice(out).unwrap_or_default();
-    let items = v.as_array().into_iter().flatten();
-    let items: Vec<&serde_json::Value> = if field == "local" {
-        items
-            .flat_map(|i| i["addr_info"].as_array().into_iter().flatten())
-            .collect()
-    } else {
-        items.collect()
-    };
-    items
+    v.as_array()
         .into_iter()
-        .filter_map(|a| a[field].as_str())
+        .flatten()
+        .filter_map(|r| r["dst"].as_str())
         .filter(|a| in_range(a))
         .map(String::from)
         .collect()
@@ -56,8 +49,8 @@ impl World for HostWorld<'_> {
             .leaf
             .exec("ip", &["-j", "-4", "route", "show", "proto", "bird"]);
         Views {
-            lo: soak_set(&lo.stdout, "local"),
-            leaf: soak_set(&leaf.stdout, "dst"),
+            lo: lo_view(&lo.stdout),
+            leaf: route_view(&leaf.stdout),
             ipvs: None,
         }
     }

@@ -73,9 +73,49 @@ pub trait World {
     fn address_log(&self) -> String;
 }
 
-/// The n-th VIP of the soak: 198.18.0.0/15 from .1.
+/// How many VIPs the soak's range holds: 198.18.0.1 to 198.19.255.254, inside the pool
+/// kube-gw serves (198.18.0.0/15).
+const VIP_SPAN: u32 = (1 << 17) - 2;
+
+/// The n-th VIP of the soak's range (n < `VIP_SPAN`).
 pub fn vip(n: u32) -> Ipv4Addr {
+    assert!(n < VIP_SPAN, "VIP number {n} is outside the soak's range");
     Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + 1 + n)
+}
+
+/// The churn's VIPs: handed out in turn, round the range again and again, skipping any a
+/// live Service holds. (A plain counter left the /15 after 131 070 changes, about an hour
+/// of churn, and the Services it made were rightly refused by kube-gw as outside its
+/// pools: the views and the cluster then disagreed for the soak's own fault.)
+struct Vips {
+    next: u32,
+    held: BTreeSet<u32>,
+}
+
+impl Vips {
+    /// The fleet holds VIPs 0..fleet; the churn starts after them.
+    fn new(fleet: u32) -> Vips {
+        Vips {
+            next: fleet % VIP_SPAN,
+            held: (0..fleet).collect(),
+        }
+    }
+
+    /// A VIP no live Service holds, now held.
+    fn take(&mut self) -> u32 {
+        assert!((self.held.len() as u32) < VIP_SPAN, "every VIP is held");
+        loop {
+            let n = self.next;
+            self.next = (self.next + 1) % VIP_SPAN;
+            if self.held.insert(n) {
+                return n;
+            }
+        }
+    }
+
+    fn release(&mut self, n: u32) {
+        self.held.remove(&n);
+    }
 }
 
 pub fn in_range(a: &str) -> bool {
@@ -404,6 +444,9 @@ pub fn run(
             // Live Services by slot (name); the slots with a change in flight; the next
             // fresh number (for a VIP, a name or an endpoint).
             let mut live: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+            // Each slot's VIP, and the VIPs held.
+            let mut held: Vec<u32> = (0..n).collect();
+            let mut vips = Vips::new(n);
             let busy: Arc<Mutex<BTreeSet<usize>>> = Arc::default();
             let mut next = n;
             let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -437,11 +480,18 @@ pub fn run(
                 if op == 1 {
                     live[k] = format!("s{fresh}");
                 }
+                // The address moves, or comes with the new Service: a VIP of its own.
+                let ip = if op == 2 {
+                    vip(held[k])
+                } else {
+                    let v = vips.take();
+                    vips.release(std::mem::replace(&mut held[k], v));
+                    vip(v)
+                };
                 changes.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     let svcs = Api::<Service>::namespaced(client.clone(), &ns);
                     let slices = Api::<EndpointSlice>::namespaced(client.clone(), &ns);
-                    let ip = vip(fresh);
                     // An address change is made by the call that names the new address: the
                     // latency runs from its return.
                     let done: Result<(), kube::Error> = async {
@@ -665,6 +715,27 @@ mod tests {
     // The lab's binary (harness = false) compiles this module but not its #[test]s.
     #[allow(unused_imports)]
     use super::*;
+
+    /// The churn's VIPs stay inside the pool: after the last one they go round again,
+    /// past any a live Service holds; a released one is handed out again in its turn.
+    #[test]
+    fn the_churn_s_vips_go_round_the_range_past_the_held_ones() {
+        let mut v = Vips::new(3);
+        assert_eq!(v.take(), 3);
+        v.next = VIP_SPAN - 1;
+        assert_eq!(v.take(), VIP_SPAN - 1);
+        // Round again: 0, 1, 2 and 3 are held.
+        assert_eq!(v.take(), 4);
+        v.release(1);
+        v.next = VIP_SPAN - 1;
+        // VIP_SPAN - 1 is still held: the next free one is 1.
+        assert_eq!(v.take(), 1);
+        assert!(in_range(&vip(VIP_SPAN - 1).to_string()));
+        assert_eq!(vip(VIP_SPAN - 1), Ipv4Addr::new(198, 19, 255, 255 - 1));
+        assert!(!in_range(
+            &Ipv4Addr::from(u32::from(vip(VIP_SPAN - 1)) + 2).to_string()
+        ));
+    }
 
     /// `ipvsadm -Ln` as the kernel prints it: services outside the soak's range are not in
     /// the view; one without destinations shows as `→ none`.

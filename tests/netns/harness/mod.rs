@@ -97,21 +97,33 @@ pub fn proc_use(pid: u32) -> ProcUse {
             .unwrap_or(0)
     };
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the command's closing parenthesis: state, then numbers; utime and stime are
-    // fields 14 and 15 of stat, 11 and 12 after the state.
-    let f: Vec<u64> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
     ProcUse {
         fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count),
         threads: field("Threads:") as usize,
         rss_kib: field("VmRSS:"),
-        cpu_ticks: f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0),
+        cpu_ticks: cpu_ticks(&stat),
     }
+}
+
+/// utime + stime from a `/proc/PID/stat` line: fields 14 and 15, which are 11 and 12 after
+/// the command's closing parenthesis (the state is 0). Counted by position: a field can be
+/// -1 (tpgid, for a process without a controlling terminal, as every daemon is), so
+/// skipping what does not parse as a count would shift them (the soak's CPU column read
+/// stime and cutime that way).
+fn cpu_ticks(stat: &str) -> u64 {
+    let after: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| {
+        after
+            .get(i)
+            .and_then(|x| x.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
 }
 
 /// A number from the environment (a test's long form), or `default` (its short form).
@@ -500,5 +512,35 @@ impl Drop for Lab {
                 .stderr(Stdio::null())
                 .status();
         }
+    }
+}
+
+#[cfg(test)]
+mod proc_tests {
+    // The lab's binary (harness = false) compiles this module but not its #[test]s.
+    #[allow(unused_imports)]
+    use super::*;
+
+    /// A daemon's stat line (tpgid -1, a command with a space and a parenthesis):
+    /// utime 158675 + stime 11961.
+    #[test]
+    fn cpu_ticks_count_fields_by_position() {
+        let stat = "3302 (kube-gw (x)) S 3270 3258 3258 0 -1 4194560 643410 13642511 2 140 \
+                    158675 11961 7032 0 20 0 5 0 1000 0 0";
+        assert_eq!(cpu_ticks(stat), 158_675 + 11_961);
+    }
+
+    /// Positive control on a live process: a second of user-space work shows as ticks.
+    #[test]
+    fn cpu_ticks_see_user_time() {
+        let before = proc_use(std::process::id()).cpu_ticks;
+        let t = std::time::Instant::now();
+        let mut x: u64 = 1;
+        while t.elapsed() < std::time::Duration::from_millis(1000) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let after = proc_use(std::process::id()).cpu_ticks;
+        // A busy 2-core machine still gives this thread well over a fifth of the second.
+        assert!(after - before >= 20, "{before} → {after} ticks");
     }
 }

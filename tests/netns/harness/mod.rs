@@ -540,7 +540,8 @@ mod proc_tests {
             x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
         }
         let after = proc_use(std::process::id()).cpu_ticks;
-        // A busy 2-core machine still gives this thread well over a fifth of the second.
-        assert!(after - before >= 20, "{before} → {after} ticks");
+        // A busy 2-core machine still gives this thread a tenth of the second; the loop
+        // makes no system calls, so a reading of stime alone would stay near 0.
+        assert!(after - before >= 10, "{before} → {after} ticks");
     }
 }

@@ -55,17 +55,6 @@ fn established(recv: &Bird) -> bool {
     recv.protocol_info("sender").contains("Established")
 }
 
-/// CPU seconds (user + system) of a process so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
 /// A memory figure of a process in MiB: `VmRSS` (now) or `VmHWM` (peak).
 fn mem_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -123,7 +112,7 @@ struct Run {
 /// all `n` routes; returns (seconds, sender CPU seconds over it). The receiver connects to
 /// the sender, which every sender accepts at once.
 fn measure_announce(recv: &Bird, log: &std::path::Path, n: usize, pid: u32) -> (f64, f64) {
-    let (t0, c0) = (Instant::now(), cpu_seconds(pid));
+    let (t0, c0) = (Instant::now(), harness::cpu_seconds(pid));
     recv.birdc(&["enable", "sender"]);
     while count(recv) < n {
         assert!(
@@ -136,7 +125,7 @@ fn measure_announce(recv: &Bird, log: &std::path::Path, n: usize, pid: u32) -> (
     // The clock starts when the receiver's session came up (its log, in ms): how soon the
     // two sides connect depends on each daemon's retry timers, not on announcing.
     let done = epoch_now();
-    (done - session_up_at(log), cpu_seconds(pid) - c0)
+    (done - session_up_at(log), harness::cpu_seconds(pid) - c0)
 }
 
 fn measure_withdraw(recv: &Bird) -> f64 {

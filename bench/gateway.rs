@@ -110,21 +110,9 @@ fn after(text: &str, key: &str) -> Option<f64> {
     })
 }
 
-/// utime + stime of a process and its children threads, in seconds.
+/// utime + stime of the processes, in seconds.
 fn cpu_seconds(pids: &[u32]) -> f64 {
-    let tick = 100.0; // USER_HZ
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-        .map(|s| {
-            let f: Vec<&str> = s
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / tick
-        })
-        .sum()
+    pids.iter().map(|&p| harness::cpu_seconds(p)).sum()
 }
 
 fn rss_mib(pids: &[u32]) -> f64 {

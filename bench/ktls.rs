@@ -129,15 +129,6 @@ fn role_client(ca: &str, secs: u64) {
     println!("{total} {:.3}", t.elapsed().as_secs_f64());
 }
 
-/// user + system seconds of `pid` so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime) are 11 and 12 after the command; clock ticks of 1/100 s.
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-}
-
 fn tls_tx(switch: &Node) -> u64 {
     let out = switch.exec("cat", &["/proc/net/tls_stat"]);
     String::from_utf8_lossy(&out.stdout)
@@ -250,7 +241,7 @@ fn measure(w: &mut World, run: Run, secs: u64) -> (f64, f64) {
             .then_some(())
     });
     let tx0 = tls_tx(&w.switch);
-    let cpu0 = cpu_seconds(pid);
+    let cpu0 = harness::cpu_seconds(pid);
     let out = w.client.exec(
         "taskset",
         &[
@@ -263,7 +254,7 @@ fn measure(w: &mut World, run: Run, secs: u64) -> (f64, f64) {
             &secs.to_string(),
         ],
     );
-    let cpu = cpu_seconds(pid) - cpu0;
+    let cpu = harness::cpu_seconds(pid) - cpu0;
     let tx = tls_tx(&w.switch) - tx0;
     w.lab.stop("proxy", Duration::from_secs(5));
     let text = String::from_utf8_lossy(&out.stdout).to_string();

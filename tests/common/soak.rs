@@ -442,10 +442,10 @@ pub fn run(
         let rate = p.rate;
         rt.spawn(async move {
             // Live Services by slot (name); the slots with a change in flight; the next
-            // fresh number (for a VIP, a name or an endpoint).
+            // fresh number (for a name or an endpoint).
             let mut live: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
             // Each slot's VIP, and the VIPs held.
-            let mut held: Vec<u32> = (0..n).collect();
+            let mut slot_vip: Vec<u32> = (0..n).collect();
             let mut vips = Vips::new(n);
             let busy: Arc<Mutex<BTreeSet<usize>>> = Arc::default();
             let mut next = n;
@@ -482,10 +482,10 @@ pub fn run(
                 }
                 // The address moves, or comes with the new Service: a VIP of its own.
                 let ip = if op == 2 {
-                    vip(held[k])
+                    vip(slot_vip[k])
                 } else {
                     let v = vips.take();
-                    vips.release(std::mem::replace(&mut held[k], v));
+                    vips.release(std::mem::replace(&mut slot_vip[k], v));
                     vip(v)
                 };
                 changes.fetch_add(1, Ordering::Relaxed);

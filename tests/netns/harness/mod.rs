@@ -105,6 +105,11 @@ pub fn proc_use(pid: u32) -> ProcUse {
     }
 }
 
+/// User + system CPU seconds of a process so far (0 for a process that is gone).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    proc_use(pid).cpu_ticks as f64 / 100.0 // USER_HZ
+}
+
 /// utime + stime from a `/proc/PID/stat` line: fields 14 and 15, which are 11 and 12 after
 /// the command's closing parenthesis (the state is 0). Counted by position: a field can be
 /// -1 (tpgid, for a process without a controlling terminal, as every daemon is), so
